@@ -1,0 +1,26 @@
+"""The gradient-flow engine: plain PyTorch, no scikit-learn.
+
+``encode`` integrates the encoding flow of a batch, per sample; the registries are the only
+lists of valid solver, flow, gradient-mode, loss, schedule and grid names.
+"""
+
+from ._adaptive import StiffnessWarning
+from ._encode import check_combination, encode, solver_options
+from ._losses import Loss
+from ._registry import ADJOINTS, ALPHAS, FLOWS, GRIDS, LOSSES, SOLVERS
+from ._result import FlowResult
+
+__all__ = [
+    "encode",
+    "solver_options",
+    "check_combination",
+    "FlowResult",
+    "Loss",
+    "StiffnessWarning",
+    "SOLVERS",
+    "FLOWS",
+    "ADJOINTS",
+    "LOSSES",
+    "ALPHAS",
+    "GRIDS",
+]

@@ -1,0 +1,71 @@
+"""Adaptive minimise-distance (AMD) solver: section 2.2 of 000, section 3.4 of 002."""
+
+import torch
+
+
+class AMD:
+    """Explicit descent steps whose size is picked by backtracking on the loss.
+
+    At step ``n`` the candidate is ``s_n = min(max(kappa * dt_{n-1}, s0), s_max)`` where
+    ``dt_{n-1}`` is the previous accepted step (so a step that needed backtracking is not
+    forgotten, and ``max(., s0)`` restores a usable size); the step is ``dt_n = beta**m s_n`` for
+    the smallest ``m`` whose step lowers the loss, clipped so that ``t`` lands on ``tau``
+    exactly. A sample stops early when its loss curve flattens (see ``ActiveSet.flat``) or when
+    ``max_backtracks`` reductions cannot lower its loss (a stationary point to working
+    precision).
+
+    All active samples try their own candidate step in one batched decoder call per
+    iteration; a rejected sample retries with ``beta`` times its step in the next call, so
+    the batch never waits for one sample's line search and each sample's sequence of
+    decisions is exactly the sequential algorithm's.
+    """
+
+    name = "amd"
+
+    def __init__(self, beta=0.75, s0=1.0, s_max=10.0, kappa=1.1, max_backtracks=30):
+        self.beta = beta
+        self.s0 = s0
+        self.s_max = s_max
+        self.kappa = kappa
+        self.max_backtracks = max_backtracks
+
+    def _first_candidate(self, run):
+        return torch.minimum(torch.full_like(run["t"], self.s0), run["tau"] - run["t"])
+
+    def start(self, run):
+        run["h"] = self._first_candidate(run)
+        run["m"] = torch.zeros_like(run["n_steps"])
+
+    def step(self, problem, t, state, h, rows):
+        """The accepted-step map, recomputed from ``state`` (for the full adjoint)."""
+        _, grad = problem.loss_and_grad(problem.flow.position(state), rows)
+        return problem.flow.descent_step(t, state, grad, h)
+
+    def integrate(self, run):
+        problem, flow = run.problem, run.problem.flow
+        self.start(run)
+        while len(run):
+            state, loss, t, h = run["state"], run["loss"], run["t"], run["h"]
+            trial = flow.descent_step(t, state, run["grad"], h)
+            trial_loss, trial_grad = problem.loss_and_grad(flow.position(trial), run.rows)
+            run.count_evals()
+            accepted = trial_loss < loss
+            run.record_steps(accepted, t, h, state)
+
+            remaining = run["tau"] - t
+            at_end = accepted & (h >= remaining)
+            t_new = torch.where(at_end, run["tau"], t + h)
+            acc = accepted[:, None]
+            run["state"] = torch.where(acc, trial, state)
+            run["loss"] = torch.where(accepted, trial_loss, loss)
+            run["grad"] = torch.where(acc, trial_grad, run["grad"])
+            run.accept(accepted, t_new, trial_loss)
+
+            grown = torch.clamp(self.kappa * h, min=self.s0, max=self.s_max)
+            h_next = torch.where(accepted, grown, self.beta * h)
+            run["h"] = torch.minimum(h_next, run["tau"] - run["t"])
+            run["m"] = torch.where(accepted, torch.zeros_like(run["m"]), run["m"] + 1)
+
+            stalled = run["m"] > self.max_backtracks
+            flat = run.flat()
+            run.retire(at_end | stalled | flat, stalled | flat)

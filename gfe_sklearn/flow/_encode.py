@@ -1,0 +1,118 @@
+"""``encode``: integrate the encoding flow of a batch, per sample, with a gradient mode."""
+
+import inspect
+
+import torch
+
+from ._active import ActiveSet
+from ._problem import EncodingProblem
+from ._registry import ADJOINTS, ALPHAS, FLOWS, LOSSES, SOLVERS
+
+
+def _lookup(registry, value, parameter):
+    if isinstance(value, str) and value in registry:
+        return registry[value]
+    raise ValueError(
+        f"{parameter}={value!r} is not valid; choose one of {sorted(registry)}."
+    )
+
+
+def solver_options(solver):
+    """Names and defaults of the options a solver accepts."""
+    params = inspect.signature(_lookup(SOLVERS, solver, "solver")).parameters
+    return {name: p.default for name, p in params.items()}
+
+
+def check_combination(solver, alpha):
+    """Reject settings that have no meaning together, naming the valid ones."""
+    if solver == "amd" and alpha != "constant":
+        raise ValueError(
+            f"alpha={alpha!r} cannot be used with solver='amd': AMD picks each step size by "
+            "line search, which takes over the role of alpha(t). Use alpha='constant' with "
+            f"'amd', or alpha={alpha!r} with one of {sorted(set(SOLVERS) - {'amd'})}."
+        )
+
+
+def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjoint="approx",
+           loss="bce", tau=100.0, alpha="constant", stop_tol=1e-4, stop_window=5,
+           options=None, nesterov_eps=1e-2, z0=None, record_history=False):
+    """Encode a batch by integrating the gradient flow of its reconstruction loss.
+
+    Integrates ``dz/dt = -alpha(t) grad_z l(y, D(z))`` (or Nesterov's second-order flow) from
+    ``z = z0`` (zeros by default) up to ``t = tau``, separately for every sample: step sizes,
+    acceptance, early stopping and ``tau`` are per sample, and a sample that has finished
+    stops costing decoder evaluations. Encoding rows alone or inside a larger batch gives
+    the same codes.
+
+    Parameters
+    ----------
+    decoder : callable
+        Maps codes ``(n, n_components)`` to outputs shaped like the matching rows of
+        ``target``; it must treat rows independently (e.g. a ``torch.nn.Module`` in eval
+        mode, or with no batch-statistics layers).
+    target : tensor ``(batch, ...)``
+    n_components : int
+    solver : {'amd', 'euler', 'rk4', 'dopri5'}
+    flow : {'gradient', 'nesterov'}
+    adjoint : {'approx', 'full', 'unrolled'}
+        How the returned codes depend on the decoder's parameters (see ``_adjoint``).
+    loss : {'bce', 'mse'}
+    tau : float or tensor ``(batch,)``
+        Horizon of the flow.
+    alpha : {'constant', 'exp'}
+        Time scaling of the gradient; ``'exp'`` is ``exp(-2t/tau)`` (fixed-grid and
+        adaptive solvers only).
+    stop_tol : float
+        A sample stops once the slope of its loss curve over its last ``stop_window``
+        accepted steps, relative to the loss, ``-(dl/dt) / l``, falls below ``stop_tol``.
+        0 integrates to ``tau``.
+    stop_window : int
+    options : dict, optional
+        Solver options (see ``solver_options(solver)``), e.g. AMD's ``beta``, ``s0``,
+        ``s_max``, ``kappa``; the fixed grids' ``n_steps`` and ``grid``; dopri5's ``rtol``,
+        ``atol`` and ``max_steps``.
+    nesterov_eps : float
+        The ``eps`` of ``3 / (t + eps)`` in the Nesterov flow.
+    z0 : tensor ``(batch, n_components)``, optional
+    record_history : bool
+        Keep every accepted step's time and loss (``FlowResult.t_history``/``loss_history``).
+
+    Returns
+    -------
+    FlowResult
+    """
+    solver_cls = _lookup(SOLVERS, solver, "solver")
+    flow_cls = _lookup(FLOWS, flow, "flow")
+    mode = _lookup(ADJOINTS, adjoint, "adjoint")
+    loss_fn = _lookup(LOSSES, loss, "loss") if isinstance(loss, str) else loss
+    alpha_fn = _lookup(ALPHAS, alpha, "alpha")
+    check_combination(solver, alpha)
+    options = dict(options or {})
+    unknown = set(options) - set(solver_options(solver))
+    if unknown:
+        raise ValueError(
+            f"Unknown option(s) {sorted(unknown)} for solver={solver!r}; it accepts "
+            f"{sorted(solver_options(solver))}."
+        )
+
+    batch = target.shape[0]
+    dtype, device = target.dtype, target.device
+    tau = torch.as_tensor(tau, dtype=dtype, device=device).expand(batch).clone()
+    if not bool((tau > 0).all()) or not bool(torch.isfinite(tau).all()):
+        raise ValueError(f"tau must be positive and finite; got {tau.min().item()!r}.")
+    if z0 is None:
+        z0 = torch.zeros(batch, n_components, dtype=dtype, device=device)
+
+    flow_obj = flow_cls(n_components, eps=nesterov_eps) if flow == "nesterov" else \
+        flow_cls(n_components)
+    problem = EncodingProblem(decoder, target, loss_fn, flow_obj, alpha_fn, tau,
+                              differentiable=adjoint == "unrolled")
+    state0 = flow_obj.initial_state(z0)
+    rows = torch.arange(batch, device=device)
+    loss0, grad0 = problem.loss_and_grad(flow_obj.position(state0), rows)
+    run = ActiveSet(problem, state0, loss0, grad0, stop_tol=stop_tol, stop_window=stop_window,
+                    keep_steps=adjoint == "full", record_history=record_history)
+    params = []
+    if adjoint == "full" and isinstance(decoder, torch.nn.Module):
+        params = [p for p in decoder.parameters() if p.requires_grad]
+    return mode(solver_cls(**options), run, params)

@@ -1,0 +1,20 @@
+"""The only lists of valid names: solvers, flows, gradient modes, losses, schedules, grids.
+
+Estimators build their parameter constraints from these dictionaries and tests parametrise
+over them, so adding an entry here is all it takes to expose a new variant.
+"""
+
+from ._adaptive import Dopri5
+from ._adjoint import approx_codes, full_codes, unrolled_codes
+from ._amd import AMD
+from ._fields import GradientFlow, NesterovFlow, constant_alpha, exponential_alpha
+from ._fixed import GRIDS, RK4, Euler
+from ._losses import BCE, MSE
+
+SOLVERS = {"amd": AMD, "euler": Euler, "rk4": RK4, "dopri5": Dopri5}
+FLOWS = {"gradient": GradientFlow, "nesterov": NesterovFlow}
+ADJOINTS = {"approx": approx_codes, "full": full_codes, "unrolled": unrolled_codes}
+LOSSES = {"bce": BCE, "mse": MSE}
+ALPHAS = {"constant": constant_alpha, "exp": exponential_alpha}
+
+__all__ = ["SOLVERS", "FLOWS", "ADJOINTS", "LOSSES", "ALPHAS", "GRIDS"]

@@ -1,0 +1,150 @@
+import ast
+import gzip
+import hashlib
+import io
+import sys
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import gfe_sklearn.datasets
+from gfe_sklearn.datasets import _base, get_data_home, load_mnist
+
+from ._idx import encode_idx, write_gz
+
+IMAGES = "train-images-idx3-ubyte.gz"
+LABELS = "train-labels-idx1-ubyte.gz"
+
+
+def test_data_home_argument_beats_environment_beats_default(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.delenv("GFE_SKLEARN_DATA", raising=False)
+    assert get_data_home() == tmp_path / "user" / "gfe_sklearn_data"
+
+    monkeypatch.setenv("GFE_SKLEARN_DATA", "")  # empty counts as unset
+    assert get_data_home() == tmp_path / "user" / "gfe_sklearn_data"
+
+    monkeypatch.setenv("GFE_SKLEARN_DATA", str(tmp_path / "env"))
+    assert get_data_home() == tmp_path / "env"
+    assert get_data_home(tmp_path / "arg") == tmp_path / "arg"
+    assert get_data_home("~/arg") == tmp_path / "user" / "arg"
+    assert isinstance(get_data_home(str(tmp_path)), Path)
+
+
+def test_reading_creates_no_folder(synthetic):
+    assert get_data_home(synthetic.home) == synthetic.home
+    with pytest.raises(FileNotFoundError):
+        load_mnist(data_home=synthetic.home, download_if_missing=False)
+    assert not synthetic.home.exists()
+
+
+def test_missing_files_error_says_what_where_and_how(synthetic):
+    synthetic.install()
+    (synthetic.home / "mnist" / LABELS).unlink()
+    with pytest.raises(FileNotFoundError) as excinfo:
+        load_mnist(data_home=synthetic.home, download_if_missing=False)
+    message = str(excinfo.value)
+    assert str(synthetic.home / "mnist") in message
+    assert LABELS in message and IMAGES not in message  # only the missing one
+    assert "GFE_SKLEARN_DATA" in message and "download_if_missing=True" in message
+    assert gfe_sklearn.datasets._mnist.DATASETS["mnist"]["mirrors"][0] in message
+
+
+def test_download_tries_mirrors_in_turn_and_verifies_md5(synthetic, monkeypatch):
+    spec = gfe_sklearn.datasets._mnist.DATASETS["mnist"]
+    dead = (synthetic.mirror / "nowhere").as_uri() + "/"
+    monkeypatch.setitem(spec, "mirrors", (dead, *spec["mirrors"]))
+
+    X, y = load_mnist(data_home=synthetic.home, return_X_y=True)
+
+    folder = synthetic.home / "mnist"
+    assert sorted(p.name for p in folder.iterdir()) == sorted([IMAGES, LABELS])
+    for name in (IMAGES, LABELS):
+        assert hashlib.md5((folder / name).read_bytes()).hexdigest() == spec["md5"][name]
+    images, labels = synthetic.arrays["mnist", "train"]
+    np.testing.assert_array_equal(y, labels)
+    np.testing.assert_array_equal(X, images.reshape(len(images), -1) / np.float32(255))
+
+
+def test_download_with_wrong_md5_is_rejected_and_leaves_nothing(synthetic, monkeypatch):
+    spec = gfe_sklearn.datasets._mnist.DATASETS["mnist"]
+    monkeypatch.setitem(spec, "md5", {**spec["md5"], IMAGES: "0" * 32})
+    with pytest.raises(FileNotFoundError, match="md5 mismatch") as excinfo:
+        load_mnist(data_home=synthetic.home)
+    assert IMAGES in str(excinfo.value)
+    assert [p.name for p in (synthetic.home / "mnist").iterdir()] == [LABELS]
+
+
+def test_interrupted_download_leaves_no_partial_file(synthetic, monkeypatch):
+    class DroppedConnection(io.BytesIO):
+        def read(self, size=-1):
+            if self.tell():
+                raise ConnectionResetError("connection dropped")
+            return super().read(4)
+
+    monkeypatch.setattr(
+        urllib.request, "urlopen", lambda url, timeout: DroppedConnection(b"partial data")
+    )
+    with pytest.raises(FileNotFoundError, match="connection dropped"):
+        load_mnist(data_home=synthetic.home)
+    assert list((synthetic.home / "mnist").iterdir()) == []
+
+
+def test_read_idx_round_trips_every_idx_type(tmp_path):
+    for array in (
+        np.arange(24, dtype=np.uint8).reshape(2, 3, 4),
+        np.array([-3, 0, 7], dtype=np.int8),
+        np.array([[-300, 2], [5, 40000 // 2]], dtype=np.int16),
+        np.array([-(2**31), 2**31 - 1], dtype=np.int32),
+        np.array([0.5, -1.25], dtype=np.float32),
+        np.array([np.pi], dtype=np.float64),
+    ):
+        path = tmp_path / "a.gz"
+        write_gz(path, encode_idx(array))
+        decoded = _base.read_idx(path)
+        assert decoded.shape == array.shape
+        np.testing.assert_array_equal(decoded, array)
+
+
+def _valid_idx():
+    return encode_idx(np.zeros((3, 28, 28), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "write, reason",
+    [
+        (lambda p: p.write_bytes(gzip.compress(_valid_idx())[:-20]), "decompressed"),
+        (lambda p: p.write_bytes(_valid_idx()), "decompressed"),  # not gzipped at all
+        (lambda p: write_gz(p, b"\x00\x00\x08\x03" + b"\x00\x00\x00\x01" * 2), "cut short"),
+        (lambda p: write_gz(p, b"PK\x03\x04" + _valid_idx()[4:]), "magic"),
+        (lambda p: write_gz(p, b"\x00\x00\x07\x03" + _valid_idx()[4:]), "magic"),
+        (lambda p: write_gz(p, b""), "magic"),
+        (lambda p: write_gz(p, _valid_idx()[:-1]), "implies"),
+        (lambda p: write_gz(p, _valid_idx() + b"\x00"), "implies"),
+    ],
+    ids=["truncated-gz", "not-gz", "cut-header", "zip-magic", "bad-type", "empty", "short", "long"],
+)
+def test_read_idx_rejects_corrupt_files_naming_them(tmp_path, write, reason):
+    path = tmp_path / "broken-idx3-ubyte.gz"
+    write(path)
+    with pytest.raises(ValueError, match=reason) as excinfo:
+        _base.read_idx(path)
+    assert str(path) in str(excinfo.value) and "delete it" in str(excinfo.value)
+
+
+def test_datasets_package_imports_only_numpy_sklearn_utils_and_stdlib():
+    package = Path(gfe_sklearn.datasets.__file__).parent
+    for module in package.glob("*.py"):
+        for node in ast.walk(ast.parse(module.read_text())):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                allowed = name in ("numpy", "sklearn.utils") or name in sys.stdlib_module_names
+                assert allowed or name.split(".")[0] in sys.stdlib_module_names, (module, name)
+
