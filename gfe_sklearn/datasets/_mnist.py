@@ -11,6 +11,7 @@ from ._base import corrupt_file_error, fetch_files, read_idx
 __all__ = ["load_mnist", "load_fashion_mnist", "load_segmented_mnist"]
 
 IMAGE_SHAPE = (28, 28)
+N_PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
 N_CLASSES = 10
 
 SUBSET_FILES = {
@@ -341,7 +342,7 @@ def _load(
         mask = np.isin(targets, keep)
         images, targets = images[mask], targets[mask]
     # Division, not multiplication by 1/255, so that data * 255 rounds back to the raw bytes.
-    data = images.reshape(len(images), -1).astype(np.float32)
+    data = images.reshape(len(images), N_PIXELS).astype(np.float32)
     data /= np.float32(255)
     target = targets.astype(np.int64)
     if return_X_y:

@@ -54,10 +54,20 @@ def test_missing_files_error_says_what_where_and_how(synthetic):
 
 def test_download_tries_mirrors_in_turn_and_verifies_md5(synthetic, monkeypatch):
     spec = gfe_sklearn.datasets._mnist.DATASETS["mnist"]
-    dead = (synthetic.mirror / "nowhere").as_uri() + "/"
-    monkeypatch.setitem(spec, "mirrors", (dead, *spec["mirrors"]))
+    (good,) = spec["mirrors"]
+    dead, unused = ((synthetic.mirror / name).as_uri() + "/" for name in ("dead", "unused"))
+    monkeypatch.setitem(spec, "mirrors", (dead, good, unused))
+    opened, urlopen = [], urllib.request.urlopen
+
+    def spy(url, timeout):
+        opened.append(url)
+        return urlopen(url, timeout=timeout)
+
+    monkeypatch.setattr(urllib.request, "urlopen", spy)
 
     X, y = load_mnist(data_home=synthetic.home, return_X_y=True)
+
+    assert opened == [dead + IMAGES, good + IMAGES, dead + LABELS, good + LABELS]
 
     folder = synthetic.home / "mnist"
     assert sorted(p.name for p in folder.iterdir()) == sorted([IMAGES, LABELS])
@@ -145,6 +155,5 @@ def test_datasets_package_imports_only_numpy_sklearn_utils_and_stdlib():
             else:
                 continue
             for name in names:
-                allowed = name in ("numpy", "sklearn.utils") or name in sys.stdlib_module_names
-                assert allowed or name.split(".")[0] in sys.stdlib_module_names, (module, name)
-
+                stdlib = name.split(".")[0] in sys.stdlib_module_names
+                assert stdlib or name in ("numpy", "sklearn.utils"), f"{module.name}: {name}"
