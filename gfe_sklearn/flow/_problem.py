@@ -2,6 +2,16 @@
 
 import torch
 
+# BLAS kernels (MKL, oneDNN, cuBLAS) pick their blocking, threading and tail handling from
+# the shape of a product, so a row's decoder output can change in its last bits with the
+# number of rows it is evaluated with; the flow can amplify that, and AMD's accept/reject
+# decisions can flip on it. Evaluating the decoder on chunks of exactly ROW_CHUNK rows (the
+# last one padded) makes every row's arithmetic independent of its batch and its position
+# in it, so encoding rows alone gives bit-identical codes to encoding them in any batch
+# (tests/flow/test_encode.py). Padding to a multiple of 16 rows was not enough: for the
+# papers' decoder MKL still rounded differently at some row counts.
+ROW_CHUNK = 64
+
 
 class EncodingProblem:
     """Evaluates losses, input gradients and flow derivatives for subsets of a batch.
@@ -38,11 +48,21 @@ class EncodingProblem:
                 z = z.detach().requires_grad_(True)
             elif not z.requires_grad:
                 z = z.detach().requires_grad_(True)
-            loss = self.loss(self.decoder(z), self.target[rows])
+            loss = self._chunked_loss(z, self.target[rows])
             (grad,) = torch.autograd.grad(loss.sum(), z, create_graph=self.differentiable)
         if not self.differentiable:
             loss = loss.detach()
         return loss, grad
+
+    def _chunked_loss(self, z, target):
+        n = z.shape[0]
+        pad = -n % ROW_CHUNK
+        if pad:
+            z = torch.cat([z, z.new_zeros(pad, z.shape[1])])
+            target = torch.cat([target, target.new_zeros(pad, *target.shape[1:])])
+        losses = [self.loss(self.decoder(zc), tc)
+                  for zc, tc in zip(z.split(ROW_CHUNK), target.split(ROW_CHUNK))]
+        return torch.cat(losses)[:n]
 
     def derivative(self, t, state, grad, rows):
         """The flow's derivative at ``state``, given the loss gradient there."""

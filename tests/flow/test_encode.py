@@ -1,0 +1,119 @@
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gfe_sklearn.flow import ALPHAS, FLOWS, LOSSES, SOLVERS, encode, solver_options
+
+from .problems import binary_targets, mlp_decoder
+
+FAST = {"euler": {"n_steps": 30}, "rk4": {"n_steps": 20}, "amd": {}, "dopri5": {}}
+
+
+@pytest.mark.parametrize("flow", sorted(FLOWS))
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+@pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-10), (torch.float32, 1e-6)])
+def test_encoding_rows_alone_matches_encoding_the_batch(solver, flow, dtype, atol):
+    decoder = mlp_decoder(3, 12, hidden=20, seed=11, dtype=dtype)
+    target = binary_targets(24, 12, seed=12, dtype=dtype)
+    kwargs = {"solver": solver, "flow": flow, "tau": 20.0, "stop_tol": 1e-3,
+              "options": FAST[solver]}
+    whole = encode(decoder, target, 3, **kwargs)
+    idx = torch.tensor([17, 3, 3, 9])
+    part = encode(decoder, target[idx], 3, **kwargs)
+    single = encode(decoder, target[5:6], 3, **kwargs)
+    torch.testing.assert_close(part.z, whole.z[idx], rtol=0, atol=atol)
+    torch.testing.assert_close(single.z, whole.z[5:6], rtol=0, atol=atol)
+    assert torch.equal(part.n_steps, whole.n_steps[idx])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n_components=st.integers(1, 4),
+    n_features=st.integers(1, 9),
+    hidden=st.integers(1, 12),
+    scale=st.floats(0.05, 5.0),
+    flow=st.sampled_from(sorted(FLOWS)),
+    loss=st.sampled_from(sorted(LOSSES)),
+)
+def test_amd_never_increases_any_samples_loss(seed, n_components, n_features, hidden, scale,
+                                              flow, loss):
+    gen = torch.Generator().manual_seed(seed)
+    decoder = torch.nn.Sequential(torch.nn.Linear(n_components, hidden), torch.nn.Tanh(),
+                                  torch.nn.Linear(hidden, n_features)).double()
+    with torch.no_grad():
+        for p in decoder.parameters():
+            p.copy_(scale * torch.randn(p.shape, generator=gen, dtype=torch.float64))
+    target = torch.rand(6, n_features, generator=gen, dtype=torch.float64)
+    res = encode(decoder, target, n_components, solver="amd", flow=flow, loss=loss, tau=80.0,
+                 record_history=True)
+    history = res.loss_history.numpy()
+    for column in history.T:
+        curve = column[~np.isnan(column)]
+        assert np.all(np.diff(curve) < 0), curve
+    np.testing.assert_allclose(history[res.n_steps.numpy(), np.arange(6)], res.loss.numpy())
+
+
+def test_diagnostics_count_steps_and_evaluations():
+    decoder = mlp_decoder(2, 6, seed=13)
+    target = binary_targets(5, 6, seed=14)
+    rk4 = encode(decoder, target, 2, solver="rk4", tau=3.0, stop_tol=0,
+                 options={"n_steps": 7}, record_history=True)
+    assert rk4.n_steps.tolist() == [7] * 5
+    assert rk4.n_evals.tolist() == [1 + 4 * 7] * 5
+    assert rk4.t_history.shape == (8, 5)
+    torch.testing.assert_close(rk4.loss_history[-1], rk4.loss)
+    amd = encode(decoder, target, 2, solver="amd", tau=50.0)
+    assert torch.all(amd.n_evals >= amd.n_steps + 1)
+    assert torch.all(amd.t <= 50.0)
+    assert amd.converged.dtype == torch.bool
+
+
+def test_converged_samples_stop_costing_evaluations():
+    decoder = mlp_decoder(2, 6, seed=15)
+    target = binary_targets(8, 6, seed=16)
+    loose = encode(decoder, target, 2, solver="amd", tau=500.0, stop_tol=1e-2)
+    tight = encode(decoder, target, 2, solver="amd", tau=500.0, stop_tol=0)
+    assert loose.converged.all()
+    assert torch.all(loose.n_evals < tight.n_evals)
+    assert torch.all(loose.t < 500.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"solver": "rk5"}, r"solver='rk5' is not valid; choose one of \['amd', 'dopri5'"),
+        ({"flow": "heavy"}, r"flow='heavy' is not valid; choose one of \['gradient'"),
+        ({"loss": "l1"}, r"loss='l1' is not valid; choose one of \['bce', 'mse'\]"),
+        ({"alpha": "cos", "solver": "rk4"}, r"alpha='cos' is not valid"),
+        ({"alpha": "exp"}, r"alpha='exp' cannot be used with solver='amd'.*'dopri5', 'euler'"),
+        ({"options": {"n_steps": 3}}, r"Unknown option\(s\) \['n_steps'\] for solver='amd'"),
+        ({"tau": -1.0}, "tau must be positive"),
+    ],
+)
+def test_invalid_settings_name_the_problem_and_the_choices(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        encode(mlp_decoder(2, 3), binary_targets(2, 3), 2, **kwargs)
+
+
+@pytest.mark.parametrize("alpha", sorted(ALPHAS))
+def test_exponential_alpha_slows_the_flow_late(alpha):
+    decoder = mlp_decoder(2, 6, seed=17)
+    target = binary_targets(3, 6, seed=18)
+    res = encode(decoder, target, 2, solver="rk4", alpha=alpha, tau=4.0, stop_tol=0,
+                 options={"n_steps": 20})
+    assert torch.isfinite(res.z).all()
+    if alpha == "exp":
+        plain = encode(decoder, target, 2, solver="rk4", tau=4.0, stop_tol=0,
+                       options={"n_steps": 20})
+        # Integral of exp(-2t/tau) over [0, tau] is (1 - e^-2) tau / 2: a shorter effective flow.
+        assert torch.all(res.loss > plain.loss)
+
+
+def test_solver_options_are_each_solvers_constructor_defaults():
+    assert solver_options("amd") == {"beta": 0.75, "s0": 1.0, "s_max": 10.0, "kappa": 1.1,
+                                     "max_backtracks": 30}
+    assert set(solver_options("rk4")) == {"n_steps", "grid"}
+    assert {"rtol", "atol", "max_steps"} <= set(solver_options("dopri5"))
