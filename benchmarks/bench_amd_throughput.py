@@ -108,7 +108,8 @@ def main():
     amd, bare = np.median(amd_rates), np.median(bare_rates)
     print(f"AMD: mean {mean_evals:.1f} decoder evaluations/sample "
           f"(min {int(res.n_evals.min())}, max {int(res.n_evals.max())}), "
-          f"mean loss {float(res.loss.mean()):.4f}, converged {float(res.converged.float().mean()):.0%}")
+          f"mean loss {float(res.loss.mean()):.4f}, "
+          f"converged {float(res.converged.float().mean()):.0%}")
     print(f"AMD encoder    : {amd:12.0f} decoder evaluations/s")
     print(f"bare fwd+grad  : {bare:12.0f} decoder evaluations/s")
     print(f"ratio          : {amd / bare:.2f}  (goal >= 0.70)")

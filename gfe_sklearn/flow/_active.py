@@ -26,8 +26,9 @@ class ActiveSet:
     """Per-sample working tensors of the active rows of a batch.
 
     ``self.data`` maps names to tensors whose first dimension indexes the active rows; the
-    entries ``state``, ``loss``, ``grad`` (of the loss at ``state``), ``t``, ``tau``, ``n_steps``, ``n_evals`` and ``window`` always
-    exist, solvers add their own (step sizes, gradients, stage values).
+    entries ``state``, ``loss``, ``grad`` (of the loss at ``state``), ``t``, ``tau``,
+    ``n_steps``, ``n_evals``, ``window`` and ``t_window`` always exist; solvers add their own
+    (step sizes, stage values).
     """
 
     def __init__(self, problem, state, loss, grad, *, stop_tol, stop_window, keep_steps,

@@ -6,8 +6,8 @@ of the loss (and so of its gradient and of the solvers' step sizes) independent 
 batch size, which is what makes every sample's encoding independent of its batch.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
