@@ -1,5 +1,8 @@
 """Gradient flow encoding (GFE) for scikit-learn."""
 
+from ._autoencoder import AutoEncoderBaseline
+from ._gradient_flow import GradientFlowEncoder
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["AutoEncoderBaseline", "GradientFlowEncoder", "__version__"]

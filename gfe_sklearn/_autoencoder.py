@@ -1,0 +1,146 @@
+"""``AutoEncoderBaseline``: the papers' comparison model, an encoder mirroring the decoder."""
+
+import copy
+
+import torch
+
+from ._base import BaseFlowEstimator
+from .flow import LOSSES
+from .nn import make_decoder, make_encoder
+
+
+class AutoEncoderBaseline(BaseFlowEstimator):
+    """Autoencoder with the GFE decoder and a mirror-image encoder (the papers' baseline).
+
+    The encoder ``n_features -> 600 -> 300 -> 150 -> n_components`` mirrors the decoder
+    ``n_components -> 150 -> 300 -> 600 -> n_features``; both are trained on the
+    reconstruction loss of ``D(E(x))``. ``transform`` is the encoder. The interface is
+    ``GradientFlowEncoder``'s, so the two swap in one line, and
+    ``GradientFlowEncoder.from_autoencoder`` encodes with this model's decoder by gradient flow.
+
+    Parameters
+    ----------
+    n_components : int, default=20
+        Dimension of the latent code.
+    hidden_layer_sizes : tuple of int, default=(150, 300, 600)
+        Decoder widths from the latent side to the data side; the encoder uses them reversed.
+    activation : {'elu', 'relu', 'leaky_relu', 'gelu', 'silu', 'softplus', 'tanh', \
+'sigmoid', 'identity'}, default='elu'
+    loss : {'bce', 'mse'}, default='bce'
+        ``'bce'`` needs ``X`` in ``[0, 1]`` (e.g. after ``MinMaxScaler(clip=True)``).
+    optimizer : {'rmsprop', 'adam'}, default='rmsprop'
+        RMSprop uses the papers' ``alpha=0.9, eps=1e-6``.
+    learning_rate : float, default=5e-4
+    batch_size : int, default=32
+    max_iter : int, default=200
+        Maximum epochs (the papers train 12 epochs of MNIST; small data needs more). An
+        autoencoder epoch costs a fraction of a GFE epoch.
+    max_samples : int, default=None
+        Stop once this call to ``fit`` has trained on this many images.
+    tol : float, default=1e-4
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    n_iter_no_change : int, default=10
+    warm_start : bool, default=False
+    encoder : torch.nn.Module, default=None
+        An encoder to train instead of the mirror MLP: it maps ``(n, *sample_shape)`` (the
+        decoder's output shape) to ``(n, n_components)``. Deep-copied at ``fit``.
+    decoder : torch.nn.Module, default=None
+        A decoder to train instead of the MLP, with ``GradientFlowEncoder``'s contract. When
+        only the decoder is given, the mirror MLP encoder reads the flattened samples.
+    device : str, default='auto'
+    random_state : int, RandomState instance or None, default=None
+    verbose : int, default=0
+
+    Attributes
+    ----------
+    encoder_ : torch.nn.Module
+    decoder_ : torch.nn.Module
+    optimizer_ : torch.optim.Optimizer
+    device_ : str
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+    n_iter_ : int
+    n_samples_seen_ : int
+    loss_curve_ : list of float
+    validation_scores_ : list of float or None
+
+    See Also
+    --------
+    GradientFlowEncoder : parameters and attributes in detail.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gfe_sklearn import AutoEncoderBaseline
+    >>> X = np.random.RandomState(0).uniform(size=(40, 8))
+    >>> ae = AutoEncoderBaseline(n_components=2, hidden_layer_sizes=(16,), max_iter=2,
+    ...                          device="cpu", random_state=0)
+    >>> ae.fit_transform(X).shape
+    (40, 2)
+    """
+
+    _parameter_constraints = {
+        **BaseFlowEstimator._parameter_constraints,
+        "encoder": [torch.nn.Module, None],
+    }
+
+    _transform_uses_loss = False
+
+    def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
+                 loss="bce", optimizer="rmsprop", learning_rate=5e-4, batch_size=32,
+                 max_iter=200, max_samples=None, tol=1e-4, early_stopping=False,
+                 validation_fraction=0.1, n_iter_no_change=10, warm_start=False, encoder=None,
+                 decoder=None, device="auto", random_state=None, verbose=0):
+        super().__init__(
+            n_components=n_components, hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation, loss=loss, optimizer=optimizer, learning_rate=learning_rate,
+            batch_size=batch_size, max_iter=max_iter, max_samples=max_samples, tol=tol,
+            early_stopping=early_stopping, validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
+            random_state=random_state, verbose=verbose, decoder=decoder,
+        )
+        self.encoder = encoder
+
+    def _build_modules(self, n_features, hidden, generator, dtype, device):
+        def build(module, maker):
+            if module is not None:
+                return copy.deepcopy(module).to(device=device, dtype=dtype)
+            return maker(self.n_components, hidden, n_features, self.activation,
+                         generator=generator, dtype=dtype, device=device)
+
+        # The default MLP encoder reads flat rows, whatever the decoder's output shape.
+        self._flat_encoder = self.encoder is None
+        # The decoder is drawn first, so that it matches a GFE's with the same random_state.
+        decoder = build(self.decoder, make_decoder)
+        return {"decoder_": decoder, "encoder_": build(self.encoder, make_encoder)}
+
+    def _check_modules(self, modules, probe):
+        sample = torch.zeros_like(probe)
+        try:
+            with torch.no_grad():
+                codes = self._run_encoder(modules["encoder_"], sample)
+        except RuntimeError as error:
+            raise ValueError(
+                f"The encoder cannot encode a sample of shape {tuple(sample.shape)} (the "
+                f"decoder's output shape): {error}."
+            ) from error
+        if tuple(codes.shape) != (1, self.n_components):
+            raise ValueError(
+                f"The encoder maps a sample of shape {tuple(sample.shape)} to shape "
+                f"{tuple(codes.shape)}; it must return (n, n_components={self.n_components})."
+            )
+
+    def _run_encoder(self, encoder, target):
+        return encoder(target.reshape(len(target), -1) if self._flat_encoder else target)
+
+    def _modules(self):
+        return [self.encoder_, self.decoder_]
+
+    def _training_loss(self, target):
+        return LOSSES[self.loss](self.decoder_(self._run_encoder(self.encoder_, target)), target)
+
+    def _encode(self, target, with_loss):
+        codes = self._run_encoder(self.encoder_, target)
+        loss = LOSSES[self.loss](self.decoder_(codes), target) if with_loss else None
+        return codes, loss

@@ -1,0 +1,467 @@
+"""The scikit-learn layer shared by ``GradientFlowEncoder`` and ``AutoEncoderBaseline``.
+
+Parameters and their checks, input validation, device / dtype / seed handling, the training
+loop, batched inference and portable pickling live here; the two estimators only say how a
+batch is encoded and how its training loss is formed.
+"""
+
+import copy
+import time
+import warnings
+from abc import abstractmethod
+from numbers import Integral, Real
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
+
+from ._device import PortableTorchStateMixin, resolve_device
+from ._progress import progress_bar
+from .flow import LOSSES
+from .nn import ACTIVATIONS
+
+OPTIMIZERS = {
+    # name: (class, fixed keyword arguments); RMSprop as in the papers' appendix B.
+    "rmsprop": (torch.optim.RMSprop, {"alpha": 0.9, "eps": 1e-6}),
+    "adam": (torch.optim.Adam, {}),
+}
+
+# How far outside a loss's target range data may stray by rounding.
+RANGE_SLACK = 1e-6
+
+# Rows per chunk in transform, inverse_transform and score: bounds the working memory.
+INFERENCE_BATCH_SIZE = 1024
+
+
+def model_dtype(data_dtype, device):
+    """The torch dtype of a model fitted on data of ``data_dtype`` on ``device``.
+
+    float64 data train a float64 model, anything else a float32 one; MPS has no float64.
+    """
+    if data_dtype == np.float64 and torch.device(device).type != "mps":
+        return torch.float64
+    return torch.float32
+
+
+class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin,
+                        TransformerMixin, BaseEstimator):
+    """Base class of the encoders: see ``GradientFlowEncoder`` for the shared parameters."""
+
+    _parameter_constraints = {
+        "n_components": [Interval(Integral, 1, None, closed="left")],
+        "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
+        "activation": [StrOptions(set(ACTIVATIONS))],
+        "loss": [StrOptions(set(LOSSES))],
+        "optimizer": [StrOptions(set(OPTIMIZERS))],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "max_iter": [Interval(Integral, 1, None, closed="left")],
+        "max_samples": [Interval(Integral, 1, None, closed="left"), None],
+        "tol": [Interval(Real, 0, None, closed="left")],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
+        "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
+        "warm_start": ["boolean"],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+        "decoder": [torch.nn.Module, None],
+    }
+
+    @abstractmethod
+    def __init__(self, *, n_components, hidden_layer_sizes, activation, loss, optimizer,
+                 learning_rate, batch_size, max_iter, max_samples, tol, early_stopping,
+                 validation_fraction, n_iter_no_change, warm_start, device, random_state,
+                 verbose, decoder):
+        self.n_components = n_components
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.loss = loss
+        self.optimizer = optimizer
+        self.learning_rate = learning_rate
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.max_samples = max_samples
+        self.tol = tol
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.n_iter_no_change = n_iter_no_change
+        self.warm_start = warm_start
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+        self.decoder = decoder
+
+    # -- what a subclass provides -------------------------------------------------------
+
+    @abstractmethod
+    def _build_modules(self, n_features, hidden, generator, dtype, device):
+        """The fitted torch modules by attribute name (``decoder_``, and ``encoder_``)."""
+
+    @abstractmethod
+    def _modules(self):
+        """The fitted modules whose parameters are trained."""
+
+    @abstractmethod
+    def _training_loss(self, target):
+        """Per-sample training loss of a batch, differentiable in the trained parameters."""
+
+    @abstractmethod
+    def _encode(self, target, with_loss):
+        """Codes of a batch and, when ``with_loss``, the per-sample loss (no graph)."""
+
+    def _check_params(self):
+        """Checks that ``_parameter_constraints`` cannot express (before anything changes)."""
+        sizes = self.hidden_layer_sizes
+        sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
+        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0
+                   for s in sizes):
+            raise ValueError(
+                f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}."
+            )
+        return tuple(int(s) for s in sizes)
+
+    # -- validation -----------------------------------------------------------------------
+
+    def _validate_X(self, X, *, reset):
+        X = validate_data(self, X, reset=reset, accept_sparse="csr",
+                          dtype=[np.float32, np.float64])
+        return X
+
+    def _check_target_range(self, X, name="X"):
+        """Refuse data outside the loss's range (``[0, 1]`` for ``bce``), changing nothing."""
+        target_range = LOSSES[self.loss].target_range
+        values = X.data if sp.issparse(X) else X
+        if target_range is None or values.size == 0:
+            return
+        low, high = target_range
+        lowest, highest = float(values.min()), float(values.max())
+        # Rounding in scalers (MinMaxScaler gives 1.0000000000000002) is not an error.
+        if lowest < low - RANGE_SLACK or highest > high + RANGE_SLACK:
+            # "Negative values in data passed to" is scikit-learn's wording for positive_only.
+            problem = "Negative values" if lowest < 0 <= low else "Values out of range"
+            raise ValueError(
+                f"{problem} in data passed to {type(self).__name__} ({name}): loss="
+                f"{self.loss!r} needs {name} in [{low:g}, {high:g}], but {name} has values in "
+                f"[{lowest:.4g}, {highest:.4g}]. Scale the data with "
+                "sklearn.preprocessing.MinMaxScaler(clip=True) (clip keeps new data in range), "
+                "or use loss='mse'."
+            )
+
+    @property
+    def _n_features_out(self):
+        return self._n_latent
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.input_tags.allow_nan = False
+        low = (LOSSES[self.loss].target_range or (-np.inf,))[0]
+        tags.input_tags.positive_only = low >= 0
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.non_deterministic = False
+        return tags
+
+    # -- fitting --------------------------------------------------------------------------
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train on ``X`` for up to ``max_iter`` epochs (or ``max_samples`` images).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        return self._fit(X, incremental=False)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y=None):
+        """One pass over ``X`` in shuffled minibatches; creates the model on the first call.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        if self.early_stopping:
+            raise ValueError("partial_fit does not support early_stopping=True; set it to False.")
+        return self._fit(X, incremental=True)
+
+    def _fit(self, X, incremental):
+        # A refused X or parameter leaves the estimator exactly as it was.
+        snapshot = dict(self.__dict__)
+        try:
+            X, X_val = self._prepare_fit(X, incremental)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+        self._train(X, X_val, incremental)
+        return self
+
+    def _prepare_fit(self, X, incremental):
+        first = not hasattr(self, "decoder_") or not (self.warm_start or incremental)
+        hidden = self._check_params()
+        device = resolve_device(self.device) if first else self.device_
+        X = self._validate_X(X, reset=first)
+        self._check_target_range(X)
+        if first:
+            rng = check_random_state(self.random_state)
+            generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
+            dtype = model_dtype(X.dtype, device)
+            self._initialize(X.shape[1], hidden, generator, dtype, device)
+            self._rng = rng
+        elif not incremental:
+            self._rng = check_random_state(self.random_state)
+        if not incremental or self.optimizer_ is None:
+            cls, fixed = OPTIMIZERS[self.optimizer]
+            params = [p for module in self._modules() for p in module.parameters()]
+            self.optimizer_ = cls(params, lr=self.learning_rate, **fixed)
+        X_val = None
+        if self.early_stopping:
+            X, X_val = train_test_split(X, test_size=self.validation_fraction,
+                                        random_state=self._rng)
+        return X, X_val
+
+    def _initialize(self, n_features, hidden, generator, dtype, device):
+        modules = self._build_modules(n_features, hidden, generator, dtype, device)
+        for module in modules.values():
+            module.eval()
+        try:
+            with torch.no_grad():
+                probe = modules["decoder_"](
+                    torch.zeros(1, self.n_components, dtype=dtype, device=device))
+        except RuntimeError as error:
+            raise ValueError(
+                f"The decoder cannot decode a code of shape (1, n_components="
+                f"{self.n_components}): {error}. Set n_components to its input width."
+            ) from error
+        if probe.ndim < 2 or probe.shape[0] != 1 or probe[0].numel() != n_features:
+            raise ValueError(
+                f"The decoder maps a code of shape (1, {self.n_components}) to shape "
+                f"{tuple(probe.shape)}, but X has {n_features} features: the decoder must "
+                f"return (n, *sample_shape) with {n_features} values per sample."
+            )
+        self._check_modules(modules, probe)
+        self.__dict__.update(modules)
+        self._model_dtype = dtype
+        self.device_ = device
+        self._n_latent = self.n_components
+        self._sample_shape = tuple(probe.shape[1:])
+        self.n_iter_ = 0
+        self.n_samples_seen_ = 0
+        self.loss_curve_ = []
+        self.validation_scores_ = [] if self.early_stopping else None
+        self.optimizer_ = None
+
+    def _check_modules(self, modules, probe):
+        """Further checks of user modules, given the decoder's output for one code."""
+
+    def _train(self, X, X_val, incremental):
+        n_epochs = 1 if incremental else self.max_iter
+        budget = None if incremental else self.max_samples
+        seen, best, best_state, no_improvement = 0, -np.inf, None, 0
+        name, stopped = type(self).__name__, None
+        try:
+            for _ in range(n_epochs):
+                start = time.perf_counter()
+                order = self._rng.permutation(X.shape[0])
+                if budget is not None:
+                    order = order[: budget - seen]
+                epoch_loss = self._run_epoch(X, order)
+                seen += order.size
+                self.n_iter_ += 1
+                self.loss_curve_.append(epoch_loss)
+                # Early stopping watches the validation score, otherwise the training loss.
+                score = -epoch_loss
+                if X_val is not None:
+                    score = self._score_batches(X_val).mean()
+                    self.validation_scores_.append(float(score))
+                if self.verbose:
+                    val = f", validation score {score:.6f}" if X_val is not None else ""
+                    print(f"{name} epoch {self.n_iter_}: loss {epoch_loss:.6f}{val}, "
+                          f"{self.n_samples_seen_} images seen, "
+                          f"{time.perf_counter() - start:.2f} s", flush=True)
+                if incremental:
+                    continue
+                no_improvement = 0 if score > best + self.tol else no_improvement + 1
+                if score > best:
+                    best = score
+                    if X_val is not None:
+                        best_state = [copy.deepcopy(m.state_dict()) for m in self._modules()]
+                if no_improvement > self.n_iter_no_change:
+                    stopped = "converged"
+                    break
+                if budget is not None and seen >= budget:
+                    stopped = "budget"
+                    break
+        except KeyboardInterrupt:
+            stopped = "interrupted"
+            warnings.warn(
+                f"{name}: training interrupted by the user (KeyboardInterrupt) after "
+                f"{self.n_iter_} complete epoch(s) and {self.n_samples_seen_} images; the model "
+                "keeps the parameters it had reached and is usable.",
+                UserWarning, stacklevel=5,
+            )
+        finally:
+            for module in self._modules():
+                module.eval()
+        if best_state is not None:
+            for module, state in zip(self._modules(), best_state):
+                module.load_state_dict(state)
+        if stopped is None and not incremental:
+            warnings.warn(
+                f"{name}: training stopped at max_iter={self.max_iter} epochs before the "
+                f"{'validation score' if X_val is not None else 'training loss'} stopped "
+                f"improving by tol={self.tol:g} for n_iter_no_change={self.n_iter_no_change} "
+                "epochs. Raise max_iter (or cap training with max_samples).",
+                ConvergenceWarning, stacklevel=5,
+            )
+
+    def _run_epoch(self, X, order):
+        total = 0.0
+        bar = progress_bar(self.verbose, order.size, f"epoch {self.n_iter_ + 1}")
+        try:
+            for start in range(0, order.size, self.batch_size):
+                target = self._tensor(X[order[start:start + self.batch_size]])
+                for module in self._modules():
+                    module.train()
+                batch_loss = self._training_loss(target).mean()
+                if not torch.isfinite(batch_loss):
+                    raise ValueError(
+                        f"The training loss became {batch_loss.item()} at epoch "
+                        f"{self.n_iter_ + 1}: training diverged. Lower learning_rate."
+                    )
+                self.optimizer_.zero_grad(set_to_none=True)
+                batch_loss.backward()
+                self.optimizer_.step()
+                total += batch_loss.item() * target.shape[0]
+                self.n_samples_seen_ += target.shape[0]
+                if bar is not None:
+                    bar.update(target.shape[0])
+        finally:
+            if bar is not None:
+                bar.close()
+        return total / max(order.size, 1)
+
+    # -- inference ------------------------------------------------------------------------
+
+    def _tensor(self, rows):
+        """Dense torch rows shaped ``(n, *sample_shape)`` on the model's device and dtype."""
+        rows = rows.toarray() if sp.issparse(rows) else rows
+        tensor = torch.tensor(np.asarray(rows), dtype=self._model_dtype, device=self.device_)
+        return tensor.reshape(tensor.shape[0], *self._sample_shape)
+
+    def _map_batches(self, X, fn):
+        """``fn`` on chunks of rows of ``X`` (dense or sparse), concatenated on the CPU."""
+        step = max(self.batch_size, INFERENCE_BATCH_SIZE)
+        with torch.no_grad():
+            chunks = [fn(self._tensor(X[start:start + step])).cpu().numpy()
+                      for start in range(0, X.shape[0], step)]
+        return np.concatenate(chunks)
+
+    def _score_batches(self, X):
+        return -self._map_batches(X, lambda target: self._encode(target, with_loss=True)[1])
+
+    def transform(self, X):
+        """Encode ``X`` into the latent space.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        Z : ndarray of shape (n_samples, n_components)
+            In the dtype of ``X`` (float32 or float64).
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        if self._transform_uses_loss:
+            self._check_target_range(X)
+        codes = self._map_batches(X, lambda target: self._encode(target, with_loss=False)[0])
+        return codes.astype(X.dtype, copy=False)
+
+    def inverse_transform(self, Z):
+        """Decode codes into data space (probabilities for ``loss='bce'``).
+
+        Parameters
+        ----------
+        Z : array-like of shape (n_samples, n_components)
+
+        Returns
+        -------
+        X : ndarray of shape (n_samples, n_features_in_)
+            In the dtype of ``Z`` (float32 or float64).
+        """
+        check_is_fitted(self)
+        Z = check_array(Z, dtype=[np.float32, np.float64], input_name="Z")
+        if Z.shape[1] != self._n_latent:
+            raise ValueError(
+                f"Z has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
+                f"n_components={self._n_latent}."
+            )
+        to_data = LOSSES[self.loss].to_data
+        step = max(self.batch_size, INFERENCE_BATCH_SIZE)
+        with torch.no_grad():
+            chunks = []
+            for start in range(0, Z.shape[0], step):
+                codes = torch.tensor(Z[start:start + step], dtype=self._model_dtype,
+                                     device=self.device_)
+                chunks.append(to_data(self.decoder_(codes)).reshape(codes.shape[0], -1).cpu())
+        return torch.cat(chunks).numpy().astype(Z.dtype, copy=False)
+
+    def score_samples(self, X):
+        """Minus each sample's reconstruction loss (higher is better).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples,)
+        """
+        check_is_fitted(self)
+        X = self._validate_X(X, reset=False)
+        self._check_target_range(X)
+        return self._score_batches(X).astype(X.dtype, copy=False)
+
+    def score(self, X, y=None):
+        """Minus the mean per-sample reconstruction loss (higher is better).
+
+        For ``loss='bce'`` this is minus the papers' mean cross-entropy.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        score : float
+        """
+        return float(np.mean(self.score_samples(X), dtype=np.float64))

@@ -1,0 +1,434 @@
+"""Behaviour shared by both estimators: validation, devices, dtypes, seeding, training loop,
+batched inference and pickling."""
+
+import doctest
+import pickle
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+import gfe_sklearn
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder, _base, _device
+from gfe_sklearn.flow import LOSSES
+from gfe_sklearn.nn import ACTIVATIONS
+
+ESTIMATORS = [GradientFlowEncoder, AutoEncoderBaseline]
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+    pytest.mark.usefixtures("one_torch_thread"),
+]
+
+
+def _fitted_state(est):
+    return {k: v for k, v in vars(est).items() if k.endswith("_") or k.startswith("_")}
+
+
+# -- devices ----------------------------------------------------------------------------
+
+
+def test_auto_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert _device.resolve_device("auto") == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(_device, "_mps_available", lambda: True)
+    assert _device.resolve_device("auto") == "mps"
+    monkeypatch.setattr(_device, "_mps_available", lambda: False)
+    assert _device.resolve_device("auto") == "cpu"
+    assert _device.resolve_device(torch.device("cpu")) == "cpu"
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:x", "tpu", ""])
+def test_unknown_device_lists_valid_forms(device):
+    with pytest.raises(ValueError, match=r"is not valid; use one of \['auto', 'cpu', 'cuda'"):
+        _device.resolve_device(device)
+
+
+def test_missing_device_is_a_clear_error_at_fit(X, small, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    est = GradientFlowEncoder(**{**small, "device": "cuda:1"})
+    with pytest.raises(ValueError, match=r"device='cuda:1' is not available.*device='auto'"):
+        est.fit(X)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+
+
+def test_nothing_touches_cuda_at_import_or_init():
+    code = """
+import pickle, torch
+from sklearn.base import clone
+def boom(*args, **kwargs):
+    raise AssertionError("CUDA was touched")
+for name in ("is_available", "init", "device_count", "current_device", "_lazy_init"):
+    setattr(torch.cuda, name, boom)
+torch.backends.mps.is_available = boom
+import gfe_sklearn
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
+for cls in (GradientFlowEncoder, AutoEncoderBaseline):
+    est = cls(device="auto")
+    repr(est), est.get_params(), clone(est), pickle.loads(pickle.dumps(est))
+print("untouched")
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "untouched" in result.stdout
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_auto_device_fits_on_cuda_and_loads_on_a_cpu_only_machine(cls, X, small, monkeypatch):
+    est = cls(**{**small, "device": "auto"}).fit(X.astype(np.float32))
+    assert est.device_.startswith("cuda")
+    assert next(est.decoder_.parameters()).is_cuda
+    codes = est.transform(X.astype(np.float32))
+    blob = pickle.dumps(est)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.warns(UserWarning, match="loaded on the CPU"):
+        loaded = pickle.loads(blob)
+    assert loaded.device_ == "cpu"
+    assert not next(loaded.decoder_.parameters()).is_cuda
+    np.testing.assert_allclose(loaded.transform(X.astype(np.float32)), codes, atol=1e-4)
+
+
+# -- pickling ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_pickle_round_trip_keeps_model_and_optimizer(cls, X, small):
+    est = cls(**small).fit(X)
+    loaded = pickle.loads(pickle.dumps(est))
+    np.testing.assert_array_equal(loaded.transform(X), est.transform(X))
+    optimized = {id(p) for group in loaded.optimizer_.param_groups for p in group["params"]}
+    assert {id(p) for p in loaded.decoder_.parameters()} <= optimized
+    loaded.partial_fit(X)  # the optimizer still drives the loaded model
+    assert loaded.n_iter_ == est.n_iter_ + 1
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu_with_a_warning(cls, X, small,
+                                                                       monkeypatch):
+    # Simulated: the pickle records device_='cuda' as a model fitted on a GPU does; the
+    # torch objects inside must then be loaded with map_location='cpu'.
+    est = cls(**small).fit(X)
+    codes = est.transform(X)
+    est.device_ = "cuda"
+    blob = pickle.dumps(est)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    seen = []
+    real_load = torch.load
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs.get("map_location"))
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    with pytest.warns(UserWarning, match=r"fitted on device 'cuda'.*loaded on the CPU"):
+        loaded = pickle.loads(blob)
+    assert seen == ["cpu"]
+    assert loaded.device_ == "cpu"
+    np.testing.assert_array_equal(loaded.transform(X), codes)
+
+
+def test_unfitted_estimator_with_a_user_module_pickles(small):
+    est = GradientFlowEncoder(**small, decoder=torch.nn.Linear(2, 16))
+    loaded = pickle.loads(pickle.dumps(est))
+    assert torch.equal(loaded.decoder.weight, est.decoder.weight)
+
+
+# -- validation -------------------------------------------------------------------------
+
+BAD_INPUTS = {
+    "nan": (lambda X: np.where(X > 0.9, np.nan, X), "NaN"),
+    "inf": (lambda X: np.where(X > 0.9, np.inf, X), "infinity"),
+    "empty": (lambda X: X[:0], "0 sample"),
+    "1-D": (lambda X: X[:, 0], "Expected 2D array"),
+    "complex": (lambda X: X + 1j, "Complex data not supported"),
+    "strings": (lambda X: np.where(X > 0.9, "pixel", X).astype(object), "could not convert"),
+}
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_refused_and_changes_nothing(cls, case, X, small):
+    make_bad, message = BAD_INPUTS[case]
+    est = cls(**small)
+    with pytest.raises(ValueError, match=message):
+        est.fit(make_bad(X))
+    assert _fitted_state(est) == {}
+    est.fit(X)
+    state, codes = dict(vars(est)), est.transform(X)
+    for method in (est.fit, est.partial_fit, est.transform, est.score):
+        with pytest.raises(ValueError, match=message):
+            method(make_bad(X))
+    assert vars(est).keys() == state.keys()
+    assert all(vars(est)[k] is v for k, v in state.items() if not isinstance(v, (int, float)))
+    np.testing.assert_array_equal(est.transform(X), codes)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_wrong_number_of_features(cls, X, small):
+    est = cls(**small).fit(X)
+    for method in (est.transform, est.score, est.partial_fit):
+        with pytest.raises(ValueError, match=f"X has 5 features, but {cls.__name__} is "
+                                             "expecting 16 features"):
+            method(X[:, :5])
+    with pytest.raises(ValueError, match="Z has 3 columns.*n_components=2"):
+        est.inverse_transform(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_bce_refuses_data_outside_unit_interval(cls, X, small):
+    est = cls(**small)
+    for bad, problem in ((X * 2, "Values out of range"), (X - 0.5, "Negative values")):
+        with pytest.raises(ValueError, match=rf"{problem}.*MinMaxScaler.*loss='mse'"):
+            est.fit(bad)
+        assert _fitted_state(est) == {}
+    assert cls(**{**small, "loss": "mse"}).fit(X * 2).transform(X * 2).shape == (60, 2)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("param, value", [
+    ("loss", "hinge"), ("activation", "swish"), ("optimizer", "sgd"), ("n_components", 0),
+    ("batch_size", 0), ("learning_rate", -1.0), ("max_iter", 0), ("validation_fraction", 1.0),
+    ("hidden_layer_sizes", (4, 0)), ("decoder", "mlp"),
+])
+def test_unknown_parameter_values_name_the_valid_choices(cls, param, value, X, small):
+    est = cls(**small).set_params(**{param: value})
+    with pytest.raises(ValueError, match=param) as info:
+        est.fit(X)
+    registry = {"loss": LOSSES, "activation": ACTIVATIONS, "optimizer": _base.OPTIMIZERS}
+    for name in registry.get(param, ()):
+        assert repr(name) in str(info.value)
+    assert _fitted_state(est) == {}
+
+
+# -- dtypes, batching, sparse input -----------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("in_dtype, model_dtype", [
+    (np.float32, torch.float32), (np.float64, torch.float64), (np.int64, torch.float32),
+])
+def test_output_dtype_follows_input(cls, in_dtype, model_dtype, small):
+    X = np.random.RandomState(0).randint(0, 2, size=(40, 16)).astype(in_dtype)
+    est = cls(**small).fit(X)
+    assert next(est.decoder_.parameters()).dtype == model_dtype
+    out = np.float64 if in_dtype == np.float64 else np.float32
+    assert est.transform(X).dtype == out
+    assert est.score_samples(X).dtype == out
+    for z_dtype in (np.float32, np.float64):
+        assert est.inverse_transform(np.zeros((3, 2), dtype=z_dtype)).dtype == z_dtype
+    # A model keeps its dtype: float32 data through a float64 model come back as float32.
+    assert est.transform(X.astype(np.float32)).dtype == np.float32
+
+
+def test_model_dtype_policy():
+    assert _base.model_dtype(np.dtype(np.float64), "cpu") == torch.float64
+    assert _base.model_dtype(np.dtype(np.float64), "cuda:0") == torch.float64
+    assert _base.model_dtype(np.dtype(np.float64), "mps") == torch.float32  # no float64 there
+    assert _base.model_dtype(np.dtype(np.float32), "cpu") == torch.float32
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_inference_runs_in_bounded_batches(cls, X, small, monkeypatch):
+    est = cls(**{**small, "batch_size": 4}).fit(X)
+    whole = est.transform(X), est.score_samples(X), est.inverse_transform(est.transform(X))
+    monkeypatch.setattr(_base, "INFERENCE_BATCH_SIZE", 7)
+    sizes = []
+    encode = est._encode
+    monkeypatch.setattr(est, "_encode", lambda t, with_loss: sizes.append(len(t)) or
+                        encode(t, with_loss))
+    chunked = est.transform(X), est.score_samples(X)
+    assert max(sizes) == 7 and sum(sizes) == 2 * len(X)
+    calls, decoder = [], est.decoder_
+    monkeypatch.setattr(est, "decoder_", lambda z: calls.append(len(z)) or decoder(z))
+    chunked += (est.inverse_transform(whole[0]),)
+    assert max(calls) == 7 and sum(calls) == len(X)
+    for a, b in zip(whole, chunked):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("fmt", ["csr", "csc", "coo"])
+def test_sparse_input_is_densified_in_batches(cls, fmt, X, small):
+    X = np.where(X > 0.6, X, 0.0)
+    dense = cls(**small).fit(X)
+    sparse = cls(**small).fit(sp.csr_matrix(X).asformat(fmt))
+    np.testing.assert_array_equal(sparse.transform(sp.csr_matrix(X)), dense.transform(X))
+    assert sparse.score(sp.csr_matrix(X).asformat(fmt)) == dense.score(X)
+    with pytest.raises(ValueError, match="Values out of range"):
+        dense.score(sp.csr_matrix(X * 3))
+
+
+# -- seeding ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_random_state_is_bit_reproducible_without_global_seeding(cls, X, small, monkeypatch):
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the global torch generator was seeded")
+
+    monkeypatch.setattr(torch, "manual_seed", forbidden)
+    monkeypatch.setattr(torch.random, "manual_seed", forbidden)
+    torch_state, numpy_state = torch.random.get_rng_state(), np.random.get_state()
+    a = cls(**small).fit(X)
+    b = cls(**small).fit(X)
+    np.testing.assert_array_equal(a.transform(X), b.transform(X))
+    np.testing.assert_array_equal(a.fit_transform(X), b.transform(X))
+    for pa, pb in zip(a.decoder_.parameters(), b.decoder_.parameters()):
+        assert torch.equal(pa, pb)
+    assert torch.equal(torch.random.get_rng_state(), torch_state)
+    assert np.array_equal(np.random.get_state()[1], numpy_state[1])
+    c = cls(**{**small, "random_state": 1}).fit(X)
+    assert not np.array_equal(c.transform(X), a.transform(X))
+
+
+# -- training loop ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_verbose_prints_one_line_per_epoch(cls, X, small, capsys):
+    cls(**{**small, "max_iter": 3, "verbose": 1}).fit(X)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    assert all("loss" in line and "images seen" in line and line.endswith(" s")
+               for line in lines)
+    assert "180 images seen" in lines[-1]
+    cls(**small).fit(X)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("tqdm_installed", [True, False])
+def test_verbose_2_shows_a_progress_bar(tqdm_installed, X, small, capsys, monkeypatch):
+    if not tqdm_installed:
+        monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    GradientFlowEncoder(**{**small, "verbose": 2}).fit(X)
+    err = capsys.readouterr().err
+    assert "epoch 1" in err
+    assert ("60/60" in err) if not tqdm_installed else ("img" in err)
+
+
+class _InterruptOnce(torch.nn.Module):
+    """Raises KeyboardInterrupt in its ``at``-th forward pass in train mode (one per batch)."""
+
+    def __init__(self, at):
+        super().__init__()
+        self.inner = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ELU(),
+                                         torch.nn.Linear(8, 16))
+        self.at, self.calls = at, 0
+
+    def forward(self, z):
+        if self.training:
+            self.calls += 1
+            if self.calls == self.at:
+                raise KeyboardInterrupt
+        return self.inner(z)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_keyboard_interrupt_stops_with_a_warning_and_a_usable_model(cls, X, small):
+    # 60 samples in batches of 16: four batches per epoch, the 6th is in epoch two.
+    est = cls(**{**small, "max_iter": 5}, decoder=_InterruptOnce(at=6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        with pytest.warns(UserWarning, match="interrupted by the user"):
+            est.fit(X)
+    assert est.n_iter_ == 1 and len(est.loss_curve_) == 1
+    assert est.n_samples_seen_ == 60 + 16
+    assert not est.decoder_.training
+    assert np.isfinite(est.transform(X)).all()
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_convergence_warning_and_its_absence(cls, X, small):
+    with pytest.warns(ConvergenceWarning, match="max_iter=2"):
+        cls(**small).fit(X)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = cls(**{**small, "max_iter": 10, "max_samples": 130}).fit(X)
+        assert (est.n_iter_, est.n_samples_seen_) == (3, 130)
+        est = cls(**{**small, "max_iter": 10, "tol": 1e9, "n_iter_no_change": 1}).fit(X)
+        assert est.n_iter_ == 3  # one epoch sets the best, then two without progress
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_early_stopping_keeps_the_best_model(cls, X, small, monkeypatch):
+    held_out = []
+    score_batches = cls._score_batches
+    monkeypatch.setattr(cls, "_score_batches",
+                        lambda self, Xv: held_out.append(Xv) or score_batches(self, Xv))
+    est = cls(**{**small, "max_iter": 4, "early_stopping": True,
+                 "validation_fraction": 0.2}).fit(X)
+    assert len(est.validation_scores_) == est.n_iter_ == 4
+    assert held_out[0].shape == (12, 16)
+    assert est.score(held_out[0]) == pytest.approx(max(est.validation_scores_), rel=1e-9)
+    assert cls(**small).fit(X).validation_scores_ is None
+    with pytest.raises(ValueError, match="partial_fit does not support early_stopping"):
+        est.partial_fit(X)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_warm_start_continues_and_cold_start_restarts(cls, X, small):
+    est = cls(**small).fit(X)
+    decoder = est.decoder_
+    est.set_params(warm_start=True, max_iter=1).fit(X)
+    assert est.decoder_ is decoder
+    assert (est.n_iter_, est.n_samples_seen_, len(est.loss_curve_)) == (3, 180, 3)
+    with pytest.raises(ValueError, match="X has 5 features"):
+        est.fit(X[:, :5])
+    est.set_params(warm_start=False).fit(X)
+    assert est.decoder_ is not decoder and est.n_iter_ == 1
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_partial_fit_is_one_pass(cls, X, small):
+    est = cls(**small).partial_fit(X)
+    assert (est.n_iter_, est.n_samples_seen_) == (1, 60)
+    est.partial_fit(X[:10])
+    assert (est.n_iter_, est.n_samples_seen_, len(est.loss_curve_)) == (2, 70, 2)
+
+
+# -- outputs ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_score_is_minus_the_papers_cross_entropy(cls, X, small):
+    est = cls(**small).fit(X)
+    p = est.inverse_transform(est.transform(X))
+    assert ((p > 0) & (p < 1)).all()
+    cross_entropy = -(X * np.log(p) + (1 - X) * np.log1p(-p)).mean(axis=1)
+    np.testing.assert_allclose(est.score_samples(X), -cross_entropy, rtol=1e-9)
+    assert est.score(X) == pytest.approx(-cross_entropy.mean(), rel=1e-9)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_feature_names_and_pandas_output(cls, X, small):
+    pd = pytest.importorskip("pandas")
+    est = cls(**small)
+    with pytest.raises(NotFittedError):
+        est.get_feature_names_out()
+    frame = pd.DataFrame(X, columns=[f"pixel{i}" for i in range(16)], index=range(5, 65))
+    out = est.set_output(transform="pandas").fit_transform(frame)
+    prefix = cls.__name__.lower()
+    assert list(out.columns) == [f"{prefix}0", f"{prefix}1"]
+    assert list(out.index) == list(frame.index)
+    assert list(est.feature_names_in_) == list(frame.columns)
+
+
+def test_doctests():
+    modules = [gfe_sklearn._gradient_flow, gfe_sklearn._autoencoder, gfe_sklearn.nn._mlp]
+    for module in modules:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
