@@ -64,8 +64,13 @@ class GradientFlowEncoder(BaseFlowEstimator):
         How training differentiates through the codes: ``'approx'`` treats them as constants
         (the papers' choice, one backward pass), ``'full'`` is the exact discrete adjoint,
         ``'unrolled'`` backpropagates through every step.
-    tau : float, default=100.0
-        Horizon of the flow.
+    tau : float, default=1000.0
+        Horizon of the flow. With AMD most samples stop earlier, when their loss curve
+        flattens (``stop_tol``): the papers integrate "until it stops improving". At
+        ``tau=100`` AMD reached the horizon on every MNIST test sample checked, still
+        improving, and the "Mixed" codes of an autoencoder's decoder were worse than the
+        autoencoder's own (test BCE 0.184 vs 0.163 after 5,760 images); at 1000 they were
+        better (0.152 vs 0.160), as in the papers, for about 2.3x the training time.
     alpha : {'constant', 'exp'}, default='constant'
         Time scaling of the gradient; ``'exp'`` (``exp(-2t/tau)``) needs a solver other
         than ``'amd'``.
@@ -210,7 +215,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
     _transform_uses_loss = True
 
     def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
-                 loss="bce", solver="amd", flow="gradient", adjoint="approx", tau=100.0,
+                 loss="bce", solver="amd", flow="gradient", adjoint="approx", tau=1000.0,
                  alpha="constant", stop_tol=1e-4, stop_window=5, nesterov_eps=1e-2,
                  beta=0.75, s0=1.0, s_max=10.0, kappa=1.1, max_backtracks=30, n_steps=100,
                  grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
@@ -318,19 +323,21 @@ default=0.75, 1.0, 10.0, 1.1, 30
     def _modules(self):
         return [self.decoder_]
 
-    def _flow(self, target, adjoint):
+    def _flow(self, target, adjoint, row_chunk="auto"):
         names = solver_options(self.solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
         return encode(self.decoder_, target, self._n_latent, solver=self.solver, flow=self.flow,
                       adjoint=adjoint, loss=self.loss, tau=self.tau, alpha=self.alpha,
                       stop_tol=self.stop_tol, stop_window=self.stop_window, options=options,
-                      nesterov_eps=self.nesterov_eps)
+                      nesterov_eps=self.nesterov_eps, row_chunk=row_chunk)
 
     def _training_loss(self, target):
         # The flow runs on the decoder in eval mode (rows independent); the update pass
         # sees it in train mode.
+        # Training batches need no bit-level batch invariance (only transform's codes do), so
+        # the flow skips the fixed-size row chunks that cost up to 13x at the papers' batch 5.
         self.decoder_.eval()
-        result = self._flow(target, self.adjoint)
+        result = self._flow(target, self.adjoint, row_chunk=None)
         self.decoder_.train()
         return LOSSES[self.loss](self.decoder_(result.z), target)
 

@@ -36,13 +36,15 @@ def Xy(X):
     return X, (X[:, :8].mean(axis=1) > X[:, 8:].mean(axis=1)).astype(int)
 
 
-@pytest.fixture
+@pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """One intra-op torch thread for the test, restored afterwards.
+    """One intra-op torch thread for the whole session, restored afterwards.
 
     The test networks are tiny, so intra-op threads only add synchronisation; on a machine
     whose cores are busy with other work every parallel region waits for a descheduled
     thread, which made these tests three to six times slower with 2 threads than with 1.
+    Set once per session: switching back and forth slowed scikit-learn's OpenMP (t-SNE)
+    that shares the process.
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

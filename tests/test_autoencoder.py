@@ -12,7 +12,6 @@ from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
-    pytest.mark.usefixtures("one_torch_thread"),
 ]
 
 

@@ -16,7 +16,6 @@ from gfe_sklearn.flow import ADJOINTS, ALPHAS, FLOWS, GRIDS, SOLVERS, solver_opt
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
-    pytest.mark.usefixtures("one_torch_thread"),
 ]
 
 FAST = dict(n_steps=10, max_steps=50)  # keeps the fixed-grid and dopri5 flows short

@@ -34,8 +34,8 @@ def check_combination(solver, alpha):
 
 
 def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjoint="approx",
-           loss="bce", tau=100.0, alpha="constant", stop_tol=1e-4, stop_window=5,
-           options=None, nesterov_eps=1e-2, z0=None, record_history=False):
+           loss="bce", tau=1000.0, alpha="constant", stop_tol=1e-4, stop_window=5,
+           options=None, nesterov_eps=1e-2, z0=None, record_history=False, row_chunk="auto"):
     """Encode a batch by integrating the gradient flow of its reconstruction loss.
 
     Integrates ``dz/dt = -alpha(t) grad_z l(y, D(z))`` (or Nesterov's second-order flow) from
@@ -76,6 +76,11 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     z0 : tensor ``(batch, n_components)``, optional
     record_history : bool
         Keep every accepted step's time and loss (``FlowResult.t_history``/``loss_history``).
+    row_chunk : 'auto', int or None
+        The decoder sees exactly this many rows per call (the last chunk padded), which
+        makes each sample's codes bit-identical whatever batch it is in. ``'auto'``: 64 on
+        CPU, 1024 elsewhere. None: one call per evaluation, faster for small batches (e.g.
+        training), identical across batches only to rounding.
 
     Returns
     -------
@@ -106,7 +111,7 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     flow_obj = flow_cls(n_components, eps=nesterov_eps) if flow == "nesterov" else \
         flow_cls(n_components)
     problem = EncodingProblem(decoder, target, loss_fn, flow_obj, alpha_fn, tau,
-                              differentiable=adjoint == "unrolled")
+                              differentiable=adjoint == "unrolled", row_chunk=row_chunk)
     state0 = flow_obj.initial_state(z0)
     rows = torch.arange(batch, device=device)
     loss0, grad0 = problem.loss_and_grad(flow_obj.position(state0), rows)

@@ -16,8 +16,14 @@ ROW_CHUNK = {"cpu": 64}
 DEFAULT_ROW_CHUNK = 1024
 
 
-def row_chunk(device):
-    return ROW_CHUNK.get(torch.device(device).type, DEFAULT_ROW_CHUNK)
+def resolve_row_chunk(row_chunk, device):
+    """Rows per decoder call: ``'auto'`` picks by device type, None means one call."""
+    if row_chunk == "auto":
+        return ROW_CHUNK.get(torch.device(device).type, DEFAULT_ROW_CHUNK)
+    if row_chunk is not None and (isinstance(row_chunk, bool) or not isinstance(row_chunk, int)
+                                  or row_chunk < 1):
+        raise ValueError(f"row_chunk must be 'auto', None or a positive int; got {row_chunk!r}.")
+    return row_chunk
 
 
 class EncodingProblem:
@@ -37,9 +43,13 @@ class EncodingProblem:
     differentiable : bool
         Keep the graph of every gradient (``create_graph``) so that results can be
         differentiated with respect to the decoder's parameters.
+    row_chunk : 'auto', int or None
+        Rows per decoder call (see ``ROW_CHUNK``); None evaluates the whole active set in one
+        call: fastest, but codes then match across batches only to rounding.
     """
 
-    def __init__(self, decoder, target, loss, flow, alpha, tau, differentiable=False):
+    def __init__(self, decoder, target, loss, flow, alpha, tau, differentiable=False,
+                 row_chunk="auto"):
         self.decoder = decoder
         self.target = target
         self.loss = loss
@@ -47,7 +57,7 @@ class EncodingProblem:
         self.alpha = alpha
         self.tau = tau
         self.differentiable = differentiable
-        self.row_chunk = row_chunk(target.device)
+        self.row_chunk = resolve_row_chunk(row_chunk, target.device)
 
     def loss_and_grad(self, z, rows):
         """Per-sample loss and its gradient with respect to ``z`` for the rows ``rows``."""
@@ -65,6 +75,8 @@ class EncodingProblem:
     def _chunked_loss(self, z, target):
         n = z.shape[0]
         chunk = self.row_chunk
+        if chunk is None:
+            return self.loss(self.decoder(z), target)
         pad = -n % chunk
         if pad:
             z = torch.cat([z, z.new_zeros(pad, z.shape[1])])

@@ -117,3 +117,21 @@ def test_solver_options_are_each_solvers_constructor_defaults():
                                      "max_backtracks": 30}
     assert set(solver_options("rk4")) == {"n_steps", "grid"}
     assert {"rtol", "atol", "max_steps"} <= set(solver_options("dopri5"))
+
+
+def test_unchunked_evaluation_gives_the_same_codes_up_to_rounding():
+    decoder = mlp_decoder(3, 12, hidden=20, seed=19, dtype=torch.float32)
+    target = binary_targets(40, 12, seed=20, dtype=torch.float32)
+    chunked = encode(decoder, target, 3, solver="rk4", tau=5.0, options={"n_steps": 10})
+    whole = encode(decoder, target, 3, solver="rk4", tau=5.0, options={"n_steps": 10},
+                   row_chunk=None)
+    small = encode(decoder, target, 3, solver="rk4", tau=5.0, options={"n_steps": 10},
+                   row_chunk=7)
+    torch.testing.assert_close(whole.z, chunked.z, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(small.z, chunked.z, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("row_chunk", [0, -3, 2.5, "big", True])
+def test_invalid_row_chunk_is_rejected(row_chunk):
+    with pytest.raises(ValueError, match="row_chunk must be 'auto', None or a positive int"):
+        encode(mlp_decoder(2, 3), binary_targets(2, 3), 2, row_chunk=row_chunk)

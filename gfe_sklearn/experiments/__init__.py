@@ -1,0 +1,25 @@
+"""Reproductions of the experiments of the gradient flow encoding papers.
+
+Run ``python -m gfe_sklearn.experiments --help`` for the list, and
+``python -m gfe_sklearn.experiments <name> --help`` for the options of one:
+
+* ``data-efficiency`` - table 1: test BCE after 480 to 5760 training images, AE / GFE-amd /
+  Mixed, mean ± std over seeds.
+* ``converged`` - table 2: MNIST, segmented MNIST and Fashion-MNIST, GFE-amd after one
+  epoch, AE after up to twelve.
+* ``solvers`` - fig. 2 of 000 / fig. 3 of 002: fixed-grid RK4, the Nesterov flow and AMD,
+  approximate against full adjoint, and what each costs.
+* ``curves`` - fig. 1: validation BCE against images seen and against time, AE vs GFE-amd.
+* ``latent`` - figs. 6-7 of 002: t-SNE maps of the codes after 1% of the data and after
+  full training.
+* ``reconstructions`` - fig. 3 / fig. 5: test reconstructions after 1% and full training.
+
+Each writes JSON, a Markdown report and PNG figures into ``--out``, records every finished
+unit at once in ``--out/units.jsonl`` and resumes from it when re-run. Only the public API
+(``gfe_sklearn``, ``gfe_sklearn.flow``, ``gfe_sklearn.datasets``, ``gfe_sklearn.plotting``)
+is used.
+"""
+
+from ._cli import EXPERIMENTS, build_parser, main
+
+__all__ = ["EXPERIMENTS", "build_parser", "main"]

@@ -1,0 +1,8 @@
+"""``python -m gfe_sklearn.experiments``."""
+
+import sys
+
+from ._cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""``python -m gfe_sklearn.experiments <name> [options]``: the command line of the experiments."""
+
+import argparse
+import contextlib
+import shlex
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+
+from . import _converged, _curves, _data_efficiency, _latent, _reconstructions, _solvers
+from ._common import (
+    ConfigMismatch,
+    InterruptGuard,
+    Reporter,
+    Store,
+    atomic_write_json,
+    atomic_write_text,
+    environment,
+    markdown_table,
+    parse_seeds,
+)
+from ._training import DATASETS, Context
+
+EXPERIMENTS = {module.NAME: module for module in (
+    _data_efficiency, _converged, _solvers, _curves, _latent, _reconstructions)}
+
+# Options that never change results: left out of the protocol that a resumed run must match.
+RUNTIME_OPTIONS = {"out", "device", "quiet", "threads", "report_only", "data_home",
+                   "snapshot_seconds", "seeds", "dataset", "experiment", "model_cache"}
+
+# Defaults of the options every experiment has; an experiment's DEFAULTS and SMOKE override.
+COMMON_DEFAULTS = {
+    "seeds": ["1"],
+    "n_test": None,
+    "n_train": None,
+    "batch_size": 5,
+    "n_components": 20,
+    "hidden": [150, 300, 600],
+    "learning_rate": 5e-4,
+    "optimizer": "rmsprop",
+    "tau": None,
+}
+COMMON_SMOKE = {"n_train": 200, "n_test": 50, "n_components": 4, "hidden": [16]}
+
+RESUME_NOTE = """\
+Finished units are appended to OUT/units.jsonl as they complete, and training state is
+saved to OUT/snapshots every --snapshot-seconds, so Ctrl-C (or SIGTERM) loses at most the
+unit in progress since its last snapshot. Re-running the same command with the same --out
+resumes: finished units are skipped. The JSON, Markdown and PNG results are rebuilt from
+units.jsonl at the end (also after an interrupt, and alone with --report-only). An --out
+holding results of different options is refused; --seeds and --dataset may change, to add
+seeds or datasets to a finished run."""
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+    return value
+
+
+def _add_common(parser, module):
+    defaults = {**COMMON_DEFAULTS, **module.DEFAULTS}
+    smoke = {**COMMON_SMOKE, **module.SMOKE}
+
+    def text(value):
+        if value is None:
+            return "all"
+        return " ".join(map(str, value)) if isinstance(value, list) else str(value)
+
+    def shown(name):
+        extra = f"; --smoke: {text(smoke[name])}" if name in smoke else ""
+        return f"(default: {text(defaults.get(name))}{extra})"
+
+    group = parser.add_argument_group("data and run")
+    group.add_argument("--dataset", nargs="+", choices=sorted(DATASETS), metavar="NAME",
+                       help=f"one or more of {', '.join(DATASETS)} {shown('dataset')}")
+    group.add_argument("--seeds", nargs="+", metavar="S",
+                       help="a number N of seeds (0..N-1), a list of seeds, or START:STOP "
+                            f"{shown('seeds')}")
+    group.add_argument("--n-test", type=_positive_int, metavar="N",
+                       help=f"{module.N_TEST_HELP} {shown('n_test')}")
+    group.add_argument("--n-train", type=_positive_int, metavar="N",
+                       help="train on a fixed random subset of N training images "
+                            f"{shown('n_train')}")
+    group.add_argument("--device", default="auto",
+                       help="torch device: auto, cpu, cuda, cuda:N, mps (default: auto)")
+    group.add_argument("--out", type=Path, metavar="DIR",
+                       help=f"output folder (default: results/{module.NAME})")
+    group.add_argument("--data-home", metavar="DIR",
+                       help="folder of the MNIST files (default: $GFE_SKLEARN_DATA, else "
+                            "~/gfe_sklearn_data)")
+    group.add_argument("--smoke", action="store_true",
+                       help="a tiny run of seconds (small data and networks), as run by CI")
+    group.add_argument("--report-only", action="store_true",
+                       help="only rebuild the JSON, Markdown and PNG files from OUT/units.jsonl")
+    group.add_argument("--threads", type=_positive_int, metavar="N",
+                       help="set torch's CPU threads for this process (default: torch's "
+                            "choice; --smoke: 1, which tiny networks run fastest on)")
+    group.add_argument("--snapshot-seconds", type=float, default=60.0, metavar="S",
+                       help="save the training state this often, for resuming (default: 60)")
+    group.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+
+    group = parser.add_argument_group("models (the papers' settings by default)")
+    group.add_argument("--batch-size", type=_positive_int, metavar="N",
+                       help=f"training minibatch size {shown('batch_size')}")
+    group.add_argument("--n-components", type=_positive_int, metavar="N",
+                       help=f"latent dimension {shown('n_components')}")
+    group.add_argument("--hidden", type=_positive_int, nargs="+", metavar="W",
+                       help=f"decoder hidden widths, latent side first {shown('hidden')}")
+    group.add_argument("--learning-rate", type=float, metavar="LR",
+                       help=f"{shown('learning_rate')}")
+    group.add_argument("--optimizer", choices=["rmsprop", "adam"],
+                       help=f"{shown('optimizer')}")
+    group.add_argument("--tau", type=float, metavar="T",
+                       help="horizon of every GFE flow, Mixed included (default: "
+                            "GradientFlowEncoder's, 100)")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m gfe_sklearn.experiments",
+        description="Reproduce the experiments of the gradient flow encoding papers "
+                    "(Flouris et al.). Each writes JSON, a Markdown table and PNG figures "
+                    "into --out.",
+        epilog=RESUME_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
+    for name, module in EXPERIMENTS.items():
+        child = sub.add_parser(
+            name, help=module.SUMMARY.replace("%", "%%"),
+            description=textwrap.dedent(module.DESCRIPTION), epilog=RESUME_NOTE,
+            formatter_class=argparse.RawDescriptionHelpFormatter)
+        module.add_arguments(child)
+        _add_common(child, module)
+    return parser
+
+
+def resolve_options(args, module):
+    """Fill the options left unset from the experiment's (smoke) defaults, then check them."""
+    layers = [COMMON_DEFAULTS, module.DEFAULTS]
+    if args.smoke:
+        layers += [COMMON_SMOKE, module.SMOKE]
+    for layer in layers[::-1]:
+        for name, value in layer.items():
+            if getattr(args, name, None) is None:
+                setattr(args, name, value)
+    if args.smoke and args.threads is None:
+        args.threads = 1  # tiny networks: extra threads only add synchronisation
+    args.seeds = parse_seeds(args.seeds)
+    if isinstance(args.dataset, str):
+        args.dataset = [args.dataset]
+    args.dataset = list(dict.fromkeys(args.dataset))
+    if args.out is None:
+        args.out = Path("results") / module.NAME
+    module.check_options(args)
+    return args
+
+
+def protocol_of(args, module):
+    return {name: value for name, value in sorted(vars(args).items())
+            if name not in RUNTIME_OPTIONS and name not in module.SELECTORS}
+
+
+def _report(module, ctx, command, status):
+    args = ctx.args
+    summary, body = module.report(ctx)
+    out = Path(args.out)
+    chosen = {name: getattr(args, name) for name in ("dataset", "seeds", *module.SELECTORS)}
+    setup = markdown_table(["option", "value"],
+                           [(f"`{k}`", f"`{v}`") for k, v in
+                            {**protocol_of(args, module), **chosen}.items()], align="ll")
+    devices = sorted({r["device"] for r in ctx.store.records if r.get("device")})
+    env = environment(", ".join(devices) or args.device)
+    status_line = {
+        "interrupted": "\n**Interrupted: partial results.** Re-run the command to finish.\n",
+        "failed": "\n**Failed: partial results.** See the error, then re-run the command.\n",
+    }.get(status, "")
+    markdown = "\n".join([
+        f"# {module.TITLE}",
+        "",
+        textwrap.dedent(module.DESCRIPTION).strip(),
+        status_line,
+        "Command:",
+        "",
+        "```bash",
+        command,
+        "```",
+        "",
+        body.strip(),
+        "",
+        "## Setup",
+        "",
+        setup,
+        "",
+        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
+        "",
+    ])
+    atomic_write_json(out / f"{module.NAME}.json", {
+        "experiment": module.NAME, "status": status, "command": command,
+        "protocol": protocol_of(args, module), "seeds": args.seeds, "dataset": args.dataset,
+        "environment": env, "summary": summary, "records": ctx.store.records,
+    })
+    atomic_write_text(out / f"{module.NAME}.md", markdown)
+
+
+def main(argv=None):
+    """Run one experiment; returns the exit status (0, 1 on an error, 130 when interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    module = EXPERIMENTS[args.experiment]
+    try:
+        resolve_options(args, module)
+    except ValueError as exc:
+        parser.error(str(exc))
+    command = "python -m gfe_sklearn.experiments " + shlex.join(argv)
+    try:
+        import matplotlib  # noqa: F401  (checked now, not after hours of training)
+    except ImportError:
+        print("error: the experiments draw their figures with matplotlib, which is not "
+              "installed: pip install gfe-sklearn[plot]", file=sys.stderr)
+        return 1
+    if args.threads:
+        # Process-wide and not undone: switching torch's OpenMP pool back and forth leaves
+        # idle workers that starve other OpenMP users (scikit-learn's t-SNE) on few cores.
+        torch.set_num_threads(args.threads)
+    return _run(args, module, command)
+
+
+def _run(args, module, command):
+    reporter = Reporter(args.quiet)
+    try:
+        store = Store(args.out, module.NAME, protocol_of(args, module))
+    except ConfigMismatch as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with InterruptGuard() as guard:
+        ctx = Context(args=args, store=store, reporter=reporter, guard=guard,
+                      snapshot_dir=Path(args.out) / "snapshots",
+                      snapshot_seconds=args.snapshot_seconds)
+        status = "report-only" if args.report_only else "complete"
+        try:
+            if not args.report_only:
+                module.run(ctx)
+        except KeyboardInterrupt:
+            status = "interrupted"
+            guard.requested = False
+        except Exception:
+            # Keep what finished readable, then let the error out with its traceback.
+            with contextlib.suppress(Exception):
+                _report(module, ctx, command, "failed")
+            raise
+        with contextlib.suppress(OSError):
+            (Path(args.out) / "snapshots").rmdir()  # only when empty: nothing left to resume
+        try:
+            _report(module, ctx, command, status)
+        except KeyboardInterrupt:
+            print("Interrupted while writing the report; units.jsonl is intact. Re-run "
+                  "with --report-only to rebuild it.", file=sys.stderr)
+            return 130
+    if status == "interrupted":
+        print(f"Interrupted. {len(store.records)} finished unit(s) are kept in "
+              f"{store.units_path}; re-run the same command to resume.", file=sys.stderr)
+        return 130
+    reporter.log(f"Results in {args.out}/{module.NAME}.md (.json, .png).")
+    if not args.quiet:
+        print(Path(args.out) / f"{module.NAME}.md")
+    return 0
+
+
+__all__ = ["main", "build_parser", "EXPERIMENTS"]

@@ -1,0 +1,397 @@
+"""Shared plumbing of the experiments: results store, atomic writes, progress, interrupts.
+
+An experiment is a list of *units* (one seed, model and budget, say). A unit's record is
+appended to ``units.jsonl`` in the output folder the moment it is finished, so an interrupt
+loses nothing finished, and a re-run with the same ``--out`` skips every unit already there.
+The final JSON, Markdown and PNG files are rebuilt from those records and written atomically.
+"""
+
+import contextlib
+import json
+import math
+import os
+import pickle
+import platform
+import signal
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+UNITS_FILE = "units.jsonl"
+CONFIG_FILE = "config.json"
+
+
+# -- files ------------------------------------------------------------------------------------
+
+def atomic_write_bytes(path, data):
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: whole or absent."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path, text):
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def _jsonable(value):
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def dumps(value, indent=None):
+    """JSON text of results: numpy values become plain numbers, NaN becomes null."""
+    return json.dumps(_jsonable(value), indent=indent, allow_nan=False)
+
+
+def atomic_write_json(path, value):
+    atomic_write_text(path, dumps(value, indent=1) + "\n")
+
+
+def save_figure(ax_or_figure, path):
+    """Save a pyplot-free figure (or the figure of an axes) as a PNG, atomically."""
+    import io
+
+    figure = getattr(ax_or_figure, "figure", ax_or_figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def save_pickle(path, value):
+    atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+
+
+def load_pickle(path):
+    with open(path, "rb") as f:
+        return pickle.load(f)
+
+
+# -- the results store ----------------------------------------------------------------------
+
+class ConfigMismatch(ValueError):
+    """The output folder holds results of a different protocol."""
+
+
+class Store:
+    """Finished units of one experiment, on disk in ``out``.
+
+    ``config.json`` holds the protocol (the options that change results); a folder whose
+    protocol differs is refused, so results of different protocols never mix.
+    ``units.jsonl`` holds one JSON record per finished unit, appended and flushed at once.
+    """
+
+    def __init__(self, out, experiment, protocol):
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.experiment = experiment
+        self.protocol = _jsonable(protocol)
+        self.units_path = self.out / UNITS_FILE
+        self._check_config()
+        self.records = self._read_records()
+
+    def _check_config(self):
+        path = self.out / CONFIG_FILE
+        wanted = {"experiment": self.experiment, "protocol": self.protocol}
+        if path.exists():
+            found = json.loads(path.read_text())
+            # An option added since (absent there, None here) changes nothing.
+            differences = _differences(found.get("protocol", {}), self.protocol)
+            if found.get("experiment") != self.experiment:
+                differences.insert(0, f"experiment: {found.get('experiment')!r} before, "
+                                      f"{self.experiment!r} now")
+            if differences:
+                raise ConfigMismatch(
+                    f"{self.out} holds results of another protocol ({'; '.join(differences)}). "
+                    "Use another --out, or delete that folder to start over."
+                )
+        else:
+            atomic_write_json(path, wanted)
+
+    def _read_records(self):
+        records = []
+        if not self.units_path.exists():
+            return records
+        lines = self.units_path.read_text().splitlines()
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                # Only the last line can be cut short (a crash while appending): drop it,
+                # and rewrite the file so that the next record starts on a line of its own.
+                if number != len(lines):
+                    raise
+                print(f"warning: dropping a truncated last line of {self.units_path}; that "
+                      "unit will be run again", file=sys.stderr)
+                atomic_write_text(self.units_path, "".join(dumps(r) + "\n" for r in records))
+        return records
+
+    def find(self, **key):
+        """The first record whose fields include ``key``, or None."""
+        for record in self.records:
+            if all(record.get(k) == v for k, v in key.items()):
+                return record
+        return None
+
+    def has(self, **key):
+        return self.find(**key) is not None
+
+    def add(self, record):
+        """Append a finished unit's record to ``units.jsonl`` and flush it to disk."""
+        record = _jsonable(record)
+        with open(self.units_path, "a", encoding="utf-8") as f:
+            f.write(dumps(record) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        self.records.append(record)
+        return record
+
+    def path(self, *parts):
+        return self.out.joinpath(*parts)
+
+
+def _differences(old, new):
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in keys
+            if old.get(k) != new.get(k)]
+
+
+# -- interrupts ------------------------------------------------------------------------------
+
+class Interrupted(KeyboardInterrupt):
+    """Raised at the next safe point after SIGINT or SIGTERM."""
+
+
+class InterruptGuard:
+    """Turn SIGINT and SIGTERM into a flag plus a ``KeyboardInterrupt``.
+
+    The estimators catch ``KeyboardInterrupt`` inside ``fit`` and return a half-trained
+    model; the flag lets the caller notice that after the call (``check()``) and throw that
+    unit away instead of recording it.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self._previous = {}
+
+    def _handler(self, signum, frame):
+        self.requested = True
+        raise Interrupted(f"signal {signal.Signals(signum).name}")
+
+    def check(self):
+        if self.requested:
+            raise Interrupted("interrupted")
+
+    def __enter__(self):
+        if _in_main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+        return False
+
+
+def _in_main_thread():
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+# -- progress ----------------------------------------------------------------------------------
+
+class _TextBar:
+    """A stand-in for tqdm: a line on standard error every tenth of the way."""
+
+    def __init__(self, total, desc, initial=0):
+        self.total, self.desc, self.n = total, desc, initial
+        self._next = initial
+        self._start = time.perf_counter()
+
+    def update(self, n):
+        self.n += n
+        if self.n >= self._next or self.n >= self.total:
+            elapsed = time.perf_counter() - self._start
+            print(f"  {self.desc}: {self.n}/{self.total} ({elapsed:.0f} s)", file=sys.stderr,
+                  flush=True)
+            self._next = self.n + max(1, self.total // 10)
+
+    def set_postfix_str(self, text):
+        pass
+
+    def close(self):
+        pass
+
+
+class _NullBar:
+    def update(self, n):
+        pass
+
+    def set_postfix_str(self, text):
+        pass
+
+    def close(self):
+        pass
+
+
+class Reporter:
+    """Progress bars (tqdm when installed, else plain lines) and result lines."""
+
+    def __init__(self, quiet=False):
+        self.quiet = quiet
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            tqdm = None
+        self._tqdm = tqdm
+
+    def bar(self, total, desc, initial=0, unit="img"):
+        if self.quiet:
+            return _NullBar()
+        if self._tqdm is None:
+            return _TextBar(total, desc, initial)
+        return self._tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
+                          dynamic_ncols=True)
+
+    def log(self, message):
+        if self.quiet:
+            return
+        if self._tqdm is not None:
+            self._tqdm.write(message, file=sys.stderr)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+
+# -- seeds, environment, formatting -------------------------------------------------------------
+
+def parse_seeds(values):
+    """``["3"]`` -> [0, 1, 2]; ``["0", "4"]`` -> [0, 4]; ``["5:8"]`` -> [5, 6, 7]."""
+    seeds = []
+    for value in values:
+        text = str(value)
+        if ":" in text:
+            start, stop = (int(part) for part in text.split(":", 1))
+            if stop <= start:
+                raise ValueError(f"--seeds range {text!r} is empty; write START:STOP with "
+                                 "STOP > START.")
+            seeds.extend(range(start, stop))
+        else:
+            seeds.append(int(text))
+    if len(values) == 1 and ":" not in str(values[0]):
+        count = seeds[0]
+        if count < 1:
+            raise ValueError(f"--seeds {count}: give a number of seeds >= 1, a list of seeds, "
+                             "or a range START:STOP.")
+        seeds = list(range(count))
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds lists a seed twice: {seeds}.")
+    return seeds
+
+
+def sampler_rng(seed, stream):
+    """A numpy Generator for the data draws of ``seed``: the same for every model."""
+    return np.random.default_rng([int(seed), int(stream)])
+
+
+def environment(device=None):
+    """Versions and hardware, for the report."""
+    import sklearn
+    import torch
+
+    import gfe_sklearn
+
+    return {
+        "python": platform.python_version(),
+        "gfe_sklearn": gfe_sklearn.__version__,
+        "torch": torch.__version__,
+        "scikit-learn": sklearn.__version__,
+        "numpy": np.__version__,
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def mean_std(values):
+    """Mean and sample standard deviation (NaN for one value) of the finite values."""
+    values = np.asarray([v for v in values if v is not None], dtype=float)
+    if not values.size:
+        return math.nan, math.nan
+    std = float(values.std(ddof=1)) if values.size > 1 else math.nan
+    return float(values.mean()), std
+
+
+def fmt(value, digits=4):
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def fmt_mean_std(mean, std, digits=4):
+    if mean is None or not math.isfinite(mean):
+        return "–"
+    if std is None or not math.isfinite(std):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+def fmt_seconds(seconds):
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    if seconds < 1:
+        return f"{1000 * seconds:.3g} ms"
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def markdown_table(header, rows, align=None):
+    """A GitHub-flavoured Markdown table; ``align`` is a string of 'l'/'r' per column."""
+    align = align or "l" + "r" * (len(header) - 1)
+    rule = ["---:" if a == "r" else ":---" for a in align]
+    lines = ["| " + " | ".join(str(h) for h in header) + " |", "| " + " | ".join(rule) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+@contextlib.contextmanager
+def stopwatch():
+    """``with stopwatch() as clock: ...`` then ``clock()`` is the seconds spent inside."""
+    start = time.perf_counter()
+    end = []
+    yield lambda: (end[0] if end else time.perf_counter()) - start
+    end.append(time.perf_counter())
