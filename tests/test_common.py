@@ -16,7 +16,6 @@ from sklearn.utils.estimator_checks import check_estimator, parametrize_with_che
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
 from gfe_sklearn._base import BaseFlowEstimator
 
-
 SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, batch_size=16, device="cpu")
 
 RANGE_REASON = (
