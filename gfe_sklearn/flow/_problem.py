@@ -4,16 +4,25 @@ import torch
 
 # BLAS kernels (MKL, oneDNN, cuBLAS) pick their blocking, threading and tail handling from
 # the shape of a product, so a row's decoder output can change in its last bits with the
-# number of rows it is evaluated with; the flow can amplify that, and AMD's accept/reject
-# decisions can flip on it. Evaluating the decoder on chunks of exactly ROW_CHUNK rows (the
-# last one padded) makes every row's arithmetic independent of its batch and its position
-# in it, so encoding rows alone gives bit-identical codes to encoding them in any batch
-# (tests/flow/test_encode.py). Padding to a multiple of 16 rows was not enough: for the
-# papers' decoder MKL still rounded differently at some row counts. 64 rows balances the
-# padding wasted on small batches against per-call overhead on large ones (CPU). A GPU is
-# latency-bound at these sizes, so there one larger chunk costs less than many launches.
+# number of rows it is evaluated with; the flow can amplify that (measured: 2.8e-4 in the
+# codes), and AMD's accept/reject decisions can flip on it. The decoder therefore sees
+# only a few row counts: full chunks of ROW_CHUNK rows, and the remainder padded to the
+# next power of two from MIN_ROW_CHUNK up. Rows come out bit-identical whatever batch they
+# are in, because on MKL these power-of-two row counts round every row alike (checked for
+# the papers' decoder and small ones in tests/flow/test_problem.py, which fails loudly on
+# a platform where they do not). Padding to any multiple of 16 was not enough: at 240 or
+# 304 rows MKL rounded the papers' decoder differently. The small remainder sizes keep the
+# last few samples of an AMD run from paying for 64 rows each; 64 balances padding
+# against per-call overhead on a CPU. A GPU is latency-bound at these sizes, so there one
+# larger chunk costs less than many launches.
 ROW_CHUNK = {"cpu": 64}
 DEFAULT_ROW_CHUNK = 1024
+MIN_ROW_CHUNK = 16
+
+
+def padded_rows(n, chunk):
+    """Rows the decoder is called with for the last, partial chunk of ``n`` rows."""
+    return min(chunk, max(MIN_ROW_CHUNK, 1 << (n - 1).bit_length()))
 
 
 def resolve_row_chunk(row_chunk, device):
@@ -77,13 +86,16 @@ class EncodingProblem:
         chunk = self.row_chunk
         if chunk is None:
             return self.loss(self.decoder(z), target)
-        pad = -n % chunk
-        if pad:
-            z = torch.cat([z, z.new_zeros(pad, z.shape[1])])
-            target = torch.cat([target, target.new_zeros(pad, *target.shape[1:])])
-        losses = [self.loss(self.decoder(zc), tc)
-                  for zc, tc in zip(z.split(chunk), target.split(chunk))]
-        return torch.cat(losses)[:n]
+        losses = []
+        for start in range(0, n, chunk):
+            zc, tc = z[start:start + chunk], target[start:start + chunk]
+            rows = zc.shape[0]
+            pad = padded_rows(rows, chunk) - rows
+            if pad:
+                zc = torch.cat([zc, zc.new_zeros(pad, zc.shape[1])])
+                tc = torch.cat([tc, tc.new_zeros(pad, *tc.shape[1:])])
+            losses.append(self.loss(self.decoder(zc), tc)[:rows])
+        return torch.cat(losses)
 
     def derivative(self, t, state, grad, rows):
         """The flow's derivative at ``state``, given the loss gradient there."""
