@@ -309,7 +309,9 @@ def test_verbose_prints_one_line_per_epoch(cls, X, small, capsys):
 
 @pytest.mark.parametrize("tqdm_installed", [True, False])
 def test_verbose_2_shows_a_progress_bar(tqdm_installed, X, small, capsys, monkeypatch):
-    if not tqdm_installed:
+    if tqdm_installed:
+        pytest.importorskip("tqdm")
+    else:
         monkeypatch.setitem(sys.modules, "tqdm.auto", None)
     GradientFlowEncoder(**{**small, "verbose": 2}).fit(X)
     err = capsys.readouterr().err
