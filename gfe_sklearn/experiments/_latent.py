@@ -12,7 +12,7 @@ from ._training import (
     bce,
     check_stage_options,
     load_dataset,
-    stage_models,
+    pending_stage_models,
     subset,
 )
 
@@ -62,26 +62,18 @@ def run(ctx):
     for dataset in args.dataset:
         data = load_dataset(dataset, data_home=args.data_home, n_train=args.n_train)
         X, y = subset(data.X_test, data.y_test, args.n_test)
-        for seed in args.seeds:
-            for kind in ("gfe", "ae"):
-                key = {"dataset": dataset, "seed": seed, "model": kind}
-                if all(store.has(**key, stage=stage) for stage in STAGES):
-                    continue
-                for stage, entry in stage_models(ctx, data, seed, kind).items():
-                    if store.has(**key, stage=stage):
-                        continue
-                    model = entry["model"]
-                    codes = model.transform(X)
-                    value, _ = bce(model, X)
-                    points = embed(codes, method="tsne", random_state=seed)
-                    ctx.guard.check()
-                    store.add({**key, "stage": stage, "images": entry["seen"],
-                               "train_seconds": entry["seconds"], "test_bce": value,
-                               "n_test": len(X), "knn_accuracy": knn_accuracy(codes, y),
-                               "points": points.round(3), "labels": y, "device": model.device_})
-                    ctx.reporter.log(f"  {MODEL_TITLES[kind]} seed {seed} {dataset} {stage}: "
-                                     "mapped")
-
+        for key, stage, entry in pending_stage_models(ctx, data, dataset):
+            model, seed = entry["model"], key["seed"]
+            codes = model.transform(X)
+            value, _ = bce(model, X)
+            points = embed(codes, method="tsne", random_state=seed)
+            ctx.guard.check()
+            store.add({**key, "stage": stage, "images": entry["seen"],
+                       "train_seconds": entry["seconds"], "test_bce": value,
+                       "n_test": len(X), "knn_accuracy": knn_accuracy(codes, y),
+                       "points": points.round(3), "labels": y, "device": model.device_})
+            ctx.reporter.log(f"  {MODEL_TITLES[key['model']]} seed {seed} {dataset} {stage}: "
+                             "mapped")
 
 def report(ctx):
     from ..plotting import plot_embedding, subplots

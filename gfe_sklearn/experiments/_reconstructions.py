@@ -14,7 +14,7 @@ from ._training import (
     check_stage_options,
     load_dataset,
     one_per_class,
-    stage_models,
+    pending_stage_models,
 )
 
 NAME = "reconstructions"
@@ -48,24 +48,16 @@ def run(ctx):
     for dataset in args.dataset:
         data = load_dataset(dataset, data_home=args.data_home, n_train=args.n_train)
         X, y = one_per_class(data.X_test, data.y_test, args.n_test)
-        for seed in args.seeds:
-            for kind in ("gfe", "ae"):
-                key = {"dataset": dataset, "seed": seed, "model": kind}
-                if all(store.has(**key, stage=stage) for stage in STAGES):
-                    continue
-                for stage, entry in stage_models(ctx, data, seed, kind).items():
-                    if store.has(**key, stage=stage):
-                        continue
-                    model = entry["model"]
-                    value, _ = bce(model, X)
-                    images = reconstruct(model, X)
-                    ctx.guard.check()
-                    store.add({**key, "stage": stage, "images": entry["seen"],
-                               "train_seconds": entry["seconds"], "bce_shown": value,
-                               "labels": y, "image_shape": data.image_shape,
-                               "originals": X.round(3), "reconstructions": images.round(3),
-                               "device": model.device_})
-
+        for key, stage, entry in pending_stage_models(ctx, data, dataset):
+            model = entry["model"]
+            value, _ = bce(model, X)
+            images = reconstruct(model, X)
+            ctx.guard.check()
+            store.add({**key, "stage": stage, "images": entry["seen"],
+                       "train_seconds": entry["seconds"], "bce_shown": value,
+                       "labels": y, "image_shape": data.image_shape,
+                       "originals": X.round(3), "reconstructions": images.round(3),
+                       "device": model.device_})
 
 def report(ctx):
     from ..plotting import plot_reconstructions, subplots

@@ -370,3 +370,19 @@ def stage_models(ctx, data, seed, kind):
     cache = ctx.args.model_cache or Path(ctx.args.out) / "models"
     trained = train_stages(ctx, data, seed, kind, sorted(images.values()), cache)
     return {stage: trained[n] for stage, n in images.items()}
+
+
+def pending_stage_models(ctx, data, dataset):
+    """Yield ``(key, stage, entry)`` for every (seed, model, stage) not yet in the store.
+
+    ``key`` identifies the unit without its stage; ``entry`` is ``stage_models``'s. Models
+    are trained (or loaded from the cache) only for seeds and kinds with a stage missing.
+    """
+    for seed in ctx.args.seeds:
+        for kind in ("gfe", "ae"):
+            key = {"dataset": dataset, "seed": seed, "model": kind}
+            if all(ctx.store.has(**key, stage=stage) for stage in STAGES):
+                continue
+            for stage, entry in stage_models(ctx, data, seed, kind).items():
+                if not ctx.store.has(**key, stage=stage):
+                    yield key, stage, entry
