@@ -13,7 +13,7 @@ The pixels themselves (64 features) are the reference.
 
 Run it with::
 
-    python examples/digits_pipeline.py            # about 4 minutes on 2 CPU cores
+    python examples/digits_pipeline.py            # 5-10 minutes on 2 CPU cores
 
 ``--gfe-epochs`` and ``--ae-epochs`` trade time for training; ``--n-jobs`` runs folds in
 parallel processes (each with one torch thread).
