@@ -100,6 +100,11 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
             f"{sorted(solver_options(solver))}."
         )
 
+    if target.dim() < 2 or target.shape[0] == 0:
+        raise ValueError(
+            f"target must have shape (batch, ...) with at least one row and one feature; got "
+            f"{tuple(target.shape)}. Reshape a single sample to (1, n_features)."
+        )
     batch = target.shape[0]
     dtype, device = target.dtype, target.device
     tau = torch.as_tensor(tau, dtype=dtype, device=device).expand(batch).clone()

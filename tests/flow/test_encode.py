@@ -91,11 +91,14 @@ def test_converged_samples_stop_costing_evaluations():
         ({"alpha": "exp"}, r"alpha='exp' cannot be used with solver='amd'.*'dopri5', 'euler'"),
         ({"options": {"n_steps": 3}}, r"Unknown option\(s\) \['n_steps'\] for solver='amd'"),
         ({"tau": -1.0}, "tau must be positive"),
+        ({"target": torch.zeros(0, 3)}, r"at least one row.*got \(0, 3\)"),
+        ({"target": torch.zeros(3)}, r"Reshape a single sample"),
     ],
 )
 def test_invalid_settings_name_the_problem_and_the_choices(kwargs, match):
+    kwargs = {"target": binary_targets(2, 3), **kwargs}
     with pytest.raises(ValueError, match=match):
-        encode(mlp_decoder(2, 3), binary_targets(2, 3), 2, **kwargs)
+        encode(mlp_decoder(2, 3), n_components=2, **kwargs)
 
 
 @pytest.mark.parametrize("alpha", sorted(ALPHAS))
