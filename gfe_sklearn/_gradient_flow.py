@@ -77,6 +77,13 @@ class GradientFlowEncoder(BaseFlowEstimator):
     stop_tol : float, default=1e-4
         A sample stops before ``tau`` once its loss falls by less than ``stop_tol`` (relative)
         per unit of flow time over its last ``stop_window`` steps; 0 integrates to ``tau``.
+        Used by ``transform``, ``score`` and ``inverse_transform``'s codes.
+    fit_stop_tol : float, default=1e-6
+        The same early stop for the flows that encode training batches in ``fit``. The
+        decoder learns from the codes it is trained on, so they must be well converged
+        while it is young: on MNIST (the papers' table 1, 480 training images) training
+        with ``1e-4`` gave test BCE 0.246, with ``1e-6`` 0.211, for about 6x the decoder
+        evaluations per training image. Raise it to trade that accuracy per image for speed.
     stop_window : int, default=5
         Accepted steps over which that slope is measured.
     nesterov_eps : float, default=1e-2
@@ -198,6 +205,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
         "tau": [Interval(Real, 0, None, closed="neither")],
         "alpha": [StrOptions(set(ALPHAS))],
         "stop_tol": [Interval(Real, 0, None, closed="left")],
+        "fit_stop_tol": [Interval(Real, 0, None, closed="left")],
         "stop_window": [Interval(Integral, 1, None, closed="left")],
         "nesterov_eps": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, 1, closed="neither")],
@@ -216,7 +224,8 @@ default=0.75, 1.0, 10.0, 1.1, 30
 
     def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
                  loss="bce", solver="amd", flow="gradient", adjoint="approx", tau=1000.0,
-                 alpha="constant", stop_tol=1e-4, stop_window=5, nesterov_eps=1e-2,
+                 alpha="constant", stop_tol=1e-4, fit_stop_tol=1e-6, stop_window=5,
+                 nesterov_eps=1e-2,
                  beta=0.75, s0=1.0, s_max=10.0, kappa=1.1, max_backtracks=30, n_steps=100,
                  grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
                  learning_rate=5e-4, batch_size=32, max_iter=20, max_samples=None, tol=1e-4,
@@ -236,6 +245,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
         self.tau = tau
         self.alpha = alpha
         self.stop_tol = stop_tol
+        self.fit_stop_tol = fit_stop_tol
         self.stop_window = stop_window
         self.nesterov_eps = nesterov_eps
         self.beta = beta
@@ -323,12 +333,12 @@ default=0.75, 1.0, 10.0, 1.1, 30
     def _modules(self):
         return [self.decoder_]
 
-    def _flow(self, target, adjoint, row_chunk="auto"):
+    def _flow(self, target, adjoint, stop_tol, row_chunk="auto"):
         names = solver_options(self.solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
         return encode(self.decoder_, target, self._n_latent, solver=self.solver, flow=self.flow,
                       adjoint=adjoint, loss=self.loss, tau=self.tau, alpha=self.alpha,
-                      stop_tol=self.stop_tol, stop_window=self.stop_window, options=options,
+                      stop_tol=stop_tol, stop_window=self.stop_window, options=options,
                       nesterov_eps=self.nesterov_eps, row_chunk=row_chunk)
 
     def _training_loss(self, target):
@@ -337,10 +347,10 @@ default=0.75, 1.0, 10.0, 1.1, 30
         # Training batches need no bit-level batch invariance (only transform's codes do), so
         # the flow skips the fixed-size row chunks that cost up to 13x at the papers' batch 5.
         self.decoder_.eval()
-        result = self._flow(target, self.adjoint, row_chunk=None)
+        result = self._flow(target, self.adjoint, self.fit_stop_tol, row_chunk=None)
         self.decoder_.train()
         return LOSSES[self.loss](self.decoder_(result.z), target)
 
     def _encode(self, target, with_loss):
-        result = self._flow(target, "approx")
+        result = self._flow(target, "approx", self.stop_tol)
         return result.z, result.loss

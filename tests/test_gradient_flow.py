@@ -49,14 +49,18 @@ def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypa
     params = dict(beta=0.5, s0=0.5, s_max=5.0, kappa=1.2, max_backtracks=10, n_steps=7,
                   grid="linear", rtol=1e-4, atol=1e-5, max_steps=40)
     est = GradientFlowEncoder(**{**small, **params, "solver": solver, "tau": 10.0,
-                                 "stop_tol": 1e-3, "stop_window": 3, "max_iter": 1})
+                                 "stop_tol": 1e-3, "fit_stop_tol": 1e-5, "stop_window": 3,
+                                 "max_iter": 1})
     est.fit(X[:16])
+    n_fit = len(seen)
     est.transform(X[:4])
     names = set(solver_options(solver)) & set(params)
     assert names, "every solver takes at least one flat option"
-    for kwargs in seen:
+    assert 0 < n_fit < len(seen)
+    for i, kwargs in enumerate(seen):
         assert kwargs["options"] == {name: params[name] for name in names}
-        assert (kwargs["solver"], kwargs["tau"], kwargs["stop_tol"]) == (solver, 10.0, 1e-3)
+        stop_tol = 1e-5 if i < n_fit else 1e-3  # training flows use fit_stop_tol
+        assert (kwargs["solver"], kwargs["tau"], kwargs["stop_tol"]) == (solver, 10.0, stop_tol)
     assert [kw["adjoint"] for kw in seen][-1] == "approx"  # transform never builds a graph
 
 

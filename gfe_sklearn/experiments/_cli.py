@@ -41,6 +41,7 @@ COMMON_DEFAULTS = {
     "learning_rate": 5e-4,
     "optimizer": "rmsprop",
     "tau": None,
+    "fit_stop_tol": None,
 }
 COMMON_SMOKE = {"n_train": 200, "n_test": 50, "n_components": 4, "hidden": [16]}
 
@@ -116,7 +117,10 @@ def _add_common(parser, module):
                        help=f"{shown('optimizer')}")
     group.add_argument("--tau", type=float, metavar="T",
                        help="horizon of every GFE flow, Mixed included (default: "
-                            "GradientFlowEncoder's, 100)")
+                            "GradientFlowEncoder's, 1000)")
+    group.add_argument("--fit-stop-tol", type=float, metavar="TOL",
+                       help="early-stop tolerance of the flows that encode training batches "
+                            "(default: GradientFlowEncoder's, 1e-6; 0 runs them to tau)")
 
 
 def build_parser():

@@ -22,7 +22,7 @@ flow-convergence figure (fig. 1 of 002) shows the loss along the flow of a fixed
 of validation images at the first, middle and last evaluation."""
 N_TEST_HELP = "validation images, held out of the training set"
 
-FIXED = {"alpha": "exp", "stop_tol": 0.0}  # fixed grids integrate all the way to tau
+FIXED = {"alpha": "exp", "stop_tol": 0.0, "fit_stop_tol": 0.0}  # fixed grids run to tau
 VARIANTS = {
     "rk4": ("GFE (RK4)", {"solver": "rk4", **FIXED}),
     "rk4-full": ("GFE (RK4, full adjoint)", {"solver": "rk4", "adjoint": "full", **FIXED}),

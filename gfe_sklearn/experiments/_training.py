@@ -125,8 +125,9 @@ def model_params(args, seed):
 
 
 def gfe_params(args):
-    """Flow settings of every GFE of a run (also the Mixed encoder's): ``--tau`` when given."""
-    return {} if getattr(args, "tau", None) is None else {"tau": args.tau}
+    """Flow settings of every GFE of a run (also the Mixed encoder's) given on the command line."""
+    return {name: getattr(args, name) for name in ("tau", "fit_stop_tol")
+            if getattr(args, name, None) is not None}
 
 
 def make_model(kind, args, seed, **params):

@@ -133,3 +133,21 @@ def test_tau_reaches_every_gfe_the_mixed_one_included(run, monkeypatch):
     assert code == 0
     assert taus == [7.0, 7.0]  # GFE-amd, then Mixed
     assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["tau"] == 7.0
+
+
+def test_fit_stop_tol_reaches_the_training_flows_and_the_protocol(run, monkeypatch):
+    from gfe_sklearn import GradientFlowEncoder
+
+    original, tols = GradientFlowEncoder._training_loss, set()
+
+    def training_loss(self, target):
+        tols.add(self.fit_stop_tol)
+        return original(self, target)
+
+    monkeypatch.setattr(GradientFlowEncoder, "_training_loss", training_loss)
+    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10",
+                    "--fit-stop-tol", "0.003")
+    assert code == 0
+    assert tols == {0.003}
+    assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["fit_stop_tol"] \
+        == 0.003
