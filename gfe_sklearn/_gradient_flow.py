@@ -28,8 +28,8 @@ MODEL_PARAMETERS = ("n_components", "hidden_layer_sizes", "activation", "loss", 
                     "device", "random_state", "verbose")
 
 # Solver options exposed as flat estimator parameters; each solver receives the ones it takes.
-SOLVER_PARAMETERS = ("beta", "s0", "s_max", "kappa", "max_backtracks", "n_steps", "grid",
-                     "rtol", "atol", "max_steps")
+SOLVER_PARAMETERS = ("beta", "s0", "s_min", "s_max", "kappa", "max_backtracks", "n_steps",
+                     "grid", "rtol", "atol", "max_steps")
 
 
 class GradientFlowEncoder(BaseFlowEstimator):
@@ -92,8 +92,13 @@ class GradientFlowEncoder(BaseFlowEstimator):
         The ``eps`` in the Nesterov friction ``3 / (t + eps)``.
     beta, s0, s_max, kappa, max_backtracks : float, float, float, float, int, \
 default=0.75, 1.0, 10.0, 1.1, 30
-        AMD constants: backtracking factor, smallest and largest first trial step, step
+        AMD constants: backtracking factor, first trial step, largest trial step, step
         growth factor, and backtracks before a sample counts as stationary.
+    s_min : float or None, default=None
+        AMD's floor under each later trial step, ``max(kappa * previous step, s_min)``;
+        None uses ``s0``, as the papers do. Once a trained decoder's stable step falls below
+        the floor, every step first tries the floor and backtracks; ``s_min=0`` reaches
+        the same codes with fewer decoder evaluations there (see docs/engine.md).
     n_steps : int, default=100
         Steps of the fixed-grid solvers (``'euler'``, ``'rk4'``).
     grid : {'log', 'linear'}, default='log'
@@ -212,6 +217,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
         "nesterov_eps": [Interval(Real, 0, None, closed="neither")],
         "beta": [Interval(Real, 0, 1, closed="neither")],
         "s0": [Interval(Real, 0, None, closed="neither")],
+        "s_min": [Interval(Real, 0, None, closed="left"), None],
         "s_max": [Interval(Real, 0, None, closed="neither")],
         "kappa": [Interval(Real, 0, None, closed="neither")],
         "max_backtracks": [Interval(Integral, 0, None, closed="left")],
@@ -228,8 +234,8 @@ default=0.75, 1.0, 10.0, 1.1, 30
                  loss="bce", solver="amd", flow="gradient", adjoint="approx", tau=1000.0,
                  alpha="constant", stop_tol=1e-4, fit_stop_tol=1e-6, stop_window=5,
                  nesterov_eps=1e-2,
-                 beta=0.75, s0=1.0, s_max=10.0, kappa=1.1, max_backtracks=30, n_steps=100,
-                 grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
+                 beta=0.75, s0=1.0, s_min=None, s_max=10.0, kappa=1.1, max_backtracks=30,
+                 n_steps=100, grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
                  learning_rate=5e-4, batch_size=32, max_iter=20, max_samples=None, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
                  warm_start=False, decoder=None, device="auto", random_state=None, verbose=0):
@@ -252,6 +258,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
         self.nesterov_eps = nesterov_eps
         self.beta = beta
         self.s0 = s0
+        self.s_min = s_min
         self.s_max = s_max
         self.kappa = kappa
         self.max_backtracks = max_backtracks
@@ -321,6 +328,11 @@ default=0.75, 1.0, 10.0, 1.1, 30
             raise ValueError(
                 f"s0={self.s0!r} exceeds s_max={self.s_max!r}: AMD's first trial step must not "
                 "exceed its largest one. Lower s0 or raise s_max."
+            )
+        if self.s_min is not None and self.s_min > self.s_max:
+            raise ValueError(
+                f"s_min={self.s_min!r} exceeds s_max={self.s_max!r}: AMD's trial steps would "
+                "have no valid size. Lower s_min or raise s_max."
             )
         return hidden
 

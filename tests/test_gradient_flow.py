@@ -46,7 +46,7 @@ def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypa
     real = _gradient_flow.encode
     monkeypatch.setattr(_gradient_flow, "encode",
                         lambda *a, **kw: seen.append(kw) or real(*a, **kw))
-    params = dict(beta=0.5, s0=0.5, s_max=5.0, kappa=1.2, max_backtracks=10, n_steps=7,
+    params = dict(beta=0.5, s0=0.5, s_min=0.1, s_max=5.0, kappa=1.2, max_backtracks=10, n_steps=7,
                   grid="linear", rtol=1e-4, atol=1e-5, max_steps=40)
     est = GradientFlowEncoder(**{**small, **params, "solver": solver, "tau": 10.0,
                                  "stop_tol": 1e-3, "fit_stop_tol": 1e-5, "stop_window": 3,
@@ -81,6 +81,8 @@ def test_invalid_combinations_fail_at_fit_and_change_nothing(X, small):
     est.set_params(solver="rk4", **FAST).fit(X)
     with pytest.raises(ValueError, match="s0=20.0 exceeds s_max=10.0"):
         GradientFlowEncoder(**small, s0=20.0).fit(X)
+    with pytest.raises(ValueError, match="s_min=20.0 exceeds s_max=10.0"):
+        GradientFlowEncoder(**small, s_min=20.0).fit(X)
 
 
 @pytest.mark.parametrize("param", ["solver", "flow", "adjoint", "alpha", "grid"])

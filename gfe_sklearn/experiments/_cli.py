@@ -42,6 +42,7 @@ COMMON_DEFAULTS = {
     "optimizer": "rmsprop",
     "tau": None,
     "fit_stop_tol": None,
+    "s_min": None,
 }
 COMMON_SMOKE = {"n_train": 200, "n_test": 50, "n_components": 4, "hidden": [16]}
 
@@ -121,6 +122,10 @@ def _add_common(parser, module):
     group.add_argument("--fit-stop-tol", type=float, metavar="TOL",
                        help="early-stop tolerance of the flows that encode training batches "
                             "(default: GradientFlowEncoder's, 1e-6; 0 runs them to tau)")
+    group.add_argument("--s-min", type=float, metavar="S",
+                       help="AMD's floor under each trial step after the first (default: "
+                            "GradientFlowEncoder's, the papers' s0 = 1; 0 lets steps stay "
+                            "small on a trained decoder, fewer evaluations)")
 
 
 def build_parser():

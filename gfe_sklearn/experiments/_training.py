@@ -126,7 +126,7 @@ def model_params(args, seed):
 
 def gfe_params(args):
     """Flow settings of every GFE of a run (also the Mixed encoder's) given on the command line."""
-    return {name: getattr(args, name) for name in ("tau", "fit_stop_tol")
+    return {name: getattr(args, name) for name in ("tau", "fit_stop_tol", "s_min")
             if getattr(args, name, None) is not None}
 
 

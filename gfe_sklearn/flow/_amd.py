@@ -6,9 +6,12 @@ import torch
 class AMD:
     """Explicit descent steps whose size is picked by backtracking on the loss.
 
-    At step ``n`` the candidate is ``s_n = min(max(kappa * dt_{n-1}, s0), s_max)`` where
-    ``dt_{n-1}`` is the previous accepted step (so a step that needed backtracking is not
-    forgotten, and ``max(., s0)`` restores a usable size); the step is ``dt_n = beta**m s_n`` for
+    The first candidate is ``s0``; at step ``n`` it is ``s_n = min(max(kappa * dt_{n-1},
+    s_min), s_max)`` where ``dt_{n-1}`` is the previous accepted step, so a step that needed
+    backtracking is not forgotten. The floor ``s_min`` (the papers': ``s_min = s0``, the
+    default) restores a usable size after a deep backtrack, but once the flow's stable step
+    is below it, every step first tries the floor and backtracks, which ``s_min=0`` avoids
+    (measurements in docs/engine.md). The step is ``dt_n = beta**m s_n`` for
     the smallest ``m`` whose step lowers the loss, clipped so that ``t`` lands on ``tau``
     exactly. A sample stops early when its loss curve flattens (see ``ActiveSet.flat``) or when
     ``max_backtracks`` reductions cannot lower its loss (a stationary point to working
@@ -22,9 +25,11 @@ class AMD:
 
     name = "amd"
 
-    def __init__(self, beta=0.75, s0=1.0, s_max=10.0, kappa=1.1, max_backtracks=30):
+    def __init__(self, beta=0.75, s0=1.0, s_max=10.0, kappa=1.1, max_backtracks=30,
+                 s_min=None):
         self.beta = beta
         self.s0 = s0
+        self.s_min = s0 if s_min is None else s_min
         self.s_max = s_max
         self.kappa = kappa
         self.max_backtracks = max_backtracks
@@ -61,7 +66,7 @@ class AMD:
             run["grad"] = torch.where(acc, trial_grad, run["grad"])
             run.accept(accepted, t_new, trial_loss)
 
-            grown = torch.clamp(self.kappa * h, min=self.s0, max=self.s_max)
+            grown = torch.clamp(self.kappa * h, min=self.s_min, max=self.s_max)
             h_next = torch.where(accepted, grown, self.beta * h)
             run["h"] = torch.minimum(h_next, run["tau"] - run["t"])
             run["m"] = torch.where(accepted, torch.zeros_like(run["m"]), run["m"] + 1)

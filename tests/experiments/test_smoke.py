@@ -151,3 +151,19 @@ def test_fit_stop_tol_reaches_the_training_flows_and_the_protocol(run, monkeypat
     assert tols == {0.003}
     assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["fit_stop_tol"] \
         == 0.003
+
+
+def test_s_min_reaches_gfe_and_mixed_and_the_protocol(run, monkeypatch):
+    from gfe_sklearn import GradientFlowEncoder
+
+    original, floors = GradientFlowEncoder.score, []
+
+    def score(self, X, y=None):
+        floors.append(self.s_min)
+        return original(self, X, y)
+
+    monkeypatch.setattr(GradientFlowEncoder, "score", score)
+    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10", "--s-min", "0")
+    assert code == 0
+    assert floors == [0.0, 0.0]  # GFE-amd, then Mixed
+    assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["s_min"] == 0.0

@@ -103,3 +103,41 @@ def test_amd_step_rule_follows_the_paper():
     np.testing.assert_allclose(steps[:-1], expected[:-1])
     assert steps[-1] <= expected[-1]
     assert res.t.item() == 60.0
+
+
+def _amd_trial_steps(decoder, target, **options):
+    """Accepted step sizes and decoder evaluations of AMD on one sample."""
+    res = encode(decoder, target, 2, solver="amd", loss="mse", tau=30.0, stop_tol=0,
+                 options=options, record_history=True)
+    steps = np.diff(res.t_history[:, 0].numpy())
+    return res, steps[~np.isnan(steps)]
+
+
+def test_amd_floor_s_min_keeps_a_small_stable_step():
+    """Steep curvature (stable steps < 1): the papers' floor s0 retries 1 at every step."""
+    decoder = linear_decoder(2, 6, eigenvalues=[4.0, 3.0], seed=4)
+    target = torch.randn(1, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    floored, floored_steps = _amd_trial_steps(decoder, target)
+    free, free_steps = _amd_trial_steps(decoder, target, s_min=0.0)
+    # Default: every candidate is at least s0 = 1, so every accepted step is a backtrack of
+    # 1 by beta: 0.75**m.
+    m = np.log(floored_steps[:-1]) / np.log(0.75)
+    np.testing.assert_allclose(m, np.round(m), atol=1e-9)
+    assert (m >= 1).all()
+    # s_min=0: each candidate is kappa times the previous accepted step, then backtracked.
+    m = np.log(free_steps[1:-1] / (1.1 * free_steps[:-2])) / np.log(0.75)
+    np.testing.assert_allclose(m, np.round(m), atol=1e-9)
+    assert (np.round(m) >= 0).all() and (np.round(m) == 0).any()
+    assert int(free.n_evals) < int(floored.n_evals)
+    expected = least_squares_codes(decoder, target)
+    np.testing.assert_allclose(free.z.numpy(), expected, atol=1e-6)
+    np.testing.assert_allclose(floored.z.numpy(), expected, atol=1e-6)
+
+
+def test_amd_s_min_defaults_to_s0():
+    decoder = linear_decoder(2, 6, eigenvalues=[4.0, 3.0], seed=4)
+    target = torch.randn(1, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    default, _ = _amd_trial_steps(decoder, target, s0=0.4)
+    explicit, _ = _amd_trial_steps(decoder, target, s0=0.4, s_min=0.4)
+    assert torch.equal(default.z, explicit.z)
+    assert torch.equal(default.n_evals, explicit.n_evals)
