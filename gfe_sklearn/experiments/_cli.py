@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from .. import AutoEncoderBaseline, GradientFlowEncoder
 from . import _converged, _curves, _data_efficiency, _latent, _reconstructions, _solvers
 from ._common import (
     ConfigMismatch,
@@ -167,9 +168,20 @@ def resolve_options(args, module):
     return args
 
 
+def estimator_defaults():
+    """The package defaults of the two estimators, which every option left unset relies on.
+
+    Recorded in the protocol so that resuming a run after a default changed (a new
+    ``fit_stop_tol``, say) is refused instead of mixing two settings in one table.
+    """
+    return {cls.__name__: {k: v for k, v in cls().get_params().items() if k != "decoder"}
+            for cls in (GradientFlowEncoder, AutoEncoderBaseline)}
+
+
 def protocol_of(args, module):
-    return {name: value for name, value in sorted(vars(args).items())
-            if name not in RUNTIME_OPTIONS and name not in module.SELECTORS}
+    options = {name: value for name, value in sorted(vars(args).items())
+               if name not in RUNTIME_OPTIONS and name not in module.SELECTORS}
+    return {**options, "estimator_defaults": estimator_defaults()}
 
 
 def _report(module, ctx, command, status):
@@ -179,7 +191,8 @@ def _report(module, ctx, command, status):
     chosen = {name: getattr(args, name) for name in ("dataset", "seeds", *module.SELECTORS)}
     setup = markdown_table(["option", "value"],
                            [(f"`{k}`", f"`{v}`") for k, v in
-                            {**protocol_of(args, module), **chosen}.items()], align="ll")
+                            {**protocol_of(args, module), **chosen}.items()
+                            if k != "estimator_defaults"], align="ll")
     devices = sorted({r["device"] for r in ctx.store.records if r.get("device")})
     env = environment(", ".join(devices) or args.device)
     status_line = {

@@ -176,10 +176,23 @@ class Store:
         return self.out.joinpath(*parts)
 
 
-def _differences(old, new):
-    keys = sorted(set(old) | set(new))
-    return [f"{k}: {old.get(k)!r} before, {new.get(k)!r} now" for k in keys
-            if old.get(k) != new.get(k)]
+# Protocol entries that result folders older than them lack; such a folder is not compared
+# on them (what it relied on is unknown) instead of being refused.
+RECORDED_SINCE = {"estimator_defaults"}
+
+
+def _differences(old, new, prefix=""):
+    """Readable differences between two protocols, nested dictionaries entry by entry."""
+    found = []
+    for k in sorted(set(old) | set(new)):
+        before, now = old.get(k), new.get(k)
+        if not prefix and k in RECORDED_SINCE and k not in old:
+            continue
+        if isinstance(before, dict) and isinstance(now, dict):
+            found += _differences(before, now, f"{prefix}{k}.")
+        elif before != now:
+            found.append(f"{prefix}{k}: {before!r} before, {now!r} now")
+    return found
 
 
 # -- interrupts ------------------------------------------------------------------------------

@@ -85,3 +85,30 @@ def test_an_out_folder_of_another_protocol_is_refused(run, capsys):
     assert "batch_size" in capsys.readouterr().err
     config = json.loads((out / "config.json").read_text())
     assert config["protocol"]["batch_size"] == 5
+
+
+def test_a_changed_package_default_is_refused_by_name(run, capsys):
+    code, out = run("data-efficiency", "--budgets", "10")
+    assert code == 0
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    defaults = config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
+    assert defaults["fit_stop_tol"] == 1e-6 and "decoder" not in defaults
+    defaults["fit_stop_tol"] = 1e-4  # as if the run had started under an older default
+    path.write_text(json.dumps(config))
+    code, _ = run("data-efficiency", "--budgets", "10", out=out)
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "estimator_defaults.GradientFlowEncoder.fit_stop_tol: 0.0001 before, 1e-06 now" in err
+
+
+def test_a_folder_from_before_the_defaults_were_recorded_still_resumes(run, monkeypatch):
+    code, out = run("data-efficiency", "--budgets", "10")
+    assert code == 0
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    del config["protocol"]["estimator_defaults"]
+    path.write_text(json.dumps(config))
+    code, _ = run("data-efficiency", "--budgets", "10", out=out)
+    assert code == 0
+    assert "estimator_defaults" not in (out / "data-efficiency.md").read_text()
