@@ -1,0 +1,69 @@
+"""Decoder evaluations of AMD with the papers' step floor (s_min = s0) against s_min = 0.
+
+Usage::
+
+    python benchmarks/bench_amd_step_floor.py [--dataset fashion-mnist] [--train-images 2000]
+
+Trains GradientFlowEncoder the papers' way (batch 5, RMSprop) on ``--train-images`` images,
+then flows ``--images`` other training images on that decoder to ``--stop-tol`` with both
+floors. Prints evaluations and accepted steps per image and the mean code loss of each, and
+their ratios, all from the same run (decoder evaluations do not depend on machine load).
+Needs the MNIST / Fashion-MNIST files (``GFE_SKLEARN_DATA``).
+"""
+
+import argparse
+import time
+
+import torch
+
+from gfe_sklearn import GradientFlowEncoder
+from gfe_sklearn.datasets import load_fashion_mnist, load_mnist
+from gfe_sklearn.flow import encode
+
+LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
+
+
+def flow_stats(decoder, n_components, images, stop_tol, s_min, batch=5):
+    evals = steps = loss = 0.0
+    start = time.perf_counter()
+    for i in range(0, len(images), batch):
+        res = encode(decoder, images[i:i + batch], n_components, solver="amd",
+                     stop_tol=stop_tol, row_chunk=None, options={"s_min": s_min})
+        evals += float(res.n_evals.sum())
+        steps += float(res.n_steps.sum())
+        loss += float(res.loss.sum())
+    n = len(images)
+    return {"evals": evals / n, "steps": steps / n, "loss": loss / n,
+            "seconds": time.perf_counter() - start}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", choices=sorted(LOADERS), default="fashion-mnist")
+    parser.add_argument("--train-images", type=int, default=2000)
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--stop-tol", type=float, default=1e-6)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    X = LOADERS[args.dataset](subset="train", download_if_missing=False).data
+    gfe = GradientFlowEncoder(batch_size=5, device="cpu", random_state=0)
+    start = time.perf_counter()
+    gfe.partial_fit(X[:args.train_images])
+    print(f"{args.dataset}: decoder trained on {args.train_images} images "
+          f"({time.perf_counter() - start:.0f} s); flowing {args.images} others to "
+          f"stop_tol={args.stop_tol:g}, batches of 5")
+    decoder = gfe.decoder_.eval()
+    images = torch.as_tensor(X[args.train_images:args.train_images + args.images])
+    floored = flow_stats(decoder, gfe.n_components, images, args.stop_tol, s_min=None)
+    free = flow_stats(decoder, gfe.n_components, images, args.stop_tol, s_min=0.0)
+    for name, r in (("s_min = s0 = 1 (papers)", floored), ("s_min = 0", free)):
+        print(f"{name:24s}: {r['evals']:8.1f} evaluations/image, {r['steps']:7.1f} steps/image, "
+              f"code loss {r['loss']:.5f}, {r['seconds']:.1f} s")
+    print(f"evaluations ratio (s_min=0 / papers): {free['evals'] / floored['evals']:.2f}")
+    print(f"code loss ratio   (s_min=0 / papers): {free['loss'] / floored['loss']:.4f}")
+
+
+if __name__ == "__main__":
+    main()
