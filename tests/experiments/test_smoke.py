@@ -119,20 +119,23 @@ def test_reconstructions(run, tmp_path, shared_cache):
             (r["model"], r["stage"], r["train_seconds"]) for r in result["records"]}
 
 
-def test_tau_reaches_every_gfe_the_mixed_one_included(run, monkeypatch):
+@pytest.mark.parametrize("name, option, value", [("tau", "--tau", 7.0),
+                                                  ("s_min", "--s-min", 0.0)])
+def test_flow_options_reach_every_gfe_the_mixed_one_included(run, monkeypatch, name, option,
+                                                            value):
     from gfe_sklearn import GradientFlowEncoder
 
-    original, taus = GradientFlowEncoder.score, []
+    original, seen = GradientFlowEncoder.score, []
 
     def score(self, X, y=None):
-        taus.append(self.tau)
+        seen.append(getattr(self, name))
         return original(self, X, y)
 
     monkeypatch.setattr(GradientFlowEncoder, "score", score)
-    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10", "--tau", "7")
+    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10", option, str(value))
     assert code == 0
-    assert taus == [7.0, 7.0]  # GFE-amd, then Mixed
-    assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["tau"] == 7.0
+    assert seen == [value, value]  # GFE-amd, then Mixed
+    assert json.loads((out / "data-efficiency.json").read_text())["protocol"][name] == value
 
 
 def test_fit_stop_tol_reaches_the_training_flows_and_the_protocol(run, monkeypatch):
@@ -152,18 +155,3 @@ def test_fit_stop_tol_reaches_the_training_flows_and_the_protocol(run, monkeypat
     assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["fit_stop_tol"] \
         == 0.003
 
-
-def test_s_min_reaches_gfe_and_mixed_and_the_protocol(run, monkeypatch):
-    from gfe_sklearn import GradientFlowEncoder
-
-    original, floors = GradientFlowEncoder.score, []
-
-    def score(self, X, y=None):
-        floors.append(self.s_min)
-        return original(self, X, y)
-
-    monkeypatch.setattr(GradientFlowEncoder, "score", score)
-    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10", "--s-min", "0")
-    assert code == 0
-    assert floors == [0.0, 0.0]  # GFE-amd, then Mixed
-    assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["s_min"] == 0.0
