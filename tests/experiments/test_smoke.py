@@ -154,4 +154,3 @@ def test_fit_stop_tol_reaches_the_training_flows_and_the_protocol(run, monkeypat
     assert tols == {0.003}
     assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["fit_stop_tol"] \
         == 0.003
-
