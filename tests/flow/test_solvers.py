@@ -31,12 +31,13 @@ def test_linear_decoder_reaches_least_squares_code(solver):
     np.testing.assert_allclose(res.z.numpy(), expected, atol=1e-4)
 
 
+@pytest.mark.parametrize("s_min", [None, 0.0])
 @pytest.mark.parametrize("flow", sorted(FLOWS))
-def test_amd_reaches_least_squares_code_for_both_flows(flow):
+def test_amd_reaches_least_squares_code_for_both_flows(flow, s_min):
     decoder = linear_decoder(3, 12, eigenvalues=[1.0, 0.5, 0.2], seed=3)
     target = torch.randn(5, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     res = encode(decoder, target, 3, solver="amd", flow=flow, loss="mse", tau=500.0,
-                 stop_tol=0)
+                 stop_tol=0, options={"s_min": s_min})
     np.testing.assert_allclose(res.z.numpy(), least_squares_codes(decoder, target), atol=1e-4)
 
 
