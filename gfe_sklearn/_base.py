@@ -6,6 +6,7 @@ batch is encoded and how its training loss is formed.
 """
 
 import copy
+import inspect
 import time
 import warnings
 from abc import abstractmethod
@@ -102,6 +103,16 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
         self.random_state = random_state
         self.verbose = verbose
         self.decoder = decoder
+
+    def __setstate__(self, state):
+        # A model pickled before one of today's parameters existed lacks it; its default is
+        # the behaviour the model was fitted with, as a new parameter's default must be
+        # (README, "Development"), so the old model keeps working unchanged.
+        state = dict(state)
+        for name in self._get_param_names():
+            if name not in state:
+                state[name] = inspect.signature(type(self)).parameters[name].default
+        super().__setstate__(state)
 
     # -- what a subclass provides -------------------------------------------------------
 

@@ -433,3 +433,20 @@ def test_doctests():
             warnings.simplefilter("ignore", ConvergenceWarning)
             result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
         assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_model_pickled_before_a_parameter_existed_loads_with_its_default(cls, X, small):
+    # Simulated: an older version had no `verbose` (for GradientFlowEncoder also no
+    # `s_min`); the loaded model has the defaults and fits and transforms as before.
+    est = cls(**small).fit(X)
+    codes = est.transform(X)
+    missing = ["verbose"] + (["s_min"] if cls is GradientFlowEncoder else [])
+    for name in missing:
+        delattr(est, name)
+    loaded = pickle.loads(pickle.dumps(est))
+    for name in missing:
+        assert getattr(loaded, name) == cls().get_params()[name]
+    np.testing.assert_array_equal(loaded.transform(X), codes)
+    loaded.partial_fit(X)
+    assert loaded.n_iter_ == est.n_iter_ + 1
