@@ -37,11 +37,12 @@ tested with the parameters of their best validation epoch. Images seen and train
 are those up to that epoch."""
 N_TEST_HELP = "test images evaluated: a fixed random subset of the test set"
 
-DEFAULTS = {"dataset": ["mnist", "segmented-mnist", "fashion-mnist"], "seeds": ["1"],
-            "gfe_epochs": 1, "ae_epochs": 12, "patience": 2, "n_val": 5000}
-SMOKE = {"ae_epochs": 2, "patience": 1, "n_val": 40}
-SELECTORS = set()
 MODELS = ("ae", "gfe")
+DEFAULTS = {"dataset": ["mnist", "segmented-mnist", "fashion-mnist"], "seeds": ["1"],
+            "models": list(MODELS), "gfe_epochs": 1, "ae_epochs": 12, "patience": 2,
+            "n_val": 5000}
+SMOKE = {"ae_epochs": 2, "patience": 1, "n_val": 40}
+SELECTORS = {"models"}
 
 # Reference values, not results: table 2 of Flouris et al. (002), full test sets.
 PAPER_TABLE_2 = {
@@ -52,6 +53,9 @@ PAPER_TABLE_2 = {
 
 
 def add_arguments(parser):
+    parser.add_argument("--models", nargs="+", choices=MODELS, metavar="M",
+                        help="models to train, of ae, gfe; a folder may hold both, run "
+                             "in turn (default: ae gfe)")
     parser.add_argument("--gfe-epochs", type=int, metavar="N",
                         help="most epochs of GFE-amd (default: 1)")
     parser.add_argument("--ae-epochs", type=int, metavar="N",
@@ -68,6 +72,7 @@ def check_options(args):
     for name in ("gfe_epochs", "ae_epochs", "patience", "n_val"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    args.models = [m for m in MODELS if m in args.models]
 
 
 def run(ctx):
@@ -77,7 +82,7 @@ def run(ctx):
         X_train, _, X_val, _ = holdout(data.X_train, data.y_train, args.n_val)
         X_test, _ = subset(data.X_test, data.y_test, args.n_test)
         for seed in args.seeds:
-            for kind in ("gfe", "ae"):
+            for kind in sorted(args.models, reverse=True):  # GFE-amd first, as before
                 _run_unit(ctx, data.name, X_train, X_val, X_test, seed, kind)
 
 
@@ -132,7 +137,7 @@ def _run_unit(ctx, dataset, X_train, X_val, X_test, seed, kind):
 def summarize(records, args):
     summary = {}
     for dataset in args.dataset:
-        for model in MODELS:
+        for model in args.models:
             found = [r for r in records if r.get("kind") == "final" and r["model"] == model
                      and r["dataset"] == dataset and r["seed"] in args.seeds]
             if not found:
@@ -162,13 +167,13 @@ def report(ctx):
     if not rows:
         return {"table": summary}, "No finished units yet."
 
-    titles = {m: MODEL_TITLES[m] for m in MODELS}
+    titles = {m: MODEL_TITLES[m] for m in args.models}
     values = {titles[m]: {DATASETS[d][0]: s[m]["test_bce"] for d, s in summary.items() if m in s}
-              for m in MODELS}
+              for m in args.models}
     errors = {titles[m]: {DATASETS[d][0]: s[m]["test_bce_std"] for d, s in summary.items()
-                          if m in s} for m in MODELS}
+                          if m in s} for m in args.models}
     reference = {titles[m]: {DATASETS[d][0]: PAPER_TABLE_2[d][m] for d in summary
-                             if d in PAPER_TABLE_2} for m in MODELS}
+                             if d in PAPER_TABLE_2} for m in args.models}
     ax = plot_bars(values, errors=errors, reference=reference, ylabel="test mean cross-entropy",
                    title="Converged models: test BCE")
     save_figure(ax, ctx.store.path(f"{NAME}.png"))
@@ -176,7 +181,7 @@ def report(ctx):
     figure, axes = subplots(1, len(summary))
     for ax, dataset in zip(axes[0], summary, strict=True):
         curves = {}
-        for model in MODELS:
+        for model in args.models:
             epochs = sorted((r for r in records if r.get("kind") == "epoch"
                              and r["dataset"] == dataset and r["model"] == model
                              and r["seed"] == args.seeds[0]), key=lambda r: r["epoch"])

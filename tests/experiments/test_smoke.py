@@ -66,6 +66,23 @@ def test_converged(run):
     assert 1 <= ae["epochs"] <= ae["epochs_trained"] <= 2
 
 
+def test_converged_models_run_one_at_a_time_into_one_folder(run, tmp_path):
+    out = tmp_path / "both"
+    code, _ = run("converged", "--models", "ae", out=out)
+    assert code == 0
+    result = check_outputs("converged", out)
+    assert {r["model"] for r in result["records"]} == {"ae"}
+    assert set(result["summary"]["table"]["digits"]) == {"ae"}
+    assert "| GFE-amd |" not in (out / "converged.md").read_text()
+
+    code, _ = run("converged", "--models", "gfe", "ae", out=out)  # the AE is done, skipped
+    assert code == 0
+    result = check_outputs("converged", out)
+    finals = [r for r in result["records"] if r["kind"] == "final"]
+    assert sorted(r["model"] for r in finals) == ["ae", "gfe"]
+    assert set(result["summary"]["table"]["digits"]) == {"ae", "gfe"}
+
+
 def test_solvers(run):
     code, out = run("solvers")
     assert code == 0
