@@ -3,9 +3,12 @@
 Usage::
 
     python benchmarks/bench_amd_step_floor.py [--dataset fashion-mnist] [--train-images 2000]
+    python benchmarks/bench_amd_step_floor.py --model gfe.joblib --stop-tol 1e-4
 
 Trains GradientFlowEncoder the papers' way (batch 5, RMSprop) on ``--train-images`` images,
-then flows ``--images`` other training images on that decoder to ``--stop-tol`` with both
+or loads a fitted one saved with ``joblib.dump`` (``--model``; e.g. a decoder deep into a
+long training run, where the floor costs most), then flows ``--images`` training images
+that follow the first ``--train-images`` on that decoder to ``--stop-tol`` with both
 floors. Prints evaluations and accepted steps per image and the mean code loss of each, and
 their ratios, all from the same run (decoder evaluations do not depend on machine load).
 Needs the MNIST / Fashion-MNIST files (``GFE_SKLEARN_DATA``).
@@ -14,6 +17,7 @@ Needs the MNIST / Fashion-MNIST files (``GFE_SKLEARN_DATA``).
 import argparse
 import time
 
+import joblib
 import torch
 
 from gfe_sklearn import GradientFlowEncoder
@@ -43,16 +47,23 @@ def main():
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--stop-tol", type=float, default=1e-6)
+    parser.add_argument("--model", help="a fitted GradientFlowEncoder saved with joblib.dump "
+                                         "(default: train one on --train-images)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     X = LOADERS[args.dataset](subset="train", download_if_missing=False).data
-    gfe = GradientFlowEncoder(batch_size=5, device="cpu", random_state=0)
-    start = time.perf_counter()
-    gfe.partial_fit(X[:args.train_images])
-    print(f"{args.dataset}: decoder trained on {args.train_images} images "
-          f"({time.perf_counter() - start:.0f} s); flowing {args.images} others to "
+    if args.model:
+        gfe = joblib.load(args.model)
+        origin = f"decoder loaded from {args.model}"
+    else:
+        gfe = GradientFlowEncoder(batch_size=5, device="cpu", random_state=0)
+        start = time.perf_counter()
+        gfe.partial_fit(X[:args.train_images])
+        origin = (f"decoder trained on {args.train_images} images "
+                  f"({time.perf_counter() - start:.0f} s)")
+    print(f"{args.dataset}: {origin}; flowing {args.images} other images to "
           f"stop_tol={args.stop_tol:g}, batches of 5")
     decoder = gfe.decoder_.eval()
     images = torch.as_tensor(X[args.train_images:args.train_images + args.images])

@@ -94,11 +94,13 @@ class GradientFlowEncoder(BaseFlowEstimator):
 default=0.75, 1.0, 10.0, 1.1, 30
         AMD constants: backtracking factor, first trial step, largest trial step, step
         growth factor, and backtracks before a sample counts as stationary.
-    s_min : float or None, default=None
-        AMD's floor under each later trial step, ``max(kappa * previous step, s_min)``;
-        None uses ``s0``, as the papers do. Once a trained decoder's stable step falls below
-        the floor, every step first tries the floor and backtracks; ``s_min=0`` reaches
-        the same codes with fewer decoder evaluations there (see docs/engine.md).
+    s_min : float or None, default=0.0
+        AMD's floor under each later trial step, ``max(kappa * previous step, s_min)``.
+        None uses ``s0``, as the papers do: once a trained decoder's stable step falls
+        below that floor, every step first tries it and backtracks, which costs 5-7x the
+        decoder evaluations for the same codes (Fashion-MNIST, docs/engine.md) and the
+        same test loss (docs/results.md). With 0 each trial step grows by ``kappa`` from
+        the last accepted one.
     n_steps : int, default=100
         Steps of the fixed-grid solvers (``'euler'``, ``'rk4'``).
     grid : {'log', 'linear'}, default='log'
@@ -234,7 +236,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
                  loss="bce", solver="amd", flow="gradient", adjoint="approx", tau=1000.0,
                  alpha="constant", stop_tol=1e-4, fit_stop_tol=1e-6, stop_window=5,
                  nesterov_eps=1e-2,
-                 beta=0.75, s0=1.0, s_min=None, s_max=10.0, kappa=1.1, max_backtracks=30,
+                 beta=0.75, s0=1.0, s_min=0.0, s_max=10.0, kappa=1.1, max_backtracks=30,
                  n_steps=100, grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
                  learning_rate=5e-4, batch_size=32, max_iter=20, max_samples=None, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,

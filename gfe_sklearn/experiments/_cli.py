@@ -125,8 +125,9 @@ def _add_common(parser, module):
                             "(default: GradientFlowEncoder's, 1e-6; 0 runs them to tau)")
     group.add_argument("--s-min", type=float, metavar="S",
                        help="AMD's floor under each trial step after the first (default: "
-                            "GradientFlowEncoder's, the papers' s0 = 1; 0 lets steps stay "
-                            "small on a trained decoder, fewer evaluations)")
+                            "GradientFlowEncoder's, 0; 1 is the papers' floor s0, which "
+                            "costs more evaluations on a trained decoder for the same "
+                            "codes)")
 
 
 def build_parser():

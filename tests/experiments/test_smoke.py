@@ -137,7 +137,7 @@ def test_reconstructions(run, tmp_path, shared_cache):
 
 
 @pytest.mark.parametrize("name, option, value", [("tau", "--tau", 7.0),
-                                                  ("s_min", "--s-min", 0.0)])
+                                                  ("s_min", "--s-min", 1.0)])
 def test_flow_options_reach_every_gfe_the_mixed_one_included(run, monkeypatch, name, option,
                                                             value):
     from gfe_sklearn import GradientFlowEncoder

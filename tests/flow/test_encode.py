@@ -117,7 +117,7 @@ def test_exponential_alpha_slows_the_flow_late(alpha):
 
 def test_solver_options_are_each_solvers_constructor_defaults():
     assert solver_options("amd") == {"beta": 0.75, "s0": 1.0, "s_max": 10.0, "kappa": 1.1,
-                                     "max_backtracks": 30, "s_min": None}
+                                     "max_backtracks": 30, "s_min": 0.0}
     assert set(solver_options("rk4")) == {"n_steps", "grid"}
     assert {"rtol", "atol", "max_steps"} <= set(solver_options("dopri5"))
 

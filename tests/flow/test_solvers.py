@@ -118,10 +118,10 @@ def test_amd_floor_s_min_keeps_a_small_stable_step():
     """Steep curvature (stable steps < 1): the papers' floor s0 retries 1 at every step."""
     decoder = linear_decoder(2, 6, eigenvalues=[4.0, 3.0], seed=4)
     target = torch.randn(1, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    floored, floored_steps = _amd_trial_steps(decoder, target)
+    floored, floored_steps = _amd_trial_steps(decoder, target, s_min=None)
     free, free_steps = _amd_trial_steps(decoder, target, s_min=0.0)
-    # Default: every candidate is at least s0 = 1, so every accepted step is a backtrack of
-    # 1 by beta: 0.75**m.
+    # The papers' floor: every candidate is at least s0 = 1, so every accepted step is a
+    # backtrack of 1 by beta: 0.75**m.
     m = np.log(floored_steps[:-1]) / np.log(0.75)
     np.testing.assert_allclose(m, np.round(m), atol=1e-9)
     assert (m >= 1).all()
@@ -135,10 +135,14 @@ def test_amd_floor_s_min_keeps_a_small_stable_step():
     np.testing.assert_allclose(floored.z.numpy(), expected, atol=1e-6)
 
 
-def test_amd_s_min_defaults_to_s0():
+@pytest.mark.parametrize("s_min, same_as", [("default", 0.0), (None, 1.0)])
+def test_amd_s_min_defaults_to_0_and_none_is_the_papers_s0(s_min, same_as):
     decoder = linear_decoder(2, 6, eigenvalues=[4.0, 3.0], seed=4)
     target = torch.randn(1, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    default, _ = _amd_trial_steps(decoder, target, s0=0.4)
-    explicit, _ = _amd_trial_steps(decoder, target, s0=0.4, s_min=0.4)
-    assert torch.equal(default.z, explicit.z)
-    assert torch.equal(default.n_evals, explicit.n_evals)
+    given = {} if s_min == "default" else {"s_min": s_min}
+    res, _ = _amd_trial_steps(decoder, target, **given)
+    explicit, _ = _amd_trial_steps(decoder, target, s_min=same_as)
+    other, _ = _amd_trial_steps(decoder, target, s_min=1.0 - same_as)
+    assert torch.equal(res.z, explicit.z)
+    assert torch.equal(res.n_evals, explicit.n_evals)
+    assert not torch.equal(res.n_evals, other.n_evals)  # the two floors differ here
