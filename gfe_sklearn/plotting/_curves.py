@@ -68,6 +68,8 @@ def plot_curves(curves, *, reference=None, ax=None, xlabel=None, ylabel="mean cr
     if logx:
         ax.set_xscale("log")
         _plain_log_ticks(ax, curves, reference)
+    else:
+        _compact_ticks(ax)
     if logy:
         ax.set_yscale("log")
     if xlabel:
@@ -98,6 +100,21 @@ def _plain_log_ticks(ax, curves, reference):
     else:
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _plain(x)))
     ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _compact_ticks(ax):
+    """Short labels on a linear x axis: six-digit image counts side by side overlap."""
+    from matplotlib.ticker import FuncFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: _compact(x)))
+
+
+def _compact(x):
+    if abs(x) >= 1e6:
+        return f"{x / 1e6:.3g}M"
+    if abs(x) >= 1e4:
+        return f"{x / 1e3:.3g}k"
+    return _plain(x) if x > 0 else f"{x:.2g}"
 
 
 def _plain(x):

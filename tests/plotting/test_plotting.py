@@ -75,6 +75,18 @@ def test_plot_curves_draws_bands_and_references_in_the_curve_colour():
     assert png_bytes(ax)[:8] == PNG_MAGIC
 
 
+def test_plot_curves_labels_large_linear_x_compactly():
+    ax = plot_curves({"AE": ([55_000, 330_000, 660_000], [0.29, 0.28, 0.277]),
+                      "GFE": ([0.5, 2_500_000], [0.3, 0.2])})
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert "1M" in labels and "2M" in labels
+    ax = plot_curves({"AE": ([55_000, 330_000, 660_000], [0.29, 0.28, 0.277])})
+    ax.figure.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+    assert "200k" in labels and max(map(len, labels)) <= 5
+
+
 def test_plot_curves_draws_on_a_given_axes():
     figure, axes = subplots(1, 2)
     assert axes.shape == (1, 2)
