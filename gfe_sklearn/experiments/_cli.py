@@ -2,6 +2,7 @@
 
 import argparse
 import contextlib
+import json
 import shlex
 import sys
 import textwrap
@@ -192,7 +193,7 @@ def _report(module, ctx, command, status):
     chosen = {name: getattr(args, name) for name in ("dataset", "seeds", *module.SELECTORS)}
     setup = markdown_table(["option", "value"],
                            [(f"`{k}`", f"`{v}`") for k, v in
-                            {**protocol_of(args, module), **chosen}.items()
+                            {**ctx.store.protocol, **chosen}.items()
                             if k != "estimator_defaults"], align="ll")
     devices = sorted({r["device"] for r in ctx.store.records if r.get("device")})
     env = environment(", ".join(devices) or args.device)
@@ -222,7 +223,7 @@ def _report(module, ctx, command, status):
     ])
     atomic_write_json(out / f"{module.NAME}.json", {
         "experiment": module.NAME, "status": status, "command": command,
-        "protocol": protocol_of(args, module), "seeds": args.seeds, "dataset": args.dataset,
+        "protocol": ctx.store.protocol, "seeds": args.seeds, "dataset": args.dataset,
         "environment": env, "summary": summary, "records": ctx.store.records,
     })
     atomic_write_text(out / f"{module.NAME}.md", markdown)
@@ -252,13 +253,24 @@ def main(argv=None):
     return _run(args, module, command)
 
 
+def _command_of_results(path, default):
+    """The command that ran the units a report shows (a rebuilt report keeps it)."""
+    try:
+        return json.loads(path.read_text())["command"]
+    except (OSError, ValueError, KeyError):
+        return default
+
+
 def _run(args, module, command):
     reporter = Reporter(args.quiet)
     try:
-        store = Store(args.out, module.NAME, protocol_of(args, module))
+        store = Store(args.out, module.NAME, protocol_of(args, module),
+                      read_only=args.report_only)
     except ConfigMismatch as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    if args.report_only:
+        command = _command_of_results(store.path(f"{module.NAME}.json"), command)
     with InterruptGuard() as guard:
         ctx = Context(args=args, store=store, reporter=reporter, guard=guard,
                       snapshot_dir=Path(args.out) / "snapshots",

@@ -103,13 +103,18 @@ class Store:
     ``config.json`` holds the protocol (the options that change results); a folder whose
     protocol differs is refused, so results of different protocols never mix.
     ``units.jsonl`` holds one JSON record per finished unit, appended and flushed at once.
+
+    ``read_only`` (rebuilding a report, no new units) compares the options but not the
+    package defaults, and adopts the protocol recorded in the folder: a package upgrade
+    changes no finished result, and the report must describe the one its units ran under.
     """
 
-    def __init__(self, out, experiment, protocol):
+    def __init__(self, out, experiment, protocol, read_only=False):
         self.out = Path(out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.experiment = experiment
         self.protocol = _jsonable(protocol)
+        self.read_only = read_only
         self.units_path = self.out / UNITS_FILE
         self._check_config()
         self.records = self._read_records()
@@ -119,8 +124,13 @@ class Store:
         wanted = {"experiment": self.experiment, "protocol": self.protocol}
         if path.exists():
             found = json.loads(path.read_text())
+            recorded = found.get("protocol", {})
+            compared = (recorded, self.protocol)
+            if self.read_only:
+                compared = [{k: v for k, v in p.items() if k not in RECORDED_SINCE}
+                            for p in compared]
             # An option added since (absent there, None here) changes nothing.
-            differences = _differences(found.get("protocol", {}), self.protocol)
+            differences = _differences(*compared)
             if found.get("experiment") != self.experiment:
                 differences.insert(0, f"experiment: {found.get('experiment')!r} before, "
                                       f"{self.experiment!r} now")
@@ -129,6 +139,8 @@ class Store:
                     f"{self.out} holds results of another protocol ({'; '.join(differences)}). "
                     "Use another --out, or delete that folder to start over."
                 )
+            if self.read_only:
+                self.protocol = {**self.protocol, **recorded}
         else:
             atomic_write_json(path, wanted)
 

@@ -125,6 +125,8 @@ def report(ctx):
     summary = summarize(ctx.store.records, args)
     parts = []
     for dataset, by_model in summary.items():
+        if not by_model:  # no finished unit among the chosen budgets and seeds
+            continue
         paper = PAPER_TABLE_1.get(dataset, {})
         n_seeds = max((c["n"] for m in by_model.values() for c in m.values()), default=0)
         n_test = next((c["n_test"] for m in by_model.values() for c in m.values()), None)

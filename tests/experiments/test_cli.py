@@ -102,6 +102,31 @@ def test_a_changed_package_default_is_refused_by_name(run, capsys):
     assert "estimator_defaults.GradientFlowEncoder.fit_stop_tol: 0.0001 before, 1e-06 now" in err
 
 
+def test_report_only_after_a_changed_default_keeps_the_recorded_protocol_and_command(run):
+    code, out = run("data-efficiency", "--budgets", "10")
+    assert code == 0
+    command = json.loads((out / "data-efficiency.json").read_text())["command"]
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]["fit_stop_tol"] = 1e-4
+    path.write_text(json.dumps(config))
+    code, _ = run("data-efficiency", "--budgets", "10", "--report-only", out=out)
+    assert code == 0
+    result = json.loads((out / "data-efficiency.json").read_text())
+    assert result["status"] == "report-only" and result["command"] == command
+    assert "--report-only" not in command
+    recorded = result["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
+    assert recorded["fit_stop_tol"] == 1e-4
+    assert json.loads(path.read_text()) == config  # the folder's protocol is not rewritten
+    # Options that change results are still compared.
+    code, _ = run("data-efficiency", "--budgets", "10", "--fit-stop-tol", "0.003",
+                  "--report-only", out=out)
+    assert code == 1
+    # A budget with no finished unit leaves an empty report, not a crash.
+    code, _ = run("data-efficiency", "--budgets", "20", "--report-only", out=out)
+    assert code == 0
+
+
 def test_a_folder_from_before_the_defaults_were_recorded_still_resumes(run, monkeypatch):
     code, out = run("data-efficiency", "--budgets", "10")
     assert code == 0
