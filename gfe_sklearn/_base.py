@@ -104,14 +104,18 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
         self.verbose = verbose
         self.decoder = decoder
 
+    # Parameters added after models were first saved, with the value that reproduces how a
+    # model saved before them behaves, where that differs from today's default.
+    _values_before_parameter = {}
+
     def __setstate__(self, state):
-        # A model pickled before one of today's parameters existed lacks it; its default is
-        # the behaviour the model was fitted with, as a new parameter's default must be
-        # (README, "Development"), so the old model keeps working unchanged.
+        # A model pickled before one of today's parameters existed lacks it; it gets the value
+        # it was fitted with, so the old model keeps working unchanged (README, "Development").
         state = dict(state)
         for name in self._get_param_names():
             if name not in state:
-                state[name] = inspect.signature(type(self)).parameters[name].default
+                state[name] = self._values_before_parameter.get(
+                    name, inspect.signature(type(self)).parameters[name].default)
         super().__setstate__(state)
 
     # -- what a subclass provides -------------------------------------------------------

@@ -17,6 +17,7 @@ from .flow import (
     GRIDS,
     LOSSES,
     SOLVERS,
+    STOP_RULES,
     check_combination,
     encode,
     solver_options,
@@ -213,6 +214,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
         "adjoint": [StrOptions(set(ADJOINTS))],
         "tau": [Interval(Real, 0, None, closed="neither")],
         "alpha": [StrOptions(set(ALPHAS))],
+        "stop_rule": [StrOptions(set(STOP_RULES))],
         "stop_tol": [Interval(Real, 0, None, closed="left")],
         "fit_stop_tol": [Interval(Real, 0, None, closed="left")],
         "stop_window": [Interval(Integral, 1, None, closed="left")],
@@ -231,10 +233,13 @@ default=0.75, 1.0, 10.0, 1.1, 30
     }
 
     _transform_uses_loss = True
+    # Models saved before the code-space stop rule stopped on their loss curves.
+    _values_before_parameter = {"stop_rule": "loss"}
 
     def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
                  loss="bce", solver="amd", flow="gradient", adjoint="approx", tau=1000.0,
-                 alpha="constant", stop_tol=1e-4, fit_stop_tol=1e-6, stop_window=5,
+                 alpha="constant", stop_rule="code", stop_tol=1e-4, fit_stop_tol=1e-6,
+                 stop_window=5,
                  nesterov_eps=1e-2,
                  beta=0.75, s0=1.0, s_min=0.0, s_max=10.0, kappa=1.1, max_backtracks=30,
                  n_steps=100, grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
@@ -254,6 +259,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
         self.adjoint = adjoint
         self.tau = tau
         self.alpha = alpha
+        self.stop_rule = stop_rule
         self.stop_tol = stop_tol
         self.fit_stop_tol = fit_stop_tol
         self.stop_window = stop_window
@@ -354,7 +360,8 @@ default=0.75, 1.0, 10.0, 1.1, 30
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
         return encode(self.decoder_, target, self._n_latent, solver=self.solver, flow=self.flow,
                       adjoint=adjoint, loss=self.loss, tau=self.tau, alpha=self.alpha,
-                      stop_tol=stop_tol, stop_window=self.stop_window, options=options,
+                      stop_rule=self.stop_rule, stop_tol=stop_tol,
+                      stop_window=self.stop_window, options=options,
                       nesterov_eps=self.nesterov_eps, row_chunk=row_chunk)
 
     def _training_loss(self, target):

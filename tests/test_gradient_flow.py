@@ -197,3 +197,32 @@ def test_clone_and_cross_val_score(Xy, small):
                      ("clf", LogisticRegression())])
     scores = cross_val_score(pipe, X, y, cv=3, error_score="raise")
     assert scores.shape == (3,) and np.isfinite(scores).all()
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_linear_mse_model_at_default_settings_encodes_to_least_squares(solver):
+    # The precision promise of the default stop rule, through the estimator: a linear
+    # decoder (no hidden layer) with the squared error has the least-squares code as the
+    # flow's endpoint.
+    from sklearn.datasets import load_digits
+
+    X = MinMaxScaler().fit_transform(load_digits().data[:300])
+    est = GradientFlowEncoder(n_components=5, hidden_layer_sizes=(), loss="mse",
+                              solver=solver, max_iter=2, device="cpu", random_state=0).fit(X)
+    layer = est.decoder_[0]
+    w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
+    expected = np.linalg.lstsq(w, (X - b).T, rcond=None)[0].T
+    codes = est.transform(X)
+    error = np.linalg.norm(codes - expected, axis=1) / np.linalg.norm(expected, axis=1)
+    assert error.max() < 1e-3
+
+
+def test_model_pickled_before_the_code_stop_rule_keeps_its_loss_rule(X, small):
+    import pickle
+
+    est = GradientFlowEncoder(**small, stop_rule="loss").fit(X)
+    codes = est.transform(X)
+    del est.stop_rule
+    loaded = pickle.loads(pickle.dumps(est))
+    assert loaded.stop_rule == "loss"
+    np.testing.assert_array_equal(loaded.transform(X), codes)

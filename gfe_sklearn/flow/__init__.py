@@ -1,13 +1,13 @@
 """The gradient-flow engine: plain PyTorch, no scikit-learn.
 
 ``encode`` integrates the encoding flow of a batch, per sample; the registries are the only
-lists of valid solver, flow, gradient-mode, loss, schedule and grid names.
+lists of valid solver, flow, gradient-mode, loss, schedule, grid and stop-rule names.
 """
 
 from ._adaptive import StiffnessWarning
 from ._encode import check_combination, encode, solver_options
 from ._losses import Loss
-from ._registry import ADJOINTS, ALPHAS, FLOWS, GRIDS, LOSSES, SOLVERS
+from ._registry import ADJOINTS, ALPHAS, FLOWS, GRIDS, LOSSES, SOLVERS, STOP_RULES
 from ._result import FlowResult
 
 __all__ = [
@@ -23,4 +23,5 @@ __all__ = [
     "LOSSES",
     "ALPHAS",
     "GRIDS",
+    "STOP_RULES",
 ]

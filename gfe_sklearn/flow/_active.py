@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 
 from ._result import FlowResult
+from ._stopping import STOP_RULES
 
 
 @dataclass
@@ -27,18 +28,21 @@ class ActiveSet:
 
     ``self.data`` maps names to tensors whose first dimension indexes the active rows; the
     entries ``state``, ``loss``, ``grad`` (of the loss at ``state``), ``t``, ``tau``,
-    ``n_steps``, ``n_evals``, ``window`` and ``t_window`` always exist; solvers add their own
+    ``n_steps``, ``n_evals`` and the stop rules' windows over the last accepted steps
+    (``window``, ``t_window``: losses and times; ``speed_window``, ``t_mid_window``: how fast
+    the code moved in each step and the step's midpoint) always exist; solvers add their own
     (step sizes, stage values).
     """
 
     def __init__(self, problem, state, loss, grad, *, stop_tol, stop_window, keep_steps,
-                 record_history, n_evals=1):
+                 record_history, stop_rule="code", n_evals=1):
         batch = state.shape[0]
         device = state.device
         self.problem = problem
         self.batch_size = batch
         self.stop_tol = stop_tol
         self.stop_window = stop_window
+        self.stop_rule = STOP_RULES[stop_rule]
         self.keep_steps = keep_steps
         self.records = []
         self._history = [] if record_history else None
@@ -55,6 +59,8 @@ class ActiveSet:
             "n_evals": torch.full((batch,), n_evals, dtype=torch.long, device=device),
             "window": ldet[:, None].repeat(1, stop_window + 1),
             "t_window": torch.zeros(batch, stop_window + 1, dtype=state.dtype, device=device),
+            "speed_window": torch.zeros(batch, stop_window, dtype=state.dtype, device=device),
+            "t_mid_window": torch.zeros(batch, stop_window, dtype=state.dtype, device=device),
         }
         if self._history is not None:
             self._history.append((self.rows, self.data["n_steps"], self.data["t"], ldet))
@@ -79,37 +85,38 @@ class ActiveSet:
                            state[accepted].detach())
             )
 
-    def accept(self, accepted, t_new, loss_new):
-        """Advance time, step counts, the flatness window and the history of accepted rows."""
+    def accept(self, accepted, t_new, state_new, loss_new, **updates):
+        """Move the ``accepted`` rows to ``state_new`` at ``t_new``; the others stay.
+
+        ``updates`` are further per-row values (the gradient, a stage) that the accepted rows
+        take over. Also advances the step counts, the stop rules' windows and the history.
+        """
         d = self.data
+        acc = accepted[:, None]
+        flow = self.problem.flow
+        moved = (flow.position(state_new) - flow.position(d["state"])).detach().norm(dim=1)
+        dt = t_new - d["t"]
+        speed = moved / torch.where(dt > 0, dt, torch.ones_like(dt))
+        t_mid = d["t"] + dt / 2
+        d["state"] = torch.where(acc, state_new, d["state"])
+        d["loss"] = torch.where(accepted, loss_new, d["loss"])
+        for name, new in updates.items():
+            d[name] = torch.where(accepted.reshape(-1, *[1] * (new.dim() - 1)), new, d[name])
         d["t"] = torch.where(accepted, t_new, d["t"])
         d["n_steps"] = d["n_steps"] + accepted.long()
-        for name, new in (("window", loss_new.detach()), ("t_window", d["t"])):
+        for name, new in (("window", loss_new.detach()), ("t_window", d["t"]),
+                          ("speed_window", speed), ("t_mid_window", t_mid)):
             shifted = torch.cat([d[name][:, 1:], new[:, None]], dim=1)
-            d[name] = torch.where(accepted[:, None], shifted, d[name])
+            d[name] = torch.where(acc, shifted, d[name])
         if self._history is not None and bool(accepted.any()):
             self._history.append((self.rows[accepted], d["n_steps"][accepted],
                                   d["t"][accepted], loss_new.detach()[accepted]))
 
-    def flat(self):
-        """Rows whose loss curve flattened over the last ``stop_window`` accepted steps.
-
-        The slope is the loss decrease per unit of flow time relative to the loss,
-        ``(l[n-W] - l[n]) / ((t[n] - t[n-W]) |l[n-W]|)``: a rate that neither the loss's scale
-        nor the step sizes change, so tiny early steps on a fine grid do not look flat. The
-        curve must also be decelerating (the window's later half falls no faster than its
-        first half): a second-order flow starts at rest and its curve is flat while it
-        speeds up, not because it converged.
-        """
+    def converged(self):
+        """Rows that reached their flow's endpoint by the stop rule (none with ``stop_tol=0``)."""
         if not self.stop_tol:
             return torch.zeros_like(self.rows, dtype=torch.bool)
-        w, tw = self.data["window"], self.data["t_window"]
-        mid = self.stop_window // 2
-        full = self.data["n_steps"] >= self.stop_window
-        slow = w[:, 0] - w[:, -1] <= self.stop_tol * (tw[:, -1] - tw[:, 0]) * w[:, 0].abs()
-        early_rate = (w[:, 0] - w[:, mid]) * (tw[:, -1] - tw[:, mid])
-        late_rate = (w[:, mid] - w[:, -1]) * (tw[:, mid] - tw[:, 0])
-        return full & slow & (late_rate <= early_rate)
+        return self.stop_rule(self, self.stop_tol)
 
     def retire(self, done, converged):
         """Store the final values of the rows in ``done`` and drop them from the active set."""

@@ -104,12 +104,7 @@ class Dopri5:
 
             at_end = accepted & (h >= run["tau"] - t)
             t_new = torch.where(at_end, run["tau"], t + h)
-            acc = accepted[:, None]
-            run["state"] = torch.where(acc, new_state, state)
-            run["loss"] = torch.where(accepted, new_loss, run["loss"])
-            run["k1"] = torch.where(acc, k_new, run["k1"])
-            run.accept(accepted, t_new, new_loss)
-
+            run.accept(accepted, t_new, new_state, new_loss, k1=k_new)
             safe_ratio = torch.where(torch.isfinite(ratio), ratio, torch.full_like(ratio, 1e10))
             factor = self.safety * safe_ratio.clamp_min(1e-10) ** (-1 / 5)
             factor = factor.clamp(self.min_factor, self.max_factor)
@@ -118,8 +113,8 @@ class Dopri5:
 
             capped = ~at_end & (run["attempts"] >= self.max_steps)
             n_capped += int(capped.sum())
-            flat = run.flat() & ~at_end
-            run.retire(at_end | capped | flat, flat)
+            converged = run.converged() & ~at_end
+            run.retire(at_end | capped | converged, converged)
         if n_capped:
             warnings.warn(
                 f"dopri5 stopped {n_capped} sample(s) at its cap of max_steps={self.max_steps} "

@@ -15,7 +15,8 @@ class AMD:
     candidate grows by ``kappa`` from the last accepted step. The step is
     ``dt_n = beta**m s_n`` for
     the smallest ``m`` whose step lowers the loss, clipped so that ``t`` lands on ``tau``
-    exactly. A sample stops early when its loss curve flattens (see ``ActiveSet.flat``) or when
+    exactly. A sample stops early when the stop rule finds it at its endpoint (``_stopping``) or
+    when
     ``max_backtracks`` reductions cannot lower its loss (a stationary point to working
     precision).
 
@@ -59,14 +60,9 @@ class AMD:
             accepted = trial_loss < loss
             run.record_steps(accepted, t, h, state)
 
-            remaining = run["tau"] - t
-            at_end = accepted & (h >= remaining)
+            at_end = accepted & (h >= run["tau"] - t)
             t_new = torch.where(at_end, run["tau"], t + h)
-            acc = accepted[:, None]
-            run["state"] = torch.where(acc, trial, state)
-            run["loss"] = torch.where(accepted, trial_loss, loss)
-            run["grad"] = torch.where(acc, trial_grad, run["grad"])
-            run.accept(accepted, t_new, trial_loss)
+            run.accept(accepted, t_new, trial, trial_loss, grad=trial_grad)
 
             grown = torch.clamp(self.kappa * h, min=self.s_min, max=self.s_max)
             h_next = torch.where(accepted, grown, self.beta * h)
@@ -74,5 +70,5 @@ class AMD:
             run["m"] = torch.where(accepted, torch.zeros_like(run["m"]), run["m"] + 1)
 
             stalled = run["m"] > self.max_backtracks
-            flat = run.flat()
-            run.retire(at_end | stalled | flat, stalled | flat)
+            converged = run.converged()
+            run.retire(at_end | stalled | converged, stalled | converged)

@@ -6,7 +6,7 @@ import torch
 
 from ._active import ActiveSet
 from ._problem import EncodingProblem
-from ._registry import ADJOINTS, ALPHAS, FLOWS, LOSSES, SOLVERS
+from ._registry import ADJOINTS, ALPHAS, FLOWS, LOSSES, SOLVERS, STOP_RULES
 
 
 def _lookup(registry, value, parameter):
@@ -34,8 +34,8 @@ def check_combination(solver, alpha):
 
 
 def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjoint="approx",
-           loss="bce", tau=1000.0, alpha="constant", stop_tol=1e-4, stop_window=5,
-           options=None, nesterov_eps=1e-2, z0=None, record_history=False, row_chunk="auto"):
+           loss="bce", tau=1000.0, alpha="constant", stop_rule="code", stop_tol=1e-4,
+           stop_window=5, options=None, nesterov_eps=1e-2, z0=None, record_history=False, row_chunk="auto"):
     """Encode a batch by integrating the gradient flow of its reconstruction loss.
 
     Integrates ``dz/dt = -alpha(t) grad_z l(y, D(z))`` (or Nesterov's second-order flow) from
@@ -62,10 +62,13 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     alpha : {'constant', 'exp'}
         Time scaling of the gradient; ``'exp'`` is ``exp(-2t/tau)`` (fixed-grid and
         adaptive solvers only).
+    stop_rule : {'code', 'loss'}
+        When a sample has reached its endpoint (see ``_stopping``). ``'code'``: once the
+        distance its code has left to move, estimated from how fast its speed decays over the
+        last ``stop_window`` accepted steps, is below ``stop_tol * max(|z|, 1)``. ``'loss'``:
+        once its loss falls by less than ``stop_tol`` (relative) per unit of flow time.
     stop_tol : float
-        A sample stops once the slope of its loss curve over its last ``stop_window``
-        accepted steps, relative to the loss, ``-(dl/dt) / l``, falls below ``stop_tol``.
-        0 integrates to ``tau``.
+        Tolerance of the stop rule; 0 integrates to ``tau``.
     stop_window : int
     options : dict, optional
         Solver options (see ``solver_options(solver)``), e.g. AMD's ``beta``, ``s0``,
@@ -91,6 +94,7 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     mode = _lookup(ADJOINTS, adjoint, "adjoint")
     loss_fn = _lookup(LOSSES, loss, "loss") if isinstance(loss, str) else loss
     alpha_fn = _lookup(ALPHAS, alpha, "alpha")
+    _lookup(STOP_RULES, stop_rule, "stop_rule")
     check_combination(solver, alpha)
     options = dict(options or {})
     unknown = set(options) - set(solver_options(solver))
@@ -121,7 +125,8 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     rows = torch.arange(batch, device=device)
     loss0, grad0 = problem.loss_and_grad(flow_obj.position(state0), rows)
     run = ActiveSet(problem, state0, loss0, grad0, stop_tol=stop_tol, stop_window=stop_window,
-                    keep_steps=adjoint == "full", record_history=record_history)
+                    stop_rule=stop_rule, keep_steps=adjoint == "full",
+                    record_history=record_history)
     params = []
     if adjoint == "full" and isinstance(decoder, torch.nn.Module):
         params = [p for p in decoder.parameters() if p.requires_grad]

@@ -69,15 +69,14 @@ class FixedGridSolver:
             state, tau = run["state"], run["tau"]
             t, h = tau * fractions[n], tau * (fractions[n + 1] - fractions[n])
             new_state, _ = rk_step(problem, t, state, h, run.rows, self.tableau, k1=run["k1"])
-            run["k1"], new_loss = problem.field(t + h, new_state, run.rows)
+            k1, new_loss = problem.field(t + h, new_state, run.rows)
             run.count_evals(len(self.tableau.c))
             everyone = torch.ones_like(run.rows, dtype=torch.bool)
             run.record_steps(everyone, t, h, state)
-            run["state"], run["loss"] = new_state, new_loss
-            run.accept(everyone, tau * fractions[n + 1], new_loss)
-            flat = run.flat()
-            last = torch.full_like(flat, n == self.n_steps - 1)
-            run.retire(flat | last, flat)
+            run.accept(everyone, tau * fractions[n + 1], new_state, new_loss, k1=k1)
+            converged = run.converged()
+            last = torch.full_like(converged, n == self.n_steps - 1)
+            run.retire(converged | last, converged)
             if not len(run):
                 break
 

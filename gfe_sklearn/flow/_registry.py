@@ -1,4 +1,4 @@
-"""The only lists of valid names: solvers, flows, gradient modes, losses, schedules, grids.
+"""The only lists of valid names: solvers, flows, gradient modes, losses, stop rules, ...
 
 Estimators build their parameter constraints from these dictionaries and tests parametrise
 over them, so adding an entry here is all it takes to expose a new variant.
@@ -10,6 +10,7 @@ from ._amd import AMD
 from ._fields import GradientFlow, NesterovFlow, constant_alpha, exponential_alpha
 from ._fixed import GRIDS, RK4, Euler
 from ._losses import BCE, MSE
+from ._stopping import STOP_RULES
 
 SOLVERS = {"amd": AMD, "euler": Euler, "rk4": RK4, "dopri5": Dopri5}
 FLOWS = {"gradient": GradientFlow, "nesterov": NesterovFlow}
@@ -17,4 +18,4 @@ ADJOINTS = {"approx": approx_codes, "full": full_codes, "unrolled": unrolled_cod
 LOSSES = {"bce": BCE, "mse": MSE}
 ALPHAS = {"constant": constant_alpha, "exp": exponential_alpha}
 
-__all__ = ["SOLVERS", "FLOWS", "ADJOINTS", "LOSSES", "ALPHAS", "GRIDS"]
+__all__ = ["SOLVERS", "FLOWS", "ADJOINTS", "LOSSES", "ALPHAS", "GRIDS", "STOP_RULES"]
