@@ -35,7 +35,8 @@ def check_combination(solver, alpha):
 
 def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjoint="approx",
            loss="bce", tau=1000.0, alpha="constant", stop_rule="code", stop_tol=1e-4,
-           stop_window=5, options=None, nesterov_eps=1e-2, z0=None, record_history=False, row_chunk="auto"):
+           stop_window=5, options=None, nesterov_eps=1e-2, z0=None, record_history=False,
+           row_chunk="auto"):
     """Encode a batch by integrating the gradient flow of its reconstruction loss.
 
     Integrates ``dz/dt = -alpha(t) grad_z l(y, D(z))`` (or Nesterov's second-order flow) from
