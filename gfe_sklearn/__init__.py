@@ -3,6 +3,6 @@
 from ._autoencoder import AutoEncoderBaseline
 from ._gradient_flow import GradientFlowEncoder
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["AutoEncoderBaseline", "GradientFlowEncoder", "__version__"]

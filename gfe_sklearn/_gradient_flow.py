@@ -65,36 +65,38 @@ class GradientFlowEncoder(BaseFlowEstimator):
         How training differentiates through the codes: ``'approx'`` treats them as constants
         (the papers' choice, one backward pass), ``'full'`` is the exact discrete adjoint,
         ``'unrolled'`` backpropagates through every step.
-    tau : float, default=1000.0
-        Horizon of the flow. With AMD most samples stop earlier, when their loss curve
-        flattens (``stop_tol``): the papers integrate "until it stops improving". At
-        ``tau=100`` AMD reached the horizon on every MNIST test sample checked, still
-        improving, and the "Mixed" codes of an autoencoder's decoder were worse than the
-        autoencoder's own (test BCE 0.184 vs 0.163 after 5,760 images); at 1000 they were
-        better (0.152 vs 0.160), as in the papers, for about 2.3x the training time.
+    tau : 'auto' or float, default='auto'
+        Horizon of the flow; most samples stop earlier, at their endpoint (``stop_rule``).
+        ``'auto'`` is 1e5 for ``'amd'`` and 1000 for the other solvers. A young decoder's
+        codes keep drifting long after their loss looks flat, and a decoder trained on
+        codes taken further along the flow learns more per image; AMD's line search keeps
+        such long flows safe, where the steps of a fixed grid would grow unstable
+        (docs/precision.md).
     alpha : {'constant', 'exp'}, default='constant'
         Time scaling of the gradient; ``'exp'`` (``exp(-2t/tau)``) needs a solver other
         than ``'amd'``.
+    stop_rule : {'code', 'loss'}, default='code'
+        When a sample has reached its flow's endpoint. ``'code'``: once the distance its
+        code has left to move, estimated from how its speed decays over the last
+        ``stop_window`` steps, is below ``stop_tol * max(|z|, 1)``, so codes come out
+        within about ``stop_tol`` (relative) of the endpoint. ``'loss'``: once its loss
+        falls by less than ``stop_tol`` (relative) per unit of flow time, the rule of
+        versions before 0.2, which stops early where the loss at the optimum is large.
     stop_tol : float, default=1e-4
-        A sample stops before ``tau`` once its loss falls by less than ``stop_tol`` (relative)
-        per unit of flow time over its last ``stop_window`` steps; 0 integrates to ``tau``.
-        Used by ``transform``, ``score`` and ``inverse_transform``'s codes.
-    fit_stop_tol : float, default=1e-6
-        The same early stop for the flows that encode training batches in ``fit``. The
-        decoder learns from the codes it is trained on, so they must be well converged
-        while it is young: on MNIST (the papers' table 1, 480 training images) training
-        with ``1e-4`` gave test BCE 0.246, with ``1e-6`` 0.211 (the papers: 0.210). It
-        costs decoder evaluations: about 6x per training image early on, 3.4x once the
-        decoder has seen ~4,600 images (412 vs 121 per image). Raise it to trade accuracy
-        per training image for speed.
+        Tolerance of the stop rule for ``transform``, ``score`` and the codes of
+        ``inverse_transform``; 0 integrates to ``tau``.
+    fit_stop_tol : float, default=1e-3
+        The same for the flows that encode training batches in ``fit``.
     stop_window : int, default=5
-        Accepted steps over which that slope is measured.
+        Accepted steps over which the stop rule measures the flow.
     nesterov_eps : float, default=1e-2
         The ``eps`` in the Nesterov friction ``3 / (t + eps)``.
     beta, s0, s_max, kappa, max_backtracks : float, float, float, float, int, \
-default=0.75, 1.0, 10.0, 1.1, 30
+default=0.75, 1.0, 1000.0, 1.1, 30
         AMD constants: backtracking factor, first trial step, largest trial step, step
-        growth factor, and backtracks before a sample counts as stationary.
+        growth factor, and backtracks before a sample counts as stationary. The papers cap
+        steps at 10; a young decoder's flow accepts far larger ones, and the cap then
+        decides how much flow time a budget of evaluations covers (docs/precision.md).
     s_min : float or None, default=0.0
         AMD's floor under each later trial step, ``max(kappa * previous step, s_min)``.
         None uses ``s0``, as the papers do: once a trained decoder's stable step falls
@@ -212,7 +214,7 @@ default=0.75, 1.0, 10.0, 1.1, 30
         "solver": [StrOptions(set(SOLVERS))],
         "flow": [StrOptions(set(FLOWS))],
         "adjoint": [StrOptions(set(ADJOINTS))],
-        "tau": [Interval(Real, 0, None, closed="neither")],
+        "tau": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
         "alpha": [StrOptions(set(ALPHAS))],
         "stop_rule": [StrOptions(set(STOP_RULES))],
         "stop_tol": [Interval(Real, 0, None, closed="left")],
@@ -237,11 +239,11 @@ default=0.75, 1.0, 10.0, 1.1, 30
     _values_before_parameter = {"stop_rule": "loss"}
 
     def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
-                 loss="bce", solver="amd", flow="gradient", adjoint="approx", tau=1000.0,
-                 alpha="constant", stop_rule="code", stop_tol=1e-4, fit_stop_tol=1e-6,
+                 loss="bce", solver="amd", flow="gradient", adjoint="approx", tau="auto",
+                 alpha="constant", stop_rule="code", stop_tol=1e-4, fit_stop_tol=1e-3,
                  stop_window=5,
                  nesterov_eps=1e-2,
-                 beta=0.75, s0=1.0, s_min=0.0, s_max=10.0, kappa=1.1, max_backtracks=30,
+                 beta=0.75, s0=1.0, s_min=0.0, s_max=1000.0, kappa=1.1, max_backtracks=30,
                  n_steps=100, grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
                  learning_rate=5e-4, batch_size=32, max_iter=20, max_samples=None, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,

@@ -80,9 +80,9 @@ def test_invalid_combinations_fail_at_fit_and_change_nothing(X, small):
         check_is_fitted(est)
     est.set_params(solver="rk4", **FAST).fit(X)
     with pytest.raises(ValueError, match="s0=20.0 exceeds s_max=10.0"):
-        GradientFlowEncoder(**small, s0=20.0).fit(X)
+        GradientFlowEncoder(**small, s0=20.0, s_max=10.0).fit(X)
     with pytest.raises(ValueError, match="s_min=20.0 exceeds s_max=10.0"):
-        GradientFlowEncoder(**small, s_min=20.0).fit(X)
+        GradientFlowEncoder(**small, s_min=20.0, s_max=10.0).fit(X)
 
 
 @pytest.mark.parametrize("param", ["solver", "flow", "adjoint", "alpha", "grid"])

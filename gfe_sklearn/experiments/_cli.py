@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from .. import AutoEncoderBaseline, GradientFlowEncoder
+from ..flow import STOP_RULES
 from . import _converged, _curves, _data_efficiency, _latent, _reconstructions, _solvers
 from ._common import (
     ConfigMismatch,
@@ -43,7 +44,9 @@ COMMON_DEFAULTS = {
     "learning_rate": 5e-4,
     "optimizer": "rmsprop",
     "tau": None,
+    "stop_rule": None,
     "fit_stop_tol": None,
+    "s_max": None,
     "s_min": None,
 }
 COMMON_SMOKE = {"n_train": 200, "n_test": 50, "n_components": 4, "hidden": [16]}
@@ -118,12 +121,21 @@ def _add_common(parser, module):
                        help=f"{shown('learning_rate')}")
     group.add_argument("--optimizer", choices=["rmsprop", "adam"],
                        help=f"{shown('optimizer')}")
+    gfe = GradientFlowEncoder().get_params()
     group.add_argument("--tau", type=float, metavar="T",
                        help="horizon of every GFE flow, Mixed included (default: "
-                            "GradientFlowEncoder's, 1000)")
+                            f"GradientFlowEncoder's, {gfe['tau']!r}: 1e5 for AMD)")
+    group.add_argument("--stop-rule", choices=sorted(STOP_RULES),
+                       help="when a GFE flow has reached its endpoint (default: "
+                            f"GradientFlowEncoder's, {gfe['stop_rule']}; 'loss' is the rule "
+                            "of versions before 0.2)")
     group.add_argument("--fit-stop-tol", type=float, metavar="TOL",
                        help="early-stop tolerance of the flows that encode training batches "
-                            "(default: GradientFlowEncoder's, 1e-6; 0 runs them to tau)")
+                            f"(default: GradientFlowEncoder's, {gfe['fit_stop_tol']:g}; 0 runs "
+                            "them to tau)")
+    group.add_argument("--s-max", type=float, metavar="S",
+                       help=f"AMD's largest step (default: GradientFlowEncoder's, "
+                            f"{gfe['s_max']:g}; the papers' is 10)")
     group.add_argument("--s-min", type=float, metavar="S",
                        help="AMD's floor under each trial step after the first (default: "
                             "GradientFlowEncoder's, 0; 1 is the papers' floor s0, which "

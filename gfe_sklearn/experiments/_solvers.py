@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from ..flow import encode, solver_options
+from ..flow import encode, horizon, solver_options
 from ._common import fmt, fmt_seconds, markdown_table, mean_std, sampler_rng, save_figure
 from ._training import DrawStream, bce, holdout, load_dataset, make_model, snapshots, train
 
@@ -78,7 +78,8 @@ def flow_settings(model):
     params = model.get_params()
     options = {name: params[name] for name in solver_options(params["solver"]) if name in params}
     return dict(solver=params["solver"], flow=params["flow"], adjoint="approx",
-                loss=params["loss"], tau=params["tau"], alpha=params["alpha"],
+                loss=params["loss"], tau=horizon(params["solver"], params["tau"]),
+                alpha=params["alpha"], stop_rule=params["stop_rule"],
                 stop_tol=params["stop_tol"], stop_window=params["stop_window"],
                 nesterov_eps=params["nesterov_eps"], options=options)
 

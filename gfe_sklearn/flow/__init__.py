@@ -5,7 +5,7 @@ lists of valid solver, flow, gradient-mode, loss, schedule, grid and stop-rule n
 """
 
 from ._adaptive import StiffnessWarning
-from ._encode import check_combination, encode, solver_options
+from ._encode import check_combination, encode, horizon, solver_options
 from ._losses import Loss
 from ._registry import ADJOINTS, ALPHAS, FLOWS, GRIDS, LOSSES, SOLVERS, STOP_RULES
 from ._result import FlowResult
@@ -13,6 +13,7 @@ from ._result import FlowResult
 __all__ = [
     "encode",
     "solver_options",
+    "horizon",
     "check_combination",
     "FlowResult",
     "Loss",

@@ -52,6 +52,9 @@ class Dopri5:
     """
 
     name = "dopri5"
+    # Error control makes every step cost six evaluations: a long horizon spends them on
+    # the flow's slow tail and reaches max_steps.
+    default_tau = 1e3
 
     def __init__(self, rtol=1e-5, atol=1e-6, max_steps=1000, safety=0.9,
                  min_factor=0.2, max_factor=10.0):

@@ -27,8 +27,11 @@ class AMD:
     """
 
     name = "amd"
+    # The line search keeps every step safe however far the flow goes, so the horizon can
+    # be long enough for a young decoder's slowly drifting codes (docs/precision.md).
+    default_tau = 1e5
 
-    def __init__(self, beta=0.75, s0=1.0, s_max=10.0, kappa=1.1, max_backtracks=30,
+    def __init__(self, beta=0.75, s0=1.0, s_max=1000.0, kappa=1.1, max_backtracks=30,
                  s_min=0.0):
         self.beta = beta
         self.s0 = s0

@@ -23,6 +23,13 @@ def solver_options(solver):
     return {name: p.default for name, p in params.items()}
 
 
+def horizon(solver, tau):
+    """The flow's horizon: ``tau`` itself, or the solver's ``default_tau`` for ``'auto'``."""
+    if isinstance(tau, str) and tau == "auto":
+        return _lookup(SOLVERS, solver, "solver").default_tau
+    return tau
+
+
 def check_combination(solver, alpha):
     """Reject settings that have no meaning together, naming the valid ones."""
     if solver == "amd" and alpha != "constant":
@@ -34,7 +41,7 @@ def check_combination(solver, alpha):
 
 
 def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjoint="approx",
-           loss="bce", tau=1000.0, alpha="constant", stop_rule="code", stop_tol=1e-4,
+           loss="bce", tau="auto", alpha="constant", stop_rule="code", stop_tol=1e-4,
            stop_window=5, options=None, nesterov_eps=1e-2, z0=None, record_history=False,
            row_chunk="auto"):
     """Encode a batch by integrating the gradient flow of its reconstruction loss.
@@ -58,8 +65,9 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     adjoint : {'approx', 'full', 'unrolled'}
         How the returned codes depend on the decoder's parameters (see ``_adjoint``).
     loss : {'bce', 'mse'}
-    tau : float or tensor ``(batch,)``
-        Horizon of the flow.
+    tau : 'auto', float or tensor ``(batch,)``
+        Horizon of the flow. ``'auto'``: the solver's ``default_tau`` (1e5 for ``'amd'``,
+        whose line search keeps long flows safe; 1000 for the others).
     alpha : {'constant', 'exp'}
         Time scaling of the gradient; ``'exp'`` is ``exp(-2t/tau)`` (fixed-grid and
         adaptive solvers only).
@@ -112,6 +120,7 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
         )
     batch = target.shape[0]
     dtype, device = target.dtype, target.device
+    tau = horizon(solver, tau)
     tau = torch.as_tensor(tau, dtype=dtype, device=device).expand(batch).clone()
     if not bool((tau > 0).all()) or not bool(torch.isfinite(tau).all()):
         raise ValueError(f"tau must be positive and finite; got {tau.min().item()!r}.")

@@ -53,6 +53,9 @@ class FixedGridSolver:
 
     tableau = None
     name = None
+    # A grid's steps grow with tau; beyond about 1000 the late steps of the default grid
+    # leave the explicit methods' stability region on a trained decoder.
+    default_tau = 1e3
 
     def __init__(self, n_steps=100, grid="log"):
         self.n_steps = n_steps

@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from gfe_sklearn import GradientFlowEncoder
 from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
 from gfe_sklearn.experiments._common import parse_seeds
 
@@ -93,13 +94,14 @@ def test_a_changed_package_default_is_refused_by_name(run, capsys):
     path = out / "config.json"
     config = json.loads(path.read_text())
     defaults = config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
-    assert defaults["fit_stop_tol"] == 1e-6 and "decoder" not in defaults
+    now = GradientFlowEncoder().get_params()["fit_stop_tol"]
+    assert defaults["fit_stop_tol"] == now and "decoder" not in defaults
     defaults["fit_stop_tol"] = 1e-4  # as if the run had started under an older default
     path.write_text(json.dumps(config))
     code, _ = run("data-efficiency", "--budgets", "10", out=out)
     assert code == 1
     err = capsys.readouterr().err
-    assert "estimator_defaults.GradientFlowEncoder.fit_stop_tol: 0.0001 before, 1e-06 now" in err
+    assert f"estimator_defaults.GradientFlowEncoder.fit_stop_tol: 0.0001 before, {now!r} now" in err
 
 
 def test_report_only_after_a_changed_default_keeps_the_recorded_protocol_and_command(run):

@@ -4,9 +4,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gfe_sklearn.flow import ALPHAS, FLOWS, LOSSES, SOLVERS, encode, solver_options
+from gfe_sklearn.flow import ALPHAS, FLOWS, LOSSES, SOLVERS, encode, horizon, solver_options
 
-from .problems import binary_targets, mlp_decoder
+from .problems import binary_targets, linear_decoder, mlp_decoder
 
 FAST = {"euler": {"n_steps": 30}, "rk4": {"n_steps": 20}, "amd": {}, "dopri5": {}}
 
@@ -116,7 +116,7 @@ def test_exponential_alpha_slows_the_flow_late(alpha):
 
 
 def test_solver_options_are_each_solvers_constructor_defaults():
-    assert solver_options("amd") == {"beta": 0.75, "s0": 1.0, "s_max": 10.0, "kappa": 1.1,
+    assert solver_options("amd") == {"beta": 0.75, "s0": 1.0, "s_max": 1000.0, "kappa": 1.1,
                                      "max_backtracks": 30, "s_min": 0.0}
     assert set(solver_options("rk4")) == {"n_steps", "grid"}
     assert {"rtol", "atol", "max_steps"} <= set(solver_options("dopri5"))
@@ -138,3 +138,15 @@ def test_unchunked_evaluation_gives_the_same_codes_up_to_rounding():
 def test_invalid_row_chunk_is_rejected(row_chunk):
     with pytest.raises(ValueError, match="row_chunk must be 'auto', None or a positive int"):
         encode(mlp_decoder(2, 3), binary_targets(2, 3), 2, row_chunk=row_chunk)
+
+
+@pytest.mark.parametrize("solver", sorted(SOLVERS))
+def test_auto_horizon_is_the_solvers_default_tau(solver):
+    # A flow slow enough to be still moving at any horizon.
+    decoder = linear_decoder(2, 6, eigenvalues=[1e-7, 1e-7], seed=21)
+    target = binary_targets(2, 6, seed=22)
+    options = {"n_steps": 5} if solver in ("euler", "rk4") else None
+    res = encode(decoder, target, 2, solver=solver, loss="mse", stop_tol=0, options=options)
+    tau = horizon(solver, "auto")
+    assert tau == SOLVERS[solver].default_tau == (1e5 if solver == "amd" else 1e3)
+    torch.testing.assert_close(res.t, torch.full_like(res.t, tau))
