@@ -27,12 +27,13 @@ from gfe_sklearn.flow import encode
 LOADERS = {"mnist": load_mnist, "fashion-mnist": load_fashion_mnist}
 
 
-def flow_stats(decoder, n_components, images, stop_tol, s_min, batch=5):
+def flow_stats(decoder, n_components, images, args, s_min, batch=5):
     evals = steps = loss = 0.0
     start = time.perf_counter()
     for i in range(0, len(images), batch):
-        res = encode(decoder, images[i:i + batch], n_components, solver="amd",
-                     stop_tol=stop_tol, row_chunk=None, options={"s_min": s_min})
+        res = encode(decoder, images[i:i + batch], n_components, solver="amd", tau=args.tau,
+                     stop_rule=args.stop_rule, stop_tol=args.stop_tol, row_chunk=None,
+                     options={"s_min": s_min, "s_max": args.s_max})
         evals += float(res.n_evals.sum())
         steps += float(res.n_steps.sum())
         loss += float(res.loss.sum())
@@ -46,7 +47,11 @@ def main():
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="fashion-mnist")
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--images", type=int, default=100)
+    # The defaults are the settings of the figures in docs/engine.md (version 0.1's flows).
     parser.add_argument("--stop-tol", type=float, default=1e-6)
+    parser.add_argument("--stop-rule", choices=["code", "loss"], default="loss")
+    parser.add_argument("--tau", type=float, default=1000.0)
+    parser.add_argument("--s-max", type=float, default=10.0)
     parser.add_argument("--model", help="a fitted GradientFlowEncoder saved with joblib.dump "
                                          "(default: train one on --train-images)")
     parser.add_argument("--threads", type=int, default=1)
@@ -67,8 +72,8 @@ def main():
           f"stop_tol={args.stop_tol:g}, batches of 5")
     decoder = gfe.decoder_.eval()
     images = torch.as_tensor(X[args.train_images:args.train_images + args.images])
-    floored = flow_stats(decoder, gfe.n_components, images, args.stop_tol, s_min=None)
-    free = flow_stats(decoder, gfe.n_components, images, args.stop_tol, s_min=0.0)
+    floored = flow_stats(decoder, gfe.n_components, images, args, s_min=None)
+    free = flow_stats(decoder, gfe.n_components, images, args, s_min=0.0)
     for name, r in (("s_min = s0 = 1 (papers)", floored), ("s_min = 0", free)):
         print(f"{name:24s}: {r['evals']:8.1f} evaluations/image, {r['steps']:7.1f} steps/image, "
               f"code loss {r['loss']:.5f}, {r['seconds']:.1f} s")
