@@ -4,8 +4,8 @@
 lists of valid solver, flow, gradient-mode, loss, schedule, grid and stop-rule names.
 """
 
-from ._adaptive import StiffnessWarning
 from ._encode import check_combination, encode, horizon, solver_options
+from ._fixed import StiffnessWarning
 from ._losses import Loss
 from ._registry import ADJOINTS, ALPHAS, FLOWS, GRIDS, LOSSES, SOLVERS, STOP_RULES
 from ._result import FlowResult

@@ -29,9 +29,8 @@ class ActiveSet:
     ``self.data`` maps names to tensors whose first dimension indexes the active rows; the
     entries ``state``, ``loss``, ``grad`` (of the loss at ``state``), ``t``, ``tau``,
     ``n_steps``, ``n_evals`` and the stop rules' windows over the last accepted steps
-    (``window``, ``t_window``: losses and times; ``speed_window``, ``t_mid_window``: how fast
-    the code moved in each step and the step's midpoint) always exist; solvers add their own
-    (step sizes, stage values).
+    (``window``, ``t_window``: losses and times after each step; ``moved_window``: how far the
+    code moved in each step) always exist; solvers add their own (step sizes, stage values).
     """
 
     def __init__(self, problem, state, loss, grad, *, stop_tol, stop_window, keep_steps,
@@ -59,8 +58,7 @@ class ActiveSet:
             "n_evals": torch.full((batch,), n_evals, dtype=torch.long, device=device),
             "window": ldet[:, None].repeat(1, stop_window + 1),
             "t_window": torch.zeros(batch, stop_window + 1, dtype=state.dtype, device=device),
-            "speed_window": torch.zeros(batch, stop_window, dtype=state.dtype, device=device),
-            "t_mid_window": torch.zeros(batch, stop_window, dtype=state.dtype, device=device),
+            "moved_window": torch.zeros(batch, stop_window, dtype=state.dtype, device=device),
         }
         if self._history is not None:
             self._history.append((self.rows, self.data["n_steps"], self.data["t"], ldet))
@@ -95,9 +93,6 @@ class ActiveSet:
         acc = accepted[:, None]
         flow = self.problem.flow
         moved = (flow.position(state_new) - flow.position(d["state"])).detach().norm(dim=1)
-        dt = t_new - d["t"]
-        speed = moved / torch.where(dt > 0, dt, torch.ones_like(dt))
-        t_mid = d["t"] + dt / 2
         d["state"] = torch.where(acc, state_new, d["state"])
         d["loss"] = torch.where(accepted, loss_new, d["loss"])
         for name, new in updates.items():
@@ -105,7 +100,7 @@ class ActiveSet:
         d["t"] = torch.where(accepted, t_new, d["t"])
         d["n_steps"] = d["n_steps"] + accepted.long()
         for name, new in (("window", loss_new.detach()), ("t_window", d["t"]),
-                          ("speed_window", speed), ("t_mid_window", t_mid)):
+                          ("moved_window", moved)):
             shifted = torch.cat([d[name][:, 1:], new[:, None]], dim=1)
             d[name] = torch.where(acc, shifted, d[name])
         if self._history is not None and bool(accepted.any()):

@@ -4,7 +4,7 @@ import warnings
 
 import torch
 
-from ._fixed import Tableau, rk_step
+from ._fixed import StiffnessWarning, Tableau, rk_step
 
 DOPRI5_TABLEAU = Tableau(
     c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
@@ -32,10 +32,6 @@ DOPRI5_TABLEAU = Tableau(
 # The last stage is evaluated at the new state (first-same-as-last), so a step is the first
 # six stages and the seventh doubles as the next step's first.
 _STEP_TABLEAU = Tableau(DOPRI5_TABLEAU.c[:6], DOPRI5_TABLEAU.a[:6], DOPRI5_TABLEAU.b[:6])
-
-
-class StiffnessWarning(RuntimeWarning):
-    """An adaptive solver hit its step cap before the horizon: the flow is stiff."""
 
 
 def _rms(x):

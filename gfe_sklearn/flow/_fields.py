@@ -26,6 +26,7 @@ class GradientFlow:
     """``dz/dt = -alpha(t) grad_z l(y, D(z))`` (eq. 1 of the papers)."""
 
     name = "gradient"
+    descends = True  # the exact flow never raises the loss
 
     def __init__(self, n_components):
         self.n_components = n_components
@@ -52,6 +53,7 @@ class NesterovFlow:
     """
 
     name = "nesterov"
+    descends = False  # momentum may carry the code uphill for a while
 
     def __init__(self, n_components, eps=1e-2):
         self.n_components = n_components

@@ -1,5 +1,6 @@
 """Explicit Runge-Kutta steps and the fixed-grid solvers (appendix A.2 of the papers)."""
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -7,6 +8,13 @@ import torch
 from ._fields import linear_grid, log_grid
 
 GRIDS = {"linear": linear_grid, "log": log_grid}
+
+# Units in the last place a descending flow's loss may rise by in a step from rounding alone.
+ROUNDING_RISE = 64
+
+
+class StiffnessWarning(RuntimeWarning):
+    """A solver's steps were too large for the flow: it is stiff where they were taken."""
 
 
 @dataclass(frozen=True)
@@ -68,20 +76,38 @@ class FixedGridSolver:
         problem = run.problem
         fractions = GRIDS[self.grid](self.n_steps, run["t"].dtype, run["t"].device)
         run["k1"] = problem.derivative(run["t"], run["state"], run["grad"], run.rows)
+        descends = problem.flow.descends
+        n_unstable = 0
         for n in range(self.n_steps):
-            state, tau = run["state"], run["tau"]
+            state, tau, loss = run["state"], run["tau"], run["loss"]
             t, h = tau * fractions[n], tau * (fractions[n + 1] - fractions[n])
             new_state, _ = rk_step(problem, t, state, h, run.rows, self.tableau, k1=run["k1"])
             k1, new_loss = problem.field(t + h, new_state, run.rows)
             run.count_evals(len(self.tableau.c))
-            everyone = torch.ones_like(run.rows, dtype=torch.bool)
-            run.record_steps(everyone, t, h, state)
-            run.accept(everyone, tau * fractions[n + 1], new_state, new_loss, k1=k1)
-            converged = run.converged()
+            # The gradient flow never raises the loss; a grid step that does has left the
+            # method's stability region, and later (larger) steps would only amplify it.
+            # Such a sample keeps its last state and stops.
+            slack = ROUNDING_RISE * torch.finfo(loss.dtype).eps * loss.detach().abs()
+            unstable = (descends & (new_loss.detach() > loss.detach() + slack)) | \
+                ~torch.isfinite(new_loss.detach())
+            accepted = ~unstable
+            run.record_steps(accepted, t, h, state)
+            run.accept(accepted, tau * fractions[n + 1], new_state, new_loss, k1=k1)
+            converged = run.converged() & accepted
             last = torch.full_like(converged, n == self.n_steps - 1)
-            run.retire(converged | last, converged)
+            n_unstable += int(unstable.sum())
+            run.retire(converged | last | unstable, converged)
             if not len(run):
                 break
+        if n_unstable:
+            warnings.warn(
+                f"{self.name} stopped {n_unstable} sample(s) where a step of its {self.grid} grid "
+                "raised the loss: the steps grew too large for the flow (it is stiff there), and "
+                "those codes are short of the flow's endpoint. Raise n_steps, lower tau, or use "
+                "solver='amd', whose steps adapt.",
+                StiffnessWarning,
+                stacklevel=4,
+            )
 
 
 class Euler(FixedGridSolver):

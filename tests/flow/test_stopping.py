@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from gfe_sklearn.flow import FLOWS, SOLVERS, STOP_RULES, encode
+from gfe_sklearn.flow import FLOWS, SOLVERS, STOP_RULES, StiffnessWarning, encode
 
 from .problems import least_squares_codes, linear_decoder, mlp_decoder
 
@@ -82,3 +82,43 @@ def test_unknown_stop_rule_names_the_choices():
                                                                            ).replace("]", r"\]")):
         encode(mlp_decoder(2, 3), torch.rand(2, 3, dtype=torch.float64), 2,
                stop_rule="gradient")
+
+
+def _nonlinear_endpoint():
+    decoder = mlp_decoder(3, 20, hidden=16, seed=11)
+    target = torch.rand(12, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(12))
+    # AMD to a stationary point, with no early stop: the flow's endpoint to working precision.
+    reference = encode(decoder, target, 3, tau=1e5, stop_tol=0, options={"max_backtracks": 60})
+    return decoder, target, reference.z
+
+
+@pytest.mark.parametrize("solver", ["amd", "euler", "dopri5"])
+def test_default_stop_reaches_a_nonlinear_flows_endpoint(solver):
+    decoder, target, endpoint = _nonlinear_endpoint()
+    res = encode(decoder, target, 3, solver=solver)
+    error = (res.z - endpoint).norm(dim=1) / endpoint.norm(dim=1).clamp_min(1.0)
+    assert res.converged.all()
+    assert error.max() < 1e-3
+
+
+def test_a_grid_step_that_raises_the_loss_stops_the_sample_with_a_warning():
+    # On this problem one sample converges slowly and the log grid's late RK4 steps
+    # (h > 2.8 / curvature) leave the stability region before it arrives: without the check
+    # its code ends 10x its size away from the endpoint.
+    decoder, target, endpoint = _nonlinear_endpoint()
+    with pytest.warns(StiffnessWarning, match=r"rk4 stopped 1 sample\(s\) where a step of its "
+                                              r"log grid raised the loss.*solver='amd'"):
+        res = encode(decoder, target, 3, solver="rk4")
+    error = (res.z - endpoint).norm(dim=1) / endpoint.norm(dim=1).clamp_min(1.0)
+    assert int((~res.converged).sum()) == 1
+    assert error.max() < 1e-3
+
+
+def test_nesterov_grid_steps_may_raise_the_loss_without_stopping():
+    # Momentum carries the code uphill for a while: not a sign of instability.
+    decoder = linear_decoder(3, 12, eigenvalues=[1.0, 0.5, 0.2], seed=7)
+    target = targets(5, 12, seed=8)
+    res = encode(decoder, target, 3, flow="nesterov", solver="rk4", loss="mse", tau=60.0,
+                 stop_tol=0, options={"n_steps": 200, "grid": "linear"}, record_history=True)
+    assert bool((torch.diff(res.loss_history, dim=0) > 0).any())
+    torch.testing.assert_close(res.t, torch.full_like(res.t, 60.0))
