@@ -334,6 +334,12 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def _check_params(self):
         hidden = super()._check_params()
         check_combination(self.solver, self.alpha)
+        if self.stop_rule == "code" and self.stop_window < 2:
+            raise ValueError(
+                f"stop_window={self.stop_window!r} is too short for stop_rule='code', which "
+                "measures how the code's speed decays between steps: use stop_window >= 2, or "
+                "stop_rule='loss'."
+            )
         if self.s0 > self.s_max:
             raise ValueError(
                 f"s0={self.s0!r} exceeds s_max={self.s_max!r}: AMD's first trial step must not "

@@ -226,3 +226,12 @@ def test_model_pickled_before_the_code_stop_rule_keeps_its_loss_rule(X, small):
     loaded = pickle.loads(pickle.dumps(est))
     assert loaded.stop_rule == "loss"
     np.testing.assert_array_equal(loaded.transform(X), codes)
+
+
+def test_code_rule_with_a_one_step_window_is_refused_at_fit(X, small):
+    est = GradientFlowEncoder(**small, stop_window=1)
+    with pytest.raises(ValueError, match=r"stop_window=1 is too short for stop_rule='code'"):
+        est.fit(X)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    est.set_params(stop_rule="loss").fit(X)

@@ -104,6 +104,11 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     loss_fn = _lookup(LOSSES, loss, "loss") if isinstance(loss, str) else loss
     alpha_fn = _lookup(ALPHAS, alpha, "alpha")
     _lookup(STOP_RULES, stop_rule, "stop_rule")
+    if stop_rule == "code" and stop_window < 2:
+        raise ValueError(
+            f"stop_window={stop_window!r} is too short for stop_rule='code', which measures how "
+            "the code's speed decays between steps: use stop_window >= 2 (default 5)."
+        )
     check_combination(solver, alpha)
     options = dict(options or {})
     unknown = set(options) - set(solver_options(solver))

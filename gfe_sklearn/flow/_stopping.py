@@ -42,8 +42,10 @@ def code_converged(run, tol):
     s0, s1, s2 = _halves(speed, run)
     t0, t1, t2 = _halves(t_mid, run)
     log0, log1, log2 = (s.clamp_min(tiny).log() for s in (s0, s1, s2))
-    rate = torch.minimum((log0 - log1) / (t1 - t0).clamp_min(tiny),
-                         (log1 - log2) / (t2 - t1).clamp_min(tiny))
+    early = (log0 - log1) / (t1 - t0).clamp_min(tiny)
+    late = (log1 - log2) / (t2 - t1).clamp_min(tiny)
+    # A window of two steps has no second half: its one rate is the early one.
+    rate = early if run.stop_window < 3 else torch.minimum(early, late)
     remaining = torch.where(rate > 0, s2 / rate.clamp_min(tiny), torch.full_like(s2, torch.inf))
     remaining = torch.where(s2 == 0, torch.zeros_like(s2), remaining)
     size = run.problem.flow.position(run["state"]).detach().norm(dim=1).clamp_min(1.0)

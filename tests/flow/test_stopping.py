@@ -122,3 +122,14 @@ def test_nesterov_grid_steps_may_raise_the_loss_without_stopping():
                  stop_tol=0, options={"n_steps": 200, "grid": "linear"}, record_history=True)
     assert bool((torch.diff(res.loss_history, dim=0) > 0).any())
     torch.testing.assert_close(res.t, torch.full_like(res.t, 60.0))
+
+
+def test_code_rule_works_with_a_two_step_window_and_refuses_one():
+    decoder = linear_decoder(3, 12, eigenvalues=[1.0, 0.5, 0.2], seed=7)
+    target = targets(5, 12, seed=8)
+    res = encode(decoder, target, 3, loss="mse", tau=1e4, stop_tol=1e-5, stop_window=2)
+    assert res.converged.all() and bool((res.t < 1e4).all())
+    assert relative_code_error(res, decoder, target).max() < 1e-4
+    with pytest.raises(ValueError, match=r"stop_window=1 is too short for stop_rule='code'"):
+        encode(decoder, target, 3, loss="mse", stop_window=1)
+    encode(decoder, target, 3, loss="mse", stop_window=1, stop_rule="loss")
