@@ -225,21 +225,53 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
         return self._fit(X, incremental=True)
 
     def _fit(self, X, incremental):
-        # A refused X or parameter leaves the estimator exactly as it was.
+        # A refused X or parameter, or a training run that fails, leaves the estimator
+        # exactly as it was: unfitted after a first fit, its previous weights after a
+        # warm-started fit or partial_fit. Training changes the modules and the optimizer in
+        # place, so their states are copied too.
         snapshot = dict(self.__dict__)
+        states = self._trained_states() if hasattr(self, "decoder_") else None
         try:
             X, X_val = self._prepare_fit(X, incremental)
-        except BaseException:
+            self._train(X, X_val, incremental)
+        except Exception:
             self.__dict__.clear()
             self.__dict__.update(snapshot)
+            if states is not None:
+                self._restore_trained_states(states)
             raise
-        self._train(X, X_val, incremental)
         return self
+
+    def _trained_states(self):
+        """Copies of what training changes in place: modules, optimizer, curves, generator."""
+        return {
+            "modules": [copy.deepcopy(m.state_dict()) for m in self._modules()],
+            "optimizer": (None if getattr(self, "optimizer_", None) is None
+                          else copy.deepcopy(self.optimizer_.state_dict())),
+            "curves": {name: list(getattr(self, name)) for name in
+                       ("loss_curve_", "validation_scores_")
+                       if getattr(self, name, None) is not None},
+            "rng": self._rng.get_state() if hasattr(self, "_rng") else None,
+        }
+
+    def _restore_trained_states(self, states):
+        for module, state in zip(self._modules(), states["modules"]):
+            module.load_state_dict(state)
+            module.eval()
+        if states["optimizer"] is not None:
+            self.optimizer_.load_state_dict(states["optimizer"])
+        # In place: the lists and the generator are the objects the caller may hold.
+        for name, values in states["curves"].items():
+            getattr(self, name)[:] = values
+        if states["rng"] is not None:
+            self._rng.set_state(states["rng"])
 
     def _prepare_fit(self, X, incremental):
         first = not hasattr(self, "decoder_") or not (self.warm_start or incremental)
         hidden = self._check_params()
         device = resolve_device(self.device) if first else self.device_
+        if not first:
+            self._check_same_architecture(hidden)
         X = self._validate_X(X, reset=first)
         self._check_target_range(X)
         if first:
@@ -259,6 +291,26 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
             X, X_val = train_test_split(X, test_size=self.validation_fraction,
                                         random_state=self._rng)
         return X, X_val
+
+    def _architecture(self, hidden):
+        return {"n_components": self.n_components, "hidden_layer_sizes": hidden,
+                "activation": self.activation, "loss": self.loss}
+
+    def _check_same_architecture(self, hidden):
+        """Continuing to train (warm_start, partial_fit) needs the parameters of the model."""
+        fitted = getattr(self, "_fitted_architecture", None)
+        if fitted is None:  # a model pickled before this record existed
+            return
+        changed = {name: (fitted[name], now) for name, now in self._architecture(hidden).items()
+                   if now != fitted[name]}
+        if changed:
+            name, (before, now) = next(iter(changed.items()))
+            raise ValueError(
+                f"{name}={now!r} differs from the fitted model's {name}={before!r}: "
+                f"{'warm_start' if self.warm_start else 'partial_fit'} continues training the "
+                f"fitted model, which cannot change {sorted(changed)}. Set them back, or set "
+                "warm_start=False and call fit to train a new model."
+            )
 
     def _initialize(self, n_features, hidden, generator, dtype, device):
         modules = self._build_modules(n_features, hidden, generator, dtype, device)
@@ -281,6 +333,7 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
             )
         self._check_modules(modules, probe)
         self.__dict__.update(modules)
+        self._fitted_architecture = self._architecture(hidden)
         self._model_dtype = dtype
         self.device_ = device
         self._n_latent = self.n_components
@@ -295,6 +348,7 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
         """Further checks of user modules, given the decoder's output for one code."""
 
     def _train(self, X, X_val, incremental):
+        self._updates_in_call = 0
         n_epochs = 1 if incremental else self.max_iter
         budget = None if incremental else self.max_samples
         seen, best, best_state, no_improvement = 0, -np.inf, None, 0
@@ -365,13 +419,11 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
                     module.train()
                 batch_loss = self._training_loss(target).mean()
                 if not torch.isfinite(batch_loss):
-                    raise ValueError(
-                        f"The training loss became {batch_loss.item()} at epoch "
-                        f"{self.n_iter_ + 1}: training diverged. Lower learning_rate."
-                    )
+                    raise ValueError(self._non_finite_loss_message(batch_loss, target))
                 self.optimizer_.zero_grad(set_to_none=True)
                 batch_loss.backward()
                 self.optimizer_.step()
+                self._updates_in_call += 1
                 total += batch_loss.item() * target.shape[0]
                 self.n_samples_seen_ += target.shape[0]
                 if bar is not None:
@@ -380,6 +432,34 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
             if bar is not None:
                 bar.close()
         return total / max(order.size, 1)
+
+    def _non_finite_loss_message(self, batch_loss, target):
+        """Why the training loss is not finite, and the fix: the data, or divergence."""
+        kept = "The estimator keeps the state it had before this call."
+        if self._updates_in_call:
+            return (f"The training loss became {batch_loss.item()} at epoch {self.n_iter_ + 1}, "
+                    f"after {self._updates_in_call} update(s) in this call: training diverged. "
+                    f"Lower learning_rate (now {self.learning_rate!r}). {kept}")
+        if not self._parameters_finite():
+            return (f"The training loss is {batch_loss.item()} before any update: the model's "
+                    f"weights are not all finite. Fit a new model (warm_start=False). {kept}")
+        dtype = str(self._model_dtype).replace("torch.", "")
+        return (f"The training loss is {batch_loss.item()} before any update: the data (largest "
+                f"magnitude {float(target.abs().max()):.3g}) overflow the model's {dtype} "
+                "arithmetic. Scale the data (e.g. sklearn.preprocessing.StandardScaler or "
+                f"MinMaxScaler) or pass float64 data. {kept}")
+
+    def _parameters_finite(self):
+        return all(bool(torch.isfinite(p).all()) for m in self._modules()
+                   if isinstance(m, torch.nn.Module) for p in m.parameters())
+
+    def _check_usable(self):
+        """Refuse to encode with a model whose weights are not finite (it would give zeros)."""
+        if not self._parameters_finite():
+            raise ValueError(
+                f"This {type(self).__name__}'s weights are not all finite (NaN or inf), so it "
+                "cannot encode or score data: refit it, or load a model saved before it broke."
+            )
 
     # -- inference ------------------------------------------------------------------------
 
@@ -413,11 +493,22 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
             In the dtype of ``X`` (float32 or float64).
         """
         check_is_fitted(self)
+        self._check_usable()
         X = self._validate_X(X, reset=False)
         if self._transform_uses_loss:
             self._check_target_range(X)
         codes = self._map_batches(X, lambda target: self._encode(target, with_loss=False)[0])
+        self._check_finite_output(codes, X, "codes")
         return codes.astype(X.dtype, copy=False)
+
+    def _check_finite_output(self, values, X, what):
+        if not np.isfinite(values).all():
+            raise ValueError(
+                f"{type(self).__name__} produced non-finite {what}: the data (largest magnitude "
+                f"{float(abs(X).max()):.3g}) overflow the model's "
+                f"{str(self._model_dtype).replace('torch.', '')} arithmetic. Scale the data the "
+                "way the training data were scaled, or refit the model on float64 data."
+            )
 
     def inverse_transform(self, Z):
         """Decode codes into data space (probabilities for ``loss='bce'``).
@@ -432,6 +523,7 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
             In the dtype of ``Z`` (float32 or float64).
         """
         check_is_fitted(self)
+        self._check_usable()
         Z = check_array(Z, dtype=[np.float32, np.float64], input_name="Z")
         if Z.shape[1] != self._n_latent:
             raise ValueError(
@@ -460,9 +552,12 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
         scores : ndarray of shape (n_samples,)
         """
         check_is_fitted(self)
+        self._check_usable()
         X = self._validate_X(X, reset=False)
         self._check_target_range(X)
-        return self._score_batches(X).astype(X.dtype, copy=False)
+        scores = self._score_batches(X)
+        self._check_finite_output(scores, X, "scores")
+        return scores.astype(X.dtype, copy=False)
 
     def score(self, X, y=None):
         """Minus the mean per-sample reconstruction loss (higher is better).

@@ -3,6 +3,7 @@
 import copy
 from numbers import Integral, Real
 
+import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
@@ -320,7 +321,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         gfe._check_params()
         device = resolve_device(gfe.device) if "device" in params else autoencoder.device_
         fitted = ("n_features_in_", "feature_names_in_", "_model_dtype", "_n_latent",
-                  "_sample_shape")
+                  "_sample_shape", "_fitted_architecture")
         gfe.__dict__.update({k: autoencoder.__dict__[k] for k in fitted
                              if k in autoencoder.__dict__})
         gfe.device_ = device
@@ -384,4 +385,13 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     def _encode(self, target, with_loss):
         result = self._flow(target, "approx", self.stop_tol)
+        if not bool(torch.isfinite(result.loss).all()):
+            # AMD accepts no step from a non-finite loss: such codes would silently stay z(0).
+            raise ValueError(
+                "The reconstruction loss of some samples is not finite even at their codes "
+                f"(largest magnitude in the batch {float(target.abs().max()):.3g}): the data "
+                f"overflow the model's {str(self._model_dtype).replace('torch.', '')} "
+                "arithmetic. Scale the data the way the training data were scaled, or refit "
+                "the model on float64 data."
+            )
         return result.z, result.loss

@@ -1,0 +1,125 @@
+"""Failures leave nothing half-broken: a failed fit changes nothing, a broken model refuses."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.utils.validation import check_is_fitted
+
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
+
+ESTIMATORS = [GradientFlowEncoder, AutoEncoderBaseline]
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+def weights(est):
+    return [p.detach().clone() for m in est._modules() for p in m.parameters()]
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_diverging_first_fit_leaves_the_estimator_unfitted(cls, X, small):
+    est = cls(**small, learning_rate=1e300)
+    with pytest.raises(ValueError, match=r"training diverged\. Lower learning_rate \(now 1e\+300"):
+        est.fit(X)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    with pytest.raises(NotFittedError):
+        est.transform(X)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_diverging_warm_start_fit_keeps_the_previous_model(cls, X, small):
+    est = cls(**small).fit(X)
+    before, codes = weights(est), est.transform(X)
+    state = (est.n_iter_, est.n_samples_seen_, list(est.loss_curve_))
+    est.set_params(learning_rate=1e300, warm_start=True)
+    with pytest.raises(ValueError, match=r"after \d+ update\(s\) in this call: training diverged"):
+        est.fit(X)
+    assert all(torch.equal(a, b) for a, b in zip(weights(est), before))
+    assert (est.n_iter_, est.n_samples_seen_, list(est.loss_curve_)) == state
+    np.testing.assert_array_equal(est.transform(X), codes)
+    est.set_params(learning_rate=5e-4).fit(X)  # the optimizer state still works
+    assert np.isfinite(est.transform(X)).all()
+
+
+class _FailsLater(torch.nn.Module):
+    """A decoder whose ``fail_at``-th training forward pass raises (a crash mid-call)."""
+
+    def __init__(self):
+        super().__init__()
+        self.inner = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ELU(),
+                                         torch.nn.Linear(8, 16))
+        self.fail_at, self.calls = None, 0
+
+    def forward(self, z):
+        if self.training and self.fail_at is not None:
+            self.calls += 1
+            if self.calls == self.fail_at:
+                raise RuntimeError("decoder failed")
+        return self.inner(z)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_partial_fit_that_fails_mid_call_undoes_its_updates(cls, X, small):
+    est = cls(**small, decoder=_FailsLater()).fit(X)
+    before, codes = weights(est), est.transform(X)
+    seen = est.n_samples_seen_
+    est.decoder_.fail_at = 3  # two of the call's four minibatches update the model first
+    with pytest.raises(RuntimeError, match="decoder failed"):
+        est.partial_fit(X)
+    assert all(torch.equal(a, b) for a, b in zip(weights(est), before))
+    assert est.n_samples_seen_ == seen and not est.decoder_.training
+    est.decoder_.fail_at = None
+    np.testing.assert_array_equal(est.transform(X), codes)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_float32_overflow_is_named_whatever_the_learning_rate(cls, X, small):
+    huge = (X * 1e30).astype(np.float32)
+    est = cls(**small, loss="mse", learning_rate=1e-12)
+    with pytest.raises(ValueError, match=r"overflow the model's float32 arithmetic.*float64"):
+        est.fit(huge)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    cls(**small, loss="mse").fit(huge.astype(np.float64))  # the suggested fix works
+
+
+@pytest.mark.parametrize("method", ["transform", "score"])
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_overflowing_data_are_refused_instead_of_zero_codes_or_inf_scores(cls, method, X, small):
+    est = cls(**small, loss="mse").fit(X.astype(np.float32))
+    huge = (X[:5] * 1e30).astype(np.float32)
+    if cls is AutoEncoderBaseline and method == "transform":
+        assert np.isfinite(est.transform(huge)).all()  # the encoder's own (finite) answer
+        return
+    with pytest.raises(ValueError, match=r"overflow the model's float32 arithmetic.*float64"):
+        getattr(est, method)(huge)
+
+
+@pytest.mark.parametrize("method", ["transform", "score", "inverse_transform"])
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_model_with_non_finite_weights_refuses_to_answer(cls, method, X, small):
+    est = cls(**small).fit(X)
+    with torch.no_grad():
+        next(est.decoder_.parameters())[0, 0] = float("nan")
+    data = np.zeros((3, small["n_components"])) if method == "inverse_transform" else X
+    with pytest.raises(ValueError, match=r"weights are not all finite.*refit"):
+        getattr(est, method)(data)
+
+
+@pytest.mark.parametrize("param, value", [("n_components", 3), ("hidden_layer_sizes", (4,)),
+                                          ("activation", "tanh"), ("loss", "mse")])
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_continuing_with_a_changed_architecture_names_the_parameter(cls, param, value, X, small):
+    est = cls(**small).fit(X)
+    before, codes = weights(est), est.transform(X)
+    est.set_params(warm_start=True, **{param: value})
+    with pytest.raises(ValueError, match=rf"{param}=.* differs from the fitted model's {param}"):
+        est.fit(X)
+    with pytest.raises(ValueError, match=r"partial_fit continues training|warm_start"):
+        est.partial_fit(X)
+    assert all(torch.equal(a, b) for a, b in zip(weights(est), before))
+    est.set_params(**{param: small.get(param, cls().get_params()[param])})
+    np.testing.assert_array_equal(est.transform(X), codes)
+    est.set_params(warm_start=False, **{param: value}).fit(X)  # a new model may change it
