@@ -194,6 +194,9 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
     def fit(self, X, y=None):
         """Train on ``X`` for up to ``max_iter`` epochs (or ``max_samples`` images).
 
+        A call that fails (refused data, divergence, data that overflow the model's dtype)
+        leaves the estimator as it was before the call, and its error names the cause.
+
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
@@ -209,6 +212,8 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y=None):
         """One pass over ``X`` in shuffled minibatches; creates the model on the first call.
+
+        A call that fails leaves the model as it was before the call.
 
         Parameters
         ----------
