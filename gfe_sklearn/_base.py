@@ -235,11 +235,19 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
         # warm-started fit or partial_fit. Training changes the modules and the optimizer in
         # place, so their states are copied too.
         snapshot = dict(self.__dict__)
-        states = self._trained_states() if hasattr(self, "decoder_") else None
+        # Only continued training (warm_start, partial_fit) changes existing objects; a
+        # warm-started fit builds a new optimizer, partial_fit keeps stepping the old one.
+        continuing = hasattr(self, "decoder_") and (self.warm_start or incremental)
+        states = self._trained_states(with_optimizer=incremental) if continuing else None
         try:
             X, X_val = self._prepare_fit(X, incremental)
+        except BaseException:
+            self.__dict__.clear()
+            self.__dict__.update(snapshot)
+            raise
+        try:
             self._train(X, X_val, incremental)
-        except Exception:
+        except Exception:  # an interrupt is handled in _train: it keeps what was reached
             self.__dict__.clear()
             self.__dict__.update(snapshot)
             if states is not None:
@@ -247,12 +255,12 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
             raise
         return self
 
-    def _trained_states(self):
+    def _trained_states(self, with_optimizer):
         """Copies of what training changes in place: modules, optimizer, curves, generator."""
+        optimizer = getattr(self, "optimizer_", None) if with_optimizer else None
         return {
             "modules": [copy.deepcopy(m.state_dict()) for m in self._modules()],
-            "optimizer": (None if getattr(self, "optimizer_", None) is None
-                          else copy.deepcopy(self.optimizer_.state_dict())),
+            "optimizer": None if optimizer is None else copy.deepcopy(optimizer.state_dict()),
             "curves": {name: list(getattr(self, name)) for name in
                        ("loss_curve_", "validation_scores_")
                        if getattr(self, name, None) is not None},

@@ -64,11 +64,19 @@ class _FailsLater(torch.nn.Module):
 def test_partial_fit_that_fails_mid_call_undoes_its_updates(cls, X, small):
     est = cls(**small, decoder=_FailsLater()).fit(X)
     before, codes = weights(est), est.transform(X)
+    est.partial_fit(X)
+    before, codes = weights(est), est.transform(X)
     seen = est.n_samples_seen_
+    optimizer = [t.clone() for s in est.optimizer_.state_dict()["state"].values()
+                 for t in s.values() if torch.is_tensor(t)]
     est.decoder_.fail_at = 3  # two of the call's four minibatches update the model first
     with pytest.raises(RuntimeError, match="decoder failed"):
         est.partial_fit(X)
     assert all(torch.equal(a, b) for a, b in zip(weights(est), before))
+    after = [t for s in est.optimizer_.state_dict()["state"].values()
+             for t in s.values() if torch.is_tensor(t)]
+    assert len(after) == len(optimizer) > 0
+    assert all(torch.equal(a, b) for a, b in zip(after, optimizer))
     assert est.n_samples_seen_ == seen and not est.decoder_.training
     est.decoder_.fail_at = None
     np.testing.assert_array_equal(est.transform(X), codes)
