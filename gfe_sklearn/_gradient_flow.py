@@ -118,9 +118,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     learning_rate : float, default=5e-4
         The papers' learning rate.
     batch_size : int, default=32
-        Minibatch size. The papers use 5 on MNIST; on digits, 32 reaches nearly the loss of
-        16 after the same number of images (0.273 vs 0.259 after three epochs) in 60% of
-        the time, and 64 trains clearly worse per image (0.307).
+        Minibatch size. The papers use 5 on MNIST; on digits (measured with version 0.1's
+        flows), 32 reached nearly the loss of 16 after the same number of images (0.273 vs
+        0.259 after three epochs) in 60% of the time, and 64 trained clearly worse (0.307).
     max_iter : int, default=20
         Maximum epochs; training also ends once the loss stops improving by ``tol``. The
         papers train one epoch of MNIST (60,000 images) and the autoencoder twelve; a small

@@ -15,9 +15,8 @@ class AMD:
     candidate grows by ``kappa`` from the last accepted step. The step is
     ``dt_n = beta**m s_n`` for
     the smallest ``m`` whose step lowers the loss, clipped so that ``t`` lands on ``tau``
-    exactly. A sample stops early when the stop rule finds it at its endpoint (``_stopping``) or
-    when
-    ``max_backtracks`` reductions cannot lower its loss (a stationary point to working
+    exactly. A sample stops early when the stop rule finds it at its endpoint (``_stopping``)
+    or when ``max_backtracks`` reductions cannot lower its loss (a stationary point to working
     precision).
 
     All active samples try their own candidate step in one batched decoder call per
