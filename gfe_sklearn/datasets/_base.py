@@ -1,9 +1,11 @@
 """Shared machinery of the dataset loaders: data home, fetching with md5 checks, IDX decoding."""
 
+import errno
 import gzip
 import hashlib
 import http.client
 import logging
+import math
 import os
 import tempfile
 import urllib.request
@@ -70,15 +72,16 @@ def fetch_files(names, *, spec, data_home=None, download_if_missing=True):
     Existing files are not hashed (that would cost a full read on every load); the
     structural checks of :func:`read_idx` catch truncation and corruption instead.
     """
-    folder = get_data_home(data_home) / spec["folder"]
+    home = get_data_home(data_home)
+    folder = home / spec["folder"]
     paths = [folder / name for name in names]
-    missing = [path.name for path in paths if not path.is_file()]
+    missing = _missing_files(spec, home, folder, paths)
     if not missing:
         return paths
     if not download_if_missing:
         raise FileNotFoundError(_missing_message(spec, folder, missing, failures=None))
 
-    folder.mkdir(parents=True, exist_ok=True)
+    _make_download_folder(folder, missing)
     failures = []
     for name in missing:
         failures.extend(_download(name, spec["md5"][name], folder, spec["mirrors"]))
@@ -86,6 +89,49 @@ def fetch_files(names, *, spec, data_home=None, download_if_missing=True):
     if still_missing:
         raise FileNotFoundError(_missing_message(spec, folder, still_missing, failures))
     return paths
+
+
+def _missing_files(spec, home, folder, paths):
+    """Names of the ``paths`` that are not files, after checking that ``folder`` can hold them."""
+    try:
+        for candidate in (home, folder):
+            if candidate.exists() and not candidate.is_dir():
+                raise NotADirectoryError(
+                    errno.ENOTDIR,
+                    f"{candidate} is a file, but the {spec['name']} files are read from the "
+                    f"folder {folder}. Move that file away, or pass data_home (or set "
+                    f"{DATA_HOME_ENV}) to a folder.",
+                )
+        return [path.name for path in paths if not path.is_file()]
+    except PermissionError as exc:
+        raise _os_error(
+            exc,
+            f"Cannot look into {folder}: permission denied ({exc.filename}). Give this user "
+            f"read and search access to it (chmod u+rx), or pass data_home (or set "
+            f"{DATA_HOME_ENV}) to a folder this user can read.",
+        ) from exc
+
+
+def _make_download_folder(folder, missing):
+    """Create ``folder`` and prove it writable, so that a local problem (a read-only folder)
+    is not reported as a download that failed on every mirror."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise _os_error(
+            exc,
+            f"Cannot download {', '.join(missing)} into {folder}: {exc.strerror}. Make "
+            f"that folder writable by this user, or pass data_home (or set "
+            f"{DATA_HOME_ENV}) to a folder this user can write to.",
+        ) from exc
+
+
+def _os_error(exc, message):
+    """An OSError with ``message`` of the kind ``OSError(exc.errno)`` maps to (PermissionError
+    for EACCES, ...), so that ``except PermissionError`` still catches it."""
+    return OSError(exc.errno, message) if exc.errno else OSError(message)
 
 
 def _download(name, md5, folder, mirrors):
@@ -149,13 +195,20 @@ def read_idx(path):
     """Decode a gzipped IDX file into a read-only numpy array.
 
     Raises a ``ValueError`` naming the file when it is truncated, not gzip, or not a
-    well-formed IDX file (bad magic number, or payload length not matching the header).
+    well-formed IDX file (bad magic number, or payload length not matching the header),
+    and an ``OSError`` saying how to fix it when the file cannot be read.
     """
     try:
         with gzip.open(path, "rb") as f:
             raw = f.read()
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise corrupt_file_error(path, f"it cannot be decompressed ({exc})") from exc
+    except OSError as exc:  # after BadGzipFile, which is an OSError too
+        raise _os_error(
+            exc,
+            f"Cannot read {path}: {exc.strerror}. Make the file readable by this user, or "
+            f"pass data_home (or set {DATA_HOME_ENV}) to a folder holding a readable copy.",
+        ) from exc
 
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
         raise corrupt_file_error(path, f"bad IDX magic number {raw[:4].hex() or '(empty)'}")
@@ -164,7 +217,8 @@ def read_idx(path):
     if len(raw) < header_size:
         raise corrupt_file_error(path, "the IDX header is cut short")
     shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = header_size + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    # Python integers: numpy's int64 product of four 2**16 dimensions wraps round to 0.
+    expected = header_size + math.prod(shape) * dtype.itemsize
     if len(raw) != expected:
         raise corrupt_file_error(
             path, f"{len(raw)} decompressed bytes where the IDX header {shape} implies {expected}"

@@ -1,7 +1,10 @@
 import ast
+import contextlib
 import gzip
 import hashlib
 import io
+import math
+import struct
 import sys
 import urllib.request
 from pathlib import Path
@@ -142,6 +145,100 @@ def test_read_idx_rejects_corrupt_files_naming_them(tmp_path, write, reason):
     with pytest.raises(ValueError, match=reason) as excinfo:
         _base.read_idx(path)
     assert str(path) in str(excinfo.value) and "delete it" in str(excinfo.value)
+
+
+@pytest.mark.parametrize("download", [True, False])
+@pytest.mark.parametrize("file_at", ["data_home", "dataset folder"])
+def test_a_file_where_a_data_folder_belongs_is_named_with_the_fix(synthetic, file_at, download):
+    # Before: FileExistsError or NotADirectoryError from mkdir, or a FileNotFoundError
+    # telling to put the files into a "folder" that is a file.
+    synthetic.home.mkdir()
+    blocker = synthetic.home if file_at == "data_home" else synthetic.home / "mnist"
+    if file_at == "data_home":
+        synthetic.home.rmdir()
+    blocker.write_text("not a folder")
+    with pytest.raises(NotADirectoryError) as excinfo:
+        load_mnist(data_home=synthetic.home, download_if_missing=download)
+    message = str(excinfo.value)
+    assert f"{blocker} is a file" in message and "data_home" in message
+    assert blocker.read_text() == "not a folder"
+
+
+@pytest.mark.parametrize("dims", [(2**16,) * 4, (2**32 - 1,) * 3, (2**31, 2**31, 4)])
+def test_read_idx_header_whose_size_overflows_int64_is_rejected(tmp_path, dims):
+    # (2**16,) * 4 wrapped round to 0 bytes in int64, so an empty payload passed the size
+    # check and reshape raised a bare ValueError; the error now states the exact size.
+    path = tmp_path / "huge-idx4-ubyte.gz"
+    header = bytes([0, 0, 0x08, len(dims)]) + struct.pack(f">{len(dims)}I", *dims)
+    write_gz(path, header)
+    with pytest.raises(ValueError, match="implies") as excinfo:
+        _base.read_idx(path)
+    message = str(excinfo.value)
+    assert str(path) in message and "delete it" in message
+    assert str(len(header) + math.prod(dims)) in message
+
+
+@pytest.fixture
+def permissions_apply(tmp_path):
+    """Skip where permission bits do not bind (root reads a file of mode 000)."""
+    probe = tmp_path / "probe"
+    probe.write_text("x")
+    probe.chmod(0)
+    try:
+        probe.read_text()
+    except PermissionError:
+        return
+    finally:
+        probe.chmod(0o644)
+    pytest.skip("permission bits do not apply to this user (root)")
+
+
+@contextlib.contextmanager
+def mode(path, bits):
+    """``path`` with permission ``bits`` inside the block, its old mode after (for cleanup)."""
+    old = path.stat().st_mode
+    path.chmod(bits)
+    try:
+        yield path
+    finally:
+        path.chmod(old)
+
+
+def test_an_unreadable_data_folder_is_named_with_the_fix(synthetic, permissions_apply):
+    # Before: a bare PermissionError from stat, without the fix.
+    folder = synthetic.install() / "mnist"
+    with mode(folder, 0), pytest.raises(PermissionError) as excinfo:
+        load_mnist(data_home=synthetic.home, download_if_missing=False)
+    message = str(excinfo.value)
+    assert f"Cannot look into {folder}" in message and "data_home" in message
+
+
+def test_an_unreadable_data_file_is_named_with_the_fix(synthetic, permissions_apply):
+    # Before: a bare PermissionError from open, without the fix.
+    path = synthetic.install() / "mnist" / IMAGES
+    with mode(path, 0), pytest.raises(PermissionError) as excinfo:
+        load_mnist(data_home=synthetic.home)
+    message = str(excinfo.value)
+    assert f"Cannot read {path}" in message and "readable" in message
+
+
+@pytest.mark.parametrize("read_only", ["data_home", "dataset folder"])
+def test_a_read_only_data_folder_is_named_before_any_download(synthetic, permissions_apply,
+                                                               monkeypatch, read_only):
+    # Before: every mirror was tried and the error was a FileNotFoundError blaming the
+    # downloads, or a bare PermissionError from mkdir.
+    folder = synthetic.home / "mnist"
+    folder.mkdir(parents=True)
+    if read_only == "data_home":
+        folder.rmdir()
+    opened = []
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: opened.append(url))
+    target = synthetic.home if read_only == "data_home" else folder
+    with mode(target, 0o555), pytest.raises(PermissionError) as excinfo:
+        load_mnist(data_home=synthetic.home)
+    message = str(excinfo.value)
+    assert f"into {folder}" in message and IMAGES in message and "writable" in message
+    assert opened == []
 
 
 def test_datasets_package_imports_only_numpy_sklearn_utils_and_stdlib():
