@@ -3,6 +3,8 @@
 import argparse
 import contextlib
 import json
+import math
+import re
 import shlex
 import sys
 import textwrap
@@ -11,11 +13,13 @@ from pathlib import Path
 import torch
 
 from .. import AutoEncoderBaseline, GradientFlowEncoder
+from .._device import resolve_device
 from ..flow import STOP_RULES
 from . import _converged, _curves, _data_efficiency, _latent, _reconstructions, _solvers
 from ._common import (
-    ConfigMismatch,
+    SNAPSHOTS_FOLDER,
     InterruptGuard,
+    OutFolderError,
     Reporter,
     Store,
     atomic_write_json,
@@ -24,7 +28,7 @@ from ._common import (
     markdown_table,
     parse_seeds,
 )
-from ._training import DATASETS, Context
+from ._training import DATASETS, Context, make_model
 
 EXPERIMENTS = {module.NAME: module for module in (
     _data_efficiency, _converged, _solvers, _curves, _latent, _reconstructions)}
@@ -61,11 +65,62 @@ holding results of different options is refused; --seeds and --dataset may chang
 seeds or datasets to a finished run."""
 
 
+# The estimator parameter that each option sets, to name the option in an estimator's error.
+OPTION_OF_PARAMETER = {
+    "n_components": "--n-components", "hidden_layer_sizes": "--hidden",
+    "optimizer": "--optimizer", "learning_rate": "--learning-rate",
+    "batch_size": "--batch-size", "random_state": "--seeds", "tau": "--tau",
+    "stop_rule": "--stop-rule", "fit_stop_tol": "--fit-stop-tol", "s_max": "--s-max",
+    "s_min": "--s-min",
+}
+
+# Options naming folders: a file there would fail only once the run writes or reads it.
+FOLDER_OPTIONS = ("out", "data_home", "model_cache")
+
+
+# Option types: argparse reports their ArgumentTypeError as "argument --x: <message>".
+
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _finite_number(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def _positive_number(text):
+    value = _finite_number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _non_negative_number(text):
+    value = _finite_number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _device(text):
+    """A device this machine has, checked now rather than at the first fit; kept as given."""
+    try:
+        resolve_device(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _add_common(parser, module):
@@ -92,7 +147,7 @@ def _add_common(parser, module):
     group.add_argument("--n-train", type=_positive_int, metavar="N",
                        help="train on a fixed random subset of N training images "
                             f"{shown('n_train')}")
-    group.add_argument("--device", default="auto",
+    group.add_argument("--device", type=_device, default="auto",
                        help="torch device: auto, cpu, cuda, cuda:N, mps (default: auto)")
     group.add_argument("--out", type=Path, metavar="DIR",
                        help=f"output folder (default: results/{module.NAME})")
@@ -106,7 +161,8 @@ def _add_common(parser, module):
     group.add_argument("--threads", type=_positive_int, metavar="N",
                        help="set torch's CPU threads for this process (default: torch's "
                             "choice; --smoke: 1, which tiny networks run fastest on)")
-    group.add_argument("--snapshot-seconds", type=float, default=60.0, metavar="S",
+    group.add_argument("--snapshot-seconds", type=_non_negative_number, default=60.0,
+                       metavar="S",
                        help="save the training state this often, for resuming (default: 60)")
     group.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
@@ -117,26 +173,26 @@ def _add_common(parser, module):
                        help=f"latent dimension {shown('n_components')}")
     group.add_argument("--hidden", type=_positive_int, nargs="+", metavar="W",
                        help=f"decoder hidden widths, latent side first {shown('hidden')}")
-    group.add_argument("--learning-rate", type=float, metavar="LR",
+    group.add_argument("--learning-rate", type=_positive_number, metavar="LR",
                        help=f"{shown('learning_rate')}")
     group.add_argument("--optimizer", choices=["rmsprop", "adam"],
                        help=f"{shown('optimizer')}")
     gfe = GradientFlowEncoder().get_params()
-    group.add_argument("--tau", type=float, metavar="T",
+    group.add_argument("--tau", type=_positive_number, metavar="T",
                        help="horizon of every GFE flow, Mixed included (default: "
                             f"GradientFlowEncoder's, {gfe['tau']!r}: 1e5 for AMD)")
     group.add_argument("--stop-rule", choices=sorted(STOP_RULES),
                        help="when a GFE flow has reached its endpoint (default: "
                             f"GradientFlowEncoder's, {gfe['stop_rule']}; 'loss' is the rule "
                             "of versions before 0.2)")
-    group.add_argument("--fit-stop-tol", type=float, metavar="TOL",
+    group.add_argument("--fit-stop-tol", type=_non_negative_number, metavar="TOL",
                        help="early-stop tolerance of the flows that encode training batches "
                             f"(default: GradientFlowEncoder's, {gfe['fit_stop_tol']:g}; 0 runs "
                             "them to tau)")
-    group.add_argument("--s-max", type=float, metavar="S",
+    group.add_argument("--s-max", type=_positive_number, metavar="S",
                        help=f"AMD's largest step (default: GradientFlowEncoder's, "
                             f"{gfe['s_max']:g}; the papers' is 10)")
-    group.add_argument("--s-min", type=float, metavar="S",
+    group.add_argument("--s-min", type=_non_negative_number, metavar="S",
                        help="AMD's floor under each trial step after the first (default: "
                             "GradientFlowEncoder's, 0; 1 is the papers' floor s0, which "
                             "costs more evaluations on a trained decoder for the same "
@@ -179,7 +235,41 @@ def resolve_options(args, module):
     if args.out is None:
         args.out = Path("results") / module.NAME
     module.check_options(args)
+    check_model_options(args)
+    check_folder_options(args)
     return args
+
+
+def check_model_options(args):
+    """Run the estimators' own parameter checks on this run's models, before any file exists.
+
+    The option types check each value alone; this catches what only the estimators know
+    (an ``--s-max`` below AMD's first trial step, say) instead of the first fit, hours in.
+    """
+    for kind in ("ae", "gfe"):
+        model = make_model(kind, args, args.seeds[0])
+        try:
+            model._validate_params()
+            model._check_params()
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{_options_named_in(str(exc))}: {exc}") from exc
+
+
+def _options_named_in(message):
+    options = [option for parameter, option in OPTION_OF_PARAMETER.items()
+               if re.search(rf"\b{parameter}\b", message)]
+    if not options:
+        return "the model options"
+    return ("argument " if len(options) == 1 else "arguments ") + ", ".join(options)
+
+
+def check_folder_options(args):
+    for name in FOLDER_OPTIONS:
+        path = getattr(args, name, None)
+        if path is not None and Path(path).exists() and not Path(path).is_dir():
+            option = "--" + name.replace("_", "-")
+            raise ValueError(f"argument {option}: {path} is a file, not a folder; give a "
+                             "folder (it is created when missing), or move that file away")
 
 
 def estimator_defaults():
@@ -278,14 +368,14 @@ def _run(args, module, command):
     try:
         store = Store(args.out, module.NAME, protocol_of(args, module),
                       read_only=args.report_only)
-    except ConfigMismatch as exc:
+    except OutFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.report_only:
         command = _command_of_results(store.path(f"{module.NAME}.json"), command)
     with InterruptGuard() as guard:
         ctx = Context(args=args, store=store, reporter=reporter, guard=guard,
-                      snapshot_dir=Path(args.out) / "snapshots",
+                      snapshot_dir=Path(args.out) / SNAPSHOTS_FOLDER,
                       snapshot_seconds=args.snapshot_seconds)
         status = "report-only" if args.report_only else "complete"
         try:
@@ -300,7 +390,7 @@ def _run(args, module, command):
                 _report(module, ctx, command, "failed")
             raise
         with contextlib.suppress(OSError):
-            (Path(args.out) / "snapshots").rmdir()  # only when empty: nothing left to resume
+            (Path(args.out) / SNAPSHOTS_FOLDER).rmdir()  # only when empty: nothing left to resume
         try:
             _report(module, ctx, command, status)
         except KeyboardInterrupt:

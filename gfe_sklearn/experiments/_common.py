@@ -22,6 +22,7 @@ import numpy as np
 
 UNITS_FILE = "units.jsonl"
 CONFIG_FILE = "config.json"
+SNAPSHOTS_FOLDER = "snapshots"
 
 
 # -- files ------------------------------------------------------------------------------------
@@ -93,7 +94,11 @@ def load_pickle(path):
 
 # -- the results store ----------------------------------------------------------------------
 
-class ConfigMismatch(ValueError):
+class OutFolderError(ValueError):
+    """The output folder cannot hold this run; the message names the file and the fix."""
+
+
+class ConfigMismatch(OutFolderError):
     """The output folder holds results of a different protocol."""
 
 
@@ -101,7 +106,9 @@ class Store:
     """Finished units of one experiment, on disk in ``out``.
 
     ``config.json`` holds the protocol (the options that change results); a folder whose
-    protocol differs is refused, so results of different protocols never mix.
+    protocol differs is refused, so results of different protocols never mix. A folder with
+    no finished unit and no training state to resume (a run that failed before its first
+    unit) holds nothing the protocol protects: its ``config.json`` is replaced.
     ``units.jsonl`` holds one JSON record per finished unit, appended and flushed at once.
 
     ``read_only`` (rebuilding a report, no new units) compares the options but not the
@@ -111,7 +118,7 @@ class Store:
 
     def __init__(self, out, experiment, protocol, read_only=False):
         self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        _make_out_folder(self.out)
         self.experiment = experiment
         self.protocol = _jsonable(protocol)
         self.read_only = read_only
@@ -121,28 +128,48 @@ class Store:
 
     def _check_config(self):
         path = self.out / CONFIG_FILE
-        wanted = {"experiment": self.experiment, "protocol": self.protocol}
-        if path.exists():
-            found = json.loads(path.read_text())
-            recorded = found.get("protocol", {})
-            compared = (recorded, self.protocol)
-            if self.read_only:
-                compared = [{k: v for k, v in p.items() if k not in RECORDED_SINCE}
-                            for p in compared]
-            # An option added since (absent there, None here) changes nothing.
-            differences = _differences(*compared)
-            if found.get("experiment") != self.experiment:
-                differences.insert(0, f"experiment: {found.get('experiment')!r} before, "
-                                      f"{self.experiment!r} now")
-            if differences:
-                raise ConfigMismatch(
-                    f"{self.out} holds results of another protocol ({'; '.join(differences)}). "
-                    "Use another --out, or delete that folder to start over."
-                )
-            if self.read_only:
-                self.protocol = {**self.protocol, **recorded}
+        if not path.exists() or (not self.read_only and not self._holds_results()):
+            atomic_write_json(path, {"experiment": self.experiment, "protocol": self.protocol})
+            return
+        found = self._read_config(path)
+        recorded = found.get("protocol", {})
+        compared = (recorded, self.protocol)
+        if self.read_only:
+            compared = [{k: v for k, v in p.items() if k not in RECORDED_SINCE}
+                        for p in compared]
+        # An option added since (absent there, None here) changes nothing.
+        differences = _differences(*compared)
+        if found.get("experiment") != self.experiment:
+            differences.insert(0, f"experiment: {found.get('experiment')!r} before, "
+                                  f"{self.experiment!r} now")
+        if differences:
+            raise ConfigMismatch(
+                f"{self.out} holds results of another protocol ({'; '.join(differences)}). "
+                "Use another --out, or delete that folder to start over."
+            )
+        if self.read_only:
+            self.protocol = {**self.protocol, **recorded}
+
+    def _holds_results(self):
+        """Whether finished units or a training state to resume rely on ``config.json``."""
+        units = self.units_path.exists() and self.units_path.read_text().strip()
+        snapshots = self.out / SNAPSHOTS_FOLDER
+        return bool(units) or any(p.is_file() for p in snapshots.rglob("*"))
+
+    def _read_config(self, path):
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError too
+            reason = str(exc)
         else:
-            atomic_write_json(path, wanted)
+            if isinstance(found, dict) and isinstance(found.get("protocol", {}), dict):
+                return found
+            reason = "not an object with the keys experiment and protocol"
+        raise OutFolderError(
+            f"{path} cannot be read ({reason}), so the options that the results in "
+            f"{self.out} were made with are unknown. Restore that file, use another --out, "
+            "or delete that folder to start over."
+        )
 
     def _read_records(self):
         records = []
@@ -154,11 +181,16 @@ class Store:
                 continue
             try:
                 records.append(json.loads(line))
-            except json.JSONDecodeError:
+            except json.JSONDecodeError as exc:
                 # Only the last line can be cut short (a crash while appending): drop it,
                 # and rewrite the file so that the next record starts on a line of its own.
                 if number != len(lines):
-                    raise
+                    raise OutFolderError(
+                        f"Line {number} of {self.units_path} is not valid JSON ({exc}); a "
+                        "crash can cut short only the last line, so the file was edited or "
+                        "damaged. Restore it, delete that line (its unit runs again), or use "
+                        "another --out."
+                    ) from exc
                 print(f"warning: dropping a truncated last line of {self.units_path}; that "
                       "unit will be run again", file=sys.stderr)
                 atomic_write_text(self.units_path, "".join(dumps(r) + "\n" for r in records))
@@ -186,6 +218,17 @@ class Store:
 
     def path(self, *parts):
         return self.out.joinpath(*parts)
+
+
+def _make_out_folder(out):
+    if out.exists() and not out.is_dir():
+        raise OutFolderError(f"--out {out} is a file, not a folder. Give --out a folder "
+                             "(it is created when missing), or move that file away.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutFolderError(f"Cannot create the output folder {out}: {exc.strerror} "
+                             f"({exc.filename}). Give --out a folder you can write to.") from exc
 
 
 # Protocol entries that result folders older than them lack; such a folder is not compared
@@ -318,19 +361,23 @@ class Reporter:
 
 # -- seeds, environment, formatting -------------------------------------------------------------
 
+# Seeds seed numpy's generators (random_state), which take integers in 0 .. 2**32 - 1.
+MAX_SEED = 2**32 - 1
+
+
 def parse_seeds(values):
     """``["3"]`` -> [0, 1, 2]; ``["0", "4"]`` -> [0, 4]; ``["5:8"]`` -> [5, 6, 7]."""
     seeds = []
     for value in values:
         text = str(value)
         if ":" in text:
-            start, stop = (int(part) for part in text.split(":", 1))
+            start, stop = (_seed_number(part, text) for part in text.split(":", 1))
             if stop <= start:
                 raise ValueError(f"--seeds range {text!r} is empty; write START:STOP with "
                                  "STOP > START.")
             seeds.extend(range(start, stop))
         else:
-            seeds.append(int(text))
+            seeds.append(_seed_number(text, text))
     if len(values) == 1 and ":" not in str(values[0]):
         count = seeds[0]
         if count < 1:
@@ -340,6 +387,19 @@ def parse_seeds(values):
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds lists a seed twice: {seeds}.")
     return seeds
+
+
+def _seed_number(part, text):
+    """``part`` of the ``--seeds`` value ``text`` as an int in 0..MAX_SEED."""
+    try:
+        number = int(part)
+    except ValueError:
+        raise ValueError(f"--seeds {text!r} is not a whole number; give a number of seeds N "
+                         "(0..N-1), a list of seeds, or a range START:STOP.") from None
+    if not 0 <= number <= MAX_SEED:
+        raise ValueError(f"--seeds {text!r} is outside 0..{MAX_SEED}, the seeds numpy's "
+                         "generators take.")
+    return number
 
 
 def sampler_rng(seed, stream):

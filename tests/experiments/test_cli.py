@@ -6,7 +6,9 @@ import pytest
 
 from gfe_sklearn import GradientFlowEncoder
 from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
-from gfe_sklearn.experiments._common import parse_seeds
+from gfe_sklearn.experiments._common import ConfigMismatch, OutFolderError, Store, parse_seeds
+
+from .conftest import read_units
 
 
 def test_every_experiment_of_the_issue_is_registered():
@@ -139,3 +141,160 @@ def test_a_folder_from_before_the_defaults_were_recorded_still_resumes(run, monk
     code, _ = run("data-efficiency", "--budgets", "10", out=out)
     assert code == 0
     assert "estimator_defaults" not in (out / "data-efficiency.md").read_text()
+
+
+# -- option values are checked before anything is written ------------------------------------
+
+BAD_OPTIONS = [
+    (["--device", "gpu"], ["argument --device", "'gpu'", "cuda:N"]),
+    (["--device", "cuda:99"], ["argument --device", "not available"]),
+    (["--tau", "-1"], ["argument --tau", "positive"]),
+    (["--tau", "nan"], ["argument --tau", "finite"]),
+    (["--learning-rate", "0"], ["argument --learning-rate", "positive"]),
+    (["--learning-rate", "inf"], ["argument --learning-rate", "finite"]),
+    (["--learning-rate", "fast"], ["argument --learning-rate", "'fast'"]),
+    (["--fit-stop-tol", "-0.001"], ["argument --fit-stop-tol", ">= 0"]),
+    (["--s-max", "0"], ["argument --s-max", "positive"]),
+    (["--s-min", "-1"], ["argument --s-min", ">= 0"]),
+    # Only the estimator knows these: AMD's first step s0 = 1, and s_min <= s_max.
+    (["--s-max", "0.5"], ["argument --s-max", "s0=1.0 exceeds s_max=0.5"]),
+    (["--s-min", "5", "--s-max", "2"], ["--s-min", "--s-max", "no valid size"]),
+    (["--batch-size", "0"], ["argument --batch-size", "positive integer"]),
+    (["--n-components", "-2"], ["argument --n-components"]),
+    (["--hidden", "16", "0"], ["argument --hidden"]),
+    (["--n-test", "1.5"], ["argument --n-test", "'1.5'"]),
+    (["--n-train", "0"], ["argument --n-train"]),
+    (["--threads", "0"], ["argument --threads"]),
+    (["--snapshot-seconds", "-1"], ["argument --snapshot-seconds", ">= 0"]),
+    (["--snapshot-seconds", "nan"], ["argument --snapshot-seconds", "finite"]),
+    (["--seeds", "0", "-1"], ["--seeds '-1'", "outside"]),
+    (["--seeds", "1:y"], ["--seeds '1:y'", "whole number"]),
+    (["--seeds", str(2**32)], ["--seeds", "outside 0..4294967295"]),
+]
+
+
+@pytest.mark.parametrize("options, named", BAD_OPTIONS,
+                         ids=[" ".join(options) for options, _ in BAD_OPTIONS])
+def test_bad_option_values_exit_with_a_usage_error_and_write_nothing(tmp_path, capsys,
+                                                                     options, named):
+    # Before, most of these passed the parser and raised at the first fit, with a
+    # traceback, after config.json was written (--snapshot-seconds nan even ran).
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        main(["data-efficiency", "--smoke", "--quiet", "--dataset", "digits", "--out",
+              str(out), *options])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()[-1]) > 0
+    for text in named:
+        assert text in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("values, message", [
+    (["x"], "not a whole number"),
+    (["1:y"], "not a whole number"),
+    (["0", "-1"], "outside"),
+    (["-3"], "outside"),
+    ([str(2**32)], "outside"),
+])
+def test_parse_seeds_names_bad_values(values, message):
+    with pytest.raises(ValueError, match=f"--seeds .*{message}"):
+        parse_seeds(values)
+
+
+@pytest.mark.parametrize("option, experiment", [
+    ("--out", "data-efficiency"), ("--data-home", "data-efficiency"), ("--model-cache", "latent"),
+])
+def test_a_file_given_as_a_folder_option_is_named(tmp_path, capsys, option, experiment):
+    # Before: a raw FileExistsError when the run created --out (or --model-cache).
+    path = tmp_path / "a-file"
+    path.write_text("mine")
+    argv = [experiment, "--smoke", "--quiet", "--dataset", "digits", option, str(path)]
+    if option != "--out":
+        argv += ["--out", str(tmp_path / "out")]
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {option}: {path} is a file" in err and "Traceback" not in err
+    assert path.read_text() == "mine" and not (tmp_path / "out").exists()
+
+
+# -- the output folder ---------------------------------------------------------------------
+
+def test_a_store_under_a_file_names_the_folder(tmp_path):
+    # Before: a raw NotADirectoryError from mkdir.
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(OutFolderError, match="Cannot create the output folder .*a-file/out"):
+        Store(tmp_path / "a-file" / "out", "data-efficiency", {"batch_size": 5})
+
+
+@pytest.mark.parametrize("units", [None, "", "\n\n"])
+def test_a_config_without_finished_units_is_replaced(tmp_path, units):
+    # A run that failed before its first unit left only config.json: it protects nothing.
+    Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    if units is not None:
+        (tmp_path / "units.jsonl").write_text(units)
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 2})
+    assert store.records == []
+    assert json.loads((tmp_path / "config.json").read_text())["protocol"] == {"batch_size": 2}
+
+
+@pytest.mark.parametrize("finished", ["unit", "snapshot"])
+def test_a_config_with_a_unit_or_a_snapshot_still_refuses_another_protocol(tmp_path, finished):
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    if finished == "unit":
+        store.add({"seed": 0})
+    else:  # interrupted in the first unit: its training state would resume
+        (tmp_path / "snapshots" / "gfe-digits-seed0").mkdir(parents=True)
+        (tmp_path / "snapshots" / "gfe-digits-seed0" / "resume.pkl").write_bytes(b"state")
+    with pytest.raises(ConfigMismatch, match="batch_size: 5 before, 2 now"):
+        Store(tmp_path, "data-efficiency", {"batch_size": 2})
+
+
+def test_a_run_that_failed_before_its_first_unit_does_not_block_a_corrected_run(
+        run, monkeypatch):
+    # Before: the corrected run was refused ("holds results of another protocol").
+    from gfe_sklearn.experiments import _data_efficiency
+
+    def no_data(*args, **kwargs):
+        raise RuntimeError("the data could not be loaded")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(_data_efficiency, "load_dataset", no_data)
+        with pytest.raises(RuntimeError, match="could not be loaded"):
+            run("data-efficiency", "--budgets", "10", "--batch-size", "3")
+    code, out = run("data-efficiency", "--budgets", "10")
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["protocol"]["batch_size"] == 5
+    assert len(read_units(out)) == 6  # two seeds, three models
+
+
+@pytest.mark.parametrize("text", ["{not json", "[]", '{"protocol": 3}', b"\xff\xfe"])
+def test_a_corrupt_config_beside_finished_units_is_named_with_the_fix(tmp_path, capsys, text):
+    # Before: a raw JSONDecodeError (or AttributeError, UnicodeDecodeError).
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    store.add({"seed": 0})
+    path = tmp_path / "config.json"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(OutFolderError) as excinfo:
+        Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    message = str(excinfo.value)
+    assert f"{path} cannot be read" in message and "another --out" in message
+    code = main(["data-efficiency", "--smoke", "--quiet", "--dataset", "digits",
+                 "--out", str(tmp_path), "--report-only"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert f"error: {path} cannot be read" in err and "Traceback" not in err
+
+
+def test_a_damaged_line_before_the_last_of_units_jsonl_is_named(tmp_path):
+    # Before: a raw JSONDecodeError. (A cut-short last line is dropped with a warning.)
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    store.add({"seed": 0})
+    store.add({"seed": 1})
+    lines = (tmp_path / "units.jsonl").read_text().splitlines()
+    (tmp_path / "units.jsonl").write_text(lines[0][:-3] + "\n" + lines[1] + "\n")
+    with pytest.raises(OutFolderError, match="Line 1 of .*units.jsonl is not valid JSON"):
+        Store(tmp_path, "data-efficiency", {"batch_size": 5})
