@@ -157,6 +157,9 @@ def load_mnist(
     FileNotFoundError
         When files are missing and cannot be downloaded; the message says which files,
         where to put them and where to get them.
+    OSError
+        When the data folder is a file (``NotADirectoryError``), cannot be read, or cannot
+        be written to download into (``PermissionError``); the message names the path.
     ValueError
         For an unknown ``subset``, labels outside 0..9 in ``digits``, or a corrupt file.
 
@@ -237,6 +240,9 @@ def load_fashion_mnist(
     FileNotFoundError
         When files are missing and cannot be downloaded; the message says which files,
         where to put them and where to get them.
+    OSError
+        When the data folder is a file (``NotADirectoryError``), cannot be read, or cannot
+        be written to download into (``PermissionError``); the message names the path.
     ValueError
         For an unknown ``subset``, labels outside 0..9 in ``classes``, or a corrupt file.
 
@@ -295,6 +301,9 @@ def load_segmented_mnist(
     ------
     FileNotFoundError
         When files are missing and cannot be downloaded.
+    OSError
+        When the data folder is a file, cannot be read, or cannot be written to download
+        into; the message names the path.
     ValueError
         For an unknown ``subset`` or a corrupt file.
 
