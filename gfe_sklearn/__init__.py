@@ -2,7 +2,10 @@
 
 from ._autoencoder import AutoEncoderBaseline
 from ._gradient_flow import GradientFlowEncoder
+from ._model_file import ModelFileError
+from ._persistence import trust_legacy_pickles
 
 __version__ = "0.2.0"
 
-__all__ = ["AutoEncoderBaseline", "GradientFlowEncoder", "__version__"]
+__all__ = ["AutoEncoderBaseline", "GradientFlowEncoder", "ModelFileError", "trust_legacy_pickles",
+           "__version__"]

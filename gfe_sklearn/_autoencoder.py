@@ -102,12 +102,15 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         )
         self.encoder = encoder
 
-    def _build_modules(self, n_features, hidden, generator, dtype, device):
+    _module_parameters = {"decoder_": "decoder", "encoder_": "encoder"}
+
+    def _build_modules(self, n_features, architecture, generator, dtype, device):
         def build(module, maker):
             if module is not None:
                 return copy.deepcopy(module).to(device=device, dtype=dtype)
-            return maker(self.n_components, hidden, n_features, self.activation,
-                         generator=generator, dtype=dtype, device=device)
+            return maker(architecture["n_components"], architecture["hidden_layer_sizes"],
+                         n_features, architecture["activation"], generator=generator,
+                         dtype=dtype, device=device)
 
         # The default MLP encoder reads flat rows, whatever the decoder's output shape.
         self._flat_encoder = self.encoder is None

@@ -6,7 +6,6 @@ batch is encoded and how its training loss is formed.
 """
 
 import copy
-import inspect
 import time
 import warnings
 from abc import abstractmethod
@@ -27,7 +26,8 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._device import PortableTorchStateMixin, resolve_device
+from ._device import resolve_device
+from ._persistence import PersistenceMixin
 from ._progress import progress_bar
 from .flow import LOSSES
 from .nn import ACTIVATIONS
@@ -55,7 +55,7 @@ def model_dtype(data_dtype, device):
     return torch.float32
 
 
-class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin,
+class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
                         TransformerMixin, BaseEstimator):
     """Base class of the encoders: see ``GradientFlowEncoder`` for the shared parameters."""
 
@@ -108,21 +108,17 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
     # model saved before them behaves, where that differs from today's default.
     _values_before_parameter = {}
 
-    def __setstate__(self, state):
-        # A model pickled before one of today's parameters existed lacks it; it gets the value
-        # it was fitted with, so the old model keeps working unchanged (README, "Development").
-        state = dict(state)
-        for name in self._get_param_names():
-            if name not in state:
-                state[name] = self._values_before_parameter.get(
-                    name, inspect.signature(type(self)).parameters[name].default)
-        super().__setstate__(state)
+    _optimizers = OPTIMIZERS
 
     # -- what a subclass provides -------------------------------------------------------
 
     @abstractmethod
-    def _build_modules(self, n_features, hidden, generator, dtype, device):
-        """The fitted torch modules by attribute name (``decoder_``, and ``encoder_``)."""
+    def _build_modules(self, n_features, architecture, generator, dtype, device):
+        """The fitted torch modules by attribute name (``decoder_``, and ``encoder_``).
+
+        ``architecture`` is ``_architecture``'s dict: ``n_components``,
+        ``hidden_layer_sizes``, ``activation`` (a user-supplied module replaces them).
+        """
 
     @abstractmethod
     def _modules(self):
@@ -326,7 +322,8 @@ class BaseFlowEstimator(PortableTorchStateMixin, ClassNamePrefixFeaturesOutMixin
             )
 
     def _initialize(self, n_features, hidden, generator, dtype, device):
-        modules = self._build_modules(n_features, hidden, generator, dtype, device)
+        modules = self._build_modules(n_features, self._architecture(hidden), generator, dtype,
+                                      device)
         for module in modules.values():
             module.eval()
         try:

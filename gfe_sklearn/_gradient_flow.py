@@ -353,12 +353,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             )
         return hidden
 
-    def _build_modules(self, n_features, hidden, generator, dtype, device):
+    def _build_modules(self, n_features, architecture, generator, dtype, device):
         if self.decoder is not None:
             decoder = copy.deepcopy(self.decoder).to(device=device, dtype=dtype)
         else:
-            decoder = make_decoder(self.n_components, hidden, n_features, self.activation,
-                                   generator=generator, dtype=dtype, device=device)
+            decoder = make_decoder(architecture["n_components"],
+                                   architecture["hidden_layer_sizes"], n_features,
+                                   architecture["activation"], generator=generator, dtype=dtype,
+                                   device=device)
         return {"decoder_": decoder}
 
     def _modules(self):

@@ -27,9 +27,11 @@ def test_encoder_mirrors_the_decoder(X, small):
 
 
 def test_decoder_starts_like_a_gfe_decoder_with_the_same_seed(small):
-    args = (16, (8,), torch.Generator().manual_seed(0), torch.float64, "cpu")
+    architecture = {"n_components": small["n_components"], "hidden_layer_sizes": (8,),
+                    "activation": "elu"}
+    args = (16, architecture, torch.Generator().manual_seed(0), torch.float64, "cpu")
     gfe = GradientFlowEncoder(**small)._build_modules(*args)["decoder_"]
-    args = (16, (8,), torch.Generator().manual_seed(0), torch.float64, "cpu")
+    args = (16, architecture, torch.Generator().manual_seed(0), torch.float64, "cpu")
     ae = AutoEncoderBaseline(**small)._build_modules(*args)["decoder_"]
     assert all(torch.equal(p, q) for p, q in zip(gfe.parameters(), ae.parameters()))
 

@@ -113,29 +113,7 @@ def test_pickle_round_trip_keeps_model_and_optimizer(cls, X, small):
     assert loaded.n_iter_ == est.n_iter_ + 1
 
 
-@pytest.mark.parametrize("cls", ESTIMATORS)
-def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu_with_a_warning(cls, X, small,
-                                                                       monkeypatch):
-    # Simulated: the pickle records device_='cuda' as a model fitted on a GPU does; the
-    # torch objects inside must then be loaded with map_location='cpu'.
-    est = cls(**small).fit(X)
-    codes = est.transform(X)
-    est.device_ = "cuda"
-    blob = pickle.dumps(est)
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    seen = []
-    real_load = torch.load
-
-    def spy(*args, **kwargs):
-        seen.append(kwargs.get("map_location"))
-        return real_load(*args, **kwargs)
-
-    monkeypatch.setattr(torch, "load", spy)
-    with pytest.warns(UserWarning, match=r"fitted on device 'cuda'.*loaded on the CPU"):
-        loaded = pickle.loads(blob)
-    assert seen == ["cpu"]
-    assert loaded.device_ == "cpu"
-    np.testing.assert_array_equal(loaded.transform(X), codes)
+# The same from a model file, and a GPU-fitted model: tests/test_persistence.py.
 
 
 def test_unfitted_estimator_with_a_user_module_pickles(small):

@@ -1,0 +1,449 @@
+"""Saving and loading fitted estimators without running code: ``save``/``load`` and pickling.
+
+An estimator becomes a record: its parameters and fitted attributes as JSON, its modules'
+weights, its optimizer's state and nothing else as tensors (``_model_file``). ``load`` rebuilds
+the modules from the record's architecture and copies the weights in; a pickle carries the
+same record as bytes, so unpickling a model runs no torch unpickler either. User-supplied
+modules (``decoder=``, ``encoder=``) are code: a file records only their class name, and
+``load`` takes the rebuilt module from the caller.
+"""
+
+import contextlib
+import contextvars
+import inspect
+import io
+import warnings
+
+import numpy as np
+import torch
+
+from ._device import device_available, resolve_device
+from ._model_file import (
+    FORMAT_VERSION,
+    ModelFileError,
+    model_bytes,
+    read_model_bytes,
+    read_model_file,
+    write_model_file,
+)
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+_trust_legacy = contextvars.ContextVar("trust_legacy_pickles", default=False)
+
+
+@contextlib.contextmanager
+def trust_legacy_pickles():
+    """Let pickles written by gfe-sklearn 0.2.0 or earlier load, for files you trust.
+
+    Those pickles hold torch objects that only torch's full unpickler reads, which can run
+    code from the file. Load such a model inside this context, then ``save`` it: the saved
+    file loads anywhere without it.
+
+    Examples
+    --------
+    >>> import joblib  # doctest: +SKIP
+    >>> with trust_legacy_pickles():  # doctest: +SKIP
+    ...     model = joblib.load("model-0.2.0.joblib")
+    >>> model.save("model.safetensors")  # doctest: +SKIP
+    """
+    token = _trust_legacy.set(True)
+    try:
+        yield
+    finally:
+        _trust_legacy.reset(token)
+
+
+class PersistenceMixin:
+    """``save``, ``load`` and pickling through one safe record of the estimator."""
+
+    # Fitted module attribute -> the parameter that may hold a user-supplied module for it.
+    _module_parameters = {"decoder_": "decoder"}
+
+    def save(self, path):
+        """Write the estimator to ``path`` in a file that loading cannot make run code.
+
+        Parameters and fitted attributes are stored as JSON, the weights and the optimizer's
+        state as raw tensors (the safetensors layout). Load it with ``load``; a model with a
+        user-supplied module (``decoder=``) stores that module's weights and class name, and
+        ``load`` needs the rebuilt module. The file is written whole or not at all.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (``.safetensors`` is a fitting suffix); it is replaced if it
+            exists.
+        """
+        write_model_file(path, *self._record())
+
+    @classmethod
+    def load(cls, path, *, device=None, **modules):
+        """An estimator saved by ``save``, read without running anything from the file.
+
+        Parameters
+        ----------
+        path : str or path-like
+        device : str, default=None
+            Where the loaded model runs (``'cpu'``, ``'cuda'``, ...). By default the device
+            it was fitted on, or the CPU with a warning when this machine lacks it.
+        **modules : torch.nn.Module
+            For a model fitted with a user-supplied module (``decoder=``, and ``encoder=``
+            for the autoencoder): that module, built as it was before fitting; the saved
+            weights are copied into a copy of it.
+
+        Returns
+        -------
+        estimator : instance of this class
+
+        Raises
+        ------
+        ModelFileError
+            The file is not a model file of this class, or holds invalid settings or
+            weights; nothing from it has run.
+        """
+        unknown = sorted(set(modules) - set(cls._module_parameters.values()))
+        if unknown:
+            raise TypeError(f"{cls.__name__}.load got unexpected arguments {unknown}; it "
+                            f"takes modules for {sorted(cls._module_parameters.values())}.")
+        content, tensors = read_model_file(path)
+        estimator = cls.__new__(cls)
+        estimator._apply_record(content, tensors, path, modules, device)
+        return estimator
+
+    def __getstate__(self):
+        content, tensors = self._record()
+        modules = {name: self.__dict__.get(name) for name in self._module_parameters.values()}
+        return {"gfe_sklearn_model": model_bytes(content, tensors),
+                "modules": {name: module for name, module in modules.items()
+                            if module is not None}}
+
+    def __setstate__(self, state):
+        if "gfe_sklearn_model" not in state:
+            self._set_legacy_state(dict(state))
+            return
+        content, tensors = read_model_bytes(state["gfe_sklearn_model"], "the pickled model")
+        self._apply_record(content, tensors, "the pickled model", state.get("modules", {}), None)
+
+    # -- the record -------------------------------------------------------------------------
+
+    def _record(self):
+        names = [name for name in self._get_param_names() if name in self.__dict__]
+        content = {"format_version": FORMAT_VERSION, "estimator": type(self).__name__,
+                   "params": {name: self._param_to_json(name, self.__dict__[name])
+                              for name in names},
+                   "fitted": None}
+        tensors = {}
+        if "decoder_" in self.__dict__:
+            content["fitted"] = self._fitted_to_json(tensors)
+        return content, tensors
+
+    def _param_to_json(self, name, value):
+        if name in self._module_parameters.values():
+            return None if value is None else {"module": _class_name(value)}
+        try:
+            return _to_json(value)
+        except TypeError:
+            raise TypeError(
+                f"{name}={value!r} cannot be stored in a model file; set it to a number, "
+                "string or None (or pickle the estimator instead)."
+            ) from None
+
+    def _fitted_to_json(self, tensors):
+        for attribute in self._module_parameters:
+            for key, value in getattr(self, attribute).state_dict().items():
+                tensors[f"{attribute}.{key}"] = value
+        names = getattr(self, "feature_names_in_", None)
+        return {
+            "n_features_in_": int(self.n_features_in_),
+            "feature_names_in_": None if names is None else [str(n) for n in names],
+            "n_iter_": int(self.n_iter_), "n_samples_seen_": int(self.n_samples_seen_),
+            "loss_curve_": [float(v) for v in self.loss_curve_],
+            "validation_scores_": None if self.validation_scores_ is None
+            else [float(v) for v in self.validation_scores_],
+            "device_": str(self.device_), "dtype": str(self._model_dtype).split(".")[-1],
+            "n_latent": int(self._n_latent), "sample_shape": list(self._sample_shape),
+            "architecture": _to_json(self._fitted_architecture),
+            "optimizer": _optimizer_to_json(self.optimizer_, tensors),
+            "rng": _rng_to_json(getattr(self, "_rng", None)),
+        }
+
+    def _apply_record(self, content, tensors, source, modules, device):
+        if content.get("estimator") != type(self).__name__:
+            raise ModelFileError(
+                f"{source} holds a {content.get('estimator')!r}, not a {type(self).__name__}: "
+                f"load it with {content.get('estimator')}.load."
+            )
+        params = self._params_from_json(content.get("params"), source, modules)
+        self.__dict__.update(params)
+        try:
+            self._validate_params()
+            self._check_params()
+        except ValueError as error:
+            raise ModelFileError(f"{source} holds invalid parameters: {error}") from error
+        fitted = content.get("fitted")
+        if fitted is not None:
+            self._restore_fitted(_checked_fitted(fitted, source), tensors, source, device)
+        elif device is not None:
+            self.device = device
+
+    def _params_from_json(self, saved, source, modules):
+        if not isinstance(saved, dict):
+            raise ModelFileError(f"{source} holds no parameters.")
+        names = self._get_param_names()
+        unknown = sorted(set(saved) - set(names))
+        if unknown:
+            raise ModelFileError(
+                f"{source} holds parameters {unknown} that {type(self).__name__} does not "
+                "have: it was saved by a newer gfe-sklearn; upgrade to load it."
+            )
+        params = {}
+        for name in names:
+            if name in self._module_parameters.values():
+                params[name] = self._module_from_json(name, saved.get(name), source, modules)
+            elif name in saved:
+                params[name] = _from_json(saved[name], f"{source}: parameter {name!r}")
+            else:  # saved before the parameter existed: behave as the model did then
+                params[name] = self._values_before_parameter.get(
+                    name, inspect.signature(type(self)).parameters[name].default)
+        return params
+
+    def _module_from_json(self, name, saved, source, modules):
+        given = modules.get(name)
+        if saved is None:
+            if given is not None:
+                raise ValueError(f"{source} was fitted without a user-supplied {name}; load "
+                                 f"it without {name}=.")
+            return None
+        if given is None:
+            described = saved.get("module") if isinstance(saved, dict) else saved
+            raise ValueError(
+                f"{source} was fitted with a user-supplied {name} ({described!r}), which a "
+                f"model file does not store as code: build that module as before fitting and "
+                f"pass it, load(path, {name}=module); the saved weights are copied into it."
+            )
+        if not isinstance(given, torch.nn.Module):
+            raise TypeError(f"{name} must be a torch.nn.Module; got {type(given).__name__}.")
+        return given
+
+    def _restore_fitted(self, fitted, tensors, source, device):
+        if device is not None:
+            self.device = device
+            device = resolve_device(device)
+        else:
+            device = self._loadable_device(fitted["device_"])
+        dtype = DTYPES[fitted["dtype"]]
+        architecture = _from_json(fitted["architecture"], f"{source}: architecture")
+        try:
+            modules = self._build_modules(fitted["n_features_in_"], architecture,
+                                          torch.Generator().manual_seed(0), dtype, device)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ModelFileError(f"{source} holds an invalid architecture: {error}") from error
+        for attribute, module in modules.items():
+            _load_weights(module, attribute, tensors, dtype, source)
+            module.eval()
+        self.__dict__.update(modules)
+        self._fitted_architecture = architecture
+        self._model_dtype, self.device_ = dtype, device
+        self._n_latent, self._sample_shape = fitted["n_latent"], tuple(fitted["sample_shape"])
+        self.n_features_in_ = fitted["n_features_in_"]
+        if fitted["feature_names_in_"] is not None:
+            self.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
+        self.n_iter_, self.n_samples_seen_ = fitted["n_iter_"], fitted["n_samples_seen_"]
+        self.loss_curve_ = list(fitted["loss_curve_"])
+        self.validation_scores_ = fitted["validation_scores_"]
+        self.optimizer_ = self._optimizer_from_json(fitted["optimizer"], tensors, source)
+        self._rng = _rng_from_json(fitted["rng"], source)
+
+    def _loadable_device(self, saved):
+        if device_available(saved):
+            return saved
+        warnings.warn(
+            f"This {type(self).__name__} was fitted on device {saved!r}, which this machine "
+            "does not have; it is loaded on the CPU (device_='cpu').", UserWarning, stacklevel=4)
+        return "cpu"
+
+    def _optimizer_from_json(self, saved, tensors, source):
+        if saved is None:
+            return None
+        kinds = {cls.__name__: (cls, fixed) for cls, fixed in self._optimizers.values()}
+        if not isinstance(saved, dict) or saved.get("class") not in kinds:
+            raise ModelFileError(f"{source} holds an unknown optimizer state.")
+        cls, fixed = kinds[saved["class"]]
+        params = [p for module in self._modules() for p in module.parameters()]
+        optimizer = cls(params, lr=self.learning_rate, **fixed)
+        state = {}
+        for index, keys in saved.get("state", {}).items():
+            try:
+                state[int(index)] = {key: tensors[f"optimizer_.{index}.{key}"].to(self.device_)
+                                     for key in keys}
+            except (KeyError, ValueError, TypeError):
+                raise ModelFileError(f"{source} holds an incomplete optimizer state.") from None
+        try:
+            optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+        except (KeyError, ValueError, TypeError) as error:
+            raise ModelFileError(f"{source} holds an invalid optimizer state: {error}") \
+                from error
+        return optimizer
+
+    # -- pickles from gfe-sklearn 0.2.0 and earlier ----------------------------------------
+
+    def _set_legacy_state(self, state):
+        blob = state.pop("_torch_blob", None)
+        if blob is not None:
+            if not _trust_legacy.get():
+                raise ModelFileError(
+                    f"This {type(self).__name__} was pickled by gfe-sklearn 0.2.0 or earlier; "
+                    "such pickles hold torch objects whose loading can run code from the file. "
+                    "If you trust the file, load it inside `with gfe_sklearn."
+                    "trust_legacy_pickles():` and save() it; the saved file loads safely."
+                )
+            device = state.get("device_")
+            map_location = None
+            if device is not None and not device_available(device):
+                map_location, state["device_"] = "cpu", self._loadable_device(device)
+            elif device is None and not torch.cuda.is_available():
+                map_location = "cpu"
+            state.update(torch.load(io.BytesIO(blob), map_location=map_location,
+                                    weights_only=False))
+        for name in self._get_param_names():
+            if name not in state:
+                state[name] = self._values_before_parameter.get(
+                    name, inspect.signature(type(self)).parameters[name].default)
+        self.__dict__.update(state)
+
+
+def _class_name(value):
+    return f"{type(value).__module__}.{type(value).__qualname__}"
+
+
+def _to_json(value):
+    """JSON for parameter values; tuples and random states are tagged to come back as such."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, tuple):
+        return {"tuple": [_to_json(item) for item in value]}
+    if isinstance(value, list):
+        return [_to_json(item) for item in value]
+    if isinstance(value, dict) and all(isinstance(key, str) for key in value):
+        return {"dict": {key: _to_json(item) for key, item in value.items()}}
+    if isinstance(value, np.random.RandomState):
+        return {"RandomState": _rng_to_json(value)}
+    raise TypeError(f"{type(value).__name__} is not storable")
+
+
+def _from_json(value, where):
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, list):
+        return [_from_json(item, where) for item in value]
+    if isinstance(value, dict) and len(value) == 1:
+        (tag, inner), = value.items()
+        if tag == "tuple" and isinstance(inner, list):
+            return tuple(_from_json(item, where) for item in inner)
+        if tag == "dict" and isinstance(inner, dict):
+            return {key: _from_json(item, where) for key, item in inner.items()}
+        if tag == "RandomState":
+            return _rng_from_json(inner, where)
+    raise ModelFileError(f"{where} holds a value this version cannot read: {value!r:.80}")
+
+
+def _rng_to_json(rng):
+    if rng is None:
+        return None
+    name, keys, position, has_gauss, gauss = rng.get_state()
+    return [name, [int(k) for k in keys], int(position), int(has_gauss), float(gauss)]
+
+
+def _rng_from_json(saved, where):
+    if saved is None:
+        return None
+    rng = np.random.RandomState()
+    try:
+        name, keys, position, has_gauss, gauss = saved
+        rng.set_state((name, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
+    except (TypeError, ValueError, IndexError, OverflowError):
+        raise ModelFileError(f"{where} holds an invalid random state.") from None
+    return rng
+
+
+def _optimizer_to_json(optimizer, tensors):
+    if optimizer is None:
+        return None
+    state_dict = optimizer.state_dict()
+    keys = {}
+    for index, values in state_dict["state"].items():
+        keys[str(index)] = sorted(values)
+        for key, value in values.items():
+            tensors[f"optimizer_.{index}.{key}"] = torch.as_tensor(value)
+    groups = [_plain(group) for group in state_dict["param_groups"]]
+    return {"class": type(optimizer).__name__, "param_groups": groups, "state": keys}
+
+
+def _plain(group):
+    """An optimizer's param group as JSON (its tuples, e.g. Adam's betas, become lists)."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in group.items()}
+
+
+def _load_weights(module, attribute, tensors, dtype, source):
+    prefix = f"{attribute}."
+    state = {name[len(prefix):]: value for name, value in tensors.items()
+             if name.startswith(prefix)}
+    expected = module.state_dict()
+    wrong = [name for name, value in state.items()
+             if name in expected and value.dtype != expected[name].dtype]
+    if wrong:
+        raise ModelFileError(f"{source}: {attribute} weights {wrong} have the wrong dtype.")
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise ModelFileError(
+            f"{source}: the saved {attribute} weights do not fit the module built for them "
+            f"(for a user-supplied module, pass one built as before fitting): {error}"
+        ) from error
+
+
+def _is_count(value, low=0):
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_numbers(value):
+    return isinstance(value, list) and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+
+
+FITTED_FIELDS = {
+    "n_features_in_": lambda v: _is_count(v, 1),
+    "feature_names_in_": lambda v: v is None or (
+        isinstance(v, list) and all(isinstance(n, str) for n in v)),
+    "n_iter_": _is_count,
+    "n_samples_seen_": _is_count,
+    "loss_curve_": _is_numbers,
+    "validation_scores_": lambda v: v is None or _is_numbers(v),
+    "device_": lambda v: isinstance(v, str),
+    "dtype": lambda v: v in DTYPES,
+    "n_latent": lambda v: _is_count(v, 1),
+    "sample_shape": lambda v: isinstance(v, list) and all(_is_count(s, 1) for s in v),
+    "architecture": lambda v: isinstance(v, dict),
+    "optimizer": lambda v: v is None or isinstance(v, dict),
+    "rng": lambda v: v is None or isinstance(v, list),
+}
+
+
+def _checked_fitted(fitted, source):
+    if not isinstance(fitted, dict) or set(fitted) != set(FITTED_FIELDS):
+        raise ModelFileError(f"{source} holds an incomplete record of the fitted model.")
+    for name, valid in FITTED_FIELDS.items():
+        if not valid(fitted[name]):
+            raise ModelFileError(f"{source}: fitted attribute {name} is invalid "
+                                 f"({fitted[name]!r:.80}).")
+    if int(np.prod(fitted["sample_shape"])) != fitted["n_features_in_"]:
+        raise ModelFileError(f"{source}: sample_shape does not match n_features_in_.")
+    names = fitted["feature_names_in_"]
+    if names is not None and len(names) != fitted["n_features_in_"]:
+        raise ModelFileError(f"{source}: feature_names_in_ does not match n_features_in_.")
+    return fitted
