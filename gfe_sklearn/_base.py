@@ -55,6 +55,51 @@ def model_dtype(data_dtype, device):
     return torch.float32
 
 
+# Stands for an attribute that a fit removes (feature_names_in_ after a refit on plain arrays).
+_REMOVED = object()
+
+
+class _Plateau:
+    """When training stops improving, and the best weights seen, for fit's stopping rule.
+
+    It watches one score per epoch (higher is better: minus the training loss, or the
+    validation score with ``early_stopping``) and says to stop after more than
+    ``n_iter_no_change`` epochs in a row without a gain above ``tol`` on the best.
+
+    Parameters
+    ----------
+    tol : float
+    n_iter_no_change : int
+    keep_best_weights : bool
+        Keep a copy of the modules' weights at the best score, to restore at the end.
+    """
+
+    def __init__(self, tol, n_iter_no_change, keep_best_weights):
+        self.tol = tol
+        self.n_iter_no_change = n_iter_no_change
+        self.keep_best_weights = keep_best_weights
+        self.best_score = -np.inf
+        self.epochs_without_gain = 0
+        self.best_weights = None
+
+    def update(self, score, modules):
+        """Record an epoch's score; returns True when training should stop."""
+        if score > self.best_score + self.tol:
+            self.epochs_without_gain = 0
+        else:
+            self.epochs_without_gain += 1
+        if score > self.best_score:
+            self.best_score = score
+            if self.keep_best_weights:
+                self.best_weights = [copy.deepcopy(m.state_dict()) for m in modules]
+        return self.epochs_without_gain > self.n_iter_no_change
+
+    def restore_best_weights(self, modules):
+        if self.best_weights is not None:
+            for module, state in zip(modules, self.best_weights):
+                module.load_state_dict(state)
+
+
 class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
                         TransformerMixin, BaseEstimator):
     """Base class of the encoders: see ``GradientFlowEncoder`` for the shared parameters."""
@@ -202,6 +247,20 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         Returns
         -------
         self : object
+
+        Notes
+        -----
+        A ``KeyboardInterrupt`` (Ctrl-C) stops training and then propagates, so a loop of
+        fits or a ``GridSearchCV`` stops at the first one instead of going on with the next
+        fit or scoring a cut-short candidate. Once this call has made an update, the
+        interrupted estimator is left as after any other stop: usable, modules in eval mode,
+        with the parameters training had reached (with ``early_stopping``, those of the
+        epoch with the best validation score so far). Its record counts only what finished:
+        ``n_iter_``, ``loss_curve_`` and ``validation_scores_`` the complete (and validated)
+        epochs, ``n_samples_seen_`` the images of complete minibatch updates, so after an
+        interrupt mid-epoch the parameters include updates that no epoch records. An
+        interrupt before this call's first update leaves the estimator as it was before the
+        call.
         """
         return self._fit(X, incremental=False)
 
@@ -209,7 +268,8 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
     def partial_fit(self, X, y=None):
         """One pass over ``X`` in shuffled minibatches; creates the model on the first call.
 
-        A call that fails leaves the model as it was before the call.
+        A call that fails leaves the model as it was before the call; a ``KeyboardInterrupt``
+        keeps the updates made and propagates, as described in ``fit``.
 
         Parameters
         ----------
@@ -226,30 +286,54 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         return self._fit(X, incremental=True)
 
     def _fit(self, X, incremental):
-        # A refused X or parameter, or a training run that fails, leaves the estimator
-        # exactly as it was: unfitted after a first fit, its previous weights after a
-        # warm-started fit or partial_fit. Training changes the modules and the optimizer in
-        # place, so their states are copied too.
-        snapshot = dict(self.__dict__)
-        # Only continued training (warm_start, partial_fit) changes existing objects; a
-        # warm-started fit builds a new optimizer, partial_fit keeps stepping the old one.
-        continuing = hasattr(self, "decoder_") and (self.warm_start or incremental)
-        states = self._trained_states(with_optimizer=incremental) if continuing else None
+        # Every check runs before the estimator changes, so a refused parameter or X (or an
+        # interrupt while checking) leaves it untouched. Training changes the estimator, its
+        # modules and its optimizer in place: a failure there is undone from `before`; an
+        # interrupt keeps what was reached (fit's Notes), unless nothing was.
+        X, X_val, attributes = self._prepare_fit(X, incremental)
+        before = self._state_before_fit(incremental)
+        self._updates_in_call = 0
         try:
-            X, X_val = self._prepare_fit(X, incremental)
-        except BaseException:
-            self.__dict__.clear()
-            self.__dict__.update(snapshot)
-            raise
-        try:
+            self._start_fit(attributes, incremental)
             self._train(X, X_val, incremental)
-        except Exception:  # an interrupt is handled in _train: it keeps what was reached
-            self.__dict__.clear()
-            self.__dict__.update(snapshot)
-            if states is not None:
-                self._restore_trained_states(states)
+        except KeyboardInterrupt as interrupt:
+            if self._updates_in_call:
+                self._note_kept_model(interrupt)
+            else:  # nothing was reached that could be kept
+                self._undo_fit(before)
+            raise
+        except Exception:
+            self._undo_fit(before)
             raise
         return self
+
+    def _continues_training(self, incremental):
+        """Whether this call trains the fitted model further (``warm_start``, ``partial_fit``)."""
+        return hasattr(self, "decoder_") and (self.warm_start or incremental)
+
+    def _state_before_fit(self, incremental):
+        """What undoing this call needs: the attributes, and copies of what trains in place."""
+        # Only continued training changes existing objects; a warm-started fit builds a new
+        # optimizer, partial_fit keeps stepping the old one.
+        states = None
+        if self._continues_training(incremental):
+            states = self._trained_states(with_optimizer=incremental)
+        return dict(self.__dict__), states
+
+    def _undo_fit(self, before):
+        attributes, states = before
+        self.__dict__.clear()
+        self.__dict__.update(attributes)
+        if states is not None:
+            self._restore_trained_states(states)
+
+    def _note_kept_model(self, interrupt):
+        # Exception notes exist from Python 3.11; on 3.10 the model is kept all the same.
+        if hasattr(interrupt, "add_note"):
+            interrupt.add_note(
+                f"{type(self).__name__} was interrupted after {self.n_iter_} complete epoch(s) "
+                f"and {self.n_samples_seen_} images; it keeps the model reached and is usable "
+                "(see the Notes of fit).")
 
     def _trained_states(self, with_optimizer):
         """Copies of what training changes in place: modules, optimizer, curves, generator."""
@@ -276,30 +360,52 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
             self._rng.set_state(states["rng"])
 
     def _prepare_fit(self, X, incremental):
-        first = not hasattr(self, "decoder_") or not (self.warm_start or incremental)
+        """Check everything, building what the checks need aside; the estimator is unchanged.
+
+        Returns the training rows, the validation rows (or None) and the attributes that
+        ``_start_fit`` sets.
+        """
+        first = not self._continues_training(incremental)
         hidden = self._check_params()
         device = resolve_device(self.device) if first else self.device_
         if not first:
             self._check_same_architecture(hidden)
-        X = self._validate_X(X, reset=first)
+        X, attributes = self._checked_X(X, first)
         self._check_target_range(X)
+        rng = self._rng if incremental and not first else check_random_state(self.random_state)
+        attributes["_rng"] = rng
         if first:
-            rng = check_random_state(self.random_state)
             generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
             dtype = model_dtype(X.dtype, device)
-            self._initialize(X.shape[1], hidden, generator, dtype, device)
-            self._rng = rng
-        elif not incremental:
-            self._rng = check_random_state(self.random_state)
+            attributes.update(self._new_model(X.shape[1], hidden, generator, dtype, device))
+        X_val = None
+        if self.early_stopping:  # refuses data too small to split
+            X, X_val = train_test_split(X, test_size=self.validation_fraction,
+                                        random_state=rng)
+        return X, X_val, attributes
+
+    def _checked_X(self, X, first):
+        """``X`` validated, and the attributes about it that a first fit sets (not yet set)."""
+        if not first:
+            return self._validate_X(X, reset=False), {}
+        # validate_data records n_features_in_ and feature_names_in_ on the estimator it
+        # checks: a twin holds them until every other check has passed.
+        twin = type(self)(**self.get_params(deep=False))
+        X = twin._validate_X(X, reset=True)
+        return X, {name: getattr(twin, name, _REMOVED)
+                   for name in ("n_features_in_", "feature_names_in_")}
+
+    def _start_fit(self, attributes, incremental):
+        """Set what ``_prepare_fit`` checked and built, and the optimizer; cannot fail."""
+        for name, value in attributes.items():
+            if value is _REMOVED:
+                self.__dict__.pop(name, None)
+            else:
+                setattr(self, name, value)
         if not incremental or self.optimizer_ is None:
             cls, fixed = OPTIMIZERS[self.optimizer]
             params = [p for module in self._modules() for p in module.parameters()]
             self.optimizer_ = cls(params, lr=self.learning_rate, **fixed)
-        X_val = None
-        if self.early_stopping:
-            X, X_val = train_test_split(X, test_size=self.validation_fraction,
-                                        random_state=self._rng)
-        return X, X_val
 
     def _architecture(self, hidden):
         return {"n_components": self.n_components, "hidden_layer_sizes": hidden,
@@ -321,9 +427,10 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
                 "warm_start=False and call fit to train a new model."
             )
 
-    def _initialize(self, n_features, hidden, generator, dtype, device):
-        modules = self._build_modules(n_features, self._architecture(hidden), generator, dtype,
-                                      device)
+    def _new_model(self, n_features, hidden, generator, dtype, device):
+        """The attributes of a new, untrained model, after checking its modules fit ``X``."""
+        architecture = self._architecture(hidden)
+        modules = self._build_modules(n_features, architecture, generator, dtype, device)
         for module in modules.values():
             module.eval()
         try:
@@ -342,82 +449,83 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
                 f"return (n, *sample_shape) with {n_features} values per sample."
             )
         self._check_modules(modules, probe)
-        self.__dict__.update(modules)
-        self._fitted_architecture = self._architecture(hidden)
-        self._model_dtype = dtype
-        self.device_ = device
-        self._n_latent = self.n_components
-        self._sample_shape = tuple(probe.shape[1:])
-        self.n_iter_ = 0
-        self.n_samples_seen_ = 0
-        self.loss_curve_ = []
-        self.validation_scores_ = [] if self.early_stopping else None
-        self.optimizer_ = None
+        return {
+            **modules,
+            "_fitted_architecture": architecture,
+            "_model_dtype": dtype,
+            "device_": device,
+            "_n_latent": self.n_components,
+            "_sample_shape": tuple(probe.shape[1:]),
+            "n_iter_": 0,
+            "n_samples_seen_": 0,
+            "loss_curve_": [],
+            "validation_scores_": [] if self.early_stopping else None,
+            "optimizer_": None,
+        }
 
     def _check_modules(self, modules, probe):
         """Further checks of user modules, given the decoder's output for one code."""
 
     def _train(self, X, X_val, incremental):
-        self._updates_in_call = 0
-        n_epochs = 1 if incremental else self.max_iter
-        budget = None if incremental else self.max_samples
-        seen, best, best_state, no_improvement = 0, -np.inf, None, 0
-        name, stopped = type(self).__name__, None
+        """Run the epochs, end on the best validated weights, warn if ``max_iter`` cut it short."""
+        plateau = None if incremental else _Plateau(
+            self.tol, self.n_iter_no_change, keep_best_weights=X_val is not None)
         try:
-            for _ in range(n_epochs):
-                start = time.perf_counter()
-                order = self._rng.permutation(X.shape[0])
-                if budget is not None:
-                    order = order[: budget - seen]
-                epoch_loss = self._run_epoch(X, order)
-                seen += order.size
-                self.n_iter_ += 1
-                self.loss_curve_.append(epoch_loss)
-                # Early stopping watches the validation score, otherwise the training loss.
-                score = -epoch_loss
-                if X_val is not None:
-                    score = self._score_batches(X_val).mean()
-                    self.validation_scores_.append(float(score))
-                if self.verbose:
-                    val = f", validation score {score:.6f}" if X_val is not None else ""
-                    print(f"{name} epoch {self.n_iter_}: loss {epoch_loss:.6f}{val}, "
-                          f"{self.n_samples_seen_} images seen, "
-                          f"{time.perf_counter() - start:.2f} s", flush=True)
-                if incremental:
-                    continue
-                no_improvement = 0 if score > best + self.tol else no_improvement + 1
-                if score > best:
-                    best = score
-                    if X_val is not None:
-                        best_state = [copy.deepcopy(m.state_dict()) for m in self._modules()]
-                if no_improvement > self.n_iter_no_change:
-                    stopped = "converged"
-                    break
-                if budget is not None and seen >= budget:
-                    stopped = "budget"
-                    break
-        except KeyboardInterrupt:
-            stopped = "interrupted"
-            warnings.warn(
-                f"{name}: training interrupted by the user (KeyboardInterrupt) after "
-                f"{self.n_iter_} complete epoch(s) and {self.n_samples_seen_} images; the model "
-                "keeps the parameters it had reached and is usable.",
-                UserWarning, stacklevel=5,
-            )
-        finally:
-            for module in self._modules():
-                module.eval()
-        if best_state is not None:
-            for module, state in zip(self._modules(), best_state):
-                module.load_state_dict(state)
+            stopped = self._run_epochs(X, X_val, incremental, plateau)
+        finally:  # also after an interrupt, which keeps the model (see fit)
+            if plateau is not None:
+                plateau.restore_best_weights(self._modules())
         if stopped is None and not incremental:
-            warnings.warn(
-                f"{name}: training stopped at max_iter={self.max_iter} epochs before the "
-                f"{'validation score' if X_val is not None else 'training loss'} stopped "
-                f"improving by tol={self.tol:g} for n_iter_no_change={self.n_iter_no_change} "
-                "epochs. Raise max_iter (or cap training with max_samples).",
-                ConvergenceWarning, stacklevel=5,
-            )
+            self._warn_not_converged(watched_validation=X_val is not None)
+
+    def _run_epochs(self, X, X_val, incremental, plateau):
+        """The epoch loop; returns why it ended early ("converged", "budget") or None."""
+        budget = None if incremental else self.max_samples
+        seen = 0
+        for _ in range(1 if incremental else self.max_iter):
+            start = time.perf_counter()
+            order = self._rng.permutation(X.shape[0])
+            if budget is not None:
+                order = order[: budget - seen]
+            epoch_loss = self._run_epoch(X, order)
+            seen += order.size
+            validation = None if X_val is None else self._score_batches(X_val).mean()
+            self._record_epoch(epoch_loss, validation)
+            if self.verbose:
+                self._report_epoch(epoch_loss, validation, time.perf_counter() - start)
+            if plateau is None:
+                continue
+            # Early stopping watches the validation score, otherwise the training loss.
+            score = -epoch_loss if validation is None else validation
+            if plateau.update(score, self._modules()):
+                return "converged"
+            if budget is not None and seen >= budget:
+                return "budget"
+        return None
+
+    def _record_epoch(self, epoch_loss, validation_score):
+        # Only once the epoch is complete (and validated), so an interrupt leaves no half record.
+        self.n_iter_ += 1
+        self.loss_curve_.append(epoch_loss)
+        if validation_score is not None:
+            self.validation_scores_.append(float(validation_score))
+
+    def _report_epoch(self, epoch_loss, validation_score, seconds):
+        """The ``verbose`` line of an epoch."""
+        val = "" if validation_score is None else f", validation score {validation_score:.6f}"
+        print(f"{type(self).__name__} epoch {self.n_iter_}: loss {epoch_loss:.6f}{val}, "
+              f"{self.n_samples_seen_} images seen, {seconds:.2f} s", flush=True)
+
+    def _warn_not_converged(self, watched_validation):
+        watched = "validation score" if watched_validation else "training loss"
+        warnings.warn(
+            f"{type(self).__name__}: training stopped at max_iter={self.max_iter} epochs before "
+            f"the {watched} stopped improving by tol={self.tol:g} for "
+            f"n_iter_no_change={self.n_iter_no_change} epochs. Raise max_iter (or cap training "
+            "with max_samples).",
+            # Points at fit's caller: above here come _train, _fit, fit, _fit_context's wrapper.
+            ConvergenceWarning, stacklevel=6,
+        )
 
     def _run_epoch(self, X, order):
         total = 0.0
@@ -439,6 +547,10 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
                 if bar is not None:
                     bar.update(target.shape[0])
         finally:
+            # Validation scores the model as transform and score will use it, and so does
+            # whoever gets the model after an error or an interrupt.
+            for module in self._modules():
+                module.eval()
             if bar is not None:
                 bar.close()
         return total / max(order.size, 1)

@@ -1,6 +1,7 @@
 """Behaviour shared by both estimators: validation, devices, dtypes, seeding, training loop,
 batched inference and pickling."""
 
+import copy
 import doctest
 import pickle
 import subprocess
@@ -13,6 +14,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.model_selection import GridSearchCV
 from sklearn.utils.validation import check_is_fitted
 
 import gfe_sklearn
@@ -189,6 +191,26 @@ def test_unknown_parameter_values_name_the_valid_choices(cls, param, value, X, s
     assert _fitted_state(est) == {}
 
 
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_every_check_runs_before_the_estimator_changes(cls, X, small, monkeypatch):
+    # Refusals must come before anything is set, not be undone afterwards.
+    undone = []
+    monkeypatch.setattr(cls, "_undo_fit", lambda self, before: undone.append(before))
+    refusals = [
+        (cls(**small), X * 2, "Values out of range"),
+        (cls(**small, early_stopping=True), X[:1], "train set will be empty"),
+        (cls(**{**small, "n_components": 3}, decoder=torch.nn.Linear(2, 16)), X,
+         "cannot decode a code of shape"),
+    ]
+    for est, data, message in refusals:
+        with pytest.raises(ValueError, match=message):
+            est.fit(data)
+        with pytest.raises(NotFittedError):
+            check_is_fitted(est)
+        assert not any(name.endswith("_") for name in vars(est))
+    assert undone == []
+
+
 # -- dtypes, batching, sparse input -----------------------------------------------------
 
 
@@ -314,18 +336,81 @@ class _InterruptOnce(torch.nn.Module):
         return self.inner(z)
 
 
+def _weights(est):
+    return [p.detach().clone() for m in est._modules() for p in m.parameters()]
+
+
 @pytest.mark.parametrize("cls", ESTIMATORS)
-def test_keyboard_interrupt_stops_with_a_warning_and_a_usable_model(cls, X, small):
+def test_keyboard_interrupt_propagates_and_keeps_a_usable_honest_model(cls, X, small):
     # 60 samples in batches of 16: four batches per epoch, the 6th is in epoch two.
-    est = cls(**{**small, "max_iter": 5}, decoder=_InterruptOnce(at=6))
+    decoder = _InterruptOnce(at=6)
+    est = cls(**{**small, "max_iter": 5}, decoder=decoder)
     with warnings.catch_warnings():
-        warnings.simplefilter("error", ConvergenceWarning)
-        with pytest.warns(UserWarning, match="interrupted by the user"):
+        warnings.simplefilter("error")  # no ConvergenceWarning, no warning at all
+        with pytest.raises(KeyboardInterrupt):
             est.fit(X)
     assert est.n_iter_ == 1 and len(est.loss_curve_) == 1
     assert est.n_samples_seen_ == 60 + 16
     assert not est.decoder_.training
     assert np.isfinite(est.transform(X)).all()
+    # The five updates made are kept: the same as a run stopped after those 76 images.
+    uninterrupted = copy.deepcopy(decoder)
+    uninterrupted.at = None
+    reference = cls(**{**small, "max_iter": 5, "max_samples": 76},
+                    decoder=uninterrupted).fit(X)
+    assert all(torch.equal(a, b) for a, b in zip(_weights(est), _weights(reference)))
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_keyboard_interrupt_stops_a_loop_of_fits_and_a_grid_search(cls, X, small):
+    started = []
+    with pytest.raises(KeyboardInterrupt):
+        for seed in range(3):
+            started.append(seed)
+            cls(**{**small, "random_state": seed}, decoder=_InterruptOnce(at=2)).fit(X)
+    assert started == [0]
+
+    search = GridSearchCV(cls(**small, decoder=_InterruptOnce(at=2)),
+                          {"learning_rate": [1e-3, 1e-4]}, cv=2, n_jobs=1)
+    with pytest.raises(KeyboardInterrupt):
+        search.fit(X)
+    assert not hasattr(search, "cv_results_") and not hasattr(search, "best_params_")
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_keyboard_interrupt_before_the_first_update_changes_nothing(cls, X, small):
+    est = cls(**small, decoder=_InterruptOnce(at=1))
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(X)
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+
+    est = cls(**small, decoder=_InterruptOnce(at=None)).fit(X)
+    before, record = _weights(est), (est.n_iter_, est.n_samples_seen_, list(est.loss_curve_))
+    est.decoder_.calls, est.decoder_.at = 0, 1
+    for call in (est.set_params(warm_start=True).fit, est.partial_fit):
+        with pytest.raises(KeyboardInterrupt):
+            call(X)
+        est.decoder_.calls = 0
+        assert all(torch.equal(a, b) for a, b in zip(_weights(est), before))
+        assert (est.n_iter_, est.n_samples_seen_, list(est.loss_curve_)) == record
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_keyboard_interrupt_with_early_stopping_keeps_the_best_validated_model(
+        cls, X, small, monkeypatch):
+    held_out = []
+    score_batches = cls._score_batches
+    monkeypatch.setattr(cls, "_score_batches",
+                        lambda self, Xv: held_out.append(Xv) or score_batches(self, Xv))
+    # 48 training rows in batches of 16: the 8th batch is in epoch three.
+    est = cls(**{**small, "max_iter": 5, "early_stopping": True, "validation_fraction": 0.2},
+              decoder=_InterruptOnce(at=8))
+    with pytest.raises(KeyboardInterrupt):
+        est.fit(X)
+    assert est.n_iter_ == len(est.validation_scores_) == len(est.loss_curve_) == 2
+    assert est.n_samples_seen_ == 2 * 48 + 16
+    assert est.score(held_out[0]) == pytest.approx(max(est.validation_scores_), rel=1e-9)
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
