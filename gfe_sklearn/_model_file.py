@@ -68,6 +68,7 @@ def _atomic_write(path, parts):
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
                                          dir=path.parent)
     try:
+        os.chmod(temporary, 0o644)  # mkstemp's files are private; a model file is not
         with os.fdopen(handle, "wb") as file:
             for part in parts:
                 file.write(part)

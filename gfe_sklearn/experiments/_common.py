@@ -257,11 +257,14 @@ class Interrupted(KeyboardInterrupt):
 
 
 class InterruptGuard:
-    """Turn SIGINT and SIGTERM into a flag plus a ``KeyboardInterrupt``.
+    """Turn SIGINT and SIGTERM into an ``Interrupted`` (a ``KeyboardInterrupt``) plus a flag.
 
-    The estimators catch ``KeyboardInterrupt`` inside ``fit`` and return a half-trained
-    model; the flag lets the caller notice that after the call (``check()``) and throw that
-    unit away instead of recording it.
+    The exception stops the run where it is: ``fit`` and ``partial_fit`` keep the model
+    reached and re-raise it, so the unfinished unit is neither recorded nor snapshotted,
+    and the command line reports what finished. The flag is a second line of defence: code
+    that catches ``KeyboardInterrupt`` and carries on (as the estimators once did) would hide
+    the signal, and ``check()`` at each safe point raises it again, so that unit is thrown
+    away instead of recorded.
     """
 
     def __init__(self):

@@ -14,11 +14,12 @@ from ._common import (
     Reporter,
     atomic_write_json,
     dumps,
-    load_pickle,
     sampler_rng,
-    save_pickle,
     stopwatch,
 )
+from ._snapshot import DrawStream, EpochStream, load_state, remove_state, save_state
+
+__all__ = ["DrawStream", "EpochStream"]  # the streams live beside their snapshot format
 
 DATASETS = {
     # name: (title in reports, loader)
@@ -156,68 +157,39 @@ def fingerprint(value):
     return hashlib.sha1(dumps(value).encode()).hexdigest()[:10]
 
 
-# -- image streams ----------------------------------------------------------------------------
-
-class DrawStream:
-    """Training images drawn uniformly with replacement (the papers' data-efficiency protocol)."""
-
-    def __init__(self, n, rng):
-        self.n, self.rng = n, rng
-
-    def take(self, k):
-        return self.rng.integers(0, self.n, size=k)
-
-
-class EpochStream:
-    """Training images in epochs: each a fresh permutation of all ``n`` images."""
-
-    def __init__(self, n, rng):
-        self.n, self.rng = n, rng
-        self.order, self.position = np.empty(0, dtype=np.int64), 0
-
-    def take(self, k):
-        parts = []
-        while k > 0:
-            if self.position == len(self.order):
-                self.order, self.position = self.rng.permutation(self.n), 0
-            part = self.order[self.position:self.position + k]
-            self.position += len(part)
-            k -= len(part)
-            parts.append(part)
-        return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
-
-
 # -- resumable training ---------------------------------------------------------------------------
 
 class Snapshots:
-    """Files of one training run: ``resume.pkl`` (the latest state) and ``at-<images>.pkl``."""
+    """Files of one training run: ``resume.json`` (the latest state) and ``at-<images>.json``,
+    each with its model files (``_snapshot``: nothing in them is unpickled)."""
 
     def __init__(self, directory, name):
         self.folder = Path(directory) / name
 
     def resume_path(self):
-        return self.folder / "resume.pkl"
+        return self.folder / "resume.json"
 
     def at_path(self, images):
-        return self.folder / f"at-{int(images)}.pkl"
+        return self.folder / f"at-{int(images)}.json"
 
     def load_state(self):
-        path = self.resume_path()
-        return load_pickle(path) if path.exists() else None
+        return load_state(self.resume_path())
 
     def save_state(self, state):
-        save_pickle(self.resume_path(), state)
+        save_state(self.resume_path(), state)
+
+    def save_at(self, images, state):
+        save_state(self.at_path(images), state)
 
     def load_at(self, images):
-        path = self.at_path(images)
-        return load_pickle(path) if path.exists() else None
+        return load_state(self.at_path(images))
 
     def discard(self, keep_models=False):
         """Delete the resume state (and the models at checkpoints unless ``keep_models``)."""
-        self.resume_path().unlink(missing_ok=True)
+        remove_state(self.resume_path())
         if not keep_models and self.folder.exists():
-            for path in self.folder.glob("at-*.pkl"):
-                path.unlink()
+            for path in self.folder.glob("at-*.json"):
+                remove_state(path)
             try:
                 self.folder.rmdir()
             except OSError:
@@ -233,9 +205,9 @@ def train(ctx, *, name, make, X, stream, checkpoints, on_checkpoint, keep_models
     spent in ``partial_fit`` only) and ``extra`` (a dict the callback may use; it is saved
     with the model). The callback returns True to stop training early.
 
-    The training state is pickled every ``ctx.snapshot_seconds`` and at every checkpoint, so
+    The training state is saved every ``ctx.snapshot_seconds`` and at every checkpoint, so
     a re-run continues where an interrupted one stopped; with ``keep_models`` the model at
-    each checkpoint is also kept as ``at-<images>.pkl``. Returns ``(model, state)``.
+    each checkpoint is also kept as ``at-<images>.json``. Returns ``(model, state)``.
     """
     snaps = Snapshots(snapshot_dir or ctx.snapshot_dir, name)
     state = snaps.load_state()
@@ -275,8 +247,8 @@ def train(ctx, *, name, make, X, stream, checkpoints, on_checkpoint, keep_models
             ctx.guard.check()
             state["last_checkpoint"] = checkpoint
             if keep_models:
-                save_pickle(snaps.at_path(checkpoint),
-                            {"model": model, "seen": state["seen"], "seconds": state["seconds"]})
+                snaps.save_at(checkpoint, {"model": model, "seen": state["seen"],
+                                           "seconds": state["seconds"]})
             snaps.save_state(state)
             last_save = time.perf_counter()
     finally:

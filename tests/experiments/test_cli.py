@@ -248,7 +248,7 @@ def test_a_config_with_a_unit_or_a_snapshot_still_refuses_another_protocol(tmp_p
         store.add({"seed": 0})
     else:  # interrupted in the first unit: its training state would resume
         (tmp_path / "snapshots" / "gfe-digits-seed0").mkdir(parents=True)
-        (tmp_path / "snapshots" / "gfe-digits-seed0" / "resume.pkl").write_bytes(b"state")
+        (tmp_path / "snapshots" / "gfe-digits-seed0" / "resume.json").write_bytes(b"state")
     with pytest.raises(ConfigMismatch, match="batch_size: 5 before, 2 now"):
         Store(tmp_path, "data-efficiency", {"batch_size": 2})
 

@@ -116,7 +116,7 @@ def test_latent(run):
     for r in records:
         assert np.asarray(r["points"]).shape == (60, 2) and len(r["labels"]) == 60
         assert 0 <= r["knn_accuracy"] <= 1
-    assert list((out / "models").glob("*/at-*.pkl"))  # the trained models are kept
+    assert list((out / "models").glob("*/at-*.json"))  # the trained models are kept
 
 
 @pytest.mark.parametrize("shared_cache", [False, True])
