@@ -10,7 +10,6 @@ import contextlib
 import json
 import math
 import os
-import pickle
 import platform
 import signal
 import sys
@@ -81,15 +80,6 @@ def save_figure(ax_or_figure, path):
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=120)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def save_pickle(path, value):
-    atomic_write_bytes(path, pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
-
-
-def load_pickle(path):
-    with open(path, "rb") as f:
-        return pickle.load(f)
 
 
 # -- the results store ----------------------------------------------------------------------

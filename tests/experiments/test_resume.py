@@ -60,7 +60,7 @@ def test_interrupt_keeps_finished_units_and_resuming_gives_the_same_numbers(
     assert sorted(bce_of(finished)) == sorted(
         [(0, m, i) for m in ("gfe", "ae", "mixed") for i in (20, 40)] + [(1, "gfe", 20)])
     assert json.loads((out / "data-efficiency.json").read_text())["status"] == "interrupted"
-    assert (out / "snapshots" / "gfe-digits-seed1" / "resume.pkl").exists()
+    assert (out / "snapshots" / "gfe-digits-seed1" / "resume.json").exists()
 
     monkeypatch.setattr(GradientFlowEncoder, "_training_loss", original)
     code, _ = run("data-efficiency", out=out)
