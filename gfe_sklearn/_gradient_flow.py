@@ -57,9 +57,12 @@ class GradientFlowEncoder(BaseFlowEstimator):
         Per-sample reconstruction loss, the mean over features. ``'bce'`` is the papers'
         cross-entropy: ``X`` must lie in ``[0, 1]`` (e.g. after ``MinMaxScaler(clip=True)``)
         and the decoder emits logits.
-    solver : {'amd', 'euler', 'rk4', 'dopri5'}, default='amd'
+    solver : {'amd', 'euler', 'rk4', 'dopri5', 'lbfgs'}, default='amd'
         Integrator of the flow: the papers' adaptive minimise-distance solver (steps picked
-        by backtracking on the loss), fixed-grid Euler or RK4, or adaptive Dormand-Prince.
+        by backtracking on the loss), fixed-grid Euler or RK4, or adaptive Dormand-Prince;
+        or ``'lbfgs'``, per-sample L-BFGS, which goes straight to the flow's endpoint in far
+        fewer decoder evaluations (with ``flow='gradient'``, ``adjoint='approx'``,
+        ``stop_rule='code'`` and ``tau='auto'``; docs/performance.md).
     flow : {'gradient', 'nesterov'}, default='gradient'
         First-order gradient flow or Nesterov's accelerated second-order flow.
     adjoint : {'approx', 'full', 'unrolled'}, default='approx'
@@ -112,7 +115,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     rtol, atol : float, default=1e-5, 1e-6
         Error tolerances of ``'dopri5'``.
     max_steps : int, default=1000
-        Attempted steps per sample after which ``'dopri5'`` gives up (stiff flow).
+        Attempted steps per sample after which ``'dopri5'`` gives up (stiff flow), and
+        accepted steps after which ``'lbfgs'`` stops.
     optimizer : {'rmsprop', 'adam'}, default='rmsprop'
         Optimizer of the decoder; RMSprop uses the papers' ``alpha=0.9, eps=1e-6``.
     learning_rate : float, default=5e-4
@@ -334,7 +338,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     def _check_params(self):
         hidden = super()._check_params()
-        check_combination(self.solver, self.alpha)
+        check_combination(self.solver, self.alpha, flow=self.flow, adjoint=self.adjoint,
+                          stop_rule=self.stop_rule, tau=self.tau)
         if self.stop_rule == "code" and self.stop_window < 2:
             raise ValueError(
                 f"stop_window={self.stop_window!r} is too short for stop_rule='code', which "

@@ -25,6 +25,10 @@ FAST = dict(n_steps=10, max_steps=50)  # keeps the fixed-grid and dopri5 flows s
 @pytest.mark.parametrize("flow", sorted(FLOWS))
 def test_every_solver_and_flow_trains_and_encodes(solver, flow, X, small):
     params = {**small, **FAST, "solver": solver, "flow": flow, "max_iter": 1}
+    if getattr(SOLVERS[solver], "goes_to_endpoint", False) and flow != "gradient":
+        with pytest.raises(ValueError, match=f"flow='{flow}' cannot be used with"):
+            GradientFlowEncoder(**params).fit(X)
+        return
     est = GradientFlowEncoder(**params).fit(X)
     assert np.isfinite(est.loss_curve_).all()
     assert np.isfinite(est.transform(X[:8])).all()
@@ -48,7 +52,8 @@ def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypa
                         lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     params = dict(beta=0.5, s0=0.5, s_min=0.1, s_max=5.0, kappa=1.2, max_backtracks=10, n_steps=7,
                   grid="linear", rtol=1e-4, atol=1e-5, max_steps=40)
-    est = GradientFlowEncoder(**{**small, **params, "solver": solver, "tau": 10.0,
+    tau = "auto" if getattr(SOLVERS[solver], "goes_to_endpoint", False) else 10.0
+    est = GradientFlowEncoder(**{**small, **params, "solver": solver, "tau": tau,
                                  "stop_tol": 1e-3, "fit_stop_tol": 1e-5, "stop_window": 3,
                                  "max_iter": 1})
     est.fit(X[:16])
@@ -60,7 +65,7 @@ def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypa
     for i, kwargs in enumerate(seen):
         assert kwargs["options"] == {name: params[name] for name in names}
         stop_tol = 1e-5 if i < n_fit else 1e-3  # training flows use fit_stop_tol
-        assert (kwargs["solver"], kwargs["tau"], kwargs["stop_tol"]) == (solver, 10.0, stop_tol)
+        assert (kwargs["solver"], kwargs["tau"], kwargs["stop_tol"]) == (solver, tau, stop_tol)
     assert [kw["adjoint"] for kw in seen][-1] == "approx"  # transform never builds a graph
 
 

@@ -30,7 +30,8 @@ def horizon(solver, tau):
     return tau
 
 
-def check_combination(solver, alpha):
+def check_combination(solver, alpha, *, flow="gradient", adjoint="approx", stop_rule="code",
+                      tau="auto"):
     """Reject settings that have no meaning together, naming the valid ones."""
     if solver == "amd" and alpha != "constant":
         raise ValueError(
@@ -38,6 +39,22 @@ def check_combination(solver, alpha):
             "line search, which takes over the role of alpha(t). Use alpha='constant' with "
             f"'amd', or alpha={alpha!r} with one of {sorted(set(SOLVERS) - {'amd'})}."
         )
+    if getattr(_lookup(SOLVERS, solver, "solver"), "goes_to_endpoint", False):
+        fixed = {"flow": (flow, "gradient"), "alpha": (alpha, "constant"),
+                 "adjoint": (adjoint, "approx"), "stop_rule": (stop_rule, "code"),
+                 "tau": (tau, "auto")}
+        for name, (value, needed) in fixed.items():
+            if not (isinstance(value, str) and value == needed):
+                raise ValueError(
+                    f"{name}={value!r} cannot be used with solver={solver!r}, which goes "
+                    "straight to the gradient flow's endpoint (no flow time, no steps to "
+                    f"differentiate): use {name}={needed!r}, or a flow solver "
+                    f"({sorted(n for n, c in SOLVERS.items() if not _endpoint(c))})."
+                )
+
+
+def _endpoint(solver_cls):
+    return getattr(solver_cls, "goes_to_endpoint", False)
 
 
 def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjoint="approx",
@@ -60,7 +77,9 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
         mode, or with no batch-statistics layers).
     target : tensor ``(batch, ...)``
     n_components : int
-    solver : {'amd', 'euler', 'rk4', 'dopri5'}
+    solver : {'amd', 'euler', 'rk4', 'dopri5', 'lbfgs'}
+        ``'lbfgs'`` goes straight to the flow's endpoint (``_lbfgs``): gradient flow,
+        ``approx`` gradients, the code stop rule and ``tau='auto'`` only.
     flow : {'gradient', 'nesterov'}
     adjoint : {'approx', 'full', 'unrolled'}
         How the returned codes depend on the decoder's parameters (see ``_adjoint``).
@@ -109,7 +128,8 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
             f"stop_window={stop_window!r} is too short for stop_rule='code', which measures how "
             "the code's speed decays between steps: use stop_window >= 2 (default 5)."
         )
-    check_combination(solver, alpha)
+    check_combination(solver, alpha, flow=flow, adjoint=adjoint, stop_rule=stop_rule,
+                      tau=tau)
     options = dict(options or {})
     unknown = set(options) - set(solver_options(solver))
     if unknown:
@@ -127,7 +147,8 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     dtype, device = target.dtype, target.device
     tau = horizon(solver, tau)
     tau = torch.as_tensor(tau, dtype=dtype, device=device).expand(batch).clone()
-    if not bool((tau > 0).all()) or not bool(torch.isfinite(tau).all()):
+    if not bool((tau > 0).all()) or not (bool(torch.isfinite(tau).all())
+                                          or _endpoint(solver_cls)):
         raise ValueError(f"tau must be positive and finite; got {tau.min().item()!r}.")
     if z0 is None:
         z0 = torch.zeros(batch, n_components, dtype=dtype, device=device)

@@ -9,10 +9,11 @@ from ._adjoint import approx_codes, full_codes, unrolled_codes
 from ._amd import AMD
 from ._fields import GradientFlow, NesterovFlow, constant_alpha, exponential_alpha
 from ._fixed import GRIDS, RK4, Euler
+from ._lbfgs import LBFGS
 from ._losses import BCE, MSE
 from ._stopping import STOP_RULES
 
-SOLVERS = {"amd": AMD, "euler": Euler, "rk4": RK4, "dopri5": Dopri5}
+SOLVERS = {"amd": AMD, "euler": Euler, "rk4": RK4, "dopri5": Dopri5, "lbfgs": LBFGS}
 FLOWS = {"gradient": GradientFlow, "nesterov": NesterovFlow}
 ADJOINTS = {"approx": approx_codes, "full": full_codes, "unrolled": unrolled_codes}
 LOSSES = {"bce": BCE, "mse": MSE}

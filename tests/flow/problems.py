@@ -3,6 +3,13 @@
 import numpy as np
 import torch
 
+from gfe_sklearn.flow import SOLVERS
+
+
+def goes_to_endpoint(solver):
+    """Solvers with no flow time (``'lbfgs'``): no horizon, gradient flow only."""
+    return getattr(SOLVERS[solver], "goes_to_endpoint", False)
+
 
 def linear_decoder(n_components, n_features, eigenvalues=None, seed=0, dtype=torch.float64):
     """A linear decoder ``D(z) = W z + b``.

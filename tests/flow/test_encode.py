@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -6,19 +8,22 @@ from hypothesis import strategies as st
 
 from gfe_sklearn.flow import ALPHAS, FLOWS, LOSSES, SOLVERS, encode, horizon, solver_options
 
-from .problems import binary_targets, linear_decoder, mlp_decoder
+from .problems import binary_targets, goes_to_endpoint, linear_decoder, mlp_decoder
 
-FAST = {"euler": {"n_steps": 30}, "rk4": {"n_steps": 20}, "amd": {}, "dopri5": {}}
+FAST = {"euler": {"n_steps": 30}, "rk4": {"n_steps": 20}, "amd": {}, "dopri5": {}, "lbfgs": {}}
 
 
 @pytest.mark.parametrize("flow", sorted(FLOWS))
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
 @pytest.mark.parametrize("dtype, atol", [(torch.float64, 1e-10), (torch.float32, 1e-6)])
 def test_encoding_rows_alone_matches_encoding_the_batch(solver, flow, dtype, atol):
+    if goes_to_endpoint(solver) and flow != "gradient":
+        pytest.skip("refused combination (tests/flow/test_lbfgs.py)")
     decoder = mlp_decoder(3, 12, hidden=20, seed=11, dtype=dtype)
     target = binary_targets(24, 12, seed=12, dtype=dtype)
-    kwargs = {"solver": solver, "flow": flow, "tau": 20.0, "stop_tol": 1e-3,
-              "options": FAST[solver]}
+    kwargs = {"solver": solver, "flow": flow, "stop_tol": 1e-3, "options": FAST[solver]}
+    if not goes_to_endpoint(solver):
+        kwargs["tau"] = 20.0
     whole = encode(decoder, target, 3, **kwargs)
     idx = torch.tensor([17, 3, 3, 9])
     part = encode(decoder, target[idx], 3, **kwargs)
@@ -148,5 +153,8 @@ def test_auto_horizon_is_the_solvers_default_tau(solver):
     options = {"n_steps": 5} if solver in ("euler", "rk4") else None
     res = encode(decoder, target, 2, solver=solver, loss="mse", stop_tol=0, options=options)
     tau = horizon(solver, "auto")
-    assert tau == SOLVERS[solver].default_tau == (1e5 if solver == "amd" else 1e3)
-    torch.testing.assert_close(res.t, torch.full_like(res.t, tau))
+    assert tau == SOLVERS[solver].default_tau == {"amd": 1e5, "lbfgs": math.inf}.get(solver, 1e3)
+    if goes_to_endpoint(solver):  # no horizon: t counts its steps
+        torch.testing.assert_close(res.t, res.n_steps.to(res.t.dtype))
+    else:
+        torch.testing.assert_close(res.t, torch.full_like(res.t, tau))

@@ -1,0 +1,125 @@
+"""Per-sample L-BFGS: straight to the gradient flow's endpoint in far fewer evaluations."""
+
+import math
+
+import torch
+
+
+class LBFGS:
+    """Limited-memory BFGS on each sample's loss, started where the flow starts.
+
+    The gradient flow from ``z(0)`` ends, as ``t`` grows, at a minimum of the sample's loss;
+    a trained decoder's flow creeps towards it through flat directions for a long time
+    (hundreds of AMD evaluations per image, docs/performance.md). L-BFGS learns those
+    directions' curvature from its last ``history`` steps and takes the remaining distance
+    in a few steps. It descends from ``z(0)`` like the flow and, on the decoders measured,
+    ends in the flow's minimum (docs/performance.md gives the distances); it is judged
+    against the flow's endpoint in the tests.
+
+    Each sample keeps its own history, direction and line search: all active samples try
+    their step in one batched decoder call, a rejected sample retries with ``shrink`` times
+    its step in the next call, so each sample's decisions are the sequential algorithm's. A
+    step is accepted when it lowers the loss by the Armijo fraction ``armijo`` of the
+    predicted decrease. A sample stops when a full quasi-Newton step (no backtracking) moves
+    its code by at most ``stop_tol * max(|z|, 1)``: near a minimum that step estimates the
+    distance left, as the ``'code'`` stop rule's estimate does for the flow. It also stops
+    when ``max_backtracks`` reductions cannot lower its loss (a stationary point to working
+    precision) or after ``max_steps`` accepted steps.
+
+    ``t`` counts accepted steps: there is no flow time, and no horizon (``tau='auto'``).
+    """
+
+    name = "lbfgs"
+    default_tau = math.inf
+    goes_to_endpoint = True
+
+    def __init__(self, history=10, first_step=1.0, armijo=1e-4, shrink=0.5,
+                 max_backtracks=30, max_steps=1000):
+        self.history = history
+        self.first_step = first_step
+        self.armijo = armijo
+        self.shrink = shrink
+        self.max_backtracks = max_backtracks
+        self.max_steps = max_steps
+
+    def integrate(self, run):
+        problem = run.problem
+        n, k = run["state"].shape
+        like = run["state"]
+        run["S"] = like.new_zeros(n, self.history, k)
+        run["Y"] = like.new_zeros(n, self.history, k)
+        run["rho"] = like.new_zeros(n, self.history)
+        run["step"] = torch.ones_like(run["t"])
+        run["m"] = torch.zeros_like(run["n_steps"])
+        self._new_directions(run, torch.ones_like(run["t"], dtype=torch.bool))
+        while len(run):
+            state, loss, grad = run["state"], run["loss"], run["grad"]
+            step, direction = run["step"], run["direction"]
+            trial = state + step[:, None] * direction
+            trial_loss, trial_grad = problem.loss_and_grad(trial, run.rows)
+            run.count_evals()
+            accepted = trial_loss <= loss + self.armijo * step * run["slope"]
+            accepted &= torch.isfinite(trial_loss)
+            moved = (trial - state).norm(dim=1)
+            full_step = accepted & (run["m"] == 0)
+            self._remember(run, accepted, trial - state, trial_grad - grad)
+            run.accept(accepted, run["t"] + 1, trial, trial_loss, grad=trial_grad)
+
+            run["m"] = torch.where(accepted, torch.zeros_like(run["m"]), run["m"] + 1)
+            run["step"] = torch.where(accepted, torch.ones_like(step), self.shrink * step)
+            self._new_directions(run, accepted)
+
+            size = run["state"].norm(dim=1).clamp_min(1.0)
+            converged = full_step & (moved <= run.stop_tol * size) if run.stop_tol else \
+                torch.zeros_like(accepted)
+            stalled = run["m"] > self.max_backtracks
+            capped = run["n_steps"] >= self.max_steps
+            run.retire(converged | stalled | capped, converged | stalled)
+
+    def _remember(self, run, accepted, s, y):
+        """Push the accepted rows' step pair (if its curvature is positive) into the history."""
+        sy = (s * y).sum(dim=1)
+        keep = accepted & (sy > 1e-10 * s.norm(dim=1) * y.norm(dim=1))
+        rho = torch.where(keep, 1.0 / torch.where(keep, sy, torch.ones_like(sy)),
+                          torch.zeros_like(sy))
+        for name, new in (("S", s), ("Y", y), ("rho", rho)):
+            old = run[name]
+            shifted = torch.cat([old[:, 1:], new[:, None]], dim=1)
+            mask = keep.reshape(-1, *[1] * (old.dim() - 1))
+            run[name] = torch.where(mask, shifted, old)
+
+    def _new_directions(self, run, rows):
+        """Quasi-Newton directions (two-loop recursion) for ``rows``; the others keep theirs."""
+        grad, S, Y, rho = run["grad"], run["S"], run["Y"], run["rho"]
+        q = grad
+        alphas = []
+        for j in reversed(range(self.history)):
+            a = rho[:, j] * (S[:, j] * q).sum(dim=1)
+            q = q - a[:, None] * Y[:, j]
+            alphas.append(a)
+        # Slots never filled have rho = 0 and change nothing. Without a pair yet, the first
+        # step has length first_step in code space.
+        newest_y = Y[:, -1]
+        has_pair = rho[:, -1] > 0
+        yy = (newest_y * newest_y).sum(dim=1)
+        gamma = torch.where(has_pair, 1.0 / (rho[:, -1] * torch.where(has_pair, yy, 1.0)),
+                            self.first_step / grad.norm(dim=1).clamp_min(1e-300))
+        r = gamma[:, None] * q
+        for j, a in zip(range(self.history), reversed(alphas)):
+            b = rho[:, j] * (Y[:, j] * r).sum(dim=1)
+            r = r + (a - b)[:, None] * S[:, j]
+        direction = -r
+        slope = (grad * direction).sum(dim=1)
+        # A direction that does not descend (rounding in a tiny history) falls back to the
+        # gradient, with the history cleared.
+        uphill = ~(slope < 0)
+        direction = torch.where(uphill[:, None], -gamma[:, None] * grad, direction)
+        slope = torch.where(uphill, -gamma * (grad * grad).sum(dim=1), slope)
+        for name in ("S", "Y", "rho"):
+            mask = (rows & uphill).reshape(-1, *[1] * (run[name].dim() - 1))
+            run[name] = torch.where(mask, torch.zeros_like(run[name]), run[name])
+        if "direction" not in run.data:
+            run["direction"], run["slope"] = direction, slope
+            return
+        run["direction"] = torch.where(rows[:, None], direction, run["direction"])
+        run["slope"] = torch.where(rows, slope, run["slope"])

@@ -1,0 +1,79 @@
+"""Per-sample L-BFGS, judged against the gradient flow's endpoint."""
+
+import numpy as np
+import pytest
+import torch
+
+from gfe_sklearn import GradientFlowEncoder
+from gfe_sklearn.flow import encode
+
+from .problems import binary_targets, least_squares_codes, linear_decoder, mlp_decoder
+
+
+def _flow_endpoint(decoder, target, n_components):
+    """The gradient flow run far enough that its codes no longer move (AMD, tight rule)."""
+    return encode(decoder, target, n_components, solver="amd", tau=1e8, stop_tol=1e-9,
+                  row_chunk=None)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_reaches_the_flow_endpoint_in_a_fraction_of_the_evaluations(seed):
+    decoder = mlp_decoder(3, 20, hidden=16, seed=seed)
+    target = binary_targets(12, 20, seed=seed + 10)
+    flow = _flow_endpoint(decoder, target, 3)
+    quasi_newton = encode(decoder, target, 3, solver="lbfgs", stop_tol=1e-7)
+    distance = (quasi_newton.z - flow.z).norm(dim=1) / flow.z.norm(dim=1).clamp_min(1)
+    assert distance.max() < 1e-5
+    assert torch.all(quasi_newton.loss <= flow.loss + 1e-12)
+    assert quasi_newton.converged.all()
+    assert quasi_newton.n_evals.sum() < flow.n_evals.sum() / 3
+
+
+@pytest.mark.parametrize("stop_tol", [1e-3, 1e-6])
+def test_codes_are_within_stop_tol_of_least_squares(stop_tol):
+    # An ill-conditioned linear decoder (condition 100): the flow's slow direction is where
+    # a step-size rule would stop early.
+    decoder = linear_decoder(4, 30, eigenvalues=[1.0, 0.3, 0.1, 0.01], seed=3)
+    target = torch.randn(6, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    res = encode(decoder, target, 4, solver="lbfgs", loss="mse", stop_tol=stop_tol)
+    expected = torch.as_tensor(least_squares_codes(decoder, target))
+    error = (res.z - expected).norm(dim=1) / expected.norm(dim=1).clamp_min(1)
+    assert error.max() <= stop_tol
+
+
+def test_rows_alone_give_bitwise_the_codes_of_the_batch():
+    decoder = mlp_decoder(3, 12, hidden=20, seed=11)
+    target = binary_targets(24, 12, seed=12)
+    whole = encode(decoder, target, 3, solver="lbfgs", stop_tol=1e-4)
+    for rows in (torch.tensor([17, 3, 3, 9]), torch.tensor([5])):
+        part = encode(decoder, target[rows], 3, solver="lbfgs", stop_tol=1e-4)
+        assert torch.equal(part.z, whole.z[rows])
+        assert torch.equal(part.n_evals, whole.n_evals[rows])
+
+
+def test_step_cap_stops_unconverged():
+    decoder = mlp_decoder(3, 12, seed=1)
+    res = encode(decoder, binary_targets(4, 12, seed=2), 3, solver="lbfgs", stop_tol=1e-12,
+                 options={"max_steps": 2})
+    assert torch.all(res.n_steps <= 2) and not res.converged.any()
+    assert torch.isfinite(res.z).all()
+
+
+@pytest.mark.parametrize("setting", [
+    {"flow": "nesterov"}, {"adjoint": "full"}, {"adjoint": "unrolled"}, {"alpha": "exp"},
+    {"stop_rule": "loss"}, {"tau": 100.0},
+])
+def test_settings_without_meaning_for_it_are_refused(setting):
+    (name, value), = setting.items()
+    with pytest.raises(ValueError, match=f"{name}={value!r} cannot be used with "
+                                         "solver='lbfgs'.*straight to the gradient flow"):
+        encode(mlp_decoder(2, 4), binary_targets(2, 4), 2, solver="lbfgs", **setting)
+
+
+def test_estimator_with_lbfgs_encodes_like_the_flow(X, small):
+    est = GradientFlowEncoder(**{**small, "solver": "lbfgs", "max_iter": 3}).fit(X)
+    codes = est.transform(X)
+    flow = _flow_endpoint(est.decoder_, torch.as_tensor(X), est.n_components)
+    np.testing.assert_allclose(codes, flow.z.numpy(), rtol=0, atol=1e-3 * np.abs(codes).max())
+    with pytest.raises(ValueError, match="tau=10.0 cannot be used with solver='lbfgs'"):
+        GradientFlowEncoder(**{**small, "solver": "lbfgs", "tau": 10.0}).fit(X)
