@@ -14,7 +14,7 @@ import torch
 
 from .. import AutoEncoderBaseline, GradientFlowEncoder
 from .._device import resolve_device
-from ..flow import STOP_RULES
+from ..flow import SOLVERS, STOP_RULES
 from . import _converged, _curves, _data_efficiency, _latent, _reconstructions, _solvers
 from ._common import (
     SNAPSHOTS_FOLDER,
@@ -47,6 +47,7 @@ COMMON_DEFAULTS = {
     "hidden": [150, 300, 600],
     "learning_rate": 5e-4,
     "optimizer": "rmsprop",
+    "solver": None,
     "tau": None,
     "stop_rule": None,
     "fit_stop_tol": None,
@@ -69,7 +70,8 @@ seeds or datasets to a finished run."""
 OPTION_OF_PARAMETER = {
     "n_components": "--n-components", "hidden_layer_sizes": "--hidden",
     "optimizer": "--optimizer", "learning_rate": "--learning-rate",
-    "batch_size": "--batch-size", "random_state": "--seeds", "tau": "--tau",
+    "batch_size": "--batch-size", "random_state": "--seeds", "solver": "--solver",
+    "tau": "--tau",
     "stop_rule": "--stop-rule", "fit_stop_tol": "--fit-stop-tol", "s_max": "--s-max",
     "s_min": "--s-min",
 }
@@ -178,6 +180,9 @@ def _add_common(parser, module):
     group.add_argument("--optimizer", choices=["rmsprop", "adam"],
                        help=f"{shown('optimizer')}")
     gfe = GradientFlowEncoder().get_params()
+    group.add_argument("--solver", choices=sorted(SOLVERS),
+                       help="solver of every GFE's flows, Mixed included (default: amd, the "
+                            "papers' GFE-amd; lbfgs goes straight to the flow's endpoint)")
     group.add_argument("--tau", type=_positive_number, metavar="T",
                        help="horizon of every GFE flow, Mixed included (default: "
                             f"GradientFlowEncoder's, {gfe['tau']!r}: 1e5 for AMD)")

@@ -127,8 +127,8 @@ def model_params(args, seed):
 
 def gfe_params(args):
     """Flow settings of every GFE of a run (also the Mixed encoder's) given on the command line."""
-    return {name: getattr(args, name) for name in ("tau", "stop_rule", "fit_stop_tol", "s_max",
-                                                 "s_min")
+    return {name: getattr(args, name) for name in ("solver", "tau", "stop_rule", "fit_stop_tol",
+                                                 "s_max", "s_min")
             if getattr(args, name, None) is not None}
 
 

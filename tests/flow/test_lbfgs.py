@@ -77,3 +77,13 @@ def test_estimator_with_lbfgs_encodes_like_the_flow(X, small):
     np.testing.assert_allclose(codes, flow.z.numpy(), rtol=0, atol=1e-3 * np.abs(codes).max())
     with pytest.raises(ValueError, match="tau=10.0 cannot be used with solver='lbfgs'"):
         GradientFlowEncoder(**{**small, "solver": "lbfgs", "tau": 10.0}).fit(X)
+
+
+def test_float32_codes_stop_at_rounding_instead_of_looping():
+    # In float32 the Armijo bound rounds to the loss itself near a minimum: steps that
+    # change nothing must not count as progress (they once ran every sample to max_steps).
+    decoder = mlp_decoder(3, 20, hidden=16, seed=5, dtype=torch.float32)
+    target = binary_targets(32, 20, seed=6, dtype=torch.float32)
+    res = encode(decoder, target, 3, solver="lbfgs", stop_tol=1e-6)
+    assert res.converged.all()
+    assert res.n_evals.max() < 200
