@@ -95,7 +95,9 @@ def log_grid(n_steps, dtype, device, ratio=100.0):
     """Grid on [0, 1] whose steps grow geometrically, the last ``ratio`` times the first."""
     growth = math.log(ratio)
     u = torch.linspace(0.0, 1.0, n_steps + 1, dtype=dtype, device=device)
-    return torch.expm1(growth * u) / math.expm1(growth)
+    grid = torch.expm1(growth * u) / math.expm1(growth)
+    grid[-1] = 1.0  # in float32 the quotient rounds to 1 + 2**-23: past the horizon
+    return grid
 
 
 def linear_grid(n_steps, dtype, device):
