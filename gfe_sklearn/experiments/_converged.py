@@ -13,12 +13,12 @@ from ._common import (
 )
 from ._training import (
     DATASETS,
-    MODEL_TITLES,
     EpochStream,
     bce,
     holdout,
     load_dataset,
     make_model,
+    model_titles,
     snapshots,
     subset,
     train,
@@ -89,7 +89,7 @@ def run(ctx):
 def _run_unit(ctx, dataset, X_train, X_val, X_test, seed, kind):
     args, store = ctx.args, ctx.store
     key = {"dataset": dataset, "seed": seed, "model": kind}
-    label = f"{MODEL_TITLES[kind]} seed {seed} {dataset}"
+    label = f"{model_titles(args)[kind]} seed {seed} {dataset}"
     if store.has(**key, kind="final"):
         ctx.reporter.log(f"  {label}: done, skipped")
         return
@@ -159,7 +159,7 @@ def report(ctx):
     rows = []
     for dataset, by_model in summary.items():
         for model, e in by_model.items():
-            rows.append([DATASETS[dataset][0], MODEL_TITLES[model],
+            rows.append([DATASETS[dataset][0], model_titles(args)[model],
                          fmt_mean_std(e["test_bce"], e["test_bce_std"]), f"{e['images']:,.0f}",
                          f"{e['epochs']:.3g}", fmt_seconds(e["train_seconds"]),
                          fmt(PAPER_TABLE_2.get(dataset, {}).get(model)), f"{e['n_test']:,}",
@@ -167,7 +167,7 @@ def report(ctx):
     if not rows:
         return {"table": summary}, "No finished units yet."
 
-    titles = {m: MODEL_TITLES[m] for m in args.models}
+    titles = {m: model_titles(args)[m] for m in args.models}
     values = {titles[m]: {DATASETS[d][0]: s[m]["test_bce"] for d, s in summary.items() if m in s}
               for m in args.models}
     errors = {titles[m]: {DATASETS[d][0]: s[m]["test_bce_std"] for d, s in summary.items()

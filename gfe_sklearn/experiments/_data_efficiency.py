@@ -3,12 +3,12 @@
 from .. import GradientFlowEncoder
 from ._common import fmt, fmt_mean_std, fmt_seconds, markdown_table, mean_std, save_figure
 from ._training import (
-    MODEL_TITLES,
     bce,
     draw_stream,
     gfe_params,
     load_dataset,
     make_model,
+    model_titles,
     snapshots,
     subset,
     train,
@@ -70,7 +70,7 @@ def _run_unit(ctx, data, X_test, seed, kind):
     scored = ("ae", "mixed") if kind == "ae" else ("gfe",)
     key = {"dataset": data.name, "seed": seed}
     missing = [b for b in args.budgets for m in scored if not store.has(**key, model=m, images=b)]
-    label = f"{MODEL_TITLES[kind]} seed {seed} {data.name}"
+    label = f"{model_titles(ctx.args)[kind]} seed {seed} {data.name}"
     if not missing:
         ctx.reporter.log(f"  {label}: all budgets done, skipped")
         return
@@ -87,7 +87,7 @@ def _run_unit(ctx, data, X_test, seed, kind):
             store.add({**key, "model": m, "images": state["seen"], "test_bce": value,
                        "n_test": len(X_test), "train_seconds": state["seconds"],
                        "eval_seconds": seconds, "device": model.device_})
-            ctx.reporter.log(f"  {MODEL_TITLES[m]} seed {seed} {data.name} "
+            ctx.reporter.log(f"  {model_titles(ctx.args)[m]} seed {seed} {data.name} "
                              f"{state['seen']} images: test BCE {value:.4f} "
                              f"(trained {state['seconds']:.1f} s, scored {seconds:.1f} s)")
         return False
@@ -122,6 +122,7 @@ def report(ctx):
     from ..plotting import plot_curves
 
     args = ctx.args
+    titles = model_titles(args)
     summary = summarize(ctx.store.records, args)
     parts = []
     for dataset, by_model in summary.items():
@@ -130,8 +131,8 @@ def report(ctx):
         paper = PAPER_TABLE_1.get(dataset, {})
         n_seeds = max((c["n"] for m in by_model.values() for c in m.values()), default=0)
         n_test = next((c["n_test"] for m in by_model.values() for c in m.values()), None)
-        header = ["training images", "AE", "GFE-amd", "Mixed", "AE train time",
-                  "GFE-amd train time"]
+        header = ["training images", "AE", titles["gfe"], "Mixed", "AE train time",
+                  f"{titles['gfe']} train time"]
         if paper:
             header += ["AE (paper)", "GFE-amd (paper)", "Mixed (paper)"]
         rows = []
@@ -145,11 +146,11 @@ def report(ctx):
             if paper:
                 row += [fmt(paper[m].get(images)) for m in MODELS]
             rows.append(row)
-        curves = {MODEL_TITLES[m]: {"x": sorted(by_model[m]),
-                                    "y": [by_model[m][i]["mean"] for i in sorted(by_model[m])],
-                                    "yerr": [by_model[m][i]["std"] for i in sorted(by_model[m])]}
+        curves = {titles[m]: {"x": sorted(by_model[m]),
+                              "y": [by_model[m][i]["mean"] for i in sorted(by_model[m])],
+                              "yerr": [by_model[m][i]["std"] for i in sorted(by_model[m])]}
                   for m in MODELS if m in by_model}
-        reference = {MODEL_TITLES[m]: (sorted(v), [v[i] for i in sorted(v)])
+        reference = {titles[m]: (sorted(v), [v[i] for i in sorted(v)])
                      for m, v in paper.items()}
         ax = plot_curves(curves, reference=reference, xlabel="training images seen",
                          ylabel="test mean cross-entropy", logx=True,

@@ -33,6 +33,14 @@ DATASETS = {
 
 MODEL_TITLES = {"ae": "AE", "gfe": "GFE-amd", "mixed": "Mixed"}
 
+
+def model_titles(args):
+    """``MODEL_TITLES`` with the GFE named by its solver when ``--solver`` is not AMD."""
+    solver = getattr(args, "solver", None)
+    if solver in (None, "amd"):
+        return dict(MODEL_TITLES)
+    return {**MODEL_TITLES, "gfe": f"GFE ({solver})"}
+
 # Seeds of the fixed subsets, independent of --seeds, so every seed sees the same data.
 SUBSET_SEED = 0
 HOLDOUT_SEED = 1
