@@ -202,10 +202,14 @@ class PersistenceMixin:
                 params[name] = self._module_from_json(name, saved.get(name), source, modules)
             elif name in saved:
                 params[name] = _from_json(saved[name], f"{source}: parameter {name!r}")
-            else:  # saved before the parameter existed: behave as the model did then
-                params[name] = self._values_before_parameter.get(
-                    name, inspect.signature(type(self)).parameters[name].default)
+            else:
+                params[name] = self._value_before(name)
         return params
+
+    def _value_before(self, name):
+        """A parameter saved models lack: the value that makes them behave as they did."""
+        return self._values_before_parameter.get(
+            name, inspect.signature(type(self)).parameters[name].default)
 
     def _module_from_json(self, name, saved, source, modules):
         given = modules.get(name)
@@ -307,8 +311,7 @@ class PersistenceMixin:
                                     weights_only=False))
         for name in self._get_param_names():
             if name not in state:
-                state[name] = self._values_before_parameter.get(
-                    name, inspect.signature(type(self)).parameters[name].default)
+                state[name] = self._value_before(name)
         self.__dict__.update(state)
 
 

@@ -14,6 +14,8 @@ from sklearn.utils.validation import check_is_fitted
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder, _gradient_flow
 from gfe_sklearn.flow import ADJOINTS, ALPHAS, FLOWS, GRIDS, SOLVERS, solver_options
 
+from .flow.problems import goes_to_endpoint
+
 pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
 ]
@@ -25,7 +27,7 @@ FAST = dict(n_steps=10, max_steps=50)  # keeps the fixed-grid and dopri5 flows s
 @pytest.mark.parametrize("flow", sorted(FLOWS))
 def test_every_solver_and_flow_trains_and_encodes(solver, flow, X, small):
     params = {**small, **FAST, "solver": solver, "flow": flow, "max_iter": 1}
-    if getattr(SOLVERS[solver], "goes_to_endpoint", False) and flow != "gradient":
+    if goes_to_endpoint(solver) and flow != "gradient":
         with pytest.raises(ValueError, match=f"flow='{flow}' cannot be used with"):
             GradientFlowEncoder(**params).fit(X)
         return
@@ -52,7 +54,7 @@ def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypa
                         lambda *a, **kw: seen.append(kw) or real(*a, **kw))
     params = dict(beta=0.5, s0=0.5, s_min=0.1, s_max=5.0, kappa=1.2, max_backtracks=10, n_steps=7,
                   grid="linear", rtol=1e-4, atol=1e-5, max_steps=40)
-    tau = "auto" if getattr(SOLVERS[solver], "goes_to_endpoint", False) else 10.0
+    tau = "auto" if goes_to_endpoint(solver) else 10.0
     est = GradientFlowEncoder(**{**small, **params, "solver": solver, "tau": tau,
                                  "stop_tol": 1e-3, "fit_stop_tol": 1e-5, "stop_window": 3,
                                  "max_iter": 1})

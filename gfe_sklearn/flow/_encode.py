@@ -39,7 +39,7 @@ def check_combination(solver, alpha, *, flow="gradient", adjoint="approx", stop_
             "line search, which takes over the role of alpha(t). Use alpha='constant' with "
             f"'amd', or alpha={alpha!r} with one of {sorted(set(SOLVERS) - {'amd'})}."
         )
-    if getattr(_lookup(SOLVERS, solver, "solver"), "goes_to_endpoint", False):
+    if _endpoint(_lookup(SOLVERS, solver, "solver")):
         fixed = {"flow": (flow, "gradient"), "alpha": (alpha, "constant"),
                  "adjoint": (adjoint, "approx"), "stop_rule": (stop_rule, "code"),
                  "tau": (tau, "auto")}
