@@ -20,7 +20,7 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.exceptions import ConvergenceWarning
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -214,6 +214,35 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
                 "sklearn.preprocessing.MinMaxScaler(clip=True) (clip keeps new data in range), "
                 "or use loss='mse'."
             )
+
+    def _clipped_to_target_range(self, X, name="X"):
+        """``X`` clipped into the loss's range for ``transform`` and ``score``, with a warning.
+
+        ``fit`` refuses such data, but a scaler fitted on other rows (``MinMaxScaler`` in a
+        cross-validated pipeline) maps new rows slightly outside the range, and refusing them
+        would break the pipeline.
+        """
+        target_range = LOSSES[self.loss].target_range
+        values = X.data if sp.issparse(X) else X
+        if target_range is None or values.size == 0:
+            return X
+        low, high = target_range
+        outside = values[(values < low - RANGE_SLACK) | (values > high + RANGE_SLACK)]
+        if outside.size == 0:
+            return X
+        beyond = float(np.max(np.maximum(low - outside, outside - high)))
+        warnings.warn(
+            f"{type(self).__name__}: loss={self.loss!r} needs {name} in [{low:g}, {high:g}]; "
+            f"{outside.size} of {X.shape[0] * X.shape[1]} values were outside, by up to "
+            f"{beyond:.3g}, and were clipped to it. A scaler fitted on other rows does this; "
+            "sklearn.preprocessing.MinMaxScaler(clip=True) keeps new data in range.",
+            DataConversionWarning, stacklevel=3,
+        )
+        if sp.issparse(X):
+            X = X.copy()
+            X.data = np.clip(X.data, low, high)
+            return X
+        return np.clip(X, low, high)
 
     @property
     def _n_features_out(self):
@@ -618,7 +647,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         self._check_usable()
         X = self._validate_X(X, reset=False)
         if self._transform_uses_loss:
-            self._check_target_range(X)
+            X = self._clipped_to_target_range(X)
         codes = self._map_batches(X, lambda target: self._encode(target, with_loss=False)[0])
         self._check_finite_output(codes, X, "codes")
         return codes.astype(X.dtype, copy=False)
@@ -676,7 +705,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         check_is_fitted(self)
         self._check_usable()
         X = self._validate_X(X, reset=False)
-        self._check_target_range(X)
+        X = self._clipped_to_target_range(X)
         scores = self._score_batches(X)
         self._check_finite_output(scores, X, "scores")
         return scores.astype(X.dtype, copy=False)

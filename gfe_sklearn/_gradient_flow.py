@@ -192,9 +192,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     all on consumer GPUs, whose float64 throughput is a small fraction of their float32
     throughput.
 
-    ``loss='bce'`` refuses data outside ``[0, 1]`` in ``fit``, ``transform`` and ``score``
-    (the flow's target is the sample itself). A ``MinMaxScaler`` fitted on training data
-    can map new data slightly outside ``[0, 1]``; ``MinMaxScaler(clip=True)`` cannot.
+    ``loss='bce'`` needs data in ``[0, 1]`` (the flow's target is the sample itself).
+    ``fit`` refuses data outside it; ``transform`` and ``score`` clip them into it with a
+    ``DataConversionWarning`` that says how many values were clipped and by how much, since
+    a ``MinMaxScaler`` fitted on other rows maps new data slightly outside ``[0, 1]``.
+    ``MinMaxScaler(clip=True)`` keeps them inside and avoids the warning.
 
     References
     ----------

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
-from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFittedError
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils.validation import check_is_fitted
 
@@ -176,6 +176,27 @@ def test_bce_refuses_data_outside_unit_interval(cls, X, small):
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
+def test_bce_clips_new_data_outside_unit_interval_with_a_warning(cls, X, small):
+    est = cls(**small).fit(X)
+    bad = X.copy()
+    bad[0, :3] = [1.25, -0.5, 1.0 + 1e-9]  # the last is rounding, neither clipped nor counted
+    clipped = np.clip(bad, 0, 1)
+    methods = [est.score_samples] + ([est.transform] if cls is GradientFlowEncoder else [])
+    for method in methods:
+        with pytest.warns(DataConversionWarning) as record:
+            out = method(bad)
+        assert len(record) == 1
+        message = str(record[0].message)
+        assert "2 of 960 values were outside, by up to 0.5" in message
+        assert "MinMaxScaler(clip=True)" in message
+        np.testing.assert_array_equal(out, method(clipped))
+    assert bad[0, 0] == 1.25  # the caller's data are not clipped in place
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DataConversionWarning)
+        est.score(X)  # data in range: no warning
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
 @pytest.mark.parametrize("param, value", [
     ("loss", "hinge"), ("activation", "swish"), ("optimizer", "sgd"), ("n_components", 0),
     ("batch_size", 0), ("learning_rate", -1.0), ("max_iter", 0), ("validation_fraction", 1.0),
@@ -265,8 +286,8 @@ def test_sparse_input_is_densified_in_batches(cls, fmt, X, small):
     sparse = cls(**small).fit(sp.csr_matrix(X).asformat(fmt))
     np.testing.assert_array_equal(sparse.transform(sp.csr_matrix(X)), dense.transform(X))
     assert sparse.score(sp.csr_matrix(X).asformat(fmt)) == dense.score(X)
-    with pytest.raises(ValueError, match="Values out of range"):
-        dense.score(sp.csr_matrix(X * 3))
+    with pytest.warns(DataConversionWarning, match="were clipped"):
+        assert dense.score(sp.csr_matrix(X * 3)) == dense.score(np.clip(X * 3, 0, 1))
 
 
 # -- seeding ----------------------------------------------------------------------------

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.datasets import load_digits
+from sklearn.exceptions import DataConversionWarning, NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
-from sklearn.pipeline import Pipeline
+from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler
 from sklearn.utils.validation import check_is_fitted
 
@@ -178,6 +179,23 @@ def test_pipeline_from_the_issue(Xy, small):
                      ("clf", LogisticRegression())])
     assert pipe.fit(X * 16, y).predict(X * 16).shape == (60,)
     assert 0 <= pipe.score(X * 16, y) <= 1
+
+
+def test_the_natural_pipeline_cross_validates_on_digits():
+    # MinMaxScaler without clip, fitted on the training folds, maps test pixels outside
+    # [0, 1]; transform and score clip them with a warning instead of failing the folds.
+    X, y = load_digits(return_X_y=True)
+    X, y = X[:300].astype(np.float32), y[:300]
+    gfe = GradientFlowEncoder(n_components=4, hidden_layer_sizes=(16,), max_iter=1,
+                              solver="lbfgs", max_steps=50, device="cpu", random_state=0)
+    pipe = make_pipeline(MinMaxScaler(), gfe, LogisticRegression())
+    with pytest.warns(DataConversionWarning, match="were clipped"):
+        scores = cross_val_score(pipe, X, y, cv=5, error_score="raise")
+    assert scores.shape == (5,) and (scores > 0.1).all()  # above chance for ten classes
+    grid = {"gradientflowencoder__stop_tol": [1e-2, 1e-4]}
+    with pytest.warns(DataConversionWarning, match="were clipped"):
+        search = GridSearchCV(pipe, grid, cv=3, error_score="raise").fit(X, y)
+    assert np.isfinite(search.cv_results_["mean_test_score"]).all()
 
 
 def test_grid_search_over_solver_settings_in_two_processes(Xy, small):
