@@ -28,13 +28,15 @@ class ActiveSet:
 
     ``self.data`` maps names to tensors whose first dimension indexes the active rows; the
     entries ``state``, ``loss``, ``grad`` (of the loss at ``state``), ``t``, ``tau``,
-    ``n_steps``, ``n_evals`` and the stop rules' windows over the last accepted steps
-    (``window``, ``t_window``: losses and times after each step; ``moved_window``: how far the
-    code moved in each step) always exist; solvers add their own (step sizes, stage values).
+    ``n_steps`` and ``n_evals`` always exist; so do, with ``windows``, the stop rules' windows
+    over the last accepted steps (``window``, ``t_window``: losses and times after each step;
+    ``moved_window``: how far the code moved in each step). Solvers add their own (step
+    sizes, stage values). A solver with its own convergence test (``goes_to_endpoint``)
+    runs without windows, whose upkeep costs a dozen tensor operations per step.
     """
 
     def __init__(self, problem, state, loss, grad, *, stop_tol, stop_window, keep_steps,
-                 record_history, stop_rule="code", n_evals=1):
+                 record_history, stop_rule="code", n_evals=1, windows=True):
         batch = state.shape[0]
         device = state.device
         self.problem = problem
@@ -56,10 +58,16 @@ class ActiveSet:
             "tau": problem.tau,
             "n_steps": torch.zeros(batch, dtype=torch.long, device=device),
             "n_evals": torch.full((batch,), n_evals, dtype=torch.long, device=device),
-            "window": ldet[:, None].repeat(1, stop_window + 1),
-            "t_window": torch.zeros(batch, stop_window + 1, dtype=state.dtype, device=device),
-            "moved_window": torch.zeros(batch, stop_window, dtype=state.dtype, device=device),
         }
+        self.windows = windows
+        if windows:
+            self.data.update({
+                "window": ldet[:, None].repeat(1, stop_window + 1),
+                "t_window": torch.zeros(batch, stop_window + 1, dtype=state.dtype,
+                                        device=device),
+                "moved_window": torch.zeros(batch, stop_window, dtype=state.dtype,
+                                            device=device),
+            })
         if self._history is not None:
             self._history.append((self.rows, self.data["n_steps"], self.data["t"], ldet))
 
@@ -91,18 +99,20 @@ class ActiveSet:
         """
         d = self.data
         acc = accepted[:, None]
-        flow = self.problem.flow
-        moved = (flow.position(state_new) - flow.position(d["state"])).detach().norm(dim=1)
+        if self.windows:
+            flow = self.problem.flow
+            moved = (flow.position(state_new) - flow.position(d["state"])).detach().norm(dim=1)
         d["state"] = torch.where(acc, state_new, d["state"])
         d["loss"] = torch.where(accepted, loss_new, d["loss"])
         for name, new in updates.items():
             d[name] = torch.where(accepted.reshape(-1, *[1] * (new.dim() - 1)), new, d[name])
         d["t"] = torch.where(accepted, t_new, d["t"])
         d["n_steps"] = d["n_steps"] + accepted.long()
-        for name, new in (("window", loss_new.detach()), ("t_window", d["t"]),
-                          ("moved_window", moved)):
-            shifted = torch.cat([d[name][:, 1:], new[:, None]], dim=1)
-            d[name] = torch.where(acc, shifted, d[name])
+        if self.windows:
+            for name, new in (("window", loss_new.detach()), ("t_window", d["t"]),
+                              ("moved_window", moved)):
+                shifted = torch.cat([d[name][:, 1:], new[:, None]], dim=1)
+                d[name] = torch.where(acc, shifted, d[name])
         if self._history is not None and bool(accepted.any()):
             self._history.append((self.rows[accepted], d["n_steps"][accepted],
                                   d["t"][accepted], loss_new.detach()[accepted]))

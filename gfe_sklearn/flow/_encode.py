@@ -162,7 +162,7 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     loss0, grad0 = problem.loss_and_grad(flow_obj.position(state0), rows)
     run = ActiveSet(problem, state0, loss0, grad0, stop_tol=stop_tol, stop_window=stop_window,
                     stop_rule=stop_rule, keep_steps=adjoint == "full",
-                    record_history=record_history)
+                    record_history=record_history, windows=not _endpoint(solver_cls))
     params = []
     if adjoint == "full" and isinstance(decoder, torch.nn.Module):
         params = [p for p in decoder.parameters() if p.requires_grad]

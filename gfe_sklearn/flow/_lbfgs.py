@@ -49,7 +49,6 @@ class LBFGS:
         like = run["state"]
         run["S"] = like.new_zeros(n, self.history, k)
         run["Y"] = like.new_zeros(n, self.history, k)
-        run["rho"] = like.new_zeros(n, self.history)
         run["step"] = torch.ones_like(run["t"])
         run["m"] = torch.zeros_like(run["n_steps"])
         self._new_directions(run, torch.ones_like(run["t"], dtype=torch.bool))
@@ -72,57 +71,69 @@ class LBFGS:
 
             # The next quasi-Newton step estimates the distance left to the minimum; by up to
             # 13% short on an ill-conditioned quadratic (tests), hence half the tolerance.
-            size = run["state"].norm(dim=1).clamp_min(1.0)
-            converged = accepted & (run["rho"][:, -1] > 0) & \
-                (run["direction"].norm(dim=1) <= 0.5 * run.stop_tol * size)
+            tolerance = 0.5 * run.stop_tol * run["state"].norm(dim=1).clamp_min(1.0)
+            length = run["step"] * run["direction"].norm(dim=1)
+            converged = accepted & run["paired"] & (length <= tolerance)
+            # A descent direction lowers the loss for small enough steps; once the trials have
+            # shrunk below the tolerance without lowering it, the code is at its minimum to
+            # within the tolerance or to working precision, and further trials would only meet
+            # rounding (in float32 they cost max_backtracks evaluations per sample).
+            unimprovable = ~accepted & (length <= tolerance)
             stalled = run["m"] > self.max_backtracks
             capped = run["n_steps"] >= self.max_steps
-            run.retire(converged | stalled | capped, converged | stalled)
+            finished = converged | unimprovable | stalled
+            run.retire(finished | capped, finished)
 
     def _remember(self, run, accepted, s, y):
         """Push the accepted rows' step pair (if its curvature is positive) into the history."""
         sy = (s * y).sum(dim=1)
-        keep = accepted & (sy > 1e-10 * s.norm(dim=1) * y.norm(dim=1))
-        rho = torch.where(keep, 1.0 / torch.where(keep, sy, torch.ones_like(sy)),
-                          torch.zeros_like(sy))
-        for name, new in (("S", s), ("Y", y), ("rho", rho)):
-            old = run[name]
-            shifted = torch.cat([old[:, 1:], new[:, None]], dim=1)
-            mask = keep.reshape(-1, *[1] * (old.dim() - 1))
-            run[name] = torch.where(mask, shifted, old)
+        keep = (accepted & (sy > 1e-10 * s.norm(dim=1) * y.norm(dim=1)))[:, None, None]
+        for name, new in (("S", s), ("Y", y)):
+            shifted = torch.cat([run[name][:, 1:], new[:, None]], dim=1)
+            run[name] = torch.where(keep, shifted, run[name])
 
     def _new_directions(self, run, rows):
-        """Quasi-Newton directions (two-loop recursion) for ``rows``; the others keep theirs."""
-        grad, S, Y, rho = run["grad"], run["S"], run["Y"], run["rho"]
-        q = grad
-        alphas = []
-        for j in reversed(range(self.history)):
-            a = rho[:, j] * (S[:, j] * q).sum(dim=1)
-            q = q - a[:, None] * Y[:, j]
-            alphas.append(a)
-        # Slots never filled have rho = 0 and change nothing. Without a pair yet, the first
-        # step has length first_step in code space.
-        newest_y = Y[:, -1]
-        has_pair = rho[:, -1] > 0
-        yy = (newest_y * newest_y).sum(dim=1)
-        gamma = torch.where(has_pair, 1.0 / (rho[:, -1] * torch.where(has_pair, yy, 1.0)),
+        """Quasi-Newton directions for ``rows``; the others keep theirs.
+
+        The inverse-Hessian product in the compact form of Byrd, Nocedal and Schnabel (1994):
+        a dozen batched products and two triangular solves on the ``history``-sized pair
+        matrices instead of the two-loop recursion's four operations per pair, which cost
+        more than the decoder's own evaluation at small batches.
+        """
+        grad, S, Y = run["grad"], run["S"], run["Y"]
+        sy = (S * Y).sum(dim=2)
+        # Empty slots (no pair yet, or a pair without positive curvature) hold zeros, and a
+        # unit diagonal there makes them drop out of the solves below.
+        filled = sy > 0
+        paired = filled[:, -1]
+        newest_yy = (Y[:, -1] * Y[:, -1]).sum(dim=1)
+        # Without a pair yet, the first step has length first_step in code space.
+        gamma = torch.where(paired, sy[:, -1] / torch.where(paired, newest_yy, 1.0),
                             self.first_step / grad.norm(dim=1).clamp_min(1e-300))
-        r = gamma[:, None] * q
-        for j, a in zip(range(self.history), reversed(alphas)):
-            b = rho[:, j] * (Y[:, j] * r).sum(dim=1)
-            r = r + (a - b)[:, None] * S[:, j]
+        Sg = (S * grad[:, None]).sum(dim=2)
+        Yg = (Y * grad[:, None]).sum(dim=2)
+        R = torch.triu((S[:, :, None] * Y[:, None]).sum(dim=3))
+        R = R + torch.diag_embed((~filled).to(R.dtype))
+        YY = (Y[:, :, None] * Y[:, None]).sum(dim=3)
+        p = torch.linalg.solve_triangular(R, Sg[..., None], upper=True)[..., 0]
+        c = sy * p + gamma[:, None] * ((YY * p[:, None]).sum(dim=2) - Yg)
+        top = torch.linalg.solve_triangular(R.transpose(1, 2), c[..., None], upper=False)[..., 0]
+        r = gamma[:, None] * grad + (S * top[..., None]).sum(dim=1) \
+            - gamma[:, None] * (Y * p[..., None]).sum(dim=1)
         direction = -r
         slope = (grad * direction).sum(dim=1)
-        # A direction that does not descend (rounding in a tiny history) falls back to the
-        # gradient, with the history cleared.
+        # A direction that does not descend (rounding in an ill-conditioned history) falls
+        # back to the gradient, with the history cleared.
         uphill = ~(slope < 0)
         direction = torch.where(uphill[:, None], -gamma[:, None] * grad, direction)
         slope = torch.where(uphill, -gamma * (grad * grad).sum(dim=1), slope)
-        for name in ("S", "Y", "rho"):
-            mask = (rows & uphill).reshape(-1, *[1] * (run[name].dim() - 1))
-            run[name] = torch.where(mask, torch.zeros_like(run[name]), run[name])
+        clear = (rows & uphill)[:, None, None]
+        for name in ("S", "Y"):
+            run[name] = torch.where(clear, torch.zeros_like(run[name]), run[name])
+        paired = paired & ~(rows & uphill)
         if "direction" not in run.data:
-            run["direction"], run["slope"] = direction, slope
+            run["direction"], run["slope"], run["paired"] = direction, slope, paired
             return
         run["direction"] = torch.where(rows[:, None], direction, run["direction"])
         run["slope"] = torch.where(rows, slope, run["slope"])
+        run["paired"] = torch.where(rows, paired, run["paired"])
