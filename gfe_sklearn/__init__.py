@@ -2,10 +2,12 @@
 
 from ._autoencoder import AutoEncoderBaseline
 from ._gradient_flow import GradientFlowEncoder
+from ._imputer import GradientFlowImputer
 from ._model_file import ModelFileError
 from ._persistence import trust_legacy_pickles
+from ._scoring import make_hidden_entry_scorer
 
 __version__ = "0.2.0"
 
-__all__ = ["AutoEncoderBaseline", "GradientFlowEncoder", "ModelFileError", "trust_legacy_pickles",
-           "__version__"]
+__all__ = ["AutoEncoderBaseline", "GradientFlowEncoder", "GradientFlowImputer", "ModelFileError",
+           "make_hidden_entry_scorer", "trust_legacy_pickles", "__version__"]

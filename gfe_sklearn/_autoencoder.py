@@ -87,6 +87,11 @@ class AutoEncoderBaseline(BaseFlowEstimator):
 
     _transform_uses_loss = False
 
+    _nan_advice = ("an autoencoder's encoder network needs every input. "
+                   "GradientFlowEncoder(allow_nan=True) encodes a sample from its observed "
+                   "entries alone and reconstructs the missing ones, and "
+                   "gfe_sklearn.GradientFlowImputer fills them in.")
+
     def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
                  loss="bce", optimizer="rmsprop", learning_rate=5e-4, batch_size=32,
                  max_iter=200, max_samples=None, tol=1e-4, early_stopping=False,

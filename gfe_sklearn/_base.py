@@ -191,9 +191,20 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
     # -- validation -----------------------------------------------------------------------
 
     def _validate_X(self, X, *, reset):
+        # NaN passes validate_data so that _check_missing decides, with the estimator's advice.
         X = validate_data(self, X, reset=reset, accept_sparse="csr",
-                          dtype=[np.float32, np.float64])
+                          dtype=[np.float32, np.float64], ensure_all_finite="allow-nan")
+        self._check_missing(X)
         return X
+
+    # How to encode data with missing entries, for the refusal of NaN.
+    _nan_advice = ""
+
+    def _check_missing(self, X):
+        """Refuse NaN in ``X`` (``GradientFlowEncoder(allow_nan=True)`` takes it as missing)."""
+        if np.isnan(X.data if sp.issparse(X) else X).any():
+            raise ValueError(f"Input X contains NaN, which {type(self).__name__} refuses: "
+                             f"{self._nan_advice}")
 
     def _check_target_range(self, X, name="X"):
         """Refuse data outside the loss's range (``[0, 1]`` for ``bce``), changing nothing."""
@@ -202,7 +213,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         if target_range is None or values.size == 0:
             return
         low, high = target_range
-        lowest, highest = float(values.min()), float(values.max())
+        lowest, highest = float(np.nanmin(values)), float(np.nanmax(values))
         # Rounding in scalers (MinMaxScaler gives 1.0000000000000002) is not an error.
         if lowest < low - RANGE_SLACK or highest > high + RANGE_SLACK:
             # "Negative values in data passed to" is scikit-learn's wording for positive_only.

@@ -3,6 +3,8 @@
 import copy
 from numbers import Integral, Real
 
+import numpy as np
+import scipy.sparse as sp
 import torch
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
@@ -57,6 +59,13 @@ class GradientFlowEncoder(BaseFlowEstimator):
         Per-sample reconstruction loss, the mean over features. ``'bce'`` is the papers'
         cross-entropy: ``X`` must lie in ``[0, 1]`` (e.g. after ``MinMaxScaler(clip=True)``)
         and the decoder emits logits.
+    allow_nan : bool, default=False
+        Treat NaN entries of ``X`` as missing instead of refusing them. The flow's loss, the
+        training loss and ``score`` then use each sample's observed entries only (their mean,
+        so a sample with few observations weighs as much as a complete one), ``fit`` trains
+        on incomplete samples, and ``inverse_transform`` reconstructs every entry, missing
+        ones included (``GradientFlowImputer`` fills them in). A sample needs at least one
+        observed entry. Off by default: a NaN is then more often a bug upstream than a gap.
     solver : {'amd', 'euler', 'rk4', 'dopri5', 'lbfgs'}, default='amd'
         Integrator of the flow: the papers' adaptive minimise-distance solver (steps picked
         by backtracking on the loss), fixed-grid Euler or RK4, or adaptive Dormand-Prince;
@@ -192,6 +201,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     all on consumer GPUs, whose float64 throughput is a small fraction of their float32
     throughput.
 
+    With ``allow_nan=True`` a sample's code depends on its observed entries alone, so
+    encoding a masked sample gives the same code as encoding only its observed features with
+    a decoder restricted to them; see ``make_hidden_entry_scorer`` to choose settings by how
+    well hidden entries are predicted.
+
     ``loss='bce'`` needs data in ``[0, 1]`` (the flow's target is the sample itself).
     ``fit`` refuses data outside it; ``transform`` and ``score`` clip them into it with a
     ``DataConversionWarning`` that says how many values were clipped and by how much, since
@@ -214,6 +228,15 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     (40, 2)
     >>> gfe.inverse_transform(gfe.transform(X[:3])).shape
     (3, 8)
+
+    With ``allow_nan=True``, NaN marks entries that are missing; they are reconstructed:
+
+    >>> X_missing = X.copy()
+    >>> X_missing[0, :4] = np.nan
+    >>> gfe = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(16,), max_iter=2,
+    ...                           allow_nan=True, device="cpu", random_state=0).fit(X_missing)
+    >>> bool(np.isfinite(gfe.inverse_transform(gfe.transform(X_missing[:1]))).all())
+    True
     """
 
     _parameter_constraints = {
@@ -239,6 +262,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         "rtol": [Interval(Real, 0, None, closed="neither")],
         "atol": [Interval(Real, 0, None, closed="neither")],
         "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "allow_nan": ["boolean"],
     }
 
     _transform_uses_loss = True
@@ -254,7 +278,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
                  n_steps=100, grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
                  learning_rate=5e-4, batch_size=32, max_iter=20, max_samples=None, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 warm_start=False, decoder=None, device="auto", random_state=None, verbose=0):
+                 warm_start=False, decoder=None, device="auto", random_state=None, verbose=0,
+                 allow_nan=False):
         super().__init__(
             n_components=n_components, hidden_layer_sizes=hidden_layer_sizes,
             activation=activation, loss=loss, optimizer=optimizer, learning_rate=learning_rate,
@@ -284,6 +309,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         self.rtol = rtol
         self.atol = atol
         self.max_steps = max_steps
+        self.allow_nan = allow_nan
 
     @classmethod
     def from_autoencoder(cls, autoencoder, **params):
@@ -360,6 +386,40 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             )
         return hidden
 
+    _nan_advice = ("set allow_nan=True to treat NaN entries as missing (the flow and the "
+                   "training loss then use each sample's observed entries), or fill them in "
+                   "with gfe_sklearn.GradientFlowImputer.")
+
+    def _check_missing(self, X):
+        if not self.allow_nan:
+            super()._check_missing(X)
+            return
+        if sp.issparse(X):
+            missing = sp.csr_matrix((np.isnan(X.data), X.indices, X.indptr), shape=X.shape)
+            observed = X.shape[1] - np.asarray(missing.sum(axis=1)).ravel()
+        else:
+            observed = X.shape[1] - np.isnan(X).sum(axis=1)
+        empty = np.flatnonzero(observed == 0)
+        if empty.size:
+            shown = ", ".join(str(i) for i in empty[:10]) + (", ..." if empty.size > 10 else "")
+            raise ValueError(
+                f"{empty.size} row(s) of X have no observed entry (every value is NaN): rows "
+                f"[{shown}]. A sample's code is found from its observed entries, so such a row "
+                "cannot be encoded or trained on. Drop these rows (e.g. "
+                "X[~np.isnan(X).all(axis=1)]), or let GradientFlowImputer fill them with the "
+                "training means."
+            )
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = self.allow_nan
+        return tags
+
+    def _loss(self):
+        """The loss of the flow and of training: over observed entries with ``allow_nan``."""
+        loss = LOSSES[self.loss]
+        return loss.observed_only() if self.allow_nan else loss
+
     def _build_modules(self, n_features, architecture, generator, dtype, device):
         if self.decoder is not None:
             decoder = copy.deepcopy(self.decoder).to(device=device, dtype=dtype)
@@ -377,7 +437,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         names = solver_options(self.solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
         return encode(self.decoder_, target, self._n_latent, solver=self.solver, flow=self.flow,
-                      adjoint=adjoint, loss=self.loss, tau=self.tau, alpha=self.alpha,
+                      adjoint=adjoint, loss=self._loss(), tau=self.tau, alpha=self.alpha,
                       stop_rule=self.stop_rule, stop_tol=stop_tol,
                       stop_window=self.stop_window, options=options,
                       nesterov_eps=self.nesterov_eps, row_chunk=row_chunk)
@@ -390,7 +450,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         self.decoder_.eval()
         result = self._flow(target, self.adjoint, self.fit_stop_tol, row_chunk=None)
         self.decoder_.train()
-        return LOSSES[self.loss](self.decoder_(result.z), target)
+        return self._loss()(self.decoder_(result.z), target)
 
     def _encode(self, target, with_loss):
         result = self._flow(target, "approx", self.stop_tol)
@@ -398,7 +458,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             # AMD accepts no step from a non-finite loss: such codes would silently stay z(0).
             raise ValueError(
                 "The reconstruction loss of some samples is not finite even at their codes "
-                f"(largest magnitude in the batch {float(target.abs().max()):.3g}): the data "
+                f"(largest magnitude in the batch {float(target.abs().nan_to_num().max()):.3g}):"
+                " the data "
                 f"overflow the model's {str(self._model_dtype).replace('torch.', '')} "
                 "arithmetic. Scale the data the way the training data were scaled, or refit "
                 "the model on float64 data."

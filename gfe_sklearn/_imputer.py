@@ -1,0 +1,203 @@
+"""``GradientFlowImputer``: missing entries filled in from a gradient flow encoder's decoder."""
+
+import numpy as np
+from sklearn.base import _fit_context, clone
+from sklearn.impute._base import _BaseImputer
+from sklearn.utils import get_tags
+from sklearn.utils._mask import _get_mask
+from sklearn.utils._missing import is_scalar_nan
+from sklearn.utils.validation import (
+    FLOAT_DTYPES,
+    _check_feature_names_in,
+    check_is_fitted,
+    validate_data,
+)
+
+from ._gradient_flow import GradientFlowEncoder
+
+
+class GradientFlowImputer(_BaseImputer):
+    """Impute missing entries with a gradient flow encoder trained on incomplete data.
+
+    Each sample is encoded from its observed entries alone (``GradientFlowEncoder`` with
+    ``allow_nan=True``: the flow's loss skips the missing ones) and its missing entries are
+    read off the decoder's reconstruction at that code. Observed entries are returned
+    unchanged. The encoder is fitted on the incomplete training data itself.
+
+    Parameters
+    ----------
+    encoder : GradientFlowEncoder, default=None
+        The encoder's settings. ``fit`` trains a clone with ``allow_nan=True``; the instance
+        passed is not changed. None uses ``GradientFlowEncoder(loss='mse')``, which takes any
+        finite data; scale such data first (``StandardScaler`` and ``MinMaxScaler`` skip
+        NaN). For data in ``[0, 1]`` such as images, ``loss='bce'`` is the papers' choice.
+    missing_values : int, float, str, np.nan or None, default=np.nan
+        The placeholder for the missing values. All occurrences of ``missing_values`` are
+        imputed.
+    add_indicator : bool, default=False
+        If True, a ``MissingIndicator`` transform is stacked onto the output of the
+        imputer's transform, so that a downstream estimator can account for missingness.
+    keep_empty_features : bool, default=False
+        If True, features that are missing in every sample passed to ``fit`` are kept in
+        the output of ``transform``, filled with 0. By default they are dropped, since the
+        encoder never saw a value of them.
+
+    Attributes
+    ----------
+    encoder_ : GradientFlowEncoder
+        The fitted encoder, on the features that ``fit`` saw at least once.
+    statistics_ : ndarray of shape (n_features_in_,)
+        The mean of each feature's observed training entries (NaN for a feature never
+        observed): the values of a sample none of whose features is observed, which the flow
+        cannot encode.
+    indicator_ : MissingIndicator
+        Indicator used to add binary indicators for missing values; None when
+        ``add_indicator`` is False.
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Defined when ``X`` has string column names.
+
+    See Also
+    --------
+    GradientFlowEncoder : the encoder, with ``allow_nan=True`` for incomplete samples.
+    make_hidden_entry_scorer : score imputers on entries hidden from them.
+    sklearn.impute.KNNImputer : imputes from the nearest complete neighbours.
+
+    Notes
+    -----
+    Samples none of whose (kept) features is observed are left out of training and imputed
+    with ``statistics_``. ``fit`` refuses data in which no entry at all is observed.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from gfe_sklearn import GradientFlowEncoder, GradientFlowImputer
+    >>> X = np.random.RandomState(0).uniform(size=(40, 6))
+    >>> X[::3, 2] = np.nan
+    >>> encoder = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(16,), loss="bce",
+    ...                               solver="lbfgs", max_iter=2, device="cpu",
+    ...                               random_state=0)
+    >>> imputer = GradientFlowImputer(encoder=encoder).fit(X)
+    >>> filled = imputer.transform(X)
+    >>> bool(np.isnan(filled).any()), bool((filled[1] == X[1]).all())
+    (False, True)
+    """
+
+    _parameter_constraints = {
+        **_BaseImputer._parameter_constraints,
+        "encoder": [GradientFlowEncoder, None],
+    }
+
+    def __init__(self, *, encoder=None, missing_values=np.nan, add_indicator=False,
+                 keep_empty_features=False):
+        super().__init__(missing_values=missing_values, add_indicator=add_indicator,
+                         keep_empty_features=keep_empty_features)
+        self.encoder = encoder
+
+    def _encoder_template(self):
+        return GradientFlowEncoder(loss="mse") if self.encoder is None else self.encoder
+
+    def _validate(self, X, reset):
+        # A NaN is data to impute only when it is the placeholder.
+        finite = "allow-nan" if is_scalar_nan(self.missing_values) else True
+        X = validate_data(self, X, reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=finite,
+                          copy=True)
+        return X, _get_mask(X, self.missing_values)
+
+    @_fit_context(prefer_skip_nested_validation=False)
+    def fit(self, X, y=None):
+        """Fit the encoder on the observed entries of ``X``.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+            Data with missing entries marked by ``missing_values``.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        X, mask = self._validate(X, reset=True)
+        valid = ~mask.all(axis=0)
+        X[mask] = np.nan
+        encoder = clone(self._encoder_template()).set_params(allow_nan=True)
+        X_valid = X[:, valid]
+        seen = ~np.isnan(X_valid).all(axis=1)
+        if not seen.any():
+            raise ValueError(
+                f"{type(self).__name__} got X of shape {X.shape} with no observed entry "
+                f"(every value is missing_values={self.missing_values!r}): there is nothing "
+                "to learn the missing entries from."
+            )
+        encoder.fit(X_valid[seen])
+        # The statistics need no warning about features that are never observed.
+        counts = (~mask).sum(axis=0)
+        sums = np.where(mask, 0, X).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.statistics_ = np.where(counts > 0, sums / counts, np.nan)
+        self.encoder_ = encoder
+        self._valid_mask = valid
+        super()._fit_indicator(mask)
+        return self
+
+    def transform(self, X):
+        """Fill the missing entries of ``X``; observed entries are returned unchanged.
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features)
+
+        Returns
+        -------
+        X_imputed : ndarray of shape (n_samples, n_features_out)
+            In the dtype of ``X`` (float32 or float64). Without ``keep_empty_features``,
+            features missing in every sample seen by ``fit`` are dropped; with
+            ``add_indicator``, the indicator columns follow.
+        """
+        check_is_fitted(self)
+        X, mask = self._validate(X, reset=False)
+        indicator = super()._transform_indicator(mask)
+        valid = self._valid_mask
+        X[mask] = np.nan
+        X_valid, mask_valid = X[:, valid], mask[:, valid]
+        seen = ~mask_valid.all(axis=1)
+        to_encode = seen & mask_valid.any(axis=1)
+        if to_encode.any():
+            rows = X_valid[to_encode]
+            encoder = self.encoder_
+            guess = encoder.inverse_transform(encoder.transform(rows)).astype(X.dtype)
+            X_valid[to_encode] = np.where(mask_valid[to_encode], guess, rows)
+        unseen = np.flatnonzero(~seen)
+        if unseen.size:
+            X_valid[unseen] = self.statistics_[valid].astype(X.dtype)
+        if self.keep_empty_features:
+            X[:, valid] = X_valid
+            X[:, ~valid] = 0
+            X_valid = X
+        return super()._concatenate_indicator(X_valid, indicator)
+
+    def get_feature_names_out(self, input_features=None):
+        """Get output feature names for transformation.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Input features; ``feature_names_in_`` when fitted on named columns, else
+            ``x0, x1, ...``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects
+        """
+        check_is_fitted(self, "n_features_in_")
+        input_features = _check_feature_names_in(self, input_features)
+        names = input_features if self.keep_empty_features else input_features[self._valid_mask]
+        return self._concatenate_indicator_feature_names_out(names, input_features)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float64", "float32"]
+        tags.input_tags.positive_only = get_tags(self._encoder_template()).input_tags.positive_only
+        return tags

@@ -1,0 +1,239 @@
+"""GradientFlowImputer and make_hidden_entry_scorer."""
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.impute import KNNImputer, MissingIndicator, SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from gfe_sklearn import GradientFlowEncoder, GradientFlowImputer, make_hidden_entry_scorer
+from gfe_sklearn._scoring import hidden_entry_error, hide_entries
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
+]
+
+SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, batch_size=16,
+             solver="lbfgs", device="cpu", random_state=0)
+
+
+def small_encoder(**params):
+    return GradientFlowEncoder(**{**SMALL, **params})
+
+
+def low_rank(n_samples=300, n_features=24, rank=2, seed=0):
+    """Data in (0, 1) that a ``rank``-dimensional code explains."""
+    rng = np.random.RandomState(seed)
+    basis = rng.uniform(-3, 3, size=(rank, n_features))
+    return 1 / (1 + np.exp(-rng.normal(size=(n_samples, rank)) @ basis))
+
+
+def with_holes(X, fraction=0.3, seed=1):
+    # Not the scorers' seed 0, which would draw the same entries to hide as are missing.
+    X = X.copy()
+    X[hide_entries(X, fraction, random_state=seed)] = np.nan
+    return X
+
+
+@parametrize_with_checks([
+    GradientFlowImputer(encoder=small_encoder(loss="mse")),
+    GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
+])
+def test_sklearn_compatible_imputer(estimator, check):
+    check(estimator)
+
+
+# -- imputation ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_observed_entries_are_returned_unchanged(X, dtype):
+    X = with_holes(X).astype(dtype)
+    filled = GradientFlowImputer(encoder=small_encoder(loss="bce")).fit_transform(X)
+    observed = ~np.isnan(X)
+    assert filled.dtype == dtype
+    assert not np.isnan(filled).any()
+    np.testing.assert_array_equal(filled[observed], X[observed])
+
+
+def test_missing_entries_come_from_the_encoders_reconstruction(X):
+    X = with_holes(X)
+    imputer = GradientFlowImputer(encoder=small_encoder(loss="bce")).fit(X)
+    encoder = imputer.encoder_
+    expected = encoder.inverse_transform(encoder.transform(X))
+    missing = np.isnan(X)
+    np.testing.assert_array_equal(imputer.transform(X)[missing], expected[missing])
+
+
+def test_encoder_is_cloned_with_allow_nan_and_left_unchanged(X):
+    encoder = small_encoder()
+    imputer = GradientFlowImputer(encoder=encoder).fit(with_holes(X))
+    assert imputer.encoder_ is not encoder
+    assert imputer.encoder_.allow_nan and not encoder.allow_nan
+    assert not hasattr(encoder, "decoder_")
+    assert GradientFlowImputer()._encoder_template().loss == "mse"
+
+
+def test_other_placeholders_than_nan(X):
+    holes = with_holes(X)
+    placeholder = np.where(np.isnan(holes), -1.0, holes)
+    imputer = GradientFlowImputer(encoder=small_encoder(), missing_values=-1.0)
+    by_placeholder = imputer.fit_transform(placeholder)
+    by_nan = GradientFlowImputer(encoder=small_encoder()).fit_transform(holes)
+    np.testing.assert_array_equal(by_placeholder, by_nan)
+    with pytest.raises(ValueError, match="NaN"):
+        imputer.transform(holes)
+
+
+def test_rows_without_observed_entries_get_the_training_means(X):
+    holes = with_holes(X)
+    imputer = GradientFlowImputer(encoder=small_encoder()).fit(holes)
+    np.testing.assert_allclose(imputer.statistics_, np.nanmean(holes, axis=0))
+    test = holes[:4].copy()
+    test[1] = np.nan
+    filled = imputer.transform(test)
+    np.testing.assert_array_equal(filled[1], imputer.statistics_)
+    # Such rows are left out of training instead of refused.
+    holes[[3, 7]] = np.nan
+    GradientFlowImputer(encoder=small_encoder()).fit(holes)
+
+
+def test_fit_refuses_data_without_an_observed_entry():
+    with pytest.raises(ValueError, match="no observed entry"):
+        GradientFlowImputer(encoder=small_encoder()).fit(np.full((5, 3), np.nan))
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_features_never_observed_in_fit(X, keep):
+    X = with_holes(X)
+    X[:, 3] = np.nan
+    imputer = GradientFlowImputer(encoder=small_encoder(), keep_empty_features=keep).fit(X)
+    filled = imputer.transform(X)
+    names = imputer.get_feature_names_out()
+    if keep:
+        assert filled.shape == X.shape and (filled[:, 3] == 0).all()
+        assert "x3" in names
+    else:
+        assert filled.shape == (X.shape[0], X.shape[1] - 1)
+        assert "x3" not in names and len(names) == filled.shape[1]
+    assert imputer.encoder_.n_features_in_ == X.shape[1] - 1
+
+
+def test_add_indicator_appends_the_missing_indicator(X):
+    X = with_holes(X)
+    imputer = GradientFlowImputer(encoder=small_encoder(), add_indicator=True).fit(X)
+    filled = imputer.transform(X)
+    indicator = MissingIndicator().fit(X)
+    np.testing.assert_array_equal(filled[:, X.shape[1]:], indicator.transform(X))
+    assert list(imputer.get_feature_names_out()[X.shape[1]:]) == list(
+        indicator.get_feature_names_out())
+
+
+def test_feature_names_and_pandas_output(X):
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame(with_holes(X), columns=[f"pixel{i}" for i in range(X.shape[1])])
+    imputer = GradientFlowImputer(encoder=small_encoder(), add_indicator=True)
+    out = imputer.set_output(transform="pandas").fit(frame).transform(frame)
+    assert isinstance(out, pd.DataFrame)
+    assert list(out.columns[:X.shape[1]]) == list(frame.columns)
+    assert out.columns[-1].startswith("missingindicator_")
+    np.testing.assert_array_equal(imputer.feature_names_in_, frame.columns)
+
+
+def test_bce_encoder_refuses_data_outside_its_range(X):
+    X = with_holes(X) * 3
+    with pytest.raises(ValueError, match="MinMaxScaler"):
+        GradientFlowImputer(encoder=small_encoder(loss="bce")).fit(X)
+
+
+def test_imputes_structured_data_better_than_the_mean():
+    X = low_rank()
+    holes = with_holes(X, 0.5)
+    missing = np.isnan(holes)
+    encoder = small_encoder(hidden_layer_sizes=(32,), max_iter=15, learning_rate=5e-3)
+    gfe = GradientFlowImputer(encoder=encoder).fit_transform(holes)
+    mean = SimpleImputer().fit_transform(holes)
+    gfe_error = hidden_entry_error(X, gfe, missing, "rmse")
+    assert gfe_error < 0.5 * hidden_entry_error(X, mean, missing, "rmse")
+
+
+def test_pipeline_before_a_classifier(Xy):
+    X, y = Xy
+    pipe = make_pipeline(GradientFlowImputer(encoder=small_encoder()), LogisticRegression())
+    scores = cross_val_score(pipe, with_holes(X), y, cv=3)
+    assert np.isfinite(scores).all()
+
+
+# -- hidden-entry scoring --------------------------------------------------------------------
+
+
+def test_hide_entries_hides_observed_entries_and_keeps_one_per_row():
+    X = with_holes(np.random.RandomState(1).uniform(size=(500, 6)), 0.5, seed=1)
+    hidden = hide_entries(X, 0.8, random_state=0)
+    assert not hidden[np.isnan(X)].any()
+    left = ~np.isnan(X) & ~hidden
+    assert left.any(axis=1).all()
+    assert 0.6 < hidden.sum() / (~np.isnan(X)).sum() < 0.8
+    np.testing.assert_array_equal(hide_entries(X, 0.8, random_state=0), hidden)
+
+
+def test_hidden_entry_error_metrics():
+    truth = np.array([[0.0, 1.0, 0.5]])
+    guess = np.array([[0.5, 0.0, 0.5]])
+    hidden = np.array([[True, True, False]])
+    rmse = np.sqrt((0.5**2 + 1**2) / 2)
+    assert hidden_entry_error(truth, guess, hidden, "rmse") == pytest.approx(rmse)
+    bce = -(np.log(0.5) + np.log(1e-7)) / 2
+    assert hidden_entry_error(truth, guess, hidden, "bce") == pytest.approx(bce)
+
+
+def test_scorer_rates_encoders_and_imputers_on_the_same_hidden_entries():
+    X = low_rank(n_samples=120)
+    scorer = make_hidden_entry_scorer(0.3, random_state=0)
+    hidden = hide_entries(X, 0.3, random_state=0)
+    masked = np.where(hidden, np.nan, X)
+    knn = KNNImputer().fit(X)
+    expected = -hidden_entry_error(X, knn.transform(masked), hidden, "rmse")
+    assert scorer(knn, X) == pytest.approx(expected)
+    encoder = small_encoder(allow_nan=True).fit(X)
+    guess = encoder.inverse_transform(encoder.transform(masked))
+    assert scorer(encoder, X) == pytest.approx(-hidden_entry_error(X, guess, hidden, "rmse"))
+    pipe = make_pipeline(MinMaxScaler(), small_encoder(allow_nan=True)).fit(X)
+    assert scorer(pipe, X) < 0
+    assert "fraction=0.3" in repr(scorer)
+
+
+def test_scorer_errors_name_the_problem(X):
+    dropped = X.copy()
+    dropped[:, 0] = np.nan
+    imputer = KNNImputer().fit(dropped)
+    with pytest.raises(ValueError, match="keep_empty_features=True"):
+        make_hidden_entry_scorer()(imputer, X)
+    with pytest.raises(ValueError, match="was hidden"):
+        make_hidden_entry_scorer()(imputer, X[:, :1])
+    with pytest.raises(ValueError, match="fraction"):
+        make_hidden_entry_scorer(fraction=1.5)
+
+
+def test_grid_search_picks_n_components_by_hidden_entries():
+    X = low_rank(n_samples=400, rank=3)
+    encoder = small_encoder(hidden_layer_sizes=(32,), max_iter=15, learning_rate=5e-3,
+                            allow_nan=True)
+    search = GridSearchCV(encoder, {"n_components": [1, 3]}, cv=2,
+                          scoring=make_hidden_entry_scorer(0.3)).fit(X)
+    assert search.best_params_ == {"n_components": 3}
+    assert np.diff(search.cv_results_["mean_test_score"])[0] > 0
+
+
+def test_grid_search_over_the_imputers_encoder():
+    X = with_holes(low_rank(n_samples=200), 0.3)
+    imputer = GradientFlowImputer(encoder=small_encoder(max_iter=3), keep_empty_features=True)
+    search = GridSearchCV(imputer, {"encoder__n_components": [1, 2]}, cv=2,
+                          scoring=make_hidden_entry_scorer(0.3)).fit(X)
+    assert search.best_estimator_.encoder_.n_components == search.best_params_[
+        "encoder__n_components"]
+    assert clone(search.best_estimator_).encoder.n_components in (1, 2)
