@@ -59,7 +59,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
     optimizer_ : torch.optim.Optimizer
     device_ : str
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
     n_iter_ : int
     n_samples_seen_ : int
     loss_curve_ : list of float

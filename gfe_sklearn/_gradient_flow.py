@@ -177,7 +177,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     optimizer_ : torch.optim.Optimizer
     device_ : str
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined when ``X`` has string column names.
     n_iter_ : int
         Epochs trained since the model was created (``warm_start`` fits and ``partial_fit``

@@ -46,7 +46,7 @@ class GradientFlowImputer(_BaseImputer):
     ----------
     encoder_ : GradientFlowEncoder
         The fitted encoder, on the features that ``fit`` saw at least once.
-    statistics_ : ndarray of shape (n_features_in_,)
+    statistics_ : ndarray of shape (`n_features_in_`,)
         The mean of each feature's observed training entries (NaN for a feature never
         observed): the values of a sample none of whose features is observed, which the flow
         cannot encode.
@@ -54,7 +54,7 @@ class GradientFlowImputer(_BaseImputer):
         Indicator used to add binary indicators for missing values; None when
         ``add_indicator`` is False.
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined when ``X`` has string column names.
 
     See Also

@@ -3,16 +3,21 @@
 Run ``python -m gfe_sklearn.experiments --help`` for the list, and
 ``python -m gfe_sklearn.experiments <name> --help`` for the options of one:
 
-* ``data-efficiency`` - table 1: test BCE after 480 to 5760 training images, AE / GFE-amd /
+* ``data-efficiency`` - table 1 of [2]: test BCE after 480 to 5760 training images, AE / GFE-amd /
   Mixed, mean ± std over seeds.
-* ``converged`` - table 2: MNIST, segmented MNIST and Fashion-MNIST, GFE-amd after one
+* ``converged`` - table 2 of [2]: MNIST, segmented MNIST and Fashion-MNIST, GFE-amd after one
   epoch, AE after up to twelve.
-* ``solvers`` - fig. 2 of 000 / fig. 3 of 002: fixed-grid RK4, the Nesterov flow and AMD,
+* ``solvers`` - fig. 2 of [1] / fig. 3 of [2]: fixed-grid RK4, the Nesterov flow and AMD,
   approximate against full adjoint, and what each costs.
-* ``curves`` - fig. 1: validation BCE against images seen and against time, AE vs GFE-amd.
-* ``latent`` - figs. 6-7 of 002: t-SNE maps of the codes after 1% of the data and after
+* ``curves`` - fig. 1 of [1]: validation BCE against images seen and against time, AE vs GFE-amd.
+* ``latent`` - figs. 6-7 of [2]: t-SNE maps of the codes after 1% of the data and after
   full training.
-* ``reconstructions`` - fig. 3 / fig. 5: test reconstructions after 1% and full training.
+* ``reconstructions`` - fig. 3 of [1] / fig. 5 of [2]: test reconstructions after 1% and
+  full training.
+
+[1] K. Flouris, A. Volokitin, G. Bredell, E. Konukoglu. Explicit and data-efficient encoding
+via gradient flow. NeurIPS 2024 workshop on Machine Learning and the Physical Sciences.
+[2] The same authors. Gradient flow encoding with distance optimization adaptive step size.
 
 Each writes JSON, a Markdown report and PNG figures into ``--out``, records every finished
 unit at once in ``--out/units.jsonl`` and resumes from it when re-run. Only the public API

@@ -56,6 +56,11 @@ COMMON_DEFAULTS = {
 }
 COMMON_SMOKE = {"n_train": 200, "n_test": 50, "n_components": 4, "hidden": [16]}
 
+PAPERS = """\
+[1] K. Flouris, A. Volokitin, G. Bredell, E. Konukoglu. Explicit and data-efficient encoding
+    via gradient flow. NeurIPS 2024 workshop on Machine Learning and the Physical Sciences.
+[2] The same authors. Gradient flow encoding with distance optimization adaptive step size."""
+
 RESUME_NOTE = """\
 Finished units are appended to OUT/units.jsonl as they complete, and training state is
 saved to OUT/snapshots every --snapshot-seconds, so Ctrl-C (or SIGTERM) loses at most the
@@ -208,14 +213,14 @@ def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m gfe_sklearn.experiments",
         description="Reproduce the experiments of the gradient flow encoding papers "
-                    "(Flouris et al.). Each writes JSON, a Markdown table and PNG figures "
-                    "into --out.",
-        epilog=RESUME_NOTE, formatter_class=argparse.RawDescriptionHelpFormatter)
+                    "[1, 2]. Each writes JSON, a Markdown table and PNG figures into --out.",
+        epilog=f"{PAPERS}\n\n{RESUME_NOTE}", formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     for name, module in EXPERIMENTS.items():
         child = sub.add_parser(
             name, help=module.SUMMARY.replace("%", "%%"),
-            description=textwrap.dedent(module.DESCRIPTION), epilog=RESUME_NOTE,
+            description=textwrap.dedent(module.DESCRIPTION),
+            epilog=f"{PAPERS}\n\n{RESUME_NOTE}",
             formatter_class=argparse.RawDescriptionHelpFormatter)
         module.add_arguments(child)
         _add_common(child, module)

@@ -44,7 +44,7 @@ DEFAULTS = {"dataset": ["mnist", "segmented-mnist", "fashion-mnist"], "seeds": [
 SMOKE = {"ae_epochs": 2, "patience": 1, "n_val": 40}
 SELECTORS = {"models"}
 
-# Reference values, not results: table 2 of Flouris et al. (002), full test sets.
+# Reference values, not results: table 2 of [2] (Flouris et al.), full test sets.
 PAPER_TABLE_2 = {
     "mnist": {"ae": 0.0843, "gfe": 0.0830},
     "segmented-mnist": {"ae": 0.1205, "gfe": 0.1135},

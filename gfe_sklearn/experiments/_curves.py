@@ -26,7 +26,7 @@ NAME = "curves"
 TITLE = "Learning curves: images seen and wall time (fig. 1)"
 SUMMARY = "fig. 1: validation BCE vs images seen and vs wall time, AE vs GFE-amd"
 DESCRIPTION = """\
-Fig. 1 of 000 (fig. 4 of 002): validation mean cross-entropy (BCE) of an AE and of
+Fig. 1 of [1] (fig. 4 of [2]): validation mean cross-entropy (BCE) of an AE and of
 GFE-amd against the number of training images seen and against training time. Both
 train on the same minibatches (5 images drawn with replacement from the training set
 less a held-out validation split), with Adam as the papers state for this figure; the

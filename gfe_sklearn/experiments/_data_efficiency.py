@@ -31,7 +31,7 @@ SMOKE = {"seeds": ["2"], "budgets": [20, 40]}
 SELECTORS = {"budgets"}
 MODELS = ("ae", "gfe", "mixed")
 
-# Reference values, not results: table 1 of Flouris et al. (002), MNIST, full test set.
+# Reference values, not results: table 1 of [2] (Flouris et al.), MNIST, full test set.
 PAPER_TABLE_1 = {
     "mnist": {
         "ae": {480: 0.2660, 960: 0.2618, 1920: 0.2488, 3840: 0.2195, 5760: 0.1954},

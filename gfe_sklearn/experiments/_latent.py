@@ -17,10 +17,10 @@ from ._training import (
 )
 
 NAME = "latent"
-TITLE = "Latent space maps (figs. 6-7 of 002)"
+TITLE = "Latent space maps (figs. 6-7 of [2])"
 SUMMARY = "figs. 6-7: t-SNE maps of GFE-amd and AE codes, 1% and full training"
 DESCRIPTION = """\
-Figs. 6-7 of 002: t-SNE maps of the codes of test images, coloured by label, for GFE-amd
+Figs. 6-7 of [2]: t-SNE maps of the codes of test images, coloured by label, for GFE-amd
 (codes found by the flow) and the AE (codes from its encoder), after a small training
 budget (600 images, 1% of MNIST) and after full training (one epoch of images for GFE-amd,
 twelve epochs' worth for the AE), both on minibatches of 5 images drawn with replacement.

@@ -18,10 +18,10 @@ from ._training import (
 )
 
 NAME = "reconstructions"
-TITLE = "Test-set reconstructions (fig. 3 of 000, fig. 5 of 002)"
+TITLE = "Test-set reconstructions (fig. 3 of [1], fig. 5 of [2])"
 SUMMARY = "fig. 3/5: test reconstructions of GFE-amd and AE, 1% and full training"
 DESCRIPTION = """\
-Fig. 3 of 000 / fig. 5 of 002: reconstructions of the same test images (the first test
+Fig. 3 of [1] / fig. 5 of [2]: reconstructions of the same test images (the first test
 image of each class, in label order) by GFE-amd and by the AE, after a small training
 budget (600 images, 1% of MNIST) and after full training (one epoch of images for GFE-amd,
 twelve epochs' worth for the AE), on minibatches of 5 images drawn with replacement."""

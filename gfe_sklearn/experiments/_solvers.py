@@ -8,17 +8,17 @@ from ._common import fmt, fmt_seconds, markdown_table, mean_std, sampler_rng, sa
 from ._training import DrawStream, bce, holdout, load_dataset, make_model, snapshots, train
 
 NAME = "solvers"
-TITLE = "Solvers and gradient modes (fig. 2 of 000, fig. 3 of 002)"
+TITLE = "Solvers and gradient modes (fig. 2 of [1], fig. 3 of [2])"
 SUMMARY = "fig. 2/3: RK4, Nesterov and AMD flows, approx vs full adjoint: BCE and cost"
 DESCRIPTION = """\
-Fig. 2 of 000 / fig. 3 of 002: GFE decoders trained with different encoders of the flow,
+Fig. 2 of [1] / fig. 3 of [2]: GFE decoders trained with different encoders of the flow,
 from the same initial decoder and on the same minibatches (5 images drawn with
 replacement): fixed-grid RK4 on a logarithmic grid with alpha(t) = exp(-2t/tau) (the
 papers' appendix A.2), the same with the Nesterov second-order flow, and AMD; each with
 the approximate adjoint and optionally the full one. Validation BCE (held-out training
 images, encoded by each model's own flow) against training iterations, and what each
 costs: seconds per training iteration and decoder evaluations per encoded image. The
-flow-convergence figure (fig. 1 of 002) shows the loss along the flow of a fixed batch
+flow-convergence figure (fig. 1 of [2]) shows the loss along the flow of a fixed batch
 of validation images at the first, middle and last evaluation."""
 N_TEST_HELP = "validation images, held out of the training set"
 

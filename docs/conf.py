@@ -1,0 +1,62 @@
+"""Sphinx configuration: ``python -m sphinx -W -b html docs docs/_build/html``.
+
+The API reference is generated from the docstrings (numpydoc format) by autosummary; the
+Markdown pages (engine, precision, persistence, performance, results) are read by
+myst-parser.
+"""
+
+from numpydoc.xref import DEFAULT_LINKS
+
+import gfe_sklearn
+
+project = "gfe-sklearn"
+author = "gfe-sklearn developers"
+copyright = "2026, gfe-sklearn developers"
+version = release = gfe_sklearn.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "sphinx.ext.mathjax",
+    "numpydoc",
+    "myst_parser",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build", "README.md"]
+
+autosummary_generate = True
+autodoc_default_options = {"members": True, "inherited-members": False}
+# numpydoc lists members itself; autosummary's class template would list them twice.
+numpydoc_show_class_members = False
+numpydoc_class_members_toctree = False
+
+# Links between the Markdown pages ("performance.md") become cross-references, and headings
+# get anchors for links such as "engine.md#solvers".
+myst_heading_anchors = 3
+myst_enable_extensions = ["dollarmath"]
+
+html_theme = "alabaster"
+html_static_path = ["_static"]
+html_title = f"gfe-sklearn {release}"
+
+# Types in the docstrings ("ndarray of shape (n_features_in_,)") are plain text, not
+# cross-references: a trailing underscore would make reST look for a link target.
+numpydoc_xref_param_type = True
+numpydoc_xref_ignore = "all"
+# numpydoc's default aliases point "bool", "array-like", ... into Python's and NumPy's docs
+# through intersphinx, which would need the network at build time: keep those words plain.
+numpydoc_xref_aliases = {name: name for name, target in DEFAULT_LINKS.items()
+                         if ":ref:" in target or ":term:" in target}
+
+
+def _skip_metadata_request_methods(app, what, name, obj, skip, options):
+    # scikit-learn generates set_<method>_request on every estimator; their docstrings
+    # point into scikit-learn's own glossary, and the user guide of this package has no
+    # metadata routing to document.
+    if name.startswith("set_") and name.endswith("_request"):
+        return True
+    return None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", _skip_metadata_request_methods)

@@ -1,0 +1,46 @@
+"""The documentation keeps up with the code: every public name is in the API reference, and
+the README's commands are the ones CI runs."""
+
+import re
+from pathlib import Path
+
+import pytest
+
+import gfe_sklearn
+from gfe_sklearn import datasets, flow, plotting
+
+ROOT = Path(__file__).resolve().parents[1]
+# The registries are dictionaries of names, described in one sentence of the reference.
+REGISTRIES = {"SOLVERS", "FLOWS", "ADJOINTS", "LOSSES", "ALPHAS", "GRIDS", "STOP_RULES"}
+
+
+@pytest.mark.parametrize("module", [gfe_sklearn, flow, datasets, plotting],
+                         ids=lambda m: m.__name__)
+def test_every_public_name_is_in_the_api_reference(module):
+    api = (ROOT / "docs" / "api.rst").read_text()
+    listed = set(re.findall(r"^   (\w+)$", api, flags=re.MULTILINE))
+    public = set(module.__all__) - {"__version__"}
+    missing = sorted(public - listed - REGISTRIES)
+    assert not missing, f"add {missing} to docs/api.rst"
+    assert all(name in api for name in public & REGISTRIES)
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    command = 'pip install torch==2.13.0 && pip install -e ".[test]" && python -m pytest -q'
+    assert f"```bash\n{command}\n```" in readme
+    assert f"\n{command}\n" in ci
+
+
+def test_the_readme_example_is_the_example_script():
+    # examples/gridsearch_solvers.py runs the README's example (and a test runs it), so the
+    # two must not drift apart.
+    readme = (ROOT / "README.md").read_text()
+    script = (ROOT / "examples" / "gridsearch_solvers.py").read_text()
+    for line in ['grid = {"gradientflowencoder__solver": ["lbfgs", "amd"]}',
+                 "pipe = make_pipeline(MinMaxScaler(clip=True), gfe, "
+                 "LogisticRegression(max_iter=2000))",
+                 "search = GridSearchCV(pipe, grid, cv=3).fit(X, y)",
+                 "X = X.astype(np.float32)"]:
+        assert line in readme and line in script
