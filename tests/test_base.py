@@ -2,7 +2,6 @@
 batched inference and pickling."""
 
 import copy
-import doctest
 import pickle
 import subprocess
 import sys
@@ -17,7 +16,6 @@ from sklearn.exceptions import ConvergenceWarning, DataConversionWarning, NotFit
 from sklearn.model_selection import GridSearchCV
 from sklearn.utils.validation import check_is_fitted
 
-import gfe_sklearn
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder, _base, _device
 from gfe_sklearn.flow import LOSSES
 from gfe_sklearn.nn import ACTIVATIONS
@@ -508,15 +506,6 @@ def test_feature_names_and_pandas_output(cls, X, small):
     assert list(out.columns) == [f"{prefix}0", f"{prefix}1"]
     assert list(out.index) == list(frame.index)
     assert list(est.feature_names_in_) == list(frame.columns)
-
-
-def test_doctests():
-    modules = [gfe_sklearn._gradient_flow, gfe_sklearn._autoencoder, gfe_sklearn.nn._mlp]
-    for module in modules:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
-        assert result.attempted > 0 and result.failed == 0, module.__name__
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
