@@ -62,9 +62,12 @@ def main():
     parser.add_argument("--gfe-epochs", type=int, default=5)
     parser.add_argument("--ae-epochs", type=int, default=50)
     parser.add_argument("--n-jobs", type=int, default=2)
+    parser.add_argument("--n-samples", type=int, default=None,
+                        help="use only the first N digits (default: all 1,797)")
     args = parser.parse_args()
 
     X, y = load_digits(return_X_y=True)
+    X, y = X[:args.n_samples], y[:args.n_samples]
     X = X.astype(np.float32)  # float32 data train float32 torch models: twice as fast
     k = args.n_components
     common = dict(n_components=k, random_state=0, device="auto")

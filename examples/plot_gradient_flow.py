@@ -30,7 +30,8 @@ def flow_path(gfe, y, times):
     path = [np.zeros(2)]
     with torch.no_grad():
         for t in times:
-            result = encode(gfe.decoder_, target, 2, solver="amd", tau=float(t), stop_tol=0.0)
+            # A tight stop rule: a horizon past the endpoint returns the endpoint.
+            result = encode(gfe.decoder_, target, 2, solver="amd", tau=float(t), stop_tol=1e-6)
             path.append(result.z[0].numpy())
     return np.array(path)
 

@@ -1,6 +1,7 @@
 """``GradientFlowEncoder``: a decoder-only encoder that encodes by integrating a gradient flow."""
 
 import copy
+import dataclasses
 from numbers import Integral, Real
 
 import numpy as np
@@ -364,6 +365,52 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         gfe._rng = check_random_state(gfe.random_state)
         return gfe
 
+    def flow_diagnostics(self, X, *, record_history=False):
+        """Encode ``X`` as ``transform`` does and return each sample's flow diagnostics.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            Encoded in one batch (``transform`` works in chunks): pass as many rows as you
+            want curves for, e.g. a few hundred.
+        record_history : bool, default=False
+            Keep each sample's flow time and loss at every accepted step, for convergence
+            curves (``gfe_sklearn.plotting.plot_flow_history``).
+
+        Returns
+        -------
+        result : gfe_sklearn.flow.FlowResult
+            Tensors on the CPU: ``z`` (the codes ``transform`` returns, bit for bit on a
+            CPU), ``loss`` at the codes, ``n_steps`` (accepted steps), ``n_evals`` (decoder
+            evaluations), ``t`` (flow time reached; steps taken for ``'lbfgs'``),
+            ``converged``, and with ``record_history`` the ``t_history`` and
+            ``loss_history`` of shape ``(steps + 1, n_samples)``, NaN after a sample stopped.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from gfe_sklearn import GradientFlowEncoder
+        >>> X = np.random.RandomState(0).uniform(size=(40, 8))
+        >>> gfe = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(16,), max_iter=2,
+        ...                           device="cpu", random_state=0).fit(X)
+        >>> result = gfe.flow_diagnostics(X[:5], record_history=True)
+        >>> bool((result.z.numpy() == gfe.transform(X[:5])).all())
+        True
+        >>> result.loss_history.shape[1], int(result.n_evals.min()) > 0
+        (5, True)
+        """
+        check_is_fitted(self)
+        self._check_usable()
+        X = self._validate_X(X, reset=False)
+        X = self._clipped_to_target_range(X)
+        with torch.no_grad():
+            result = self._flow(self._tensor(X), "approx", self.stop_tol,
+                                record_history=record_history)
+        tensors = {field.name: getattr(result, field.name) for field in dataclasses.fields(result)}
+        return dataclasses.replace(result, **{name: value.detach().cpu()
+                                              for name, value in tensors.items()
+                                              if isinstance(value, torch.Tensor)})
+
     def _check_params(self):
         hidden = super()._check_params()
         check_combination(self.solver, self.alpha, flow=self.flow, adjoint=self.adjoint,
@@ -433,14 +480,15 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def _modules(self):
         return [self.decoder_]
 
-    def _flow(self, target, adjoint, stop_tol, row_chunk="auto"):
+    def _flow(self, target, adjoint, stop_tol, row_chunk="auto", record_history=False):
         names = solver_options(self.solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
         return encode(self.decoder_, target, self._n_latent, solver=self.solver, flow=self.flow,
                       adjoint=adjoint, loss=self._loss(), tau=self.tau, alpha=self.alpha,
                       stop_rule=self.stop_rule, stop_tol=stop_tol,
                       stop_window=self.stop_window, options=options,
-                      nesterov_eps=self.nesterov_eps, row_chunk=row_chunk)
+                      nesterov_eps=self.nesterov_eps, row_chunk=row_chunk,
+                      record_history=record_history)
 
     def _training_loss(self, target):
         # The flow runs on the decoder in eval mode (rows independent); the update pass

@@ -260,3 +260,20 @@ def test_code_rule_with_a_one_step_window_is_refused_at_fit(X, small):
     with pytest.raises(NotFittedError):
         check_is_fitted(est)
     est.set_params(stop_rule="loss").fit(X)
+
+
+@pytest.mark.parametrize("solver", ["amd", "lbfgs"])
+def test_flow_diagnostics_are_those_of_transform(solver, small):
+    X = np.random.RandomState(1).uniform(size=(100, 16))  # more rows than one decoder call
+    est = GradientFlowEncoder(**{**small, "solver": solver}).fit(X)
+    result = est.flow_diagnostics(X, record_history=True)
+    np.testing.assert_array_equal(result.z.numpy(), est.transform(X))
+    np.testing.assert_array_equal(-result.loss.numpy(), est.score_samples(X))
+    assert result.z.device.type == "cpu" and not result.z.requires_grad
+    steps = result.n_steps.numpy()
+    assert result.loss_history.shape == (steps.max() + 1, 100)
+    losses = result.loss_history.numpy()
+    for i in range(100):  # each history ends at the sample's returned loss, then NaN
+        assert losses[steps[i], i] == pytest.approx(float(result.loss[i]), rel=1e-12)
+        assert np.isnan(losses[steps[i] + 1:, i]).all()
+    assert est.flow_diagnostics(X[:3]).t_history is None

@@ -12,8 +12,9 @@ def _histories(result):
             t, loss = result
         else:
             raise ValueError(
-                "Pass a FlowResult from gfe_sklearn.flow.encode(..., record_history=True) or "
-                "a (t_history, loss_history) pair; this result holds no history."
+                "Pass a FlowResult recorded with record_history=True (from "
+                "GradientFlowEncoder.flow_diagnostics or gfe_sklearn.flow.encode) or a "
+                "(t_history, loss_history) pair; this result holds no history."
             )
     t = np.asarray(t.detach().cpu() if hasattr(t, "detach") else t, dtype=float)
     loss = np.asarray(loss.detach().cpu() if hasattr(loss, "detach") else loss, dtype=float)
@@ -32,6 +33,7 @@ def flow_loss_curve(result, t=None, n_points=200):
     Parameters
     ----------
     result : FlowResult or tuple
+        ``GradientFlowEncoder.flow_diagnostics(X, record_history=True)``'s or
         ``gfe_sklearn.flow.encode(..., record_history=True)``'s result, or its
         ``(t_history, loss_history)`` arrays of shape ``(steps, batch)``, NaN-padded.
     t : array-like, optional
@@ -70,7 +72,8 @@ def plot_flow_history(result, *, ax=None, label=None, color=None, per_sample=Fal
     Parameters
     ----------
     result : FlowResult or tuple
-        From ``gfe_sklearn.flow.encode(..., record_history=True)``, or its
+        From ``GradientFlowEncoder.flow_diagnostics(X, record_history=True)`` or
+        ``gfe_sklearn.flow.encode(..., record_history=True)``, or its
         ``(t_history, loss_history)`` arrays.
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; by default a new pyplot-free figure (see ``ax.figure``).
