@@ -149,6 +149,8 @@ def run(dataset="digits", *, budgets=None, solver="lbfgs", device="auto",
         ``figure``: the PNG's path or None; ``seconds``: wall time.
     """
     start = time.perf_counter()
+    if dataset not in SETTINGS:
+        raise ValueError(f"dataset={dataset!r} is not one of {sorted(SETTINGS)}.")
     setting = SETTINGS[dataset]
     budgets = sorted(set(setting.budgets if budgets is None else budgets))
     n_test = setting.n_test if n_test is None else n_test

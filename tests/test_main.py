@@ -107,3 +107,8 @@ def test_python_dash_m_and_the_console_script_run_the_job():
     assert done.stdout.startswith("usage: python -m gfe_sklearn")
     (script,) = entry_points(group="console_scripts", name="gfe-sklearn")
     assert script.load() is _demo.main
+
+
+def test_run_names_the_valid_datasets():
+    with pytest.raises(ValueError, match=r"dataset='cifar' is not one of \['digits', "):
+        _demo.run("cifar", log=lambda line: None)
