@@ -18,8 +18,9 @@ BCE_EPS = 1e-7
 def hide_entries(X, fraction, random_state=None):
     """A mask of observed entries to hide, leaving every row at least one observed entry.
 
-    Each observed (non-NaN) entry is hidden with probability ``fraction``; where that would
-    hide all of a row's observed entries, the one drawn last stays observed.
+    ``round(fraction * n_observed)`` of the observed (non-NaN) entries are drawn at random
+    without replacement; in a row where that takes every observed entry, one of them, drawn
+    at random, stays observed.
 
     Parameters
     ----------
@@ -39,13 +40,19 @@ def hide_entries(X, fraction, random_state=None):
     >>> hidden.shape, bool(hidden.all(axis=1).any())
     ((4, 3), False)
     """
-    draws = check_random_state(random_state).uniform(size=X.shape)
-    observed = ~np.isnan(X)
-    hidden = observed & (draws < fraction)
-    emptied = np.flatnonzero(observed.any(axis=1) & ~(observed & ~hidden).any(axis=1))
+    rng = check_random_state(random_state)
+    observed = np.flatnonzero(~np.isnan(X))
+    # Drawn as a subset, not as a uniform number per entry against a threshold: holes made
+    # the latter way with the same seed would be exactly the entries the threshold picks.
+    chosen = rng.choice(observed, size=int(round(fraction * observed.size)), replace=False)
+    hidden = np.zeros(X.size, dtype=bool)
+    hidden[chosen] = True
+    hidden = hidden.reshape(X.shape)
+    left = ~np.isnan(X) & ~hidden
+    emptied = np.flatnonzero(hidden.any(axis=1) & ~left.any(axis=1))
     if emptied.size:
-        last = np.where(hidden[emptied], draws[emptied], -np.inf).argmax(axis=1)
-        hidden[emptied, last] = False
+        draws = np.where(hidden[emptied], rng.uniform(size=(emptied.size, X.shape[1])), -1)
+        hidden[emptied, draws.argmax(axis=1)] = False
     return hidden
 
 
@@ -80,9 +87,9 @@ class _HiddenEntryScorer:
         hidden = hide_entries(X, self.fraction, self.random_state)
         if not hidden.any():
             raise ValueError(
-                f"No observed entry of X (shape {X.shape}) was hidden with fraction="
-                f"{self.fraction!r}: every row keeps one observed entry, so the rows need more "
-                "observed entries, or raise fraction."
+                f"No observed entry of X (shape {X.shape}, {int((~np.isnan(X)).sum())} "
+                f"observed entries) was hidden with fraction={self.fraction!r}, and every row "
+                "keeps one: give more observed entries (more rows), or raise fraction."
             )
         masked = X.copy()
         masked[hidden] = np.nan
@@ -123,7 +130,8 @@ def make_hidden_entry_scorer(fraction=0.2, *, metric="rmse", random_state=0):
     Parameters
     ----------
     fraction : float in (0, 1), default=0.2
-        Probability of hiding each observed entry; every row keeps at least one.
+        Fraction of the observed entries to hide, drawn at random; every row keeps at least
+        one.
     metric : {'rmse', 'bce'}, default='rmse'
         Root mean squared error, or binary cross-entropy for data in ``[0, 1]`` (predictions
         clipped to ``[1e-7, 1 - 1e-7]``).

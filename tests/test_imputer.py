@@ -32,8 +32,7 @@ def low_rank(n_samples=300, n_features=24, rank=2, seed=0):
     return 1 / (1 + np.exp(-rng.normal(size=(n_samples, rank)) @ basis))
 
 
-def with_holes(X, fraction=0.3, seed=1):
-    # Not the scorers' seed 0, which would draw the same entries to hide as are missing.
+def with_holes(X, fraction=0.3, seed=0):
     X = X.copy()
     X[hide_entries(X, fraction, random_state=seed)] = np.nan
     return X
@@ -177,8 +176,17 @@ def test_hide_entries_hides_observed_entries_and_keeps_one_per_row():
     assert not hidden[np.isnan(X)].any()
     left = ~np.isnan(X) & ~hidden
     assert left.any(axis=1).all()
-    assert 0.6 < hidden.sum() / (~np.isnan(X)).sum() < 0.8
+    # Rows with few observed entries keep one back, so less than 0.8 is hidden in all.
+    assert 0.55 < hidden.sum() / (~np.isnan(X)).sum() < 0.8
     np.testing.assert_array_equal(hide_entries(X, 0.8, random_state=0), hidden)
+
+
+def test_hidden_entries_are_not_the_holes_made_with_the_same_seed():
+    # Holes drawn as uniform(seed 0) < 0.3 must not be what the scorer picks with seed 0.
+    X = np.random.RandomState(1).uniform(size=(50, 10))
+    holes = np.where(np.random.RandomState(0).uniform(size=X.shape) < 0.3, np.nan, X)
+    hidden = hide_entries(holes, 0.3, random_state=0)
+    assert 0.25 < hidden.sum() / (~np.isnan(holes)).sum() <= 0.3
 
 
 def test_hidden_entry_error_metrics():
@@ -213,7 +221,7 @@ def test_scorer_errors_name_the_problem(X):
     imputer = KNNImputer().fit(dropped)
     with pytest.raises(ValueError, match="keep_empty_features=True"):
         make_hidden_entry_scorer()(imputer, X)
-    with pytest.raises(ValueError, match="was hidden"):
+    with pytest.raises(ValueError, match="was hidden.*raise fraction"):
         make_hidden_entry_scorer()(imputer, X[:, :1])
     with pytest.raises(ValueError, match="fraction"):
         make_hidden_entry_scorer(fraction=1.5)
