@@ -85,7 +85,8 @@ class ActiveSet:
 
     def record_steps(self, accepted, t, h, state):
         """Keep what the full adjoint needs to recompute the accepted steps."""
-        if self.keep_steps:
+        # A group in which no row stepped has nothing to recompute.
+        if self.keep_steps and bool(accepted.any()):
             self.records.append(
                 StepRecord(self.rows[accepted], t[accepted], h[accepted],
                            state[accepted].detach())

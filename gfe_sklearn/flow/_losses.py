@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 
 def _per_sample_mean(values):
-    return values.reshape(values.shape[0], -1).mean(dim=1)
+    # flatten, not reshape(n, -1): a batch of no rows has no -1 to infer.
+    return values.flatten(start_dim=1).mean(dim=1)
 
 
 def _bce_terms(output, target):
