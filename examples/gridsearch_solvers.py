@@ -15,7 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MinMaxScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from gfe_sklearn import GradientFlowEncoder
 
@@ -33,7 +33,7 @@ def main():
     X = X.astype(np.float32)  # float32 data train a float32 model, about twice as fast
     gfe = GradientFlowEncoder(n_components=10, hidden_layer_sizes=(32, 64),
                               max_samples=args.max_samples, verbose=1)
-    pipe = make_pipeline(MinMaxScaler(clip=True), gfe, LogisticRegression(max_iter=2000))
+    pipe = make_pipeline(MinMaxScaler(clip=True), gfe, StandardScaler(), LogisticRegression())
     grid = {"gradientflowencoder__solver": ["lbfgs", "amd"]}
     search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
     print(search.best_params_, search.best_score_)

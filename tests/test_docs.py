@@ -39,8 +39,8 @@ def test_the_readme_example_is_the_example_script():
     readme = (ROOT / "README.md").read_text()
     script = (ROOT / "examples" / "gridsearch_solvers.py").read_text()
     for line in ['grid = {"gradientflowencoder__solver": ["lbfgs", "amd"]}',
-                 "pipe = make_pipeline(MinMaxScaler(clip=True), gfe, "
-                 "LogisticRegression(max_iter=2000))",
+                 "pipe = make_pipeline(MinMaxScaler(clip=True), gfe, StandardScaler(), "
+                 "LogisticRegression())",
                  "search = GridSearchCV(pipe, grid, cv=3).fit(X, y)",
                  "X = X.astype(np.float32)"]:
         assert line in readme and line in script
