@@ -335,8 +335,9 @@ def build_parser():
                "experiments: python -m gfe_sklearn.experiments --help.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=sorted(SETTINGS), default="digits",
-                        help="digits is bundled with scikit-learn; mnist and fashion-mnist "
-                             "need their files (gfe_sklearn.datasets) (default: digits)")
+                        help="digits is bundled with scikit-learn and takes under a minute; "
+                             "mnist and fashion-mnist need their files (gfe_sklearn.datasets) "
+                             "and take several minutes (default: digits)")
     parser.add_argument("--budgets", type=_budgets, metavar="N,N,...",
                         help="training images after which the models are scored (default: "
                              + "; ".join(f"{name} {','.join(map(str, s.budgets))}"
