@@ -112,3 +112,14 @@ def test_python_dash_m_and_the_console_script_run_the_job():
 def test_run_names_the_valid_datasets():
     with pytest.raises(ValueError, match=r"dataset='cifar' is not one of \['digits', "):
         _demo.run("cifar", log=lambda line: None)
+
+
+def test_without_matplotlib_the_job_runs_and_says_how_to_get_the_figure(tmp_path, monkeypatch,
+                                                                          capsys):
+    monkeypatch.setattr(_demo, "_matplotlib_missing", lambda: True)
+    assert _demo.main(["--budgets", "20", "--n-test", "30", "--device", "cpu",
+                       "--out", str(tmp_path)]) == 0
+    captured = capsys.readouterr()
+    assert "pip install gfe-sklearn[plot]" in captured.err
+    assert "wall time" in captured.out and "figure:" not in captured.out
+    assert not any(tmp_path.iterdir())
