@@ -25,7 +25,14 @@ source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "README.md"]
 
 autosummary_generate = True
-autodoc_default_options = {"members": True, "inherited-members": False}
+# Class pages list the methods inherited from this package's base classes (fit, transform,
+# save, ...) but not scikit-learn's own (get_params, set_output, ...), whose docstrings point
+# into scikit-learn's documentation.
+autodoc_default_options = {
+    "members": True,
+    "inherited-members": ("BaseEstimator,TransformerMixin,ClassNamePrefixFeaturesOutMixin,"
+                          "_SetOutputMixin,_MetadataRequester"),
+}
 # numpydoc lists members itself; autosummary's class template would list them twice.
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False

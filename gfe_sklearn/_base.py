@@ -681,7 +681,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
 
         Returns
         -------
-        X : ndarray of shape (n_samples, n_features_in_)
+        X : ndarray of shape (n_samples, `n_features_in_`)
             In the dtype of ``Z`` (float32 or float64).
         """
         check_is_fitted(self)
