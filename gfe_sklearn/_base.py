@@ -26,7 +26,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
-from ._device import resolve_device
+from ._device import resolve_device, torch_threads
 from ._persistence import PersistenceMixin
 from ._progress import progress_bar
 from .flow import LOSSES
@@ -120,6 +120,8 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "warm_start": ["boolean"],
         "device": [str, torch.device],
+        "n_threads": [Interval(Integral, 1, None, closed="left"),
+                      Interval(Integral, None, -1, closed="right"), None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "decoder": [torch.nn.Module, None],
@@ -128,8 +130,8 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
     @abstractmethod
     def __init__(self, *, n_components, hidden_layer_sizes, activation, loss, optimizer,
                  learning_rate, batch_size, max_iter, max_samples, tol, early_stopping,
-                 validation_fraction, n_iter_no_change, warm_start, device, random_state,
-                 verbose, decoder):
+                 validation_fraction, n_iter_no_change, warm_start, device, n_threads,
+                 random_state, verbose, decoder):
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -145,6 +147,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
         self.device = device
+        self.n_threads = n_threads
         self.random_state = random_state
         self.verbose = verbose
         self.decoder = decoder
@@ -330,21 +333,22 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         # interrupt while checking) leaves it untouched. Training changes the estimator, its
         # modules and its optimizer in place: a failure there is undone from `before`; an
         # interrupt keeps what was reached (fit's Notes), unless nothing was.
-        X, X_val, attributes = self._prepare_fit(X, incremental)
-        before = self._state_before_fit(incremental)
-        self._updates_in_call = 0
-        try:
-            self._start_fit(attributes, incremental)
-            self._train(X, X_val, incremental)
-        except KeyboardInterrupt as interrupt:
-            if self._updates_in_call:
-                self._note_kept_model(interrupt)
-            else:  # nothing was reached that could be kept
+        with torch_threads(self.n_threads):  # the decoder probe in _prepare_fit too
+            X, X_val, attributes = self._prepare_fit(X, incremental)
+            before = self._state_before_fit(incremental)
+            self._updates_in_call = 0
+            try:
+                self._start_fit(attributes, incremental)
+                self._train(X, X_val, incremental)
+            except KeyboardInterrupt as interrupt:
+                if self._updates_in_call:
+                    self._note_kept_model(interrupt)
+                else:  # nothing was reached that could be kept
+                    self._undo_fit(before)
+                raise
+            except Exception:
                 self._undo_fit(before)
-            raise
-        except Exception:
-            self._undo_fit(before)
-            raise
+                raise
         return self
 
     def _continues_training(self, incremental):
@@ -634,7 +638,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
     def _map_batches(self, X, fn):
         """``fn`` on chunks of rows of ``X`` (dense or sparse), concatenated on the CPU."""
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.n_threads):
             chunks = [fn(self._tensor(X[start:start + step])).cpu().numpy()
                       for start in range(0, X.shape[0], step)]
         return np.concatenate(chunks)
@@ -694,7 +698,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
             )
         to_data = LOSSES[self.loss].to_data
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.n_threads):
             chunks = []
             for start in range(0, Z.shape[0], step):
                 codes = torch.tensor(Z[start:start + step], dtype=self._model_dtype,

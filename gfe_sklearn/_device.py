@@ -1,5 +1,8 @@
-"""Devices: resolving the ``device`` parameter, and what this machine has."""
+"""Devices: resolving the ``device`` parameter, what this machine has, and CPU threads."""
 
+from contextlib import contextmanager
+
+import joblib
 import torch
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
@@ -41,3 +44,31 @@ def resolve_device(device):
             "then MPS, then the CPU) or device='cpu'."
         )
     return str(resolved)
+
+
+def thread_count(n_threads):
+    """The torch threads ``n_threads`` asks for: None keeps torch's setting; -1 all CPUs,
+    -2 all but one (joblib's convention, which respects CPU affinity and container limits)."""
+    if n_threads is None:
+        return torch.get_num_threads()
+    if n_threads < 0:
+        return max(1, joblib.cpu_count() + 1 + n_threads)
+    return n_threads
+
+
+@contextmanager
+def torch_threads(n_threads):
+    """Run the enclosed torch work with ``thread_count(n_threads)`` intra-op threads.
+
+    torch's setting is process-wide, so it is restored afterwards: the caller's other torch
+    work keeps its own.
+    """
+    before = torch.get_num_threads()
+    wanted = thread_count(n_threads)
+    if wanted != before:
+        torch.set_num_threads(wanted)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
