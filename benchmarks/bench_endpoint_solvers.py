@@ -64,7 +64,9 @@ def main():
     if args.model:
         est = GradientFlowEncoder.load(args.model)
     else:
-        est = GradientFlowEncoder(batch_size=5, max_iter=1, random_state=0, device="cpu")
+        # GFE-amd on the papers' protocol, as the experiments run it.
+        est = GradientFlowEncoder(solver="amd", fit_stop_tol=1e-3, learning_rate=5e-4,
+                                  batch_size=5, max_iter=1, random_state=0, device="cpu")
         est.fit(X[:args.train_images])
     print(f"decoder after {est.n_samples_seen_} training images; {args.images} images of "
           f"{args.dataset}, batches of {args.batch}, {torch.get_num_threads()} thread(s)")

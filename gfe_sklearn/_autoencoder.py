@@ -49,6 +49,8 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         A decoder to train instead of the MLP, with ``GradientFlowEncoder``'s contract. When
         only the decoder is given, the mirror MLP encoder reads the flattened samples.
     device : str, default='auto'
+    n_threads : int or None, default=1
+        torch's intra-op CPU threads while fitting and encoding (see ``GradientFlowEncoder``).
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
 
@@ -96,14 +98,15 @@ class AutoEncoderBaseline(BaseFlowEstimator):
                  loss="bce", optimizer="rmsprop", learning_rate=5e-4, batch_size=32,
                  max_iter=200, max_samples=None, tol=1e-4, early_stopping=False,
                  validation_fraction=0.1, n_iter_no_change=10, warm_start=False, encoder=None,
-                 decoder=None, device="auto", random_state=None, verbose=0):
+                 decoder=None, device="auto", n_threads=1, random_state=None,
+                 verbose=0):
         super().__init__(
             n_components=n_components, hidden_layer_sizes=hidden_layer_sizes,
             activation=activation, loss=loss, optimizer=optimizer, learning_rate=learning_rate,
             batch_size=batch_size, max_iter=max_iter, max_samples=max_samples, tol=tol,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
-            random_state=random_state, verbose=verbose, decoder=decoder,
+            n_threads=n_threads, random_state=random_state, verbose=verbose, decoder=decoder,
         )
         self.encoder = encoder
 

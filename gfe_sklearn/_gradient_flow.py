@@ -13,7 +13,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoder import AutoEncoderBaseline
 from ._base import BaseFlowEstimator
-from ._device import resolve_device
+from ._device import resolve_device, torch_threads
 from .flow import (
     ADJOINTS,
     ALPHAS,
@@ -67,12 +67,17 @@ class GradientFlowEncoder(BaseFlowEstimator):
         on incomplete samples, and ``inverse_transform`` reconstructs every entry, missing
         ones included (``GradientFlowImputer`` fills them in). A sample needs at least one
         observed entry. Off by default: a NaN is then more often a bug upstream than a gap.
-    solver : {'amd', 'euler', 'rk4', 'dopri5', 'lbfgs'}, default='amd'
-        Integrator of the flow: the papers' adaptive minimise-distance solver (steps picked
-        by backtracking on the loss), fixed-grid Euler or RK4, or adaptive Dormand-Prince;
-        or ``'lbfgs'``, per-sample L-BFGS, which goes straight to the flow's endpoint in far
-        fewer decoder evaluations (with ``flow='gradient'``, ``adjoint='approx'``,
-        ``stop_rule='code'`` and ``tau='auto'``; docs/performance.md).
+    solver : {'auto', 'lbfgs', 'amd', 'euler', 'rk4', 'dopri5'}, default='auto'
+        How the codes are found. ``'lbfgs'``: per-sample L-BFGS, which goes straight to the
+        gradient flow's endpoint in far fewer decoder evaluations than integrating the flow
+        (with ``flow='gradient'``, ``adjoint='approx'``, ``stop_rule='code'``,
+        ``alpha='constant'`` and ``tau='auto'``). Or an integrator of the flow itself: the
+        papers' adaptive minimise-distance solver ``'amd'`` (steps picked by backtracking on
+        the loss, the papers' GFE-amd), fixed-grid Euler or RK4, or adaptive Dormand-Prince;
+        these follow the flow's path, which the Nesterov flow, the full or unrolled adjoint,
+        the loss stop rule and a finite horizon ``tau`` need. ``'auto'`` is ``'lbfgs'``
+        where the other settings allow it and ``'amd'`` otherwise, so that e.g.
+        ``flow='nesterov'`` alone works (docs/performance.md compares them).
     flow : {'gradient', 'nesterov'}, default='gradient'
         First-order gradient flow or Nesterov's accelerated second-order flow.
     adjoint : {'approx', 'full', 'unrolled'}, default='approx'
@@ -99,8 +104,10 @@ class GradientFlowEncoder(BaseFlowEstimator):
     stop_tol : float, default=1e-4
         Tolerance of the stop rule for ``transform``, ``score`` and the codes of
         ``inverse_transform``; 0 integrates to ``tau``.
-    fit_stop_tol : float, default=1e-3
-        The same for the flows that encode training batches in ``fit``.
+    fit_stop_tol : float, default=1e-2
+        The same for the encodings of training batches in ``fit``: the decoder learns as
+        much from codes within 1% of their endpoints as from tighter ones, at about half the
+        decoder evaluations (docs/performance.md; the papers' experiments use 1e-3).
     stop_window : int, default=5
         Accepted steps over which the stop rule measures the flow.
     nesterov_eps : float, default=1e-2
@@ -129,19 +136,20 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         accepted steps after which ``'lbfgs'`` stops.
     optimizer : {'rmsprop', 'adam'}, default='rmsprop'
         Optimizer of the decoder; RMSprop uses the papers' ``alpha=0.9, eps=1e-6``.
-    learning_rate : float, default=5e-4
-        The papers' learning rate.
-    batch_size : int, default=32
-        Minibatch size. The papers use 5 on MNIST; on digits (measured with version 0.1's
-        flows), 32 reached nearly the loss of 16 after the same number of images (0.273 vs
-        0.259 after three epochs) in 60% of the time, and 64 trained clearly worse (0.307).
-    max_iter : int, default=20
-        Maximum epochs; training also ends once the loss stops improving by ``tol``. The
-        papers train one epoch of MNIST (60,000 images) and the autoencoder twelve; a small
-        data set such as digits (1,797 images) needs more epochs. A GFE epoch costs many
-        autoencoder epochs (each batch is encoded by a flow of tens of decoder passes) and
-        the papers find it converges in about a twelfth of the autoencoder's iterations, so
-        the default is a tenth of ``AutoEncoderBaseline``'s 200.
+    learning_rate : float, default=2e-3
+        Learning rate of the decoder's optimizer; the papers use 5e-4 with batches of 5.
+    batch_size : int, default=128
+        Minibatch size. Each batch's codes are found together, so larger batches spread the
+        per-step overhead of the solver over more samples; with the learning rate scaled to
+        match, 128 learns as much per epoch as 32 in a fraction of the time
+        (docs/performance.md). The papers use 5 on MNIST.
+    max_iter : int, default=10
+        Maximum epochs; training also ends once the loss stops improving by ``tol``. An
+        epoch costs tens of autoencoder epochs (each batch is encoded by tens of decoder
+        passes), but the decoder learns far more from each one: on digits ten epochs reach
+        a lower held-out loss than the autoencoder's two hundred, in less time, and the next
+        ten improve it by about 2% (docs/performance.md). Raise it when the
+        ``ConvergenceWarning`` says training was still improving and time allows.
     max_samples : int, default=None
         Stop once this call to ``fit`` has trained on this many images (counted with
         repetition, the x-axis of the papers' figures), without a ``ConvergenceWarning``.
@@ -165,6 +173,13 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     device : str, default='auto'
         ``'auto'`` (CUDA, else MPS, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
         Resolved at ``fit``; nothing touches CUDA before.
+    n_threads : int or None, default=1
+        torch's intra-op CPU threads while fitting and encoding, set for each call and
+        restored after; -1 uses every CPU, -2 all but one; None leaves torch's setting
+        alone. The solvers' many small operations gain little from more threads on a quiet
+        machine and lose several times over when another busy process shares the cores
+        (docs/performance.md); raise it for large decoders or batches on an otherwise idle
+        machine, and parallelise over fits instead (``GridSearchCV(n_jobs=...)``).
     random_state : int, RandomState instance or None, default=None
         Seeds the decoder's initial weights (through a local ``torch.Generator``) and the
         shuffling; an int makes ``fit`` and ``transform`` bit-reproducible on the CPU.
@@ -242,7 +257,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     _parameter_constraints = {
         **BaseFlowEstimator._parameter_constraints,
-        "solver": [StrOptions(set(SOLVERS))],
+        "solver": [StrOptions(set(SOLVERS) | {"auto"})],
         "flow": [StrOptions(set(FLOWS))],
         "adjoint": [StrOptions(set(ADJOINTS))],
         "tau": [Interval(Real, 0, None, closed="neither"), StrOptions({"auto"})],
@@ -271,23 +286,23 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     _values_before_parameter = {"stop_rule": "loss"}
 
     def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
-                 loss="bce", solver="amd", flow="gradient", adjoint="approx", tau="auto",
-                 alpha="constant", stop_rule="code", stop_tol=1e-4, fit_stop_tol=1e-3,
+                 loss="bce", solver="auto", flow="gradient", adjoint="approx", tau="auto",
+                 alpha="constant", stop_rule="code", stop_tol=1e-4, fit_stop_tol=1e-2,
                  stop_window=5,
                  nesterov_eps=1e-2,
                  beta=0.75, s0=1.0, s_min=0.0, s_max=1000.0, kappa=1.1, max_backtracks=30,
                  n_steps=100, grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
-                 learning_rate=5e-4, batch_size=32, max_iter=20, max_samples=None, tol=1e-4,
+                 learning_rate=2e-3, batch_size=128, max_iter=10, max_samples=None, tol=1e-4,
                  early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 warm_start=False, decoder=None, device="auto", random_state=None, verbose=0,
-                 allow_nan=False):
+                 warm_start=False, decoder=None, device="auto", n_threads=1, random_state=None,
+                 verbose=0, allow_nan=False):
         super().__init__(
             n_components=n_components, hidden_layer_sizes=hidden_layer_sizes,
             activation=activation, loss=loss, optimizer=optimizer, learning_rate=learning_rate,
             batch_size=batch_size, max_iter=max_iter, max_samples=max_samples, tol=tol,
             early_stopping=early_stopping, validation_fraction=validation_fraction,
             n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
-            random_state=random_state, verbose=verbose, decoder=decoder,
+            n_threads=n_threads, random_state=random_state, verbose=verbose, decoder=decoder,
         )
         self.solver = solver
         self.flow = flow
@@ -403,7 +418,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         self._check_usable()
         X = self._validate_X(X, reset=False)
         X = self._clipped_to_target_range(X)
-        with torch.no_grad():
+        with torch.no_grad(), torch_threads(self.n_threads):
             result = self._flow(self._tensor(X), "approx", self.stop_tol,
                                 record_history=record_history)
         tensors = {field.name: getattr(result, field.name) for field in dataclasses.fields(result)}
@@ -413,7 +428,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     def _check_params(self):
         hidden = super()._check_params()
-        check_combination(self.solver, self.alpha, flow=self.flow, adjoint=self.adjoint,
+        check_combination(self._solver(), self.alpha, flow=self.flow, adjoint=self.adjoint,
                           stop_rule=self.stop_rule, tau=self.tau)
         if self.stop_rule == "code" and self.stop_window < 2:
             raise ValueError(
@@ -467,6 +482,17 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         loss = LOSSES[self.loss]
         return loss.observed_only() if self.allow_nan else loss
 
+    def _solver(self):
+        """The solver's name, ``'auto'`` resolved: L-BFGS unless a setting needs the flow's path."""
+        if self.solver != "auto":
+            return self.solver
+        endpoint_settings = {"flow": "gradient", "adjoint": "approx", "stop_rule": "code",
+                             "alpha": "constant", "tau": "auto"}
+        if all(isinstance(getattr(self, name), str) and getattr(self, name) == value
+               for name, value in endpoint_settings.items()):
+            return "lbfgs"
+        return "amd"
+
     def _build_modules(self, n_features, architecture, generator, dtype, device):
         if self.decoder is not None:
             decoder = copy.deepcopy(self.decoder).to(device=device, dtype=dtype)
@@ -481,9 +507,10 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         return [self.decoder_]
 
     def _flow(self, target, adjoint, stop_tol, row_chunk="auto", record_history=False):
-        names = solver_options(self.solver)
+        solver = self._solver()
+        names = solver_options(solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
-        return encode(self.decoder_, target, self._n_latent, solver=self.solver, flow=self.flow,
+        return encode(self.decoder_, target, self._n_latent, solver=solver, flow=self.flow,
                       adjoint=adjoint, loss=self._loss(), tau=self.tau, alpha=self.alpha,
                       stop_rule=self.stop_rule, stop_tol=stop_tol,
                       stop_window=self.stop_window, options=options,

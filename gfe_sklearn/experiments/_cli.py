@@ -28,7 +28,7 @@ from ._common import (
     markdown_table,
     parse_seeds,
 )
-from ._training import DATASETS, Context, make_model
+from ._training import DATASETS, PAPERS_GFE, Context, make_model
 
 EXPERIMENTS = {module.NAME: module for module in (
     _data_efficiency, _converged, _solvers, _curves, _latent, _reconstructions)}
@@ -187,7 +187,8 @@ def _add_common(parser, module):
     gfe = GradientFlowEncoder().get_params()
     group.add_argument("--solver", choices=sorted(SOLVERS),
                        help="solver of every GFE's flows, Mixed included (default: amd, the "
-                            "papers' GFE-amd; lbfgs goes straight to the flow's endpoint)")
+                            "papers' GFE-amd, whatever GradientFlowEncoder's default; lbfgs "
+                            "goes straight to the flow's endpoint)")
     group.add_argument("--tau", type=_positive_number, metavar="T",
                        help="horizon of every GFE flow, Mixed included (default: "
                             f"GradientFlowEncoder's, {gfe['tau']!r}: 1e5 for AMD)")
@@ -197,8 +198,8 @@ def _add_common(parser, module):
                             "of versions before 0.2)")
     group.add_argument("--fit-stop-tol", type=_non_negative_number, metavar="TOL",
                        help="early-stop tolerance of the flows that encode training batches "
-                            f"(default: GradientFlowEncoder's, {gfe['fit_stop_tol']:g}; 0 runs "
-                            "them to tau)")
+                            f"(default: {PAPERS_GFE['fit_stop_tol']:g}, whatever "
+                            "GradientFlowEncoder's default; 0 runs them to tau)")
     group.add_argument("--s-max", type=_positive_number, metavar="S",
                        help=f"AMD's largest step (default: GradientFlowEncoder's, "
                             f"{gfe['s_max']:g}; the papers' is 10)")

@@ -5,7 +5,7 @@ from ._common import fmt, fmt_mean_std, fmt_seconds, markdown_table, mean_std, s
 from ._training import (
     bce,
     draw_stream,
-    gfe_params,
+    gfe_settings,
     load_dataset,
     make_model,
     model_titles,
@@ -81,7 +81,7 @@ def _run_unit(ctx, data, X_test, seed, kind):
                 continue
             encoder = model
             if m == "mixed":
-                encoder = GradientFlowEncoder.from_autoencoder(model, **gfe_params(args))
+                encoder = GradientFlowEncoder.from_autoencoder(model, **gfe_settings(args))
             value, seconds = bce(encoder, X_test)
             ctx.guard.check()
             store.add({**key, "model": m, "images": state["seen"], "test_bce": value,
