@@ -251,7 +251,7 @@ def iterative_default_round(name, rows, rng):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--datasets", nargs="+", default=["digits", "mnist", "fashion-mnist"])
+    parser.add_argument("--datasets", nargs="*", default=["digits", "mnist", "fashion-mnist"])
     parser.add_argument("--n-train", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=None,
