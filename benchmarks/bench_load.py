@@ -68,6 +68,8 @@ def main():
             times[n, "quiet"].append(fit_seconds(X, args.epochs, n))
             with BusyProcess():
                 times[n, "loaded"].append(fit_seconds(X, args.epochs, n))
+            print(f"n_threads={n}: quiet {times[n, 'quiet'][-1]:.2f} s, loaded "
+                  f"{times[n, 'loaded'][-1]:.2f} s", flush=True)
     print(f"{'n_threads':>9s} {'quiet s (median)':>17s} {'loaded s (median)':>18s} "
           f"{'loaded / quiet':>15s}")
     for n in args.threads:

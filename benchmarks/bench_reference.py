@@ -52,9 +52,9 @@ def test_bce(decoder, codes, X):
 OURS = {"solver": "amd", "fit_stop_tol": 1e-3, "learning_rate": 5e-4}
 
 
-def our_codes(decoder, X):
-    """``transform``'s encoding (``OURS``'s flow settings) on any decoder."""
-    params = GradientFlowEncoder(**OURS).get_params()
+def our_codes(decoder, X, solver="amd"):
+    """``transform``'s encoding (``OURS``'s flow settings with ``solver``) on any decoder."""
+    params = GradientFlowEncoder(**{**OURS, "solver": solver}).get_params()
     names = set(solver_options(params["solver"])) & set(params)
     out = encode(decoder, X, 20, solver=params["solver"], flow=params["flow"],
                  tau=params["tau"], stop_rule=params["stop_rule"],
@@ -130,7 +130,8 @@ def run_seed(model, args, X_train, X_test, seed):
     if model == "theirs":
         ref = Reference(args.reference, args.dataset, seed)
     else:
-        est = GradientFlowEncoder(**OURS, batch_size=BATCH, device="cpu", random_state=seed)
+        est = GradientFlowEncoder(**{**OURS, "solver": args.solver}, batch_size=BATCH,
+                                  device="cpu", random_state=seed)
     seen, train_seconds, rows = 0, 0.0, []
     for budget in args.budgets:
         start = time.perf_counter()
@@ -148,13 +149,14 @@ def run_seed(model, args, X_train, X_test, seed):
         else:
             decoder = est.decoder_
             own = -est.score(X_test)
-        other_codes = our_codes(decoder, Xt)[0] if model == "theirs" else None
+        other_codes = our_codes(decoder, Xt, args.solver)[0] if model == "theirs" else None
         if model == "ours" and args.reference and args.cross_encode_ours:
             ours_by_theirs = Reference(args.reference, args.dataset, seed)
             ours_by_theirs.net = _Wrapped(est.decoder_)
             ours_by_theirs.gflow.net = ours_by_theirs.net
             other_codes = ours_by_theirs.test_codes(Xt)
         row = {"model": model, "seed": seed, "images": budget, "test_bce": own,
+               **({"solver": args.solver} if model == "ours" else {}),
                "train_seconds": round(train_seconds, 1),
                "images_per_second": round(budget / train_seconds, 2)}
         if other_codes is not None:
@@ -175,7 +177,10 @@ class _Wrapped(torch.nn.Module):
         return self.decoder(z), torch.zeros_like(z)
 
 
-def report(records, budgets):
+def report(records, budgets, solver):
+    # Rows of ours written before the --solver option are AMD's.
+    records = [r for r in records if r["model"] == "theirs" or r.get("solver", "amd") == solver]
+
     def cell(model, images, key):
         values = [r[key] for r in records if r["model"] == model and r["images"] == images
                   and key in r]
@@ -183,7 +188,7 @@ def report(records, budgets):
             return "–"
         return f"{np.mean(values):.4f} ± {np.std(values):.4f} ({len(values)})"
 
-    header = ("| images | theirs | ours | their decoder, our encoding "
+    header = (f"| images | theirs | ours ({solver}) | their decoder, our encoding "
               "| our decoder, their encoding | train images/s theirs | ours |")
     lines = [header, "|---:|---:|---:|---:|---:|---:|---:|"]
     for b in budgets:
@@ -212,6 +217,9 @@ def main():
                         help="also encode the test images of our decoders with the authors' "
                              "flow (slow: their flow runs to t = 1e4 in steps of at most 10)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--solver", choices=["amd", "lbfgs"], default="amd",
+                        help="our solver for training and test codes (default: amd, as the "
+                             "experiments' GFE-amd; the report shows this solver's rows)")
     parser.add_argument("--out", default="bench_reference.jsonl")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -241,7 +249,7 @@ def main():
                         f.write(json.dumps(row) + "\n")
     records = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     records = [r for r in records if r.get("dataset") == args.dataset]
-    print(report(records, args.budgets))
+    print(report(records, args.budgets, args.solver))
 
 
 if __name__ == "__main__":
