@@ -12,7 +12,7 @@ hidden pixels and the accuracy of ``imputer -> LogisticRegression`` pipelines. I
 picks ``n_components`` with ``GridSearchCV`` scored on entries hidden from the encoder
 (``make_hidden_entry_scorer``) and draws observed / GFE / KNN / truth::
 
-    python examples/plot_imputation.py --out imputation.png     # about 2 minutes
+    python examples/plot_imputation.py --out imputation.png     # about 20 s on one core
 
 docs/imputation.md has the full benchmark (MNIST, Fashion-MNIST, more baselines).
 """
