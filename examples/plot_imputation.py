@@ -99,7 +99,11 @@ def main():
           ", ".join(f"{name} {s:.1f}" for name, s in seconds.items()))
 
     if args.out:
+        from matplotlib import colormaps
+
         n_images = 4
+        # Missing pixels in red: a masked pixel would otherwise show the white background.
+        cmap = colormaps["gray"].with_extremes(bad="tab:red")
         fig, axes = subplots(4, n_images * len(patterns), panel_size=(0.8, 0.85))
         for p, pattern in enumerate(patterns):
             holes, gfe = filled_images[pattern, "GFE"]
@@ -108,7 +112,7 @@ def main():
                 column = p * n_images + k
                 for r, image in enumerate((holes[k], gfe[k], knn[k], X_test[k])):
                     ax = axes[r, column]
-                    ax.imshow(np.ma.masked_invalid(image).reshape(8, 8), cmap="gray",
+                    ax.imshow(np.ma.masked_invalid(image).reshape(8, 8), cmap=cmap,
                               vmin=0, vmax=1)
                     ax.set_xticks([])
                     ax.set_yticks([])
