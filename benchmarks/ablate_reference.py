@@ -20,6 +20,7 @@ another (``--test``; the default is the authors' rule as replicated below):
 Prints one JSON line per budget: test BCE, training seconds and decoder evaluations per
 training and per test image. docs/precision.md lists the runs and their results.
 """
+
 import argparse
 import contextlib
 import io
@@ -49,8 +50,21 @@ def bce_eps(logits, x, eps=1e-8):
 LOSSES = {"exact": bce_exact, "eps": bce_eps}
 
 
-def their_flow(dec, x, z0, lossfn, tau=1e4, dtstep=1, dtmax=10, factor=0.5, dtiter=20,
-               graddt=1e-5, perc=0.98, convstep=10, sigma=1e-5):
+def their_flow(
+    dec,
+    x,
+    z0,
+    lossfn,
+    tau=1e4,
+    dtstep=1,
+    dtmax=10,
+    factor=0.5,
+    dtiter=20,
+    graddt=1e-5,
+    perc=0.98,
+    convstep=10,
+    sigma=1e-5,
+):
     def func(t, z):
         with torch.enable_grad():
             zt = z.clone()
@@ -63,24 +77,61 @@ def their_flow(dec, x, z0, lossfn, tau=1e4, dtstep=1, dtmax=10, factor=0.5, dtit
 
     reference = os.environ.get("GFE_REFERENCE_DIR")
     if not reference:
-        raise SystemExit("kind 'theirs' needs --reference or $GFE_REFERENCE_DIR: a checkout of "
-                         "https://github.com/k-flouris/gfe")
+        raise SystemExit(
+            "kind 'theirs' needs --reference or $GFE_REFERENCE_DIR: a checkout of "
+            "https://github.com/k-flouris/gfe"
+        )
     sys.path.insert(0, os.path.join(reference, "torchdiffeq-master-amd"))
     from torchdiffeq import odeint_amd
 
     z0 = z0.clone().requires_grad_(True)
     with contextlib.redirect_stdout(io.StringIO()):
-        zs, tl = odeint_amd(func, floss, z0, torch.from_numpy(np.linspace(0, tau, 10)),
-                            rtol=1e-5, atol=1e-9, method="amd",
-                            options=dict(dtstep=dtstep, dtmaxstep=dtmax, dtfactor=factor,
-                                         dtiter=dtiter, conv_graddt=graddt, conv_dtstep=convstep,
-                                         conv_percentagetau=perc, tau=tau, armijosigma=sigma))
+        zs, tl = odeint_amd(
+            func,
+            floss,
+            z0,
+            torch.from_numpy(np.linspace(0, tau, 10)),
+            rtol=1e-5,
+            atol=1e-9,
+            method="amd",
+            options=dict(
+                dtstep=dtstep,
+                dtmaxstep=dtmax,
+                dtfactor=factor,
+                dtiter=dtiter,
+                conv_graddt=graddt,
+                conv_dtstep=convstep,
+                conv_percentagetau=perc,
+                tau=tau,
+                armijosigma=sigma,
+            ),
+        )
     return zs[-1].detach(), float("nan")  # their solver does not count evaluations
 
 
-def my_amd(dec, x, z0, lossfn, *, shared=False, sigma=0.0, armijo_new=True, tau=1e4, s0=1.0,
-           smin=1.0, smax=10.0, beta=0.5, kappa=1.1, max_bt=20, forced=10.0,
-           stop="theirs", graddt=1e-5, perc=0.98, stop_tol=1e-6, max_iter=100000):
+def my_amd(
+    dec,
+    x,
+    z0,
+    lossfn,
+    *,
+    shared=False,
+    sigma=0.0,
+    armijo_new=True,
+    tau=1e4,
+    s0=1.0,
+    smin=1.0,
+    smax=10.0,
+    beta=0.5,
+    kappa=1.1,
+    max_bt=20,
+    forced=10.0,
+    stop="theirs",
+    graddt=1e-5,
+    perc=0.98,
+    stop_tol=1e-6,
+    max_iter=100000,
+):
     """The authors' AMD rule, vectorised, with every knob; per-sample steps unless shared.
 
     Returns the codes and the decoder evaluations per image (every call evaluates the batch).
@@ -116,7 +167,7 @@ def my_amd(dec, x, z0, lossfn, *, shared=False, sigma=0.0, armijo_new=True, tau=
             ok = lt < l
         if shared:
             ok = torch.full_like(ok, bool(ok[active].all()))
-        force = hh < beta ** max_bt
+        force = hh < beta**max_bt
         if forced is not None and force.any():
             hh = torch.where(force, torch.minimum(torch.full_like(hh, forced), tau - t), hh)
             trial = z - hh[:, None] * g
@@ -129,7 +180,7 @@ def my_amd(dec, x, z0, lossfn, *, shared=False, sigma=0.0, armijo_new=True, tau=
         t = torch.where(ok, t + hh, t)
         grown = torch.clamp(kappa * hh, min=smin, max=smax)
         h = torch.where(ok, grown, beta * hh)
-        stalled = (~ok) & (hh < beta ** max_bt) & (forced is None)
+        stalled = (~ok) & (hh < beta**max_bt) & (forced is None)
         active = active & ~stalled & (t < tau)
         # stop rules
         if stop == "theirs":
@@ -176,11 +227,21 @@ def make_encoder(spec, lossfn):
     opts = dict(spec.get("options", {}))
 
     def enc(dec, x):
-        res = encode(dec, x, 20, solver="amd", loss=lambda o, t: lossfn(o, t),
-                     tau=spec.get("tau", 1000.0), stop_tol=spec.get("stop_tol", 1e-6),
-                     stop_rule=spec.get("stop_rule", "code"),
-                     options=opts, z0=z0_of(x), row_chunk=None)
+        res = encode(
+            dec,
+            x,
+            20,
+            solver="amd",
+            loss=lambda o, t: lossfn(o, t),
+            tau=spec.get("tau", 1000.0),
+            stop_tol=spec.get("stop_tol", 1e-6),
+            stop_rule=spec.get("stop_rule", "code"),
+            options=opts,
+            z0=z0_of(x),
+            row_chunk=None,
+        )
         return res.z.detach(), float(res.n_evals.float().mean())
+
     return enc
 
 
@@ -239,15 +300,19 @@ def main():
         t0 = time.perf_counter()
         tot, tev = 0.0, 0.0
         for s in range(0, len(Xte), a.test_batch):
-            x = Xte[s:s + a.test_batch]
+            x = Xte[s : s + a.test_batch]
             z, ne = te_enc(dec, x)
             tev += ne * x.shape[0]
             with torch.no_grad():
                 tot += float(bce_exact(dec(z), x).sum())
-        row = {"images": budget, "test_bce": tot / len(Xte), "train_s": round(train_s, 1),
-               "evals_per_train_img": round(evals / seen, 1),
-               "evals_per_test_img": round(tev / len(Xte), 1),
-               "test_s": round(time.perf_counter() - t0, 1)}
+        row = {
+            "images": budget,
+            "test_bce": tot / len(Xte),
+            "train_s": round(train_s, 1),
+            "evals_per_train_img": round(evals / seen, 1),
+            "evals_per_test_img": round(tev / len(Xte), 1),
+            "test_s": round(time.perf_counter() - t0, 1),
+        }
         out["rows"].append(row)
         print(json.dumps(row), flush=True)
         start += time.perf_counter() - t0

@@ -31,8 +31,13 @@ from sklearn.preprocessing import MinMaxScaler
 import gfe_sklearn
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
 
-DEFAULTS_0_2 = {"solver": "amd", "batch_size": 32, "learning_rate": 5e-4, "max_iter": 20,
-                "fit_stop_tol": 1e-3}
+DEFAULTS_0_2 = {
+    "solver": "amd",
+    "batch_size": 32,
+    "learning_rate": 5e-4,
+    "max_iter": 20,
+    "fit_stop_tol": 1e-3,
+}
 
 
 def timed(fn):
@@ -54,24 +59,33 @@ def measure(model, X_train, X_test):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--with-0.2", dest="old", action="store_true",
-                        help="also fit GradientFlowEncoder with version 0.2's defaults")
+    parser.add_argument(
+        "--with-0.2",
+        dest="old",
+        action="store_true",
+        help="also fit GradientFlowEncoder with version 0.2's defaults",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-          f"threads available (the estimators use n_threads=1 by default), torch "
-          f"{torch.__version__}, scikit-learn {sklearn.__version__}, gfe-sklearn "
-          f"{gfe_sklearn.__version__}, float64 data")
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"threads available (the estimators use n_threads=1 by default), torch "
+        f"{torch.__version__}, scikit-learn {sklearn.__version__}, gfe-sklearn "
+        f"{gfe_sklearn.__version__}, float64 data"
+    )
 
     X = load_digits().data
     X_train, X_test = train_test_split(X, test_size=0.25, random_state=0)
     scaler = MinMaxScaler(clip=True).fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
-    models = {"AutoEncoderBaseline()": lambda: AutoEncoderBaseline(random_state=0),
-              "GradientFlowEncoder()": lambda: GradientFlowEncoder(random_state=0)}
+    models = {
+        "AutoEncoderBaseline()": lambda: AutoEncoderBaseline(random_state=0),
+        "GradientFlowEncoder()": lambda: GradientFlowEncoder(random_state=0),
+    }
     if args.old:
-        models["GradientFlowEncoder(<0.2 defaults>)"] = \
-            lambda: GradientFlowEncoder(**DEFAULTS_0_2, random_state=0)
+        models["GradientFlowEncoder(<0.2 defaults>)"] = lambda: GradientFlowEncoder(
+            **DEFAULTS_0_2, random_state=0
+        )
     models["PCA(20)"] = lambda: PCA(20)
 
     rows = []
@@ -79,11 +93,15 @@ def main():
         for name, make in models.items():
             rows.append((name, *measure(make(), X_train, X_test)))
     ae_fit = np.median([r[1] for r in rows if r[0] == "AutoEncoderBaseline()"])
-    print(f"{'model':36s} {'fit s':>8s} {'fit cpu s':>9s} {'/ AE':>6s} {'transform s':>11s} "
-          f"{'epochs':>6s}  held-out")
+    print(
+        f"{'model':36s} {'fit s':>8s} {'fit cpu s':>9s} {'/ AE':>6s} {'transform s':>11s} "
+        f"{'epochs':>6s}  held-out"
+    )
     for name, fit_s, fit_cpu, transform_s, epochs, quality in rows:
-        print(f"{name:36s} {fit_s:8.2f} {fit_cpu:9.2f} {fit_s / ae_fit:6.2f} "
-              f"{transform_s:11.3f} {epochs:>6s}  {quality}")
+        print(
+            f"{name:36s} {fit_s:8.2f} {fit_cpu:9.2f} {fit_s / ae_fit:6.2f} "
+            f"{transform_s:11.3f} {epochs:>6s}  {quality}"
+        )
 
 
 if __name__ == "__main__":

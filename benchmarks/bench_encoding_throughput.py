@@ -56,7 +56,7 @@ def pretrain(decoder, images, n_batches, batch_size=64):
     """A few GFE training steps so the solvers see a decoder like the one they meet in fit."""
     opt = torch.optim.RMSprop(decoder.parameters(), lr=5e-4, alpha=0.9, eps=1e-6)
     for i in range(n_batches):
-        y = images[(i * batch_size) % len(images):][:batch_size]
+        y = images[(i * batch_size) % len(images) :][:batch_size]
         z = encode(decoder, y, 20, solver="lbfgs", stop_tol=1e-2).z
         loss = LOSSES["bce"](decoder(z), y).mean()
         opt.zero_grad()
@@ -105,10 +105,14 @@ def main():
     decoder = papers_decoder()
     pretrain(decoder, images, args.pretrain_batches)
     decoder, images = decoder.to(device).eval(), images.to(device)
-    print(f"device={device} threads={torch.get_num_threads()} data={source} "
-          f"stop_tol={args.stop_tol:g} torch {torch.__version__}")
-    print(f"{'solver':7s} {'batch':>6s} {'evals/sample':>12s} {'loss':>7s} {'solver ev/s':>12s} "
-          f"{'bare ev/s':>10s} {'ratio':>6s}")
+    print(
+        f"device={device} threads={torch.get_num_threads()} data={source} "
+        f"stop_tol={args.stop_tol:g} torch {torch.__version__}"
+    )
+    print(
+        f"{'solver':7s} {'batch':>6s} {'evals/sample':>12s} {'loss':>7s} {'solver ev/s':>12s} "
+        f"{'bare ev/s':>10s} {'ratio':>6s}"
+    )
     for solver in args.solvers:
         for batch in args.batches:
             rows = images[:batch]
@@ -119,8 +123,11 @@ def main():
                 mean_evals = float(res.n_evals.double().mean())
                 bare.append(bare_loop(decoder, rows, max(1, round(mean_evals))))
             rate, bare_rate = np.median(rates), np.median(bare)
-            print(f"{solver:7s} {batch:6d} {mean_evals:12.1f} {float(res.loss.mean()):7.4f} "
-                  f"{rate:12.0f} {bare_rate:10.0f} {rate / bare_rate:6.2f}", flush=True)
+            print(
+                f"{solver:7s} {batch:6d} {mean_evals:12.1f} {float(res.loss.mean()):7.4f} "
+                f"{rate:12.0f} {bare_rate:10.0f} {rate / bare_rate:6.2f}",
+                flush=True,
+            )
     print("goal (speed issue): ratio >= 0.7 at batch >= 256, >= 0.5 at batch 32")
 
 

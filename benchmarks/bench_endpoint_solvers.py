@@ -41,10 +41,12 @@ SETTINGS = {
 def run(decoder, n_components, images, batch, kwargs):
     results, start = [], time.perf_counter()
     for i in range(0, len(images), batch):
-        results.append(encode(decoder, images[i:i + batch], n_components, row_chunk=None,
-                              **kwargs))
-    z, loss, evals = (torch.cat([getattr(r, name) for r in results])
-                      for name in ("z", "loss", "n_evals"))
+        results.append(
+            encode(decoder, images[i : i + batch], n_components, row_chunk=None, **kwargs)
+        )
+    z, loss, evals = (
+        torch.cat([getattr(r, name) for r in results]) for name in ("z", "loss", "n_evals")
+    )
     return z, loss, evals.double(), time.perf_counter() - start
 
 
@@ -54,8 +56,11 @@ def main():
     parser.add_argument("--train-images", type=int, default=2000)
     parser.add_argument("--images", type=int, default=100)
     parser.add_argument("--batch", type=int, default=5)
-    parser.add_argument("--model", help="a fitted GradientFlowEncoder saved with save() "
-                                         "(default: train one on --train-images)")
+    parser.add_argument(
+        "--model",
+        help="a fitted GradientFlowEncoder saved with save() "
+        "(default: train one on --train-images)",
+    )
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -65,30 +70,54 @@ def main():
         est = GradientFlowEncoder.load(args.model)
     else:
         # GFE-amd on the papers' protocol, as the experiments run it.
-        est = GradientFlowEncoder(solver="amd", fit_stop_tol=1e-3, learning_rate=5e-4,
-                                  batch_size=5, max_iter=1, random_state=0, device="cpu")
-        est.fit(X[:args.train_images])
-    print(f"decoder after {est.n_samples_seen_} training images; {args.images} images of "
-          f"{args.dataset}, batches of {args.batch}, {torch.get_num_threads()} thread(s)")
-    images = torch.as_tensor(X[args.train_images:args.train_images + args.images],
-                             dtype=est._model_dtype)
+        est = GradientFlowEncoder(
+            solver="amd",
+            fit_stop_tol=1e-3,
+            learning_rate=5e-4,
+            batch_size=5,
+            max_iter=1,
+            random_state=0,
+            device="cpu",
+        )
+        est.fit(X[: args.train_images])
+    print(
+        f"decoder after {est.n_samples_seen_} training images; {args.images} images of "
+        f"{args.dataset}, batches of {args.batch}, {torch.get_num_threads()} thread(s)"
+    )
+    images = torch.as_tensor(
+        X[args.train_images : args.train_images + args.images], dtype=est._model_dtype
+    )
     decoder = est.decoder_.eval()
     k = est.n_components
-    endpoint, end_loss, _, _ = run(decoder, k, images, args.batch,
-                                   {"solver": "lbfgs", "stop_tol": 1e-10})
+    endpoint, end_loss, _, _ = run(
+        decoder, k, images, args.batch, {"solver": "lbfgs", "stop_tol": 1e-10}
+    )
     rows, base = [], None
     for name, kwargs in SETTINGS.items():
         z, loss, evals, seconds = run(decoder, k, images, args.batch, kwargs)
         distance = (z - endpoint).norm(dim=1) / endpoint.norm(dim=1).clamp_min(1)
         base = base or float(evals.mean())
-        rows.append((name, float(evals.mean()), base / float(evals.mean()), float(loss.mean()),
-                     float(distance.median()), float(distance.max()), seconds))
+        rows.append(
+            (
+                name,
+                float(evals.mean()),
+                base / float(evals.mean()),
+                float(loss.mean()),
+                float(distance.median()),
+                float(distance.max()),
+                seconds,
+            )
+        )
     print(f"endpoint (lbfgs, stop_tol 1e-10): mean BCE {float(end_loss.mean()):.6f}")
-    print(f"{'setting':40s} {'evals/img':>9s} {'x fewer':>7s} {'BCE':>9s} "
-          f"{'dist med':>9s} {'dist max':>9s} {'seconds':>8s}")
+    print(
+        f"{'setting':40s} {'evals/img':>9s} {'x fewer':>7s} {'BCE':>9s} "
+        f"{'dist med':>9s} {'dist max':>9s} {'seconds':>8s}"
+    )
     for name, evals, ratio, loss, med, worst, seconds in rows:
-        print(f"{name:40s} {evals:9.1f} {ratio:7.2f} {loss:9.6f} {med:9.2e} {worst:9.2e} "
-              f"{seconds:8.1f}")
+        print(
+            f"{name:40s} {evals:9.1f} {ratio:7.2f} {loss:9.6f} {med:9.2e} {worst:9.2e} "
+            f"{seconds:8.1f}"
+        )
 
 
 if __name__ == "__main__":

@@ -39,16 +39,27 @@ def parse(text):
     params = {}
     for item in filter(None, text.split(",")):
         name, value = item.split("=")
-        params[name] = value if name == "solver" else float(value) if "." in value or \
-            "e" in value else int(value)
+        params[name] = (
+            value
+            if name == "solver"
+            else float(value)
+            if "." in value or "e" in value
+            else int(value)
+        )
     return params
 
 
 def training_evaluations(model, X):
     """Decoder evaluations per image of the training flows at the model's current decoder."""
     target = torch.as_tensor(X, dtype=model._model_dtype)
-    result = encode(model.decoder_.eval(), target, model.n_components,
-                    solver=model._solver(), stop_tol=model.fit_stop_tol, row_chunk=None)
+    result = encode(
+        model.decoder_.eval(),
+        target,
+        model.n_components,
+        solver=model._solver(),
+        stop_tol=model.fit_stop_tol,
+        row_chunk=None,
+    )
     return float(result.n_evals.double().mean())
 
 
@@ -63,8 +74,10 @@ def main():
     scaler = MinMaxScaler(clip=True).fit(X_train)
     X_train = scaler.transform(X_train).astype(args.dtype)
     X_test = scaler.transform(X_test).astype(args.dtype)
-    print(f"digits, {len(X_train)} training / {len(X_test)} held-out images, {args.dtype}, "
-          f"torch {torch.__version__}, one thread")
+    print(
+        f"digits, {len(X_train)} training / {len(X_test)} held-out images, {args.dtype}, "
+        f"torch {torch.__version__}, one thread"
+    )
     print(f"{'setting':52s} {'epoch':>5s} {'cpu s':>7s} {'evals/img':>9s} {'held-out BCE':>12s}")
     for text in args.settings:
         model = GradientFlowEncoder(**parse(text), n_threads=1, random_state=0)
@@ -74,8 +87,11 @@ def main():
             model.partial_fit(X_train)
             cpu += time.process_time() - start
             evals = training_evaluations(model, X_train[:256])
-            print(f"{text or '(defaults)':52s} {epoch:5d} {cpu:7.1f} {evals:9.1f} "
-                  f"{-model.score(X_test):12.4f}", flush=True)
+            print(
+                f"{text or '(defaults)':52s} {epoch:5d} {cpu:7.1f} {evals:9.1f} "
+                f"{-model.score(X_test):12.4f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

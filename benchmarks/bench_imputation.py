@@ -76,12 +76,12 @@ def missing_mask(pattern, n_images, side, rng):
         return (rng.uniform(size=shape) < int(pattern[4:]) / 100).reshape(n_images, -1)
     mask = np.zeros(shape, dtype=bool)
     if pattern == "lower-half":
-        mask[:, side // 2:] = True
+        mask[:, side // 2 :] = True
     elif pattern == "square":
         size = side // 2
         corners = rng.randint(0, side - size + 1, size=(n_images, 2))
         for image, (row, col) in zip(mask, corners):
-            image[row:row + size, col:col + size] = True
+            image[row : row + size, col : col + size] = True
     else:
         raise ValueError(f"unknown pattern {pattern!r}; choose one of {PATTERNS}")
     return mask.reshape(n_images, -1)
@@ -120,20 +120,39 @@ class ZeroFilledAutoencoder:
 
 def make_imputers(n_components, epochs, seed):
     # batch_size and fit_stop_tol pinned at the values of the published run (0.3.0's defaults).
-    encoder = GradientFlowEncoder(n_components=n_components, loss="bce", solver="lbfgs",
-                                  learning_rate=1e-3, batch_size=128, fit_stop_tol=1e-2,
-                                  max_iter=epochs, device="cpu", random_state=seed)
+    encoder = GradientFlowEncoder(
+        n_components=n_components,
+        loss="bce",
+        solver="lbfgs",
+        learning_rate=1e-3,
+        batch_size=128,
+        fit_stop_tol=1e-2,
+        max_iter=epochs,
+        device="cpu",
+        random_state=seed,
+    )
     return {
         "GFE": GradientFlowImputer(encoder=encoder, keep_empty_features=True),
         "GFE (complete fit)": GradientFlowImputer(encoder=encoder, keep_empty_features=True),
-        "AE zero-fill": ZeroFilledAutoencoder(n_components=n_components, loss="bce",
-                                              batch_size=32, learning_rate=5e-4,
-                                              max_iter=AE_EPOCHS_PER_GFE_EPOCH * epochs,
-                                              device="cpu", random_state=seed),
+        "AE zero-fill": ZeroFilledAutoencoder(
+            n_components=n_components,
+            loss="bce",
+            batch_size=32,
+            learning_rate=5e-4,
+            max_iter=AE_EPOCHS_PER_GFE_EPOCH * epochs,
+            device="cpu",
+            random_state=seed,
+        ),
         "mean": SimpleImputer(strategy="mean", keep_empty_features=True),
         "KNN": KNNImputer(keep_empty_features=True),
-        "iterative": IterativeImputer(n_nearest_features=50, max_iter=5, min_value=0,
-                                      max_value=1, keep_empty_features=True, random_state=seed),
+        "iterative": IterativeImputer(
+            n_nearest_features=50,
+            max_iter=5,
+            min_value=0,
+            max_value=1,
+            keep_empty_features=True,
+            random_state=seed,
+        ),
     }
 
 
@@ -146,23 +165,32 @@ def timed(fn, *args):
 def run_dataset(name, args, rng):
     X_train, y_train, X_test, y_test = load(name, args.n_train, args.n_test, rng)
     side = int(round(np.sqrt(X_train.shape[1])))
-    train_holes = np.where(missing_mask(TRAIN_PATTERN, len(X_train), side, rng), np.nan,
-                           X_train)
+    train_holes = np.where(missing_mask(TRAIN_PATTERN, len(X_train), side, rng), np.nan, X_train)
     tests = {p: missing_mask(p, len(X_test), side, rng) for p in PATTERNS}
     settings = dict(GFE_SETTINGS[name])
     if args.epochs is not None:
         settings["epochs"] = args.epochs
-    result = {"n_train": len(X_train), "n_test": len(X_test), "side": side, "methods": {},
-              "gfe": settings}
+    result = {
+        "n_train": len(X_train),
+        "n_test": len(X_test),
+        "side": side,
+        "methods": {},
+        "gfe": settings,
+    }
     filled_for_grid = {}
-    for method, imputer in make_imputers(settings["n_components"], settings["epochs"],
-                                         args.seed).items():
+    for method, imputer in make_imputers(
+        settings["n_components"], settings["epochs"], args.seed
+    ).items():
         fit_on = X_train if method == "GFE (complete fit)" else train_holes
         _, fit_seconds = timed(imputer.fit, fit_on)
         train_filled, train_seconds = timed(imputer.transform, train_holes)
         classifier = LogisticRegression(max_iter=300).fit(train_filled, y_train)
-        entry = {"fit_s": fit_seconds, "impute_train_s": train_seconds, "impute_test_s": 0.0,
-                 "patterns": {}}
+        entry = {
+            "fit_s": fit_seconds,
+            "impute_train_s": train_seconds,
+            "impute_test_s": 0.0,
+            "patterns": {},
+        }
         for pattern, mask in tests.items():
             holes = np.where(mask, np.nan, X_test)
             filled, seconds = timed(imputer.transform, holes)
@@ -174,8 +202,11 @@ def run_dataset(name, args, rng):
             }
             filled_for_grid.setdefault(pattern, {})[method] = filled
         result["methods"][method] = entry
-        print(f"  {name} {method}: fit {fit_seconds:.1f} s, train {train_seconds:.1f} s, "
-              f"tests {entry['impute_test_s']:.1f} s", flush=True)
+        print(
+            f"  {name} {method}: fit {fit_seconds:.1f} s, train {train_seconds:.1f} s, "
+            f"tests {entry['impute_test_s']:.1f} s",
+            flush=True,
+        )
     complete = LogisticRegression(max_iter=300).fit(X_train, y_train)
     result["accuracy_complete"] = float(complete.score(X_test, y_test))
     if args.out is not None:
@@ -218,13 +249,21 @@ def inpainting_grid(name, X_test, tests, filled, side, out):
 def print_tables(name, result):
     methods = list(result["methods"])
     gfe = result["gfe"]
-    print(f"\n### {name} ({result['n_train']} training images with 30% MCAR missing, "
-          f"{result['n_test']} test images; GFE {gfe['n_components']} components, "
-          f"{gfe['epochs']} epochs)\n")
-    for metric, label in (("rmse", "hidden-pixel RMSE"), ("bce", "hidden-pixel BCE"),
-                          ("accuracy", "downstream accuracy")):
-        print(f"{label} (lower is better)" if metric != "accuracy" else
-              f"{label} (higher is better; complete images: {result['accuracy_complete']:.3f})")
+    print(
+        f"\n### {name} ({result['n_train']} training images with 30% MCAR missing, "
+        f"{result['n_test']} test images; GFE {gfe['n_components']} components, "
+        f"{gfe['epochs']} epochs)\n"
+    )
+    for metric, label in (
+        ("rmse", "hidden-pixel RMSE"),
+        ("bce", "hidden-pixel BCE"),
+        ("accuracy", "downstream accuracy"),
+    ):
+        print(
+            f"{label} (lower is better)"
+            if metric != "accuracy"
+            else f"{label} (higher is better; complete images: {result['accuracy_complete']:.3f})"
+        )
         print("| pattern | " + " | ".join(methods) + " |")
         print("|---|" + "---:|" * len(methods))
         for pattern in PATTERNS:
@@ -236,10 +275,14 @@ def print_tables(name, result):
     print("time in seconds (fit on the training images / impute them / impute the 5 test sets)")
     print("| | " + " | ".join(methods) + " |")
     print("|---|" + "---:|" * len(methods))
-    for key, label in (("fit_s", "fit"), ("impute_train_s", "impute training"),
-                       ("impute_test_s", "impute tests")):
-        print(f"| {label} | " + " | ".join(f"{result['methods'][m][key]:.1f}"
-                                           for m in methods) + " |")
+    for key, label in (
+        ("fit_s", "fit"),
+        ("impute_train_s", "impute training"),
+        ("impute_test_s", "impute tests"),
+    ):
+        print(
+            f"| {label} | " + " | ".join(f"{result['methods'][m][key]:.1f}" for m in methods) + " |"
+        )
     print()
 
 
@@ -258,22 +301,32 @@ def main():
     parser.add_argument("--datasets", nargs="*", default=["digits", "mnist", "fashion-mnist"])
     parser.add_argument("--n-train", type=int, default=5000)
     parser.add_argument("--n-test", type=int, default=1000)
-    parser.add_argument("--epochs", type=int, default=None,
-                        help="GFE epochs for every data set (default: GFE_SETTINGS)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="GFE epochs for every data set (default: GFE_SETTINGS)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default="docs/imputation")
-    parser.add_argument("--iterative-default-rows", type=int, default=0,
-                        help="time one default IterativeImputer round on this many MNIST "
-                             "training images (0: skip)")
+    parser.add_argument(
+        "--iterative-default-rows",
+        type=int,
+        default=0,
+        help="time one default IterativeImputer round on this many MNIST training images (0: skip)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.out is not None:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
-          f"thread(s); gfe-sklearn {gfe_sklearn.__version__}, scikit-learn "
-          f"{sklearn.__version__}, torch {torch.__version__}; seed {args.seed}; AE epochs "
-          f"{AE_EPOCHS_PER_GFE_EPOCH} x the GFE's", flush=True)
+    print(
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
+        f"thread(s); gfe-sklearn {gfe_sklearn.__version__}, scikit-learn "
+        f"{sklearn.__version__}, torch {torch.__version__}; seed {args.seed}; AE epochs "
+        f"{AE_EPOCHS_PER_GFE_EPOCH} x the GFE's",
+        flush=True,
+    )
     results = {"args": vars(args)}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -282,11 +335,14 @@ def main():
             results[name] = run_dataset(name, args, rng)
             print_tables(name, results[name])
         if args.iterative_default_rows:
-            seconds = iterative_default_round("mnist", args.iterative_default_rows,
-                                              np.random.RandomState(args.seed))
+            seconds = iterative_default_round(
+                "mnist", args.iterative_default_rows, np.random.RandomState(args.seed)
+            )
             results["iterative_default_round_s"] = seconds
-            print(f"IterativeImputer() default, one round (of max_iter=10) on "
-                  f"{args.iterative_default_rows} MNIST training images: {seconds:.1f} s")
+            print(
+                f"IterativeImputer() default, one round (of max_iter=10) on "
+                f"{args.iterative_default_rows} MNIST training images: {seconds:.1f} s"
+            )
     if args.out is not None:
         path = Path(args.out) / "imputation.json"
         path.write_text(json.dumps(results, indent=1))

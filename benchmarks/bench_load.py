@@ -55,28 +55,39 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count() or 1],
-                        help="n_threads values to compare (default: 1 and every CPU)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, os.cpu_count() or 1],
+        help="n_threads values to compare (default: 1 and every CPU)",
+    )
     args = parser.parse_args()
     X = MinMaxScaler().fit_transform(load_digits().data)
-    print(f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-          f"{torch.__version__}, gfe-sklearn {gfe_sklearn.__version__}; GradientFlowEncoder() "
-          f"on digits ({X.shape[0]} images, float64), {args.epochs} epochs")
+    print(
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__}, gfe-sklearn {gfe_sklearn.__version__}; GradientFlowEncoder() "
+        f"on digits ({X.shape[0]} images, float64), {args.epochs} epochs"
+    )
     times = {(n, load): [] for n in args.threads for load in ("quiet", "loaded")}
     for _ in range(args.repeats):
         for n in args.threads:
             times[n, "quiet"].append(fit_seconds(X, args.epochs, n))
             with BusyProcess():
                 times[n, "loaded"].append(fit_seconds(X, args.epochs, n))
-            print(f"n_threads={n}: quiet {times[n, 'quiet'][-1]:.2f} s, loaded "
-                  f"{times[n, 'loaded'][-1]:.2f} s", flush=True)
-    print(f"{'n_threads':>9s} {'quiet s (median)':>17s} {'loaded s (median)':>18s} "
-          f"{'loaded / quiet':>15s}")
+            print(
+                f"n_threads={n}: quiet {times[n, 'quiet'][-1]:.2f} s, loaded "
+                f"{times[n, 'loaded'][-1]:.2f} s",
+                flush=True,
+            )
+    print(
+        f"{'n_threads':>9s} {'quiet s (median)':>17s} {'loaded s (median)':>18s} "
+        f"{'loaded / quiet':>15s}"
+    )
     for n in args.threads:
         quiet, loaded = np.median(times[n, "quiet"]), np.median(times[n, "loaded"])
         ratios = ", ".join(f"{b / a:.2f}" for a, b in zip(times[n, "quiet"], times[n, "loaded"]))
-        print(f"{n:9d} {quiet:17.2f} {loaded:18.2f} {loaded / quiet:15.2f}   (each pair: "
-              f"{ratios})")
+        print(f"{n:9d} {quiet:17.2f} {loaded:18.2f} {loaded / quiet:15.2f}   (each pair: {ratios})")
 
 
 if __name__ == "__main__":

@@ -56,10 +56,18 @@ def our_codes(decoder, X, solver="amd"):
     """``transform``'s encoding (``OURS``'s flow settings with ``solver``) on any decoder."""
     params = GradientFlowEncoder(**{**OURS, "solver": solver}).get_params()
     names = set(solver_options(params["solver"])) & set(params)
-    out = encode(decoder, X, 20, solver=params["solver"], flow=params["flow"],
-                 tau=params["tau"], stop_rule=params["stop_rule"],
-                 stop_tol=params["stop_tol"], stop_window=params["stop_window"],
-                 options={name: params[name] for name in names})
+    out = encode(
+        decoder,
+        X,
+        20,
+        solver=params["solver"],
+        flow=params["flow"],
+        tau=params["tau"],
+        stop_rule=params["stop_rule"],
+        stop_tol=params["stop_tol"],
+        stop_window=params["stop_window"],
+        options={name: params[name] for name in names},
+    )
     return out.z, float(out.n_evals.double().mean())
 
 
@@ -77,15 +85,17 @@ class Reference:
         config = configparser.ConfigParser(inline_comment_prefixes=("#", ";"))
         config.read(path / "config" / REFERENCE_CONFIG[dataset])
         amd, flow, opt = config["AMD"], config["GFLOW"], config["OPTIMIZATION"]
-        self.settings = {k: v for section in ("GFLOW", "AMD", "OPTIMIZATION")
-                         for k, v in config[section].items()}
+        self.settings = {
+            k: v for section in ("GFLOW", "AMD", "OPTIMIZATION") for k, v in config[section].items()
+        }
         torch.manual_seed(seed)  # their code draws weights and z(0) from torch's generator
         self.net = net_mnist_dec(20, 784)
 
         def loss_function(y, x, eps=1e-8):  # their training loss, as in their main.py
             p = torch.sigmoid(y)
-            return torch.sum(torch.mean(-x * torch.log(p + eps)
-                                        - (1 - x) * torch.log(1 - p + eps), axis=1))
+            return torch.sum(
+                torch.mean(-x * torch.log(p + eps) - (1 - x) * torch.log(1 - p + eps), axis=1)
+            )
 
         def amd_loss_function(y, x, eps=1e-8):
             p = torch.sigmoid(y)
@@ -93,17 +103,31 @@ class Reference:
 
         self.loss = loss_function
         self.gflow = GFlow_AMD_approx(
-            self.net, 20, loss_function, amd_loss_function, tau=float(flow["ODE_TAU"]),
-            alpha=float(flow["ODE_ALPHA"]), aTOL=float(flow["ODE_ATOL"]),
-            rTOL=float(flow["ODE_RTOL"]), int_tsteps=int(flow["ODE_TSTEPS"]), device="cpu",
-            dtstep=float(amd["AMD_DTSTEP"]), dtmaxstep=float(amd["AMD_DTMAXSTEP"]),
-            dtfactor=float(amd["AMD_DTFACTOR"]), dtiter=float(amd["AMD_DTITER"]),
-            conv_graddt=float(amd["AMD_CONV_GRADDT"]), conv_dtstep=float(amd["AMD_CONV_DTSTEP"]),
+            self.net,
+            20,
+            loss_function,
+            amd_loss_function,
+            tau=float(flow["ODE_TAU"]),
+            alpha=float(flow["ODE_ALPHA"]),
+            aTOL=float(flow["ODE_ATOL"]),
+            rTOL=float(flow["ODE_RTOL"]),
+            int_tsteps=int(flow["ODE_TSTEPS"]),
+            device="cpu",
+            dtstep=float(amd["AMD_DTSTEP"]),
+            dtmaxstep=float(amd["AMD_DTMAXSTEP"]),
+            dtfactor=float(amd["AMD_DTFACTOR"]),
+            dtiter=float(amd["AMD_DTITER"]),
+            conv_graddt=float(amd["AMD_CONV_GRADDT"]),
+            conv_dtstep=float(amd["AMD_CONV_DTSTEP"]),
             conv_percentagetau=float(amd["AMD_CONV_PERCTAU"]),
-            armijosigma=float(amd["AMD_ARMIJO_SIGMA"]))
+            armijosigma=float(amd["AMD_ARMIJO_SIGMA"]),
+        )
         self.optimizer = torch.optim.RMSprop(
-            self.net.parameters(), lr=float(opt["OPT_LR_RATE"]), eps=float(opt["OPT_EPSILON"]),
-            alpha=float(opt["OPT_ALPHA"]))
+            self.net.parameters(),
+            lr=float(opt["OPT_LR_RATE"]),
+            eps=float(opt["OPT_EPSILON"]),
+            alpha=float(opt["OPT_ALPHA"]),
+        )
 
     def decoder(self, z):
         return self.net(z)[0]
@@ -121,7 +145,7 @@ class Reference:
         self.optimizer.step()
 
     def test_codes(self, X):
-        return torch.cat([self.codes(X[i:i + BATCH]) for i in range(0, len(X), BATCH)])
+        return torch.cat([self.codes(X[i : i + BATCH]) for i in range(0, len(X), BATCH)])
 
 
 def run_seed(model, args, X_train, X_test, seed):
@@ -130,8 +154,9 @@ def run_seed(model, args, X_train, X_test, seed):
     if model == "theirs":
         ref = Reference(args.reference, args.dataset, seed)
     else:
-        est = GradientFlowEncoder(**{**OURS, "solver": args.solver}, batch_size=BATCH,
-                                  device="cpu", random_state=seed)
+        est = GradientFlowEncoder(
+            **{**OURS, "solver": args.solver}, batch_size=BATCH, device="cpu", random_state=seed
+        )
     seen, train_seconds, rows = 0, 0.0, []
     for budget in args.budgets:
         start = time.perf_counter()
@@ -155,10 +180,15 @@ def run_seed(model, args, X_train, X_test, seed):
             ours_by_theirs.net = _Wrapped(est.decoder_)
             ours_by_theirs.gflow.net = ours_by_theirs.net
             other_codes = ours_by_theirs.test_codes(Xt)
-        row = {"model": model, "seed": seed, "images": budget, "test_bce": own,
-               **({"solver": args.solver} if model == "ours" else {}),
-               "train_seconds": round(train_seconds, 1),
-               "images_per_second": round(budget / train_seconds, 2)}
+        row = {
+            "model": model,
+            "seed": seed,
+            "images": budget,
+            "test_bce": own,
+            **({"solver": args.solver} if model == "ours" else {}),
+            "train_seconds": round(train_seconds, 1),
+            "images_per_second": round(budget / train_seconds, 2),
+        }
         if other_codes is not None:
             row["test_bce_other_encoding"] = test_bce(decoder, other_codes, Xt)
         rows.append(row)
@@ -182,60 +212,86 @@ def report(records, budgets, solver):
     records = [r for r in records if r["model"] == "theirs" or r.get("solver", "amd") == solver]
 
     def cell(model, images, key):
-        values = [r[key] for r in records if r["model"] == model and r["images"] == images
-                  and key in r]
+        values = [
+            r[key] for r in records if r["model"] == model and r["images"] == images and key in r
+        ]
         if not values:
             return "–"
         return f"{np.mean(values):.4f} ± {np.std(values):.4f} ({len(values)})"
 
-    header = (f"| images | theirs | ours ({solver}) | their decoder, our encoding "
-              "| our decoder, their encoding | train images/s theirs | ours |")
+    header = (
+        f"| images | theirs | ours ({solver}) | their decoder, our encoding "
+        "| our decoder, their encoding | train images/s theirs | ours |"
+    )
     lines = [header, "|---:|---:|---:|---:|---:|---:|---:|"]
     for b in budgets:
-        speed = [np.mean([r["images_per_second"] for r in records
-                          if r["model"] == m and r["images"] == b] or [np.nan])
-                 for m in ("theirs", "ours")]
-        lines.append(f"| {b:,} | {cell('theirs', b, 'test_bce')} | {cell('ours', b, 'test_bce')} "
-                     f"| {cell('theirs', b, 'test_bce_other_encoding')} "
-                     f"| {cell('ours', b, 'test_bce_other_encoding')} "
-                     f"| {speed[0]:.2f} | {speed[1]:.2f} |")
+        speed = [
+            np.mean(
+                [r["images_per_second"] for r in records if r["model"] == m and r["images"] == b]
+                or [np.nan]
+            )
+            for m in ("theirs", "ours")
+        ]
+        lines.append(
+            f"| {b:,} | {cell('theirs', b, 'test_bce')} | {cell('ours', b, 'test_bce')} "
+            f"| {cell('theirs', b, 'test_bce_other_encoding')} "
+            f"| {cell('ours', b, 'test_bce_other_encoding')} "
+            f"| {speed[0]:.2f} | {speed[1]:.2f} |"
+        )
     return "\n".join(lines)
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reference", default=os.environ.get("GFE_REFERENCE_DIR"),
-                        help="checkout of github.com/k-flouris/gfe (default: $GFE_REFERENCE_DIR)")
+    parser.add_argument(
+        "--reference",
+        default=os.environ.get("GFE_REFERENCE_DIR"),
+        help="checkout of github.com/k-flouris/gfe (default: $GFE_REFERENCE_DIR)",
+    )
     parser.add_argument("--dataset", choices=sorted(LOADERS), default="mnist")
     parser.add_argument("--data-home", default=None)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=int, nargs="+", default=[480, 1920, 5760])
     parser.add_argument("--n-test", type=int, default=1000, help="the first N test images")
-    parser.add_argument("--models", nargs="+", choices=["ours", "theirs"],
-                        default=["ours", "theirs"])
-    parser.add_argument("--cross-encode-ours", action="store_true",
-                        help="also encode the test images of our decoders with the authors' "
-                             "flow (slow: their flow runs to t = 1e4 in steps of at most 10)")
+    parser.add_argument(
+        "--models", nargs="+", choices=["ours", "theirs"], default=["ours", "theirs"]
+    )
+    parser.add_argument(
+        "--cross-encode-ours",
+        action="store_true",
+        help="also encode the test images of our decoders with the authors' "
+        "flow (slow: their flow runs to t = 1e4 in steps of at most 10)",
+    )
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--solver", choices=["amd", "lbfgs"], default="amd",
-                        help="our solver for training and test codes (default: amd, as the "
-                             "experiments' GFE-amd; the report shows this solver's rows)")
+    parser.add_argument(
+        "--solver",
+        choices=["amd", "lbfgs"],
+        default="amd",
+        help="our solver for training and test codes (default: amd, as the "
+        "experiments' GFE-amd; the report shows this solver's rows)",
+    )
     parser.add_argument("--out", default="bench_reference.jsonl")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.reference and not (Path(args.reference) / "gflow.py").is_file():
-        parser.error(f"--reference {args.reference!r} holds no gflow.py: give the folder of a "
-                     "checkout of https://github.com/k-flouris/gfe.")
+        parser.error(
+            f"--reference {args.reference!r} holds no gflow.py: give the folder of a "
+            "checkout of https://github.com/k-flouris/gfe."
+        )
     models = list(args.models)
     if "theirs" in models and not args.reference:
-        print("The authors' code is absent: set --reference or $GFE_REFERENCE_DIR to a checkout "
-              "of https://github.com/k-flouris/gfe to run it. Running ours only.")
+        print(
+            "The authors' code is absent: set --reference or $GFE_REFERENCE_DIR to a checkout "
+            "of https://github.com/k-flouris/gfe to run it. Running ours only."
+        )
         models.remove("theirs")
     out = Path(args.out)
-    print(f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__} ({args.threads} thread(s)), gfe_sklearn "
-          f"{gfe_sklearn.__version__}, float32, {args.dataset}, first {args.n_test} test images")
+    print(
+        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__} ({args.threads} thread(s)), gfe_sklearn "
+        f"{gfe_sklearn.__version__}, float32, {args.dataset}, first {args.n_test} test images"
+    )
     if not args.report_only:
         data = LOADERS[args.dataset]
         X_train = data(subset="train", data_home=args.data_home).data.astype(np.float32)

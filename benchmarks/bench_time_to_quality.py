@@ -38,9 +38,9 @@ def run(model, X, X_test, args):
         order = rng.permutation(len(X))
         for start in range(0, len(X), args.chunk):
             t0 = time.perf_counter()
-            model.partial_fit(X[order[start:start + args.chunk]])
+            model.partial_fit(X[order[start : start + args.chunk]])
             seconds += time.perf_counter() - t0
-            images += len(order[start:start + args.chunk])
+            images += len(order[start : start + args.chunk])
             best = min(best, -model.score(X_test))
             if best < args.target:
                 return seconds, images, best, True
@@ -59,20 +59,24 @@ def main():
     args = parser.parse_args()
     X = load_mnist(subset="train", return_X_y=True)[0].astype(np.float32)
     X_test = load_mnist(subset="test", return_X_y=True)[0][:1000].astype(np.float32)
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"gfe-sklearn {gfe_sklearn.__version__}, one thread, float32; target test BCE "
-          f"{args.target} on 1,000 MNIST test images, {args.limit:.0f} s limit per setting")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"gfe-sklearn {gfe_sklearn.__version__}, one thread, float32; target test BCE "
+        f"{args.target} on 1,000 MNIST test images, {args.limit:.0f} s limit per setting"
+    )
     makers = {"GFE": GradientFlowEncoder, "AE": AutoEncoderBaseline}
     results = {}
     for name, settings in (("GFE", args.gfe), ("AE", args.ae)):
         for batch, lr in settings:
-            model = makers[name](batch_size=batch, learning_rate=lr, n_threads=1,
-                                 random_state=0)
+            model = makers[name](batch_size=batch, learning_rate=lr, n_threads=1, random_state=0)
             seconds, images, best, reached = run(model, X, X_test, args)
             results[name, batch, lr] = (seconds, reached)
             status = "reached" if reached else f"not reached (best {best:.4f})"
-            print(f"{name:3s} batch {batch:4d} lr {lr:g}: {status} after {seconds:7.1f} s, "
-                  f"{images} images, test BCE {best:.4f}", flush=True)
+            print(
+                f"{name:3s} batch {batch:4d} lr {lr:g}: {status} after {seconds:7.1f} s, "
+                f"{images} images, test BCE {best:.4f}",
+                flush=True,
+            )
     best = {}
     for (name, batch, lr), (seconds, reached) in results.items():
         if reached and (name not in best or seconds < best[name][0]):

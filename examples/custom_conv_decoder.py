@@ -44,8 +44,9 @@ class ConvEncoder(torch.nn.Module):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-samples", type=int, default=5000,
-                        help="training images per model (default: 5000)")
+    parser.add_argument(
+        "--max-samples", type=int, default=5000, help="training images per model (default: 5000)"
+    )
     args = parser.parse_args()
 
     X = (load_digits().data / 16.0).astype(np.float32)
@@ -53,16 +54,26 @@ def main():
     k = 10
     models = {
         "GFE, conv decoder": GradientFlowEncoder(
-            n_components=k, decoder=ConvDecoder(k), solver="lbfgs",
-            max_samples=args.max_samples, random_state=0),
+            n_components=k,
+            decoder=ConvDecoder(k),
+            solver="lbfgs",
+            max_samples=args.max_samples,
+            random_state=0,
+        ),
         "AE, conv encoder and decoder": AutoEncoderBaseline(
-            n_components=k, decoder=ConvDecoder(k), encoder=ConvEncoder(k),
-            max_samples=args.max_samples, random_state=0),
+            n_components=k,
+            decoder=ConvDecoder(k),
+            encoder=ConvEncoder(k),
+            max_samples=args.max_samples,
+            random_state=0,
+        ),
     }
     for name, model in models.items():
         model.fit(X_train)
-        print(f"{name:<30} held-out cross-entropy {-model.score(X_test):.4f}, "
-              f"decoder parameters {sum(p.numel() for p in model.decoder_.parameters())}")
+        print(
+            f"{name:<30} held-out cross-entropy {-model.score(X_test):.4f}, "
+            f"decoder parameters {sum(p.numel() for p in model.decoder_.parameters())}"
+        )
 
 
 if __name__ == "__main__":

@@ -62,40 +62,56 @@ def main():
     parser.add_argument("--gfe-epochs", type=int, default=5)
     parser.add_argument("--ae-epochs", type=int, default=50)
     parser.add_argument("--n-jobs", type=int, default=2)
-    parser.add_argument("--n-samples", type=int, default=None,
-                        help="use only the first N digits (default: all 1,797)")
+    parser.add_argument(
+        "--n-samples",
+        type=int,
+        default=None,
+        help="use only the first N digits (default: all 1,797)",
+    )
     args = parser.parse_args()
 
     X, y = load_digits(return_X_y=True)
-    X, y = X[:args.n_samples], y[:args.n_samples]
+    X, y = X[: args.n_samples], y[: args.n_samples]
     X = X.astype(np.float32)  # float32 data train float32 torch models: twice as fast
     k = args.n_components
     common = dict(n_components=k, random_state=0, device="auto")
     encoders = {
         "pixels (64)": FunctionTransformer(),
         f"PCA ({k})": PCA(n_components=k, random_state=0),
-        f"GFE ({k}, {args.gfe_epochs} epochs)":
-            GradientFlowEncoder(max_iter=args.gfe_epochs, **common),
-        f"AE ({k}, {args.ae_epochs} epochs)":
-            AutoEncoderBaseline(max_iter=args.ae_epochs, **common),
+        f"GFE ({k}, {args.gfe_epochs} epochs)": GradientFlowEncoder(
+            max_iter=args.gfe_epochs, **common
+        ),
+        f"AE ({k}, {args.ae_epochs} epochs)": AutoEncoderBaseline(
+            max_iter=args.ae_epochs, **common
+        ),
     }
     folds = list(StratifiedKFold(n_splits=5).split(X, y))
-    print(f"digits: {X.shape[0]} images x {X.shape[1]} pixels, 5-fold CV, "
-          f"LogisticRegression on the codes\n")
-    header = (f"{'encoder':<26} {'accuracy':>15} {'standardized':>15} "
-              f"{'held-out BCE':>13} {'fit+encode s':>13} {'wall s':>7}")
+    print(
+        f"digits: {X.shape[0]} images x {X.shape[1]} pixels, 5-fold CV, "
+        f"LogisticRegression on the codes\n"
+    )
+    header = (
+        f"{'encoder':<26} {'accuracy':>15} {'standardized':>15} "
+        f"{'held-out BCE':>13} {'fit+encode s':>13} {'wall s':>7}"
+    )
     print(header)
     print("-" * len(header))
     total = time.perf_counter()
     for name, encoder in encoders.items():
         start = time.perf_counter()
-        results = np.array(Parallel(n_jobs=args.n_jobs)(
-            delayed(run_fold)(encoder, X, y, train, test) for train, test in folds))
+        results = np.array(
+            Parallel(n_jobs=args.n_jobs)(
+                delayed(run_fold)(encoder, X, y, train, test) for train, test in folds
+            )
+        )
         wall = time.perf_counter() - start
         raw, scaled, loss, seconds = results.T
         bce = f"{loss.mean():.4f}" if np.isfinite(loss).all() else "-"
-        print(f"{name:<26} {raw.mean():.4f} ± {raw.std():.4f} {scaled.mean():.4f} ± "
-              f"{scaled.std():.4f} {bce:>13} {seconds.sum():>13.1f} {wall:>7.1f}", flush=True)
+        print(
+            f"{name:<26} {raw.mean():.4f} ± {raw.std():.4f} {scaled.mean():.4f} ± "
+            f"{scaled.std():.4f} {bce:>13} {seconds.sum():>13.1f} {wall:>7.1f}",
+            flush=True,
+        )
     print(f"\ntotal wall time {time.perf_counter() - total:.1f} s")
 
 

@@ -22,26 +22,36 @@ from gfe_sklearn import GradientFlowEncoder
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-samples", type=int, default=3000,
-                        help="training images per fit (default: 3000)")
-    parser.add_argument("--n-samples", type=int, default=None,
-                        help="use only the first N digits (default: all 1,797)")
+    parser.add_argument(
+        "--max-samples", type=int, default=3000, help="training images per fit (default: 3000)"
+    )
+    parser.add_argument(
+        "--n-samples",
+        type=int,
+        default=None,
+        help="use only the first N digits (default: all 1,797)",
+    )
     args = parser.parse_args()
 
     X, y = load_digits(return_X_y=True)
-    X, y = X[:args.n_samples], y[:args.n_samples]
+    X, y = X[: args.n_samples], y[: args.n_samples]
     X = X.astype(np.float32)  # float32 data train a float32 model, about twice as fast
-    gfe = GradientFlowEncoder(n_components=10, hidden_layer_sizes=(32, 64),
-                              max_samples=args.max_samples, verbose=1)
+    gfe = GradientFlowEncoder(
+        n_components=10, hidden_layer_sizes=(32, 64), max_samples=args.max_samples, verbose=1
+    )
     pipe = make_pipeline(MinMaxScaler(clip=True), gfe, StandardScaler(), LogisticRegression())
     grid = {"gradientflowencoder__solver": ["lbfgs", "amd"]}
     search = GridSearchCV(pipe, grid, cv=3).fit(X, y)
     print(search.best_params_, search.best_score_)
-    for params, score, seconds in zip(search.cv_results_["params"],
-                                      search.cv_results_["mean_test_score"],
-                                      search.cv_results_["mean_fit_time"]):
-        print(f"{params['gradientflowencoder__solver']:>6}: accuracy {score:.3f}, "
-              f"{seconds:.1f} s per fit")
+    for params, score, seconds in zip(
+        search.cv_results_["params"],
+        search.cv_results_["mean_test_score"],
+        search.cv_results_["mean_fit_time"],
+    ):
+        print(
+            f"{params['gradientflowencoder__solver']:>6}: accuracy {score:.3f}, "
+            f"{seconds:.1f} s per fit"
+        )
 
 
 if __name__ == "__main__":

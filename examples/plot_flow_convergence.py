@@ -32,16 +32,24 @@ FLOWS = {
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("flow_convergence.png"))
-    parser.add_argument("--max-samples", type=int, default=5000,
-                        help="training images (default: 5000)")
-    parser.add_argument("--n-curves", type=int, default=64,
-                        help="held-out digits encoded (default: 64)")
+    parser.add_argument(
+        "--max-samples", type=int, default=5000, help="training images (default: 5000)"
+    )
+    parser.add_argument(
+        "--n-curves", type=int, default=64, help="held-out digits encoded (default: 64)"
+    )
     args = parser.parse_args()
 
     X = (load_digits().data / 16.0).astype(np.float32)
-    X_train, X_test = X[:-args.n_curves], X[-args.n_curves:]
-    gfe = GradientFlowEncoder(n_components=10, hidden_layer_sizes=(32, 64), solver="lbfgs",
-                              max_samples=args.max_samples, random_state=0, device="cpu")
+    X_train, X_test = X[: -args.n_curves], X[-args.n_curves :]
+    gfe = GradientFlowEncoder(
+        n_components=10,
+        hidden_layer_sizes=(32, 64),
+        solver="lbfgs",
+        max_samples=args.max_samples,
+        random_state=0,
+        device="cpu",
+    )
     gfe.fit(X_train)
 
     figure, axes = subplots(1, len(FLOWS), panel_size=(4.2, 3.4), sharey=True)
@@ -52,10 +60,12 @@ def main():
             result = gfe.flow_diagnostics(X_test, record_history=True)
         plot_flow_history(result, ax=ax, per_sample=True, title=title, label="mean")
         stiff = [w for w in caught if issubclass(w.category, StiffnessWarning)]
-        print(f"{title:<32} mean loss {result.loss.mean():.4f}, decoder evaluations per "
-              f"sample {result.n_evals.float().mean():.0f} (max {result.n_evals.max()}), "
-              f"flow time reached {result.t.median():.3g} (median)"
-              + (f"; {stiff[0].message}" if stiff else ""))
+        print(
+            f"{title:<32} mean loss {result.loss.mean():.4f}, decoder evaluations per "
+            f"sample {result.n_evals.float().mean():.0f} (max {result.n_evals.max()}), "
+            f"flow time reached {result.t.median():.3g} (median)"
+            + (f"; {stiff[0].message}" if stiff else "")
+        )
     figure.savefig(args.out, dpi=110)
     print(f"wrote {args.out}")
 

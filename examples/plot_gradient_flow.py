@@ -55,8 +55,14 @@ def main():
 
     X, y_labels = load_digits(return_X_y=True)
     X = (X / 16.0).astype(np.float32)
-    gfe = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(32, 64), solver="lbfgs",
-                              max_iter=args.max_iter, random_state=0, device="cpu")
+    gfe = GradientFlowEncoder(
+        n_components=2,
+        hidden_layer_sizes=(32, 64),
+        solver="lbfgs",
+        max_iter=args.max_iter,
+        random_state=0,
+        device="cpu",
+    )
     gfe.fit(X[:-100])
     # Of the held-out images, the one whose code lies furthest from z = 0 has the longest path.
     codes = gfe.transform(X[-100:])
@@ -87,7 +93,7 @@ def main():
     images = gfe.inverse_transform(np.array(shown, dtype=np.float32))
     strip = np.ones((8, 9 * (len(images) + 1) + 1))
     for i, image in enumerate([y, *images]):
-        strip[:, 1 + 9 * i:9 + 9 * i] = image.reshape(8, 8)
+        strip[:, 1 + 9 * i : 9 + 9 * i] = image.reshape(8, 8)
     ax = axes[0, 1]
     ax.imshow(strip, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([4.5 + 9 * i for i in range(len(images) + 1)], labels, rotation=45)

@@ -50,27 +50,47 @@ def rmse_on_hidden(truth, filled, holes):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-samples", type=int, default=None,
-                        help="use only the first N digits (default: all 1,797)")
+    parser.add_argument(
+        "--n-samples",
+        type=int,
+        default=None,
+        help="use only the first N digits (default: all 1,797)",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--out", default=None, help="save the figure here (PNG)")
     args = parser.parse_args()
 
     rng = np.random.RandomState(0)
     X, y = load_digits(return_X_y=True)
-    X, y = (X[:args.n_samples] / 16).astype(np.float32), y[:args.n_samples]
+    X, y = (X[: args.n_samples] / 16).astype(np.float32), y[: args.n_samples]
     X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.3, random_state=0)
     train_holes = hide(X_train, "30%", rng)
 
-    encoder = GradientFlowEncoder(n_components=10, loss="bce", solver="amd", tau=10.0,
-                                  learning_rate=1e-3, max_iter=args.epochs, device="cpu",
-                                  random_state=0)
+    encoder = GradientFlowEncoder(
+        n_components=10,
+        loss="bce",
+        solver="amd",
+        tau=10.0,
+        learning_rate=1e-3,
+        max_iter=args.epochs,
+        device="cpu",
+        random_state=0,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # epochs are capped on purpose
-        search = GridSearchCV(encoder.set_params(allow_nan=True), {"n_components": [5, 10]},
-                              cv=2, scoring=make_hidden_entry_scorer(0.3)).fit(train_holes)
-        print("n_components picked on hidden entries:", search.best_params_["n_components"],
-              "(scores", np.round(search.cv_results_["mean_test_score"], 4), ")")
+        search = GridSearchCV(
+            encoder.set_params(allow_nan=True),
+            {"n_components": [5, 10]},
+            cv=2,
+            scoring=make_hidden_entry_scorer(0.3),
+        ).fit(train_holes)
+        print(
+            "n_components picked on hidden entries:",
+            search.best_params_["n_components"],
+            "(scores",
+            np.round(search.cv_results_["mean_test_score"], 4),
+            ")",
+        )
         imputers = {
             "GFE": GradientFlowImputer(encoder=encoder.set_params(**search.best_params_)),
             "KNN": KNNImputer(),
@@ -83,8 +103,10 @@ def main():
             seconds[name] = time.perf_counter() - start
 
     patterns = ("50%", "80%", "lower half")
-    print(f"\n{'pattern':<12}" + "".join(f"{name + ' RMSE':>11}{name + ' acc.':>10}"
-                                          for name in fitted))
+    print(
+        f"\n{'pattern':<12}"
+        + "".join(f"{name + ' RMSE':>11}{name + ' acc.':>10}" for name in fitted)
+    )
     filled_images = {}
     for pattern in patterns:
         holes = hide(X_test, pattern, rng)
@@ -95,8 +117,10 @@ def main():
             row += f"{rmse_on_hidden(X_test, filled, holes):>11.4f}"
             row += f"{pipe.score(holes, y_test):>10.3f}"
         print(row)
-    print("\nfit seconds (imputer + classifier): " +
-          ", ".join(f"{name} {s:.1f}" for name, s in seconds.items()))
+    print(
+        "\nfit seconds (imputer + classifier): "
+        + ", ".join(f"{name} {s:.1f}" for name, s in seconds.items())
+    )
 
     if args.out:
         from matplotlib import colormaps
@@ -112,8 +136,7 @@ def main():
                 column = p * n_images + k
                 for r, image in enumerate((holes[k], gfe[k], knn[k], X_test[k])):
                     ax = axes[r, column]
-                    ax.imshow(np.ma.masked_invalid(image).reshape(8, 8), cmap=cmap,
-                              vmin=0, vmax=1)
+                    ax.imshow(np.ma.masked_invalid(image).reshape(8, 8), cmap=cmap, vmin=0, vmax=1)
                     ax.set_xticks([])
                     ax.set_yticks([])
                     if column == 0:

@@ -21,22 +21,31 @@ from gfe_sklearn import GradientFlowEncoder
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-samples", type=int, default=5000,
-                        help="training images (default: 5000)")
+    parser.add_argument(
+        "--max-samples", type=int, default=5000, help="training images (default: 5000)"
+    )
     args = parser.parse_args()
 
     X = (load_digits().data / 16.0).astype(np.float32)
     X_train, X_test = train_test_split(X, test_size=0.25, random_state=0)
 
-    gfe = GradientFlowEncoder(n_components=10, hidden_layer_sizes=(32, 64), solver="lbfgs",
-                              max_samples=args.max_samples, random_state=0, verbose=1)
+    gfe = GradientFlowEncoder(
+        n_components=10,
+        hidden_layer_sizes=(32, 64),
+        solver="lbfgs",
+        max_samples=args.max_samples,
+        random_state=0,
+        verbose=1,
+    )
     gfe.fit(X_train)
 
-    codes = gfe.transform(X_test)                   # one optimisation per image
+    codes = gfe.transform(X_test)  # one optimisation per image
     reconstructions = gfe.inverse_transform(codes)  # pixel probabilities
     print(f"codes {codes.shape} {codes.dtype}, reconstructions {reconstructions.shape}")
-    print(f"held-out cross-entropy {-gfe.score(X_test):.4f} "
-          f"(mean absolute pixel error {np.abs(reconstructions - X_test).mean():.4f})")
+    print(
+        f"held-out cross-entropy {-gfe.score(X_test):.4f} "
+        f"(mean absolute pixel error {np.abs(reconstructions - X_test).mean():.4f})"
+    )
 
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "digits.safetensors"

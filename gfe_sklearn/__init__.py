@@ -9,5 +9,12 @@ from ._scoring import make_hidden_entry_scorer
 
 __version__ = "0.3.0"
 
-__all__ = ["AutoEncoderBaseline", "GradientFlowEncoder", "GradientFlowImputer", "ModelFileError",
-           "make_hidden_entry_scorer", "trust_legacy_pickles", "__version__"]
+__all__ = [
+    "AutoEncoderBaseline",
+    "GradientFlowEncoder",
+    "GradientFlowImputer",
+    "ModelFileError",
+    "make_hidden_entry_scorer",
+    "trust_legacy_pickles",
+    "__version__",
+]

@@ -89,24 +89,57 @@ class AutoEncoderBaseline(BaseFlowEstimator):
 
     _transform_uses_loss = False
 
-    _nan_advice = ("an autoencoder's encoder network needs every input. "
-                   "GradientFlowEncoder(allow_nan=True) encodes a sample from its observed "
-                   "entries alone and reconstructs the missing ones, and "
-                   "gfe_sklearn.GradientFlowImputer fills them in.")
+    _nan_advice = (
+        "an autoencoder's encoder network needs every input. "
+        "GradientFlowEncoder(allow_nan=True) encodes a sample from its observed "
+        "entries alone and reconstructs the missing ones, and "
+        "gfe_sklearn.GradientFlowImputer fills them in."
+    )
 
-    def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
-                 loss="bce", optimizer="rmsprop", learning_rate=5e-4, batch_size=32,
-                 max_iter=200, max_samples=None, tol=1e-4, early_stopping=False,
-                 validation_fraction=0.1, n_iter_no_change=10, warm_start=False, encoder=None,
-                 decoder=None, device="auto", n_threads=1, random_state=None,
-                 verbose=0):
+    def __init__(
+        self,
+        *,
+        n_components=20,
+        hidden_layer_sizes=(150, 300, 600),
+        activation="elu",
+        loss="bce",
+        optimizer="rmsprop",
+        learning_rate=5e-4,
+        batch_size=32,
+        max_iter=200,
+        max_samples=None,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        warm_start=False,
+        encoder=None,
+        decoder=None,
+        device="auto",
+        n_threads=1,
+        random_state=None,
+        verbose=0,
+    ):
         super().__init__(
-            n_components=n_components, hidden_layer_sizes=hidden_layer_sizes,
-            activation=activation, loss=loss, optimizer=optimizer, learning_rate=learning_rate,
-            batch_size=batch_size, max_iter=max_iter, max_samples=max_samples, tol=tol,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
-            n_threads=n_threads, random_state=random_state, verbose=verbose, decoder=decoder,
+            n_components=n_components,
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            loss=loss,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            max_samples=max_samples,
+            tol=tol,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            warm_start=warm_start,
+            device=device,
+            n_threads=n_threads,
+            random_state=random_state,
+            verbose=verbose,
+            decoder=decoder,
         )
         self.encoder = encoder
 
@@ -116,9 +149,15 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         def build(module, maker):
             if module is not None:
                 return copy.deepcopy(module).to(device=device, dtype=dtype)
-            return maker(architecture["n_components"], architecture["hidden_layer_sizes"],
-                         n_features, architecture["activation"], generator=generator,
-                         dtype=dtype, device=device)
+            return maker(
+                architecture["n_components"],
+                architecture["hidden_layer_sizes"],
+                n_features,
+                architecture["activation"],
+                generator=generator,
+                dtype=dtype,
+                device=device,
+            )
 
         # The default MLP encoder reads flat rows, whatever the decoder's output shape.
         self._flat_encoder = self.encoder is None

@@ -100,8 +100,9 @@ class _Plateau:
                 module.load_state_dict(state)
 
 
-class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
-                        TransformerMixin, BaseEstimator):
+class BaseFlowEstimator(
+    PersistenceMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Base class of the encoders: see ``GradientFlowEncoder`` for the shared parameters."""
 
     _parameter_constraints = {
@@ -120,18 +121,40 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "warm_start": ["boolean"],
         "device": [str, torch.device],
-        "n_threads": [Interval(Integral, 1, None, closed="left"),
-                      Interval(Integral, None, -1, closed="right"), None],
+        "n_threads": [
+            Interval(Integral, 1, None, closed="left"),
+            Interval(Integral, None, -1, closed="right"),
+            None,
+        ],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "decoder": [torch.nn.Module, None],
     }
 
     @abstractmethod
-    def __init__(self, *, n_components, hidden_layer_sizes, activation, loss, optimizer,
-                 learning_rate, batch_size, max_iter, max_samples, tol, early_stopping,
-                 validation_fraction, n_iter_no_change, warm_start, device, n_threads,
-                 random_state, verbose, decoder):
+    def __init__(
+        self,
+        *,
+        n_components,
+        hidden_layer_sizes,
+        activation,
+        loss,
+        optimizer,
+        learning_rate,
+        batch_size,
+        max_iter,
+        max_samples,
+        tol,
+        early_stopping,
+        validation_fraction,
+        n_iter_no_change,
+        warm_start,
+        device,
+        n_threads,
+        random_state,
+        verbose,
+        decoder,
+    ):
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -184,8 +207,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         """Checks that ``_parameter_constraints`` cannot express (before anything changes)."""
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
-        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0
-                   for s in sizes):
+        if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
             raise ValueError(
                 f"hidden_layer_sizes must be positive integers; got {self.hidden_layer_sizes!r}."
             )
@@ -195,8 +217,14 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
 
     def _validate_X(self, X, *, reset):
         # NaN passes validate_data so that _check_missing decides, with the estimator's advice.
-        X = validate_data(self, X, reset=reset, accept_sparse="csr",
-                          dtype=[np.float32, np.float64], ensure_all_finite="allow-nan")
+        X = validate_data(
+            self,
+            X,
+            reset=reset,
+            accept_sparse="csr",
+            dtype=[np.float32, np.float64],
+            ensure_all_finite="allow-nan",
+        )
         self._check_missing(X)
         return X
 
@@ -206,8 +234,9 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
     def _check_missing(self, X):
         """Refuse NaN in ``X`` (``GradientFlowEncoder(allow_nan=True)`` takes it as missing)."""
         if np.isnan(X.data if sp.issparse(X) else X).any():
-            raise ValueError(f"Input X contains NaN, which {type(self).__name__} refuses: "
-                             f"{self._nan_advice}")
+            raise ValueError(
+                f"Input X contains NaN, which {type(self).__name__} refuses: {self._nan_advice}"
+            )
 
     def _check_target_range(self, X, name="X"):
         """Refuse data outside the loss's range (``[0, 1]`` for ``bce``), changing nothing."""
@@ -250,7 +279,8 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
             f"{outside.size} of {X.shape[0] * X.shape[1]} values were outside, by up to "
             f"{beyond:.3g}, and were clipped to it. A scaler fitted on other rows does this; "
             "sklearn.preprocessing.MinMaxScaler(clip=True) keeps new data in range.",
-            DataConversionWarning, stacklevel=3,
+            DataConversionWarning,
+            stacklevel=3,
         )
         if sp.issparse(X):
             X = X.copy()
@@ -377,7 +407,8 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
             interrupt.add_note(
                 f"{type(self).__name__} was interrupted after {self.n_iter_} complete epoch(s) "
                 f"and {self.n_samples_seen_} images; it keeps the model reached and is usable "
-                "(see the Notes of fit).")
+                "(see the Notes of fit)."
+            )
 
     def _trained_states(self, with_optimizer):
         """Copies of what training changes in place: modules, optimizer, curves, generator."""
@@ -385,9 +416,11 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         return {
             "modules": [copy.deepcopy(m.state_dict()) for m in self._modules()],
             "optimizer": None if optimizer is None else copy.deepcopy(optimizer.state_dict()),
-            "curves": {name: list(getattr(self, name)) for name in
-                       ("loss_curve_", "validation_scores_")
-                       if getattr(self, name, None) is not None},
+            "curves": {
+                name: list(getattr(self, name))
+                for name in ("loss_curve_", "validation_scores_")
+                if getattr(self, name, None) is not None
+            },
             "rng": self._rng.get_state() if hasattr(self, "_rng") else None,
         }
 
@@ -424,8 +457,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
             attributes.update(self._new_model(X.shape[1], hidden, generator, dtype, device))
         X_val = None
         if self.early_stopping:  # refuses data too small to split
-            X, X_val = train_test_split(X, test_size=self.validation_fraction,
-                                        random_state=rng)
+            X, X_val = train_test_split(X, test_size=self.validation_fraction, random_state=rng)
         return X, X_val, attributes
 
     def _checked_X(self, X, first):
@@ -436,8 +468,9 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         # checks: a twin holds them until every other check has passed.
         twin = type(self)(**self.get_params(deep=False))
         X = twin._validate_X(X, reset=True)
-        return X, {name: getattr(twin, name, _REMOVED)
-                   for name in ("n_features_in_", "feature_names_in_")}
+        return X, {
+            name: getattr(twin, name, _REMOVED) for name in ("n_features_in_", "feature_names_in_")
+        }
 
     def _start_fit(self, attributes, incremental):
         """Set what ``_prepare_fit`` checked and built, and the optimizer; cannot fail."""
@@ -452,16 +485,23 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
             self.optimizer_ = cls(params, lr=self.learning_rate, **fixed)
 
     def _architecture(self, hidden):
-        return {"n_components": self.n_components, "hidden_layer_sizes": hidden,
-                "activation": self.activation, "loss": self.loss}
+        return {
+            "n_components": self.n_components,
+            "hidden_layer_sizes": hidden,
+            "activation": self.activation,
+            "loss": self.loss,
+        }
 
     def _check_same_architecture(self, hidden):
         """Continuing to train (warm_start, partial_fit) needs the parameters of the model."""
         fitted = getattr(self, "_fitted_architecture", None)
         if fitted is None:  # a model pickled before this record existed
             return
-        changed = {name: (fitted[name], now) for name, now in self._architecture(hidden).items()
-                   if now != fitted[name]}
+        changed = {
+            name: (fitted[name], now)
+            for name, now in self._architecture(hidden).items()
+            if now != fitted[name]
+        }
         if changed:
             name, (before, now) = next(iter(changed.items()))
             raise ValueError(
@@ -480,7 +520,8 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         try:
             with torch.no_grad():
                 probe = modules["decoder_"](
-                    torch.zeros(1, self.n_components, dtype=dtype, device=device))
+                    torch.zeros(1, self.n_components, dtype=dtype, device=device)
+                )
         except RuntimeError as error:
             raise ValueError(
                 f"The decoder cannot decode a code of shape (1, n_components="
@@ -512,8 +553,11 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
 
     def _train(self, X, X_val, incremental):
         """Run the epochs, end on the best validated weights, warn if ``max_iter`` cut it short."""
-        plateau = None if incremental else _Plateau(
-            self.tol, self.n_iter_no_change, keep_best_weights=X_val is not None)
+        plateau = (
+            None
+            if incremental
+            else _Plateau(self.tol, self.n_iter_no_change, keep_best_weights=X_val is not None)
+        )
         try:
             stopped = self._run_epochs(X, X_val, incremental, plateau)
         finally:  # also after an interrupt, which keeps the model (see fit)
@@ -557,8 +601,11 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
     def _report_epoch(self, epoch_loss, validation_score, seconds):
         """The ``verbose`` line of an epoch."""
         val = "" if validation_score is None else f", validation score {validation_score:.6f}"
-        print(f"{type(self).__name__} epoch {self.n_iter_}: loss {epoch_loss:.6f}{val}, "
-              f"{self.n_samples_seen_} images seen, {seconds:.2f} s", flush=True)
+        print(
+            f"{type(self).__name__} epoch {self.n_iter_}: loss {epoch_loss:.6f}{val}, "
+            f"{self.n_samples_seen_} images seen, {seconds:.2f} s",
+            flush=True,
+        )
 
     def _warn_not_converged(self, watched_validation):
         watched = "validation score" if watched_validation else "training loss"
@@ -568,7 +615,8 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
             f"n_iter_no_change={self.n_iter_no_change} epochs. Raise max_iter (or cap training "
             "with max_samples).",
             # Points at fit's caller: above here come _train, _fit, fit, _fit_context's wrapper.
-            ConvergenceWarning, stacklevel=6,
+            ConvergenceWarning,
+            stacklevel=6,
         )
 
     def _run_epoch(self, X, order):
@@ -576,7 +624,7 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         bar = progress_bar(self.verbose, order.size, f"epoch {self.n_iter_ + 1}")
         try:
             for start in range(0, order.size, self.batch_size):
-                target = self._tensor(X[order[start:start + self.batch_size]])
+                target = self._tensor(X[order[start : start + self.batch_size]])
                 for module in self._modules():
                     module.train()
                 batch_loss = self._training_loss(target).mean()
@@ -603,21 +651,31 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         """Why the training loss is not finite, and the fix: the data, or divergence."""
         kept = "The estimator keeps the state it had before this call."
         if self._updates_in_call:
-            return (f"The training loss became {batch_loss.item()} at epoch {self.n_iter_ + 1}, "
-                    f"after {self._updates_in_call} update(s) in this call: training diverged. "
-                    f"Lower learning_rate (now {self.learning_rate!r}). {kept}")
+            return (
+                f"The training loss became {batch_loss.item()} at epoch {self.n_iter_ + 1}, "
+                f"after {self._updates_in_call} update(s) in this call: training diverged. "
+                f"Lower learning_rate (now {self.learning_rate!r}). {kept}"
+            )
         if not self._parameters_finite():
-            return (f"The training loss is {batch_loss.item()} before any update: the model's "
-                    f"weights are not all finite. Fit a new model (warm_start=False). {kept}")
+            return (
+                f"The training loss is {batch_loss.item()} before any update: the model's "
+                f"weights are not all finite. Fit a new model (warm_start=False). {kept}"
+            )
         dtype = str(self._model_dtype).replace("torch.", "")
-        return (f"The training loss is {batch_loss.item()} before any update: the data (largest "
-                f"magnitude {float(target.abs().max()):.3g}) overflow the model's {dtype} "
-                "arithmetic. Scale the data (e.g. sklearn.preprocessing.StandardScaler or "
-                f"MinMaxScaler) or pass float64 data. {kept}")
+        return (
+            f"The training loss is {batch_loss.item()} before any update: the data (largest "
+            f"magnitude {float(target.abs().max()):.3g}) overflow the model's {dtype} "
+            "arithmetic. Scale the data (e.g. sklearn.preprocessing.StandardScaler or "
+            f"MinMaxScaler) or pass float64 data. {kept}"
+        )
 
     def _parameters_finite(self):
-        return all(bool(torch.isfinite(p).all()) for m in self._modules()
-                   if isinstance(m, torch.nn.Module) for p in m.parameters())
+        return all(
+            bool(torch.isfinite(p).all())
+            for m in self._modules()
+            if isinstance(m, torch.nn.Module)
+            for p in m.parameters()
+        )
 
     def _check_usable(self):
         """Refuse to encode with a model whose weights are not finite (it would give zeros)."""
@@ -639,8 +697,10 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         """``fn`` on chunks of rows of ``X`` (dense or sparse), concatenated on the CPU."""
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
         with torch.no_grad(), torch_threads(self.n_threads):
-            chunks = [fn(self._tensor(X[start:start + step])).cpu().numpy()
-                      for start in range(0, X.shape[0], step)]
+            chunks = [
+                fn(self._tensor(X[start : start + step])).cpu().numpy()
+                for start in range(0, X.shape[0], step)
+            ]
         return np.concatenate(chunks)
 
     def _score_batches(self, X):
@@ -701,8 +761,9 @@ class BaseFlowEstimator(PersistenceMixin, ClassNamePrefixFeaturesOutMixin,
         with torch.no_grad(), torch_threads(self.n_threads):
             chunks = []
             for start in range(0, Z.shape[0], step):
-                codes = torch.tensor(Z[start:start + step], dtype=self._model_dtype,
-                                     device=self.device_)
+                codes = torch.tensor(
+                    Z[start : start + step], dtype=self._model_dtype, device=self.device_
+                )
                 chunks.append(to_data(self.decoder_(codes)).reshape(codes.shape[0], -1).cpu())
         return torch.cat(chunks).numpy().astype(Z.dtype, copy=False)
 

@@ -54,12 +54,12 @@ class Setting:
 
 SETTINGS = {
     # 64 pixels: a small decoder; 1,797 images, of which n_test are held out.
-    "digits": Setting("scikit-learn's digits (8x8)", 10, (32, 64), (8, 8), (300, 1000, 3000),
-                      500),
+    "digits": Setting("scikit-learn's digits (8x8)", 10, (32, 64), (8, 8), (300, 1000, 3000), 500),
     # The papers' MNIST decoder, with a test subset that keeps scoring to seconds.
     "mnist": Setting("MNIST", 20, (150, 300, 600), (28, 28), (480, 1920, 5760), 1000),
-    "fashion-mnist": Setting("Fashion-MNIST", 20, (150, 300, 600), (28, 28),
-                             (480, 1920, 5760), 1000),
+    "fashion-mnist": Setting(
+        "Fashion-MNIST", 20, (150, 300, 600), (28, 28), (480, 1920, 5760), 1000
+    ),
 }
 
 
@@ -73,28 +73,35 @@ def load(dataset, n_test, random_state, data_home=None):
         X, y = load_digits(return_X_y=True)
         X = X / 16.0  # pixel values are 0..16; a fixed scale keeps held-out data in [0, 1]
         X_train, X_test, y_train, y_test = train_test_split(
-            X, y, test_size=n_test, stratify=y, random_state=random_state)
+            X, y, test_size=n_test, stratify=y, random_state=random_state
+        )
     else:
         from . import datasets
 
-        loader = {"mnist": datasets.load_mnist,
-                  "fashion-mnist": datasets.load_fashion_mnist}[dataset]
+        loader = {"mnist": datasets.load_mnist, "fashion-mnist": datasets.load_fashion_mnist}[
+            dataset
+        ]
         try:
-            X_train, y_train = loader(subset="train", data_home=data_home,
-                                      download_if_missing=False, return_X_y=True)
-            X_test, y_test = loader(subset="test", data_home=data_home,
-                                    download_if_missing=False, return_X_y=True)
+            X_train, y_train = loader(
+                subset="train", data_home=data_home, download_if_missing=False, return_X_y=True
+            )
+            X_test, y_test = loader(
+                subset="test", data_home=data_home, download_if_missing=False, return_X_y=True
+            )
         except FileNotFoundError as exc:
             loader_name = f"load_{dataset.replace('-', '_')}"
             raise DatasetUnavailable(
-                f"{exc} This command does not download; gfe_sklearn.datasets.{loader_name}() "
-                "does."
+                f"{exc} This command does not download; gfe_sklearn.datasets.{loader_name}() does."
             ) from None
         keep = np.random.RandomState(random_state).permutation(len(X_test))[:n_test]
         X_test, y_test = X_test[keep], y_test[keep]
     # float32 data train float32 torch models, about twice as fast as float64 on a CPU.
-    return (np.ascontiguousarray(X_train, dtype=np.float32),
-            np.ascontiguousarray(X_test, dtype=np.float32), y_train, y_test)
+    return (
+        np.ascontiguousarray(X_train, dtype=np.float32),
+        np.ascontiguousarray(X_test, dtype=np.float32),
+        y_train,
+        y_test,
+    )
 
 
 def _image_stream(n_images, random_state):
@@ -113,9 +120,19 @@ def _classify(Z_train, y_train, Z_test, y_test):
     return float(clf.fit(Z_train, y_train).score(Z_test, y_test))
 
 
-def run(dataset="digits", *, budgets=None, solver="lbfgs", device="auto",
-        out="gfe-sklearn-demo", n_test=None, random_state=0, data_home=None, plot=True,
-        log=print):
+def run(
+    dataset="digits",
+    *,
+    budgets=None,
+    solver="lbfgs",
+    device="auto",
+    out="gfe-sklearn-demo",
+    n_test=None,
+    random_state=0,
+    data_home=None,
+    plot=True,
+    log=print,
+):
     """Train GFE and the AE on the same images, score them at each budget, plot, classify.
 
     Parameters
@@ -159,23 +176,32 @@ def run(dataset="digits", *, budgets=None, solver="lbfgs", device="auto",
         log(f"[{time.perf_counter() - start:6.1f} s] {text}")
 
     X_train, X_test, y_train, y_test = load(dataset, n_test, random_state, data_home)
-    say(f"{setting.title}: {len(X_train)} training and {len(X_test)} held-out images of "
+    say(
+        f"{setting.title}: {len(X_train)} training and {len(X_test)} held-out images of "
         f"{X_train.shape[1]} pixels; budgets {', '.join(map(str, budgets))} images; "
-        f"solver={solver!r}")
+        f"solver={solver!r}"
+    )
     # Training settings are explicit, so the comparison does not move with the estimators'
     # defaults: the papers' learning rate for both models, small batches, and training
     # flows stopped within 0.1% of their endpoints.
-    common = dict(n_components=setting.n_components,
-                  hidden_layer_sizes=setting.hidden_layer_sizes, batch_size=16,
-                  learning_rate=5e-4, device=device, random_state=random_state)
+    common = dict(
+        n_components=setting.n_components,
+        hidden_layer_sizes=setting.hidden_layer_sizes,
+        batch_size=16,
+        learning_rate=5e-4,
+        device=device,
+        random_state=random_state,
+    )
     gfe = GradientFlowEncoder(solver=solver, fit_stop_tol=1e-3, **common)
     ae = AutoEncoderBaseline(**common)
     shown = X_test[:N_SHOWN]
     bce = {name: [] for name in MODELS}
     reconstructions = {}
     # Both models see the same images in the same order.
-    streams = {"GFE": _image_stream(len(X_train), random_state),
-               "AE": _image_stream(len(X_train), random_state)}
+    streams = {
+        "GFE": _image_stream(len(X_train), random_state),
+        "AE": _image_stream(len(X_train), random_state),
+    }
     seen = 0
     for budget in budgets:
         batch = {name: _take(stream, budget - seen) for name, stream in streams.items()}
@@ -185,15 +211,19 @@ def run(dataset="digits", *, budgets=None, solver="lbfgs", device="auto",
         mixed = GradientFlowEncoder.from_autoencoder(ae, solver=solver)
         for name, model in zip(MODELS, (gfe, ae, mixed)):
             bce[name].append(-model.score(X_test))
-            reconstructions[f"{name} {budget}"] = model.inverse_transform(
-                model.transform(shown))
-        say(f"{budget:>6} images: held-out BCE " +
-            ", ".join(f"{name} {bce[name][-1]:.4f}" for name in MODELS))
+            reconstructions[f"{name} {budget}"] = model.inverse_transform(model.transform(shown))
+        say(
+            f"{budget:>6} images: held-out BCE "
+            + ", ".join(f"{name} {bce[name][-1]:.4f}" for name in MODELS)
+        )
 
-    accuracy = _codes_accuracy(gfe, mixed, ae, setting, X_train, X_test, y_train, y_test,
-                               random_state)
-    say("logistic regression on codes: " +
-        ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items()))
+    accuracy = _codes_accuracy(
+        gfe, mixed, ae, setting, X_train, X_test, y_train, y_test, random_state
+    )
+    say(
+        "logistic regression on codes: "
+        + ", ".join(f"{name} {value:.3f}" for name, value in accuracy.items())
+    )
 
     catch_up = AE_CATCH_UP * budgets[-1]
     ae.partial_fit(X_train[_take(streams["AE"], catch_up - budgets[-1])])
@@ -203,11 +233,19 @@ def run(dataset="digits", *, budgets=None, solver="lbfgs", device="auto",
     if plot:
         figure = _figure(Path(out), dataset, setting, budgets, bce, shown, reconstructions)
         say(f"figure written to {figure}")
-    results = {"dataset": dataset, "budgets": budgets, "bce": bce, "ae_catch_up": ae_catch_up,
-               "accuracy": accuracy, "figure": figure, "setting": setting,
-               "n_train": len(X_train), "n_test": len(X_test),
-               "n_classifier_train": min(len(X_train), N_CLASSIFIER_TRAIN),
-               "seconds": time.perf_counter() - start}
+    results = {
+        "dataset": dataset,
+        "budgets": budgets,
+        "bce": bce,
+        "ae_catch_up": ae_catch_up,
+        "accuracy": accuracy,
+        "figure": figure,
+        "setting": setting,
+        "n_train": len(X_train),
+        "n_test": len(X_test),
+        "n_classifier_train": min(len(X_train), N_CLASSIFIER_TRAIN),
+        "seconds": time.perf_counter() - start,
+    }
     for line in report(results):
         log(line)
     return results
@@ -222,10 +260,16 @@ def _codes_accuracy(gfe, mixed, ae, setting, X_train, X_test, y_train, y_test, r
     keep = np.random.RandomState(random_state).permutation(len(X_train))[:N_CLASSIFIER_TRAIN]
     X_train, y_train = X_train[keep], y_train[keep]
     k = setting.n_components
-    encoders = {f"GFE ({k})": gfe, f"Mixed ({k})": mixed, f"AE ({k})": ae,
-                f"PCA ({k})": PCA(n_components=k, random_state=random_state).fit(X_train)}
-    accuracy = {name: _classify(encoder.transform(X_train), y_train, encoder.transform(X_test),
-                                y_test) for name, encoder in encoders.items()}
+    encoders = {
+        f"GFE ({k})": gfe,
+        f"Mixed ({k})": mixed,
+        f"AE ({k})": ae,
+        f"PCA ({k})": PCA(n_components=k, random_state=random_state).fit(X_train),
+    }
+    accuracy = {
+        name: _classify(encoder.transform(X_train), y_train, encoder.transform(X_test), y_test)
+        for name, encoder in encoders.items()
+    }
     accuracy[f"pixels ({X_train.shape[1]})"] = _classify(X_train, y_train, X_test, y_test)
     return accuracy
 
@@ -234,14 +278,26 @@ def _figure(out, dataset, setting, budgets, bce, shown, reconstructions):
     from .plotting import plot_curves, plot_reconstructions, subplots
 
     figure, axes = subplots(1, 2, panel_size=(5.5, 3.8))
-    plot_curves({name: (budgets, bce[name]) for name in MODELS}, ax=axes[0, 0], logx=True,
-                xlabel="training images (with repetition)", ylabel="held-out cross-entropy",
-                title=f"{setting.title}: reconstruction loss (lower is better)")
-    rows = {key: reconstructions[key] for key in
-            [f"{name} {budgets[0]}" for name in ("GFE", "AE")] +
-            [f"{name} {budgets[-1]}" for name in MODELS]}
-    plot_reconstructions(rows, shown, image_shape=setting.image_shape, ax=axes[0, 1],
-                         title="held-out images; rows: model, images trained")
+    plot_curves(
+        {name: (budgets, bce[name]) for name in MODELS},
+        ax=axes[0, 0],
+        logx=True,
+        xlabel="training images (with repetition)",
+        ylabel="held-out cross-entropy",
+        title=f"{setting.title}: reconstruction loss (lower is better)",
+    )
+    rows = {
+        key: reconstructions[key]
+        for key in [f"{name} {budgets[0]}" for name in ("GFE", "AE")]
+        + [f"{name} {budgets[-1]}" for name in MODELS]
+    }
+    plot_reconstructions(
+        rows,
+        shown,
+        image_shape=setting.image_shape,
+        ax=axes[0, 1],
+        title="held-out images; rows: model, images trained",
+    )
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{dataset}.png"
     figure.savefig(path, dpi=120)
@@ -251,8 +307,12 @@ def _figure(out, dataset, setting, budgets, bce, shown, reconstructions):
 def report(results):
     """The lines of the summary: the table, what it shows, and the classifier comparison."""
     budgets, bce = results["budgets"], results["bce"]
-    lines = ["", f"Held-out mean cross-entropy (BCE, lower is better) on {results['n_test']} "
-             f"images, by training images seen ({results['n_train']} distinct):", ""]
+    lines = [
+        "",
+        f"Held-out mean cross-entropy (BCE, lower is better) on {results['n_test']} "
+        f"images, by training images seen ({results['n_train']} distinct):",
+        "",
+    ]
     header = f"{'images':>8} " + " ".join(f"{name:>8}" for name in MODELS)
     lines += [header, "-" * len(header)]
     for i, budget in enumerate(budgets):
@@ -279,8 +339,13 @@ def report(results):
     gfe_name = next(name for name in accuracy if name.startswith("GFE"))
     pca_name = next(name for name in accuracy if name.startswith("PCA"))
     difference = accuracy[gfe_name] - accuracy[pca_name]
-    relation = (f"{abs(difference):.3f} above" if difference > 0 else
-                f"{abs(difference):.3f} below" if difference < 0 else "equal to")
+    relation = (
+        f"{abs(difference):.3f} above"
+        if difference > 0
+        else f"{abs(difference):.3f} below"
+        if difference < 0
+        else "equal to"
+    )
     epochs = budgets[-1] / results["n_train"]
     lines += [
         f"GFE's codes classify {relation} PCA's. The encoders are trained only to reconstruct "
@@ -298,12 +363,12 @@ def _budgets(text):
         values = [int(part) for part in text.replace(",", " ").split()]
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected positive whole numbers separated by commas, e.g. 300,1000,3000; "
-            f"got {text!r}") from None
+            f"expected positive whole numbers separated by commas, e.g. 300,1000,3000; got {text!r}"
+        ) from None
     if not values or min(values) < 1:
         raise argparse.ArgumentTypeError(
-            f"expected positive whole numbers separated by commas, e.g. 300,1000,3000; "
-            f"got {text!r}")
+            f"expected positive whole numbers separated by commas, e.g. 300,1000,3000; got {text!r}"
+        )
     return values
 
 
@@ -332,30 +397,59 @@ def build_parser():
         prog="python -m gfe_sklearn" if name == "__main__.py" else name,
         description=__doc__.split("\n\n", 1)[1],
         epilog="Figures need matplotlib (pip install gfe-sklearn[plot]). The papers' full "
-               "experiments: python -m gfe_sklearn.experiments --help.",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=sorted(SETTINGS), default="digits",
-                        help="digits is bundled with scikit-learn and takes under a minute; "
-                             "mnist and fashion-mnist need their files (gfe_sklearn.datasets) "
-                             "and take several minutes (default: digits)")
-    parser.add_argument("--budgets", type=_budgets, metavar="N,N,...",
-                        help="training images after which the models are scored (default: "
-                             + "; ".join(f"{name} {','.join(map(str, s.budgets))}"
-                                         for name, s in SETTINGS.items()) + ")")
-    parser.add_argument("--solver", choices=sorted(SOLVERS), default="lbfgs",
-                        help="GradientFlowEncoder's solver; lbfgs goes straight to the flow's "
-                             "endpoint and is the fastest (default: lbfgs)")
-    parser.add_argument("--device", type=_device, default="auto",
-                        help="torch device: auto, cpu, cuda, cuda:N, mps (default: auto)")
-    parser.add_argument("--out", type=Path, default=Path("gfe-sklearn-demo"), metavar="DIR",
-                        help="folder of the figure, written as DIR/<dataset>.png "
-                             "(default: gfe-sklearn-demo)")
-    parser.add_argument("--n-test", type=_positive_int, metavar="N",
-                        help="held-out images scored (default: "
-                             + "; ".join(f"{name} {s.n_test}" for name, s in SETTINGS.items())
-                             + ")")
-    parser.add_argument("--seed", type=_positive_int_or_zero, default=0,
-                        help="seeds the split, the image order and the models (default: 0)")
+        "experiments: python -m gfe_sklearn.experiments --help.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--dataset",
+        choices=sorted(SETTINGS),
+        default="digits",
+        help="digits is bundled with scikit-learn and takes under a minute; "
+        "mnist and fashion-mnist need their files (gfe_sklearn.datasets) "
+        "and take several minutes (default: digits)",
+    )
+    parser.add_argument(
+        "--budgets",
+        type=_budgets,
+        metavar="N,N,...",
+        help="training images after which the models are scored (default: "
+        + "; ".join(f"{name} {','.join(map(str, s.budgets))}" for name, s in SETTINGS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--solver",
+        choices=sorted(SOLVERS),
+        default="lbfgs",
+        help="GradientFlowEncoder's solver; lbfgs goes straight to the flow's "
+        "endpoint and is the fastest (default: lbfgs)",
+    )
+    parser.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        help="torch device: auto, cpu, cuda, cuda:N, mps (default: auto)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("gfe-sklearn-demo"),
+        metavar="DIR",
+        help="folder of the figure, written as DIR/<dataset>.png (default: gfe-sklearn-demo)",
+    )
+    parser.add_argument(
+        "--n-test",
+        type=_positive_int,
+        metavar="N",
+        help="held-out images scored (default: "
+        + "; ".join(f"{name} {s.n_test}" for name, s in SETTINGS.items())
+        + ")",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_positive_int_or_zero,
+        default=0,
+        help="seeds the split, the image order and the models (default: 0)",
+    )
     parser.add_argument("--no-plot", action="store_true", help="write no figure")
     return parser
 
@@ -385,18 +479,29 @@ def main(argv=None):
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"argument --out: {args.out} is a file; name a folder")
     if args.n_test is not None and args.dataset == "digits" and args.n_test > 1000:
-        parser.error(f"argument --n-test: digits has 1,797 images; hold out at most 1000, "
-                     f"got {args.n_test}")
+        parser.error(
+            f"argument --n-test: digits has 1,797 images; hold out at most 1000, got {args.n_test}"
+        )
     plot = not args.no_plot
     if plot and _matplotlib_missing():
-        print("matplotlib is not installed, so no figure will be written: install it with "
-              "pip install gfe-sklearn[plot] (or pip install matplotlib), or pass --no-plot.",
-              file=sys.stderr)
+        print(
+            "matplotlib is not installed, so no figure will be written: install it with "
+            "pip install gfe-sklearn[plot] (or pip install matplotlib), or pass --no-plot.",
+            file=sys.stderr,
+        )
         plot = False
     try:
-        run(args.dataset, budgets=args.budgets, solver=args.solver, device=args.device,
-            out=args.out, n_test=args.n_test, random_state=args.seed, plot=plot,
-            log=lambda line: print(line, flush=True))
+        run(
+            args.dataset,
+            budgets=args.budgets,
+            solver=args.solver,
+            device=args.device,
+            out=args.out,
+            n_test=args.n_test,
+            random_state=args.seed,
+            plot=plot,
+            log=lambda line: print(line, flush=True),
+        )
     except DatasetUnavailable as exc:
         parser.error(f"argument --dataset: {exc}")
     return 0

@@ -29,12 +29,31 @@ from .flow import (
 from .nn import make_decoder
 
 # What from_autoencoder takes over from the autoencoder.
-MODEL_PARAMETERS = ("n_components", "hidden_layer_sizes", "activation", "loss", "decoder",
-                    "device", "random_state", "verbose")
+MODEL_PARAMETERS = (
+    "n_components",
+    "hidden_layer_sizes",
+    "activation",
+    "loss",
+    "decoder",
+    "device",
+    "random_state",
+    "verbose",
+)
 
 # Solver options exposed as flat estimator parameters; each solver receives the ones it takes.
-SOLVER_PARAMETERS = ("beta", "s0", "s_min", "s_max", "kappa", "max_backtracks", "n_steps",
-                     "grid", "rtol", "atol", "max_steps")
+SOLVER_PARAMETERS = (
+    "beta",
+    "s0",
+    "s_min",
+    "s_max",
+    "kappa",
+    "max_backtracks",
+    "n_steps",
+    "grid",
+    "rtol",
+    "atol",
+    "max_steps",
+)
 
 
 class GradientFlowEncoder(BaseFlowEstimator):
@@ -285,24 +304,71 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     # Models saved before the code-space stop rule stopped on their loss curves.
     _values_before_parameter = {"stop_rule": "loss"}
 
-    def __init__(self, *, n_components=20, hidden_layer_sizes=(150, 300, 600), activation="elu",
-                 loss="bce", solver="auto", flow="gradient", adjoint="approx", tau="auto",
-                 alpha="constant", stop_rule="code", stop_tol=1e-4, fit_stop_tol=1e-2,
-                 stop_window=5,
-                 nesterov_eps=1e-2,
-                 beta=0.75, s0=1.0, s_min=0.0, s_max=1000.0, kappa=1.1, max_backtracks=30,
-                 n_steps=100, grid="log", rtol=1e-5, atol=1e-6, max_steps=1000, optimizer="rmsprop",
-                 learning_rate=2e-3, batch_size=128, max_iter=10, max_samples=None, tol=1e-4,
-                 early_stopping=False, validation_fraction=0.1, n_iter_no_change=10,
-                 warm_start=False, decoder=None, device="auto", n_threads=1, random_state=None,
-                 verbose=0, allow_nan=False):
+    def __init__(
+        self,
+        *,
+        n_components=20,
+        hidden_layer_sizes=(150, 300, 600),
+        activation="elu",
+        loss="bce",
+        solver="auto",
+        flow="gradient",
+        adjoint="approx",
+        tau="auto",
+        alpha="constant",
+        stop_rule="code",
+        stop_tol=1e-4,
+        fit_stop_tol=1e-2,
+        stop_window=5,
+        nesterov_eps=1e-2,
+        beta=0.75,
+        s0=1.0,
+        s_min=0.0,
+        s_max=1000.0,
+        kappa=1.1,
+        max_backtracks=30,
+        n_steps=100,
+        grid="log",
+        rtol=1e-5,
+        atol=1e-6,
+        max_steps=1000,
+        optimizer="rmsprop",
+        learning_rate=2e-3,
+        batch_size=128,
+        max_iter=10,
+        max_samples=None,
+        tol=1e-4,
+        early_stopping=False,
+        validation_fraction=0.1,
+        n_iter_no_change=10,
+        warm_start=False,
+        decoder=None,
+        device="auto",
+        n_threads=1,
+        random_state=None,
+        verbose=0,
+        allow_nan=False,
+    ):
         super().__init__(
-            n_components=n_components, hidden_layer_sizes=hidden_layer_sizes,
-            activation=activation, loss=loss, optimizer=optimizer, learning_rate=learning_rate,
-            batch_size=batch_size, max_iter=max_iter, max_samples=max_samples, tol=tol,
-            early_stopping=early_stopping, validation_fraction=validation_fraction,
-            n_iter_no_change=n_iter_no_change, warm_start=warm_start, device=device,
-            n_threads=n_threads, random_state=random_state, verbose=verbose, decoder=decoder,
+            n_components=n_components,
+            hidden_layer_sizes=hidden_layer_sizes,
+            activation=activation,
+            loss=loss,
+            optimizer=optimizer,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            max_iter=max_iter,
+            max_samples=max_samples,
+            tol=tol,
+            early_stopping=early_stopping,
+            validation_fraction=validation_fraction,
+            n_iter_no_change=n_iter_no_change,
+            warm_start=warm_start,
+            device=device,
+            n_threads=n_threads,
+            random_state=random_state,
+            verbose=verbose,
+            decoder=decoder,
         )
         self.solver = solver
         self.flow = flow
@@ -368,10 +434,17 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         gfe._validate_params()
         gfe._check_params()
         device = resolve_device(gfe.device) if "device" in params else autoencoder.device_
-        fitted = ("n_features_in_", "feature_names_in_", "_model_dtype", "_n_latent",
-                  "_sample_shape", "_fitted_architecture")
-        gfe.__dict__.update({k: autoencoder.__dict__[k] for k in fitted
-                             if k in autoencoder.__dict__})
+        fitted = (
+            "n_features_in_",
+            "feature_names_in_",
+            "_model_dtype",
+            "_n_latent",
+            "_sample_shape",
+            "_fitted_architecture",
+        )
+        gfe.__dict__.update(
+            {k: autoencoder.__dict__[k] for k in fitted if k in autoencoder.__dict__}
+        )
         gfe.device_ = device
         gfe.decoder_ = copy.deepcopy(autoencoder.decoder_).to(device).eval()
         gfe.optimizer_ = None
@@ -419,17 +492,29 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         X = self._validate_X(X, reset=False)
         X = self._clipped_to_target_range(X)
         with torch.no_grad(), torch_threads(self.n_threads):
-            result = self._flow(self._tensor(X), "approx", self.stop_tol,
-                                record_history=record_history)
+            result = self._flow(
+                self._tensor(X), "approx", self.stop_tol, record_history=record_history
+            )
         tensors = {field.name: getattr(result, field.name) for field in dataclasses.fields(result)}
-        return dataclasses.replace(result, **{name: value.detach().cpu()
-                                              for name, value in tensors.items()
-                                              if isinstance(value, torch.Tensor)})
+        return dataclasses.replace(
+            result,
+            **{
+                name: value.detach().cpu()
+                for name, value in tensors.items()
+                if isinstance(value, torch.Tensor)
+            },
+        )
 
     def _check_params(self):
         hidden = super()._check_params()
-        check_combination(self._solver(), self.alpha, flow=self.flow, adjoint=self.adjoint,
-                          stop_rule=self.stop_rule, tau=self.tau)
+        check_combination(
+            self._solver(),
+            self.alpha,
+            flow=self.flow,
+            adjoint=self.adjoint,
+            stop_rule=self.stop_rule,
+            tau=self.tau,
+        )
         if self.stop_rule == "code" and self.stop_window < 2:
             raise ValueError(
                 f"stop_window={self.stop_window!r} is too short for stop_rule='code', which "
@@ -448,9 +533,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             )
         return hidden
 
-    _nan_advice = ("set allow_nan=True to treat NaN entries as missing (the flow and the "
-                   "training loss then use each sample's observed entries), or fill them in "
-                   "with gfe_sklearn.GradientFlowImputer.")
+    _nan_advice = (
+        "set allow_nan=True to treat NaN entries as missing (the flow and the "
+        "training loss then use each sample's observed entries), or fill them in "
+        "with gfe_sklearn.GradientFlowImputer."
+    )
 
     def _check_missing(self, X):
         if not self.allow_nan:
@@ -486,10 +573,17 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         """The solver's name, ``'auto'`` resolved: L-BFGS unless a setting needs the flow's path."""
         if self.solver != "auto":
             return self.solver
-        endpoint_settings = {"flow": "gradient", "adjoint": "approx", "stop_rule": "code",
-                             "alpha": "constant", "tau": "auto"}
-        if all(isinstance(getattr(self, name), str) and getattr(self, name) == value
-               for name, value in endpoint_settings.items()):
+        endpoint_settings = {
+            "flow": "gradient",
+            "adjoint": "approx",
+            "stop_rule": "code",
+            "alpha": "constant",
+            "tau": "auto",
+        }
+        if all(
+            isinstance(getattr(self, name), str) and getattr(self, name) == value
+            for name, value in endpoint_settings.items()
+        ):
             return "lbfgs"
         return "amd"
 
@@ -497,10 +591,15 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         if self.decoder is not None:
             decoder = copy.deepcopy(self.decoder).to(device=device, dtype=dtype)
         else:
-            decoder = make_decoder(architecture["n_components"],
-                                   architecture["hidden_layer_sizes"], n_features,
-                                   architecture["activation"], generator=generator, dtype=dtype,
-                                   device=device)
+            decoder = make_decoder(
+                architecture["n_components"],
+                architecture["hidden_layer_sizes"],
+                n_features,
+                architecture["activation"],
+                generator=generator,
+                dtype=dtype,
+                device=device,
+            )
         return {"decoder_": decoder}
 
     def _modules(self):
@@ -510,12 +609,24 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         solver = self._solver()
         names = solver_options(solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
-        return encode(self.decoder_, target, self._n_latent, solver=solver, flow=self.flow,
-                      adjoint=adjoint, loss=self._loss(), tau=self.tau, alpha=self.alpha,
-                      stop_rule=self.stop_rule, stop_tol=stop_tol,
-                      stop_window=self.stop_window, options=options,
-                      nesterov_eps=self.nesterov_eps, row_chunk=row_chunk,
-                      record_history=record_history)
+        return encode(
+            self.decoder_,
+            target,
+            self._n_latent,
+            solver=solver,
+            flow=self.flow,
+            adjoint=adjoint,
+            loss=self._loss(),
+            tau=self.tau,
+            alpha=self.alpha,
+            stop_rule=self.stop_rule,
+            stop_tol=stop_tol,
+            stop_window=self.stop_window,
+            options=options,
+            nesterov_eps=self.nesterov_eps,
+            row_chunk=row_chunk,
+            record_history=record_history,
+        )
 
     def _training_loss(self, target):
         # The flow runs on the decoder in eval mode (rows independent); the update pass

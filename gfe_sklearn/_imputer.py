@@ -88,10 +88,14 @@ class GradientFlowImputer(_BaseImputer):
         "encoder": [GradientFlowEncoder, None],
     }
 
-    def __init__(self, *, encoder=None, missing_values=np.nan, add_indicator=False,
-                 keep_empty_features=False):
-        super().__init__(missing_values=missing_values, add_indicator=add_indicator,
-                         keep_empty_features=keep_empty_features)
+    def __init__(
+        self, *, encoder=None, missing_values=np.nan, add_indicator=False, keep_empty_features=False
+    ):
+        super().__init__(
+            missing_values=missing_values,
+            add_indicator=add_indicator,
+            keep_empty_features=keep_empty_features,
+        )
         self.encoder = encoder
 
     def _encoder_template(self):
@@ -100,8 +104,9 @@ class GradientFlowImputer(_BaseImputer):
     def _validate(self, X, reset):
         # A NaN is data to impute only when it is the placeholder.
         finite = "allow-nan" if is_scalar_nan(self.missing_values) else True
-        X = validate_data(self, X, reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=finite,
-                          copy=True)
+        X = validate_data(
+            self, X, reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=finite, copy=True
+        )
         return X, _get_mask(X, self.missing_values)
 
     @_fit_context(prefer_skip_nested_validation=False)

@@ -23,9 +23,16 @@ FORMAT_VERSION = 1
 MAX_HEADER_BYTES = 64 * 2**20
 
 DTYPES = {
-    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-    "U8": torch.uint8, "BOOL": torch.bool,
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
 }
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
@@ -54,8 +61,11 @@ def _parts(content, tensors):
         if tensor.dtype not in DTYPE_NAMES:
             raise TypeError(f"tensor {name!r} has dtype {tensor.dtype}, which cannot be saved.")
         data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {"dtype": DTYPE_NAMES[tensor.dtype], "shape": list(tensor.shape),
-                        "data_offsets": [offset, offset + len(data)]}
+        header[name] = {
+            "dtype": DTYPE_NAMES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
         blobs.append(data)
         offset += len(data)
     header["__metadata__"] = {"format": FORMAT, "content": json.dumps(content)}
@@ -65,8 +75,7 @@ def _parts(content, tensors):
 
 
 def _atomic_write(path, parts):
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp",
-                                         dir=path.parent)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         os.chmod(temporary, 0o644)  # mkstemp's files are private; a model file is not
         with os.fdopen(handle, "wb") as file:
@@ -148,8 +157,11 @@ def _tensors(path, header, data):
     for name, entry in header.items():
         dtype, shape, begin, end = _checked_entry(path, name, entry, len(data))
         spans.append((begin, end, name))
-        raw = torch.frombuffer(data, dtype=torch.uint8, count=end - begin, offset=begin) \
-            if end > begin else torch.empty(0, dtype=torch.uint8)
+        raw = (
+            torch.frombuffer(data, dtype=torch.uint8, count=end - begin, offset=begin)
+            if end > begin
+            else torch.empty(0, dtype=torch.uint8)
+        )
         tensors[name] = raw.clone().view(dtype).reshape(shape)
     spans.sort()
     for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
@@ -175,4 +187,5 @@ def _checked_entry(path, name, entry, data_size):
 
 def _int_list(value):
     return isinstance(value, list) and all(
-        isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value)
+        isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
+    )

@@ -103,8 +103,10 @@ class PersistenceMixin:
         """
         unknown = sorted(set(modules) - set(cls._module_parameters.values()))
         if unknown:
-            raise TypeError(f"{cls.__name__}.load got unexpected arguments {unknown}; it "
-                            f"takes modules for {sorted(cls._module_parameters.values())}.")
+            raise TypeError(
+                f"{cls.__name__}.load got unexpected arguments {unknown}; it "
+                f"takes modules for {sorted(cls._module_parameters.values())}."
+            )
         content, tensors = read_model_file(path)
         estimator = cls.__new__(cls)
         estimator._apply_record(content, tensors, path, modules, device)
@@ -113,9 +115,10 @@ class PersistenceMixin:
     def __getstate__(self):
         content, tensors = self._record()
         modules = {name: self.__dict__.get(name) for name in self._module_parameters.values()}
-        return {"gfe_sklearn_model": model_bytes(content, tensors),
-                "modules": {name: module for name, module in modules.items()
-                            if module is not None}}
+        return {
+            "gfe_sklearn_model": model_bytes(content, tensors),
+            "modules": {name: module for name, module in modules.items() if module is not None},
+        }
 
     def __setstate__(self, state):
         if "gfe_sklearn_model" not in state:
@@ -128,10 +131,12 @@ class PersistenceMixin:
 
     def _record(self):
         names = [name for name in self._get_param_names() if name in self.__dict__]
-        content = {"format_version": FORMAT_VERSION, "estimator": type(self).__name__,
-                   "params": {name: self._param_to_json(name, self.__dict__[name])
-                              for name in names},
-                   "fitted": None}
+        content = {
+            "format_version": FORMAT_VERSION,
+            "estimator": type(self).__name__,
+            "params": {name: self._param_to_json(name, self.__dict__[name]) for name in names},
+            "fitted": None,
+        }
         tensors = {}
         if "decoder_" in self.__dict__:
             content["fitted"] = self._fitted_to_json(tensors)
@@ -156,12 +161,16 @@ class PersistenceMixin:
         return {
             "n_features_in_": int(self.n_features_in_),
             "feature_names_in_": None if names is None else [str(n) for n in names],
-            "n_iter_": int(self.n_iter_), "n_samples_seen_": int(self.n_samples_seen_),
+            "n_iter_": int(self.n_iter_),
+            "n_samples_seen_": int(self.n_samples_seen_),
             "loss_curve_": [float(v) for v in self.loss_curve_],
-            "validation_scores_": None if self.validation_scores_ is None
+            "validation_scores_": None
+            if self.validation_scores_ is None
             else [float(v) for v in self.validation_scores_],
-            "device_": str(self.device_), "dtype": str(self._model_dtype).split(".")[-1],
-            "n_latent": int(self._n_latent), "sample_shape": list(self._sample_shape),
+            "device_": str(self.device_),
+            "dtype": str(self._model_dtype).split(".")[-1],
+            "n_latent": int(self._n_latent),
+            "sample_shape": list(self._sample_shape),
             "architecture": _to_json(self._fitted_architecture),
             "optimizer": _optimizer_to_json(self.optimizer_, tensors),
             "rng": _rng_to_json(getattr(self, "_rng", None)),
@@ -209,14 +218,16 @@ class PersistenceMixin:
     def _value_before(self, name):
         """A parameter saved models lack: the value that makes them behave as they did."""
         return self._values_before_parameter.get(
-            name, inspect.signature(type(self)).parameters[name].default)
+            name, inspect.signature(type(self)).parameters[name].default
+        )
 
     def _module_from_json(self, name, saved, source, modules):
         given = modules.get(name)
         if saved is None:
             if given is not None:
-                raise ValueError(f"{source} was fitted without a user-supplied {name}; load "
-                                 f"it without {name}=.")
+                raise ValueError(
+                    f"{source} was fitted without a user-supplied {name}; load it without {name}=."
+                )
             return None
         if given is None:
             described = saved.get("module") if isinstance(saved, dict) else saved
@@ -238,8 +249,13 @@ class PersistenceMixin:
         dtype = DTYPES[fitted["dtype"]]
         architecture = _from_json(fitted["architecture"], f"{source}: architecture")
         try:
-            modules = self._build_modules(fitted["n_features_in_"], architecture,
-                                          torch.Generator().manual_seed(0), dtype, device)
+            modules = self._build_modules(
+                fitted["n_features_in_"],
+                architecture,
+                torch.Generator().manual_seed(0),
+                dtype,
+                device,
+            )
         except (TypeError, ValueError, RuntimeError) as error:
             raise ModelFileError(f"{source} holds an invalid architecture: {error}") from error
         for attribute, module in modules.items():
@@ -263,7 +279,10 @@ class PersistenceMixin:
             return saved
         warnings.warn(
             f"This {type(self).__name__} was fitted on device {saved!r}, which this machine "
-            "does not have; it is loaded on the CPU (device_='cpu').", UserWarning, stacklevel=4)
+            "does not have; it is loaded on the CPU (device_='cpu').",
+            UserWarning,
+            stacklevel=4,
+        )
         return "cpu"
 
     def _optimizer_from_json(self, saved, tensors, source):
@@ -278,15 +297,15 @@ class PersistenceMixin:
         state = {}
         for index, keys in saved.get("state", {}).items():
             try:
-                state[int(index)] = {key: tensors[f"optimizer_.{index}.{key}"].to(self.device_)
-                                     for key in keys}
+                state[int(index)] = {
+                    key: tensors[f"optimizer_.{index}.{key}"].to(self.device_) for key in keys
+                }
             except (KeyError, ValueError, TypeError):
                 raise ModelFileError(f"{source} holds an incomplete optimizer state.") from None
         try:
             optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
         except (KeyError, ValueError, TypeError) as error:
-            raise ModelFileError(f"{source} holds an invalid optimizer state: {error}") \
-                from error
+            raise ModelFileError(f"{source} holds an invalid optimizer state: {error}") from error
         return optimizer
 
     # -- pickles from gfe-sklearn 0.2.0 and earlier ----------------------------------------
@@ -307,8 +326,9 @@ class PersistenceMixin:
                 map_location, state["device_"] = "cpu", self._loadable_device(device)
             elif device is None and not torch.cuda.is_available():
                 map_location = "cpu"
-            state.update(torch.load(io.BytesIO(blob), map_location=map_location,
-                                    weights_only=False))
+            state.update(
+                torch.load(io.BytesIO(blob), map_location=map_location, weights_only=False)
+            )
         for name in self._get_param_names():
             if name not in state:
                 state[name] = self._value_before(name)
@@ -344,7 +364,7 @@ def _from_json(value, where):
     if isinstance(value, list):
         return [_from_json(item, where) for item in value]
     if isinstance(value, dict) and len(value) == 1:
-        (tag, inner), = value.items()
+        ((tag, inner),) = value.items()
         if tag == "tuple" and isinstance(inner, list):
             return tuple(_from_json(item, where) for item in inner)
         if tag == "dict" and isinstance(inner, dict):
@@ -388,17 +408,20 @@ def _optimizer_to_json(optimizer, tensors):
 
 def _plain(group):
     """An optimizer's param group as JSON (its tuples, e.g. Adam's betas, become lists)."""
-    return {key: list(value) if isinstance(value, tuple) else value
-            for key, value in group.items()}
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in group.items()}
 
 
 def _load_weights(module, attribute, tensors, dtype, source):
     prefix = f"{attribute}."
-    state = {name[len(prefix):]: value for name, value in tensors.items()
-             if name.startswith(prefix)}
+    state = {
+        name[len(prefix) :]: value for name, value in tensors.items() if name.startswith(prefix)
+    }
     expected = module.state_dict()
-    wrong = [name for name, value in state.items()
-             if name in expected and value.dtype != expected[name].dtype]
+    wrong = [
+        name
+        for name, value in state.items()
+        if name in expected and value.dtype != expected[name].dtype
+    ]
     if wrong:
         raise ModelFileError(f"{source}: {attribute} weights {wrong} have the wrong dtype.")
     try:
@@ -416,13 +439,15 @@ def _is_count(value, low=0):
 
 def _is_numbers(value):
     return isinstance(value, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
+    )
 
 
 FITTED_FIELDS = {
     "n_features_in_": lambda v: _is_count(v, 1),
-    "feature_names_in_": lambda v: v is None or (
-        isinstance(v, list) and all(isinstance(n, str) for n in v)),
+    "feature_names_in_": lambda v: (
+        v is None or (isinstance(v, list) and all(isinstance(n, str) for n in v))
+    ),
     "n_iter_": _is_count,
     "n_samples_seen_": _is_count,
     "loss_curve_": _is_numbers,
@@ -442,8 +467,9 @@ def _checked_fitted(fitted, source):
         raise ModelFileError(f"{source} holds an incomplete record of the fitted model.")
     for name, valid in FITTED_FIELDS.items():
         if not valid(fitted[name]):
-            raise ModelFileError(f"{source}: fitted attribute {name} is invalid "
-                                 f"({fitted[name]!r:.80}).")
+            raise ModelFileError(
+                f"{source}: fitted attribute {name} is invalid ({fitted[name]!r:.80})."
+            )
     if int(np.prod(fitted["sample_shape"])) != fitted["n_features_in_"]:
         raise ModelFileError(f"{source}: sample_shape does not match n_features_in_.")
     names = fitted["feature_names_in_"]

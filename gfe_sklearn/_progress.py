@@ -11,8 +11,7 @@ class _TextProgress:
 
     def update(self, n):
         self.n += n
-        print(f"\r{self.desc}: {self.n}/{self.total} images", end="", file=sys.stderr,
-              flush=True)
+        print(f"\r{self.desc}: {self.n}/{self.total} images", end="", file=sys.stderr, flush=True)
 
     def close(self):
         print(file=sys.stderr, flush=True)

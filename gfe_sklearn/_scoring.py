@@ -79,8 +79,10 @@ class _HiddenEntryScorer:
         self.random_state = random_state
 
     def __repr__(self):
-        return (f"make_hidden_entry_scorer(fraction={self.fraction!r}, "
-                f"metric={self.metric!r}, random_state={self.random_state!r})")
+        return (
+            f"make_hidden_entry_scorer(fraction={self.fraction!r}, "
+            f"metric={self.metric!r}, random_state={self.random_state!r})"
+        )
 
     def __call__(self, estimator, X, y=None):
         X = check_array(X, dtype=np.float64, ensure_all_finite="allow-nan", copy=True)
@@ -104,7 +106,7 @@ class _HiddenEntryScorer:
                     "to predictions; an imputer drops features that were missing in every "
                     "training row unless keep_empty_features=True."
                 )
-            prediction = prediction[:, :X.shape[1]]
+            prediction = prediction[:, : X.shape[1]]
         return -hidden_entry_error(X, prediction, hidden, self.metric)
 
 

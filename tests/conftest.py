@@ -5,8 +5,9 @@ import pytest
 import torch
 
 # Small networks and few epochs keep every fit well under a second on a CPU.
-SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, batch_size=16,
-             device="cpu", random_state=0)
+SMALL = dict(
+    n_components=2, hidden_layer_sizes=(8,), max_iter=2, batch_size=16, device="cpu", random_state=0
+)
 
 
 def pytest_collection_modifyitems(config, items):

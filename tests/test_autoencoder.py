@@ -30,8 +30,11 @@ def test_encoder_mirrors_the_decoder(X, small):
 
 
 def test_decoder_starts_like_a_gfe_decoder_with_the_same_seed(small):
-    architecture = {"n_components": small["n_components"], "hidden_layer_sizes": (8,),
-                    "activation": "elu"}
+    architecture = {
+        "n_components": small["n_components"],
+        "hidden_layer_sizes": (8,),
+        "activation": "elu",
+    }
     args = (16, architecture, torch.Generator().manual_seed(0), torch.float64, "cpu")
     gfe = GradientFlowEncoder(**small)._build_modules(*args)["decoder_"]
     args = (16, architecture, torch.Generator().manual_seed(0), torch.float64, "cpu")
@@ -83,10 +86,14 @@ def test_user_decoder_alone_gets_a_mirror_encoder_on_flat_rows(X, small):
 
 
 def test_encoder_with_the_wrong_output_is_refused(X, small):
-    ae = AutoEncoderBaseline(**small, encoder=_ImageEncoder(n_components=3),
-                             decoder=_ImageDecoder())
-    with pytest.raises(ValueError, match=r"to shape \(1, 3\); it must return \(n, "
-                                         r"n_components=2\)"):
+    ae = AutoEncoderBaseline(
+        **small, encoder=_ImageEncoder(n_components=3), decoder=_ImageDecoder()
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"to shape \(1, 3\); it must return \(n, "
+        r"n_components=2\)",
+    ):
         ae.fit(X)
     with pytest.raises(ValueError):
         check_is_fitted(ae)
@@ -110,7 +117,8 @@ def test_transform_needs_no_range_but_the_loss_does(X, small):
 @pytest.mark.parametrize("cls", [GradientFlowEncoder, AutoEncoderBaseline])
 def test_swapping_the_encoder_is_one_line(cls, Xy, small):
     X, y = Xy
-    pipe = Pipeline([("scale", MinMaxScaler(clip=True)), ("enc", cls(**small)),
-                     ("clf", LogisticRegression())])
+    pipe = Pipeline(
+        [("scale", MinMaxScaler(clip=True)), ("enc", cls(**small)), ("clf", LogisticRegression())]
+    )
     assert pipe.fit(X, y).predict(X).shape == (60,)
     assert np.isfinite(pipe.named_steps["enc"].score(X))

@@ -77,8 +77,9 @@ for cls in (GradientFlowEncoder, AutoEncoderBaseline):
     repr(est), est.get_params(), clone(est), pickle.loads(pickle.dumps(est))
 print("untouched")
 """
-    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                            text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     assert "untouched" in result.stdout
 
@@ -156,8 +157,9 @@ def test_bad_input_is_refused_and_changes_nothing(cls, case, X, small):
 def test_wrong_number_of_features(cls, X, small):
     est = cls(**small).fit(X)
     for method in (est.transform, est.score, est.partial_fit):
-        with pytest.raises(ValueError, match=f"X has 5 features, but {cls.__name__} is "
-                                             "expecting 16 features"):
+        with pytest.raises(
+            ValueError, match=f"X has 5 features, but {cls.__name__} is expecting 16 features"
+        ):
             method(X[:, :5])
     with pytest.raises(ValueError, match="Z has 3 columns.*n_components=2"):
         est.inverse_transform(np.zeros((4, 3)))
@@ -195,11 +197,21 @@ def test_bce_clips_new_data_outside_unit_interval_with_a_warning(cls, X, small):
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
-@pytest.mark.parametrize("param, value", [
-    ("loss", "hinge"), ("activation", "swish"), ("optimizer", "sgd"), ("n_components", 0),
-    ("batch_size", 0), ("learning_rate", -1.0), ("max_iter", 0), ("validation_fraction", 1.0),
-    ("hidden_layer_sizes", (4, 0)), ("decoder", "mlp"),
-])
+@pytest.mark.parametrize(
+    "param, value",
+    [
+        ("loss", "hinge"),
+        ("activation", "swish"),
+        ("optimizer", "sgd"),
+        ("n_components", 0),
+        ("batch_size", 0),
+        ("learning_rate", -1.0),
+        ("max_iter", 0),
+        ("validation_fraction", 1.0),
+        ("hidden_layer_sizes", (4, 0)),
+        ("decoder", "mlp"),
+    ],
+)
 def test_unknown_parameter_values_name_the_valid_choices(cls, param, value, X, small):
     est = cls(**small).set_params(**{param: value})
     with pytest.raises(ValueError, match=param) as info:
@@ -218,8 +230,11 @@ def test_every_check_runs_before_the_estimator_changes(cls, X, small, monkeypatc
     refusals = [
         (cls(**small), X * 2, "Values out of range"),
         (cls(**small, early_stopping=True), X[:1], "train set will be empty"),
-        (cls(**{**small, "n_components": 3}, decoder=torch.nn.Linear(2, 16)), X,
-         "cannot decode a code of shape"),
+        (
+            cls(**{**small, "n_components": 3}, decoder=torch.nn.Linear(2, 16)),
+            X,
+            "cannot decode a code of shape",
+        ),
     ]
     for est, data, message in refusals:
         with pytest.raises(ValueError, match=message):
@@ -234,9 +249,14 @@ def test_every_check_runs_before_the_estimator_changes(cls, X, small, monkeypatc
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
-@pytest.mark.parametrize("in_dtype, model_dtype", [
-    (np.float32, torch.float32), (np.float64, torch.float64), (np.int64, torch.float32),
-])
+@pytest.mark.parametrize(
+    "in_dtype, model_dtype",
+    [
+        (np.float32, torch.float32),
+        (np.float64, torch.float64),
+        (np.int64, torch.float32),
+    ],
+)
 def test_output_dtype_follows_input(cls, in_dtype, model_dtype, small):
     X = np.random.RandomState(0).randint(0, 2, size=(40, 16)).astype(in_dtype)
     est = cls(**small).fit(X)
@@ -264,8 +284,9 @@ def test_inference_runs_in_bounded_batches(cls, X, small, monkeypatch):
     monkeypatch.setattr(_base, "INFERENCE_BATCH_SIZE", 7)
     sizes = []
     encode = est._encode
-    monkeypatch.setattr(est, "_encode", lambda t, with_loss: sizes.append(len(t)) or
-                        encode(t, with_loss))
+    monkeypatch.setattr(
+        est, "_encode", lambda t, with_loss: sizes.append(len(t)) or encode(t, with_loss)
+    )
     chunked = est.transform(X), est.score_samples(X)
     assert max(sizes) == 7 and sum(sizes) == 2 * len(X)
     calls, decoder = [], est.decoder_
@@ -319,8 +340,7 @@ def test_verbose_prints_one_line_per_epoch(cls, X, small, capsys):
     cls(**{**small, "max_iter": 3, "verbose": 1}).fit(X)
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3
-    assert all("loss" in line and "images seen" in line and line.endswith(" s")
-               for line in lines)
+    assert all("loss" in line and "images seen" in line and line.endswith(" s") for line in lines)
     assert "180 images seen" in lines[-1]
     cls(**small).fit(X)
     assert capsys.readouterr().out == ""
@@ -343,8 +363,9 @@ class _InterruptOnce(torch.nn.Module):
 
     def __init__(self, at):
         super().__init__()
-        self.inner = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ELU(),
-                                         torch.nn.Linear(8, 16))
+        self.inner = torch.nn.Sequential(
+            torch.nn.Linear(2, 8), torch.nn.ELU(), torch.nn.Linear(8, 16)
+        )
         self.at, self.calls = at, 0
 
     def forward(self, z):
@@ -375,8 +396,7 @@ def test_keyboard_interrupt_propagates_and_keeps_a_usable_honest_model(cls, X, s
     # The five updates made are kept: the same as a run stopped after those 76 images.
     uninterrupted = copy.deepcopy(decoder)
     uninterrupted.at = None
-    reference = cls(**{**small, "max_iter": 5, "max_samples": 76},
-                    decoder=uninterrupted).fit(X)
+    reference = cls(**{**small, "max_iter": 5, "max_samples": 76}, decoder=uninterrupted).fit(X)
     assert all(torch.equal(a, b) for a, b in zip(_weights(est), _weights(reference)))
 
 
@@ -389,8 +409,9 @@ def test_keyboard_interrupt_stops_a_loop_of_fits_and_a_grid_search(cls, X, small
             cls(**{**small, "random_state": seed}, decoder=_InterruptOnce(at=2)).fit(X)
     assert started == [0]
 
-    search = GridSearchCV(cls(**small, decoder=_InterruptOnce(at=2)),
-                          {"learning_rate": [1e-3, 1e-4]}, cv=2, n_jobs=1)
+    search = GridSearchCV(
+        cls(**small, decoder=_InterruptOnce(at=2)), {"learning_rate": [1e-3, 1e-4]}, cv=2, n_jobs=1
+    )
     with pytest.raises(KeyboardInterrupt):
         search.fit(X)
     assert not hasattr(search, "cv_results_") and not hasattr(search, "best_params_")
@@ -417,14 +438,18 @@ def test_keyboard_interrupt_before_the_first_update_changes_nothing(cls, X, smal
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_keyboard_interrupt_with_early_stopping_keeps_the_best_validated_model(
-        cls, X, small, monkeypatch):
+    cls, X, small, monkeypatch
+):
     held_out = []
     score_batches = cls._score_batches
-    monkeypatch.setattr(cls, "_score_batches",
-                        lambda self, Xv: held_out.append(Xv) or score_batches(self, Xv))
+    monkeypatch.setattr(
+        cls, "_score_batches", lambda self, Xv: held_out.append(Xv) or score_batches(self, Xv)
+    )
     # 48 training rows in batches of 16: the 8th batch is in epoch three.
-    est = cls(**{**small, "max_iter": 5, "early_stopping": True, "validation_fraction": 0.2},
-              decoder=_InterruptOnce(at=8))
+    est = cls(
+        **{**small, "max_iter": 5, "early_stopping": True, "validation_fraction": 0.2},
+        decoder=_InterruptOnce(at=8),
+    )
     with pytest.raises(KeyboardInterrupt):
         est.fit(X)
     assert est.n_iter_ == len(est.validation_scores_) == len(est.loss_curve_) == 2
@@ -448,10 +473,10 @@ def test_convergence_warning_and_its_absence(cls, X, small):
 def test_early_stopping_keeps_the_best_model(cls, X, small, monkeypatch):
     held_out = []
     score_batches = cls._score_batches
-    monkeypatch.setattr(cls, "_score_batches",
-                        lambda self, Xv: held_out.append(Xv) or score_batches(self, Xv))
-    est = cls(**{**small, "max_iter": 4, "early_stopping": True,
-                 "validation_fraction": 0.2}).fit(X)
+    monkeypatch.setattr(
+        cls, "_score_batches", lambda self, Xv: held_out.append(Xv) or score_batches(self, Xv)
+    )
+    est = cls(**{**small, "max_iter": 4, "early_stopping": True, "validation_fraction": 0.2}).fit(X)
     assert len(est.validation_scores_) == est.n_iter_ == 4
     assert held_out[0].shape == (12, 16)
     assert est.score(held_out[0]) == pytest.approx(max(est.validation_scores_), rel=1e-9)

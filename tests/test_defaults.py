@@ -5,8 +5,9 @@ import pytest
 
 from gfe_sklearn import GradientFlowEncoder
 
-SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, batch_size=16,
-             device="cpu", random_state=0)
+SMALL = dict(
+    n_components=2, hidden_layer_sizes=(8,), max_iter=2, batch_size=16, device="cpu", random_state=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +26,9 @@ def test_auto_is_lbfgs_with_the_default_settings(X):
     assert auto.get_params()["solver"] == "auto"
 
 
-@pytest.mark.parametrize("setting", [{"flow": "nesterov"}, {"tau": 5.0},
-                                     {"stop_rule": "loss"}, {"adjoint": "full"}])
+@pytest.mark.parametrize(
+    "setting", [{"flow": "nesterov"}, {"tau": 5.0}, {"stop_rule": "loss"}, {"adjoint": "full"}]
+)
 def test_auto_follows_the_flow_with_amd_where_a_setting_needs_its_path(X, setting):
     auto, amd = _fit(X, **setting), _fit(X, solver="amd", **setting)
     np.testing.assert_array_equal(auto.transform(X), amd.transform(X))

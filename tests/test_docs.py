@@ -14,8 +14,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REGISTRIES = {"SOLVERS", "FLOWS", "ADJOINTS", "LOSSES", "ALPHAS", "GRIDS", "STOP_RULES"}
 
 
-@pytest.mark.parametrize("module", [gfe_sklearn, flow, datasets, plotting],
-                         ids=lambda m: m.__name__)
+@pytest.mark.parametrize(
+    "module", [gfe_sklearn, flow, datasets, plotting], ids=lambda m: m.__name__
+)
 def test_every_public_name_is_in_the_api_reference(module):
     api = (ROOT / "docs" / "api.rst").read_text()
     listed = set(re.findall(r"^   (\w+)$", api, flags=re.MULTILINE))
@@ -38,9 +39,11 @@ def test_the_readme_example_is_the_example_script():
     # two must not drift apart.
     readme = (ROOT / "README.md").read_text()
     script = (ROOT / "examples" / "gridsearch_solvers.py").read_text()
-    for line in ['grid = {"gradientflowencoder__solver": ["lbfgs", "amd"]}',
-                 "pipe = make_pipeline(MinMaxScaler(clip=True), gfe, StandardScaler(), "
-                 "LogisticRegression())",
-                 "search = GridSearchCV(pipe, grid, cv=3).fit(X, y)",
-                 "X = X.astype(np.float32)"]:
+    for line in [
+        'grid = {"gradientflowencoder__solver": ["lbfgs", "amd"]}',
+        "pipe = make_pipeline(MinMaxScaler(clip=True), gfe, StandardScaler(), "
+        "LogisticRegression())",
+        "search = GridSearchCV(pipe, grid, cv=3).fit(X, y)",
+        "X = X.astype(np.float32)",
+    ]:
         assert line in readme and line in script

@@ -11,18 +11,33 @@ from sklearn.exceptions import ConvergenceWarning
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 TINY = {
-    "digits_pipeline.py": ["--n-samples", "150", "--gfe-epochs", "1", "--ae-epochs", "1",
-                           "--n-components", "2", "--n-jobs", "1"],
+    "digits_pipeline.py": [
+        "--n-samples",
+        "150",
+        "--gfe-epochs",
+        "1",
+        "--ae-epochs",
+        "1",
+        "--n-components",
+        "2",
+        "--n-jobs",
+        "1",
+    ],
     "gridsearch_solvers.py": ["--n-samples", "150", "--max-samples", "32"],
     "plot_gradient_flow.py": ["--max-iter", "1", "--out", "{tmp}/gradient_flow.png"],
-    "plot_flow_convergence.py": ["--max-samples", "32", "--n-curves", "4",
-                                 "--out", "{tmp}/flow_convergence.png"],
+    "plot_flow_convergence.py": [
+        "--max-samples",
+        "32",
+        "--n-curves",
+        "4",
+        "--out",
+        "{tmp}/flow_convergence.png",
+    ],
     "quickstart.py": ["--max-samples", "32"],
     "custom_conv_decoder.py": ["--max-samples", "32"],
     "mixed_decoder.py": ["--ae-samples", "64", "--gfe-samples", "32"],
     "plot_latent_map.py": ["--max-samples", "32", "--out", "{tmp}/latent_map.png"],
-    "plot_imputation.py": ["--n-samples", "150", "--epochs", "1",
-                           "--out", "{tmp}/imputation.png"],
+    "plot_imputation.py": ["--n-samples", "150", "--epochs", "1", "--out", "{tmp}/imputation.png"],
 }
 SCRIPTS = sorted(path.name for path in EXAMPLES.glob("*.py"))
 

@@ -48,8 +48,9 @@ class _FailsLater(torch.nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.inner = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ELU(),
-                                         torch.nn.Linear(8, 16))
+        self.inner = torch.nn.Sequential(
+            torch.nn.Linear(2, 8), torch.nn.ELU(), torch.nn.Linear(8, 16)
+        )
         self.fail_at, self.calls = None, 0
 
     def forward(self, z):
@@ -67,14 +68,22 @@ def test_partial_fit_that_fails_mid_call_undoes_its_updates(cls, X, small):
     est.partial_fit(X)
     before, codes = weights(est), est.transform(X)
     seen = est.n_samples_seen_
-    optimizer = [t.clone() for s in est.optimizer_.state_dict()["state"].values()
-                 for t in s.values() if torch.is_tensor(t)]
+    optimizer = [
+        t.clone()
+        for s in est.optimizer_.state_dict()["state"].values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    ]
     est.decoder_.fail_at = 3  # two of the call's four minibatches update the model first
     with pytest.raises(RuntimeError, match="decoder failed"):
         est.partial_fit(X)
     assert all(torch.equal(a, b) for a, b in zip(weights(est), before))
-    after = [t for s in est.optimizer_.state_dict()["state"].values()
-             for t in s.values() if torch.is_tensor(t)]
+    after = [
+        t
+        for s in est.optimizer_.state_dict()["state"].values()
+        for t in s.values()
+        if torch.is_tensor(t)
+    ]
     assert len(after) == len(optimizer) > 0
     assert all(torch.equal(a, b) for a, b in zip(after, optimizer))
     assert est.n_samples_seen_ == seen and not est.decoder_.training
@@ -116,8 +125,10 @@ def test_a_model_with_non_finite_weights_refuses_to_answer(cls, method, X, small
         getattr(est, method)(data)
 
 
-@pytest.mark.parametrize("param, value", [("n_components", 3), ("hidden_layer_sizes", (4,)),
-                                          ("activation", "tanh"), ("loss", "mse")])
+@pytest.mark.parametrize(
+    "param, value",
+    [("n_components", 3), ("hidden_layer_sizes", (4,)), ("activation", "tanh"), ("loss", "mse")],
+)
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_continuing_with_a_changed_architecture_names_the_parameter(cls, param, value, X, small):
     est = cls(**small).fit(X)

@@ -39,8 +39,9 @@ def test_every_solver_and_flow_trains_and_encodes(solver, flow, X, small):
 
 @pytest.mark.parametrize("adjoint", sorted(ADJOINTS))
 def test_every_gradient_mode_trains(adjoint, X, small):
-    est = GradientFlowEncoder(**{**small, **FAST, "solver": "rk4", "adjoint": adjoint,
-                                 "max_iter": 1})
+    est = GradientFlowEncoder(
+        **{**small, **FAST, "solver": "rk4", "adjoint": adjoint, "max_iter": 1}
+    )
     before = [p.detach().clone() for p in est.fit(X[:16]).decoder_.parameters()]
     est.set_params(warm_start=True).fit(X[:16])
     after = list(est.decoder_.parameters())
@@ -51,14 +52,35 @@ def test_every_gradient_mode_trains(adjoint, X, small):
 def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypatch):
     seen = []
     real = _gradient_flow.encode
-    monkeypatch.setattr(_gradient_flow, "encode",
-                        lambda *a, **kw: seen.append(kw) or real(*a, **kw))
-    params = dict(beta=0.5, s0=0.5, s_min=0.1, s_max=5.0, kappa=1.2, max_backtracks=10, n_steps=7,
-                  grid="linear", rtol=1e-4, atol=1e-5, max_steps=40)
+    monkeypatch.setattr(
+        _gradient_flow, "encode", lambda *a, **kw: seen.append(kw) or real(*a, **kw)
+    )
+    params = dict(
+        beta=0.5,
+        s0=0.5,
+        s_min=0.1,
+        s_max=5.0,
+        kappa=1.2,
+        max_backtracks=10,
+        n_steps=7,
+        grid="linear",
+        rtol=1e-4,
+        atol=1e-5,
+        max_steps=40,
+    )
     tau = "auto" if goes_to_endpoint(solver) else 10.0
-    est = GradientFlowEncoder(**{**small, **params, "solver": solver, "tau": tau,
-                                 "stop_tol": 1e-3, "fit_stop_tol": 1e-5, "stop_window": 3,
-                                 "max_iter": 1})
+    est = GradientFlowEncoder(
+        **{
+            **small,
+            **params,
+            "solver": solver,
+            "tau": tau,
+            "stop_tol": 1e-3,
+            "fit_stop_tol": 1e-5,
+            "stop_window": 3,
+            "max_iter": 1,
+        }
+    )
     est.fit(X[:16])
     n_fit = len(seen)
     est.transform(X[:4])
@@ -95,8 +117,13 @@ def test_invalid_combinations_fail_at_fit_and_change_nothing(X, small):
 
 @pytest.mark.parametrize("param", ["solver", "flow", "adjoint", "alpha", "grid"])
 def test_unknown_engine_names_list_the_registry(param, X, small):
-    registry = {"solver": SOLVERS, "flow": FLOWS, "adjoint": ADJOINTS, "alpha": ALPHAS,
-                "grid": GRIDS}[param]
+    registry = {
+        "solver": SOLVERS,
+        "flow": FLOWS,
+        "adjoint": ADJOINTS,
+        "alpha": ALPHAS,
+        "grid": GRIDS,
+    }[param]
     with pytest.raises(ValueError, match=f"'{param}' parameter of GradientFlowEncoder") as info:
         GradientFlowEncoder(**small, **{param: "nope"}).fit(X)
     assert all(repr(name) in str(info.value) for name in registry)
@@ -105,7 +132,7 @@ def test_unknown_engine_names_list_the_registry(param, X, small):
 def test_rows_encode_alone_as_in_a_batch(X, small):
     est = GradientFlowEncoder(**small).fit(X)
     codes = est.transform(X)
-    alone = np.vstack([est.transform(X[i:i + 1]) for i in (0, 17, 59)])
+    alone = np.vstack([est.transform(X[i : i + 1]) for i in (0, 17, 59)])
     np.testing.assert_array_equal(alone, codes[[0, 17, 59]])
     np.testing.assert_array_equal(est.fit_transform(X), codes)
 
@@ -153,8 +180,7 @@ def test_from_autoencoder_is_the_papers_mixed_model(X, small):
         assert torch.equal(p, q) and p is not q
     codes = mixed.transform(X)
     assert codes.shape == (60, 2) and mixed.score(X) <= 0
-    np.testing.assert_array_equal(mixed.inverse_transform(codes),
-                                  ae.inverse_transform(codes))
+    np.testing.assert_array_equal(mixed.inverse_transform(codes), ae.inverse_transform(codes))
     # Training the copy further (warm start) leaves the autoencoder's decoder alone.
     snapshot = [p.detach().clone() for p in ae.decoder_.parameters()]
     mixed.set_params(warm_start=True, max_iter=1).fit(X)
@@ -176,8 +202,13 @@ def test_from_autoencoder_needs_a_fitted_autoencoder(X, small):
 
 def test_pipeline_from_the_issue(Xy, small):
     X, y = Xy
-    pipe = Pipeline([("scale", MinMaxScaler()), ("gfe", GradientFlowEncoder(**small)),
-                     ("clf", LogisticRegression())])
+    pipe = Pipeline(
+        [
+            ("scale", MinMaxScaler()),
+            ("gfe", GradientFlowEncoder(**small)),
+            ("clf", LogisticRegression()),
+        ]
+    )
     assert pipe.fit(X * 16, y).predict(X * 16).shape == (60,)
     assert 0 <= pipe.score(X * 16, y) <= 1
 
@@ -187,8 +218,15 @@ def test_the_natural_pipeline_cross_validates_on_digits():
     # [0, 1]; transform and score clip them with a warning instead of failing the folds.
     X, y = load_digits(return_X_y=True)
     X, y = X[:300].astype(np.float32), y[:300]
-    gfe = GradientFlowEncoder(n_components=4, hidden_layer_sizes=(16,), max_iter=1,
-                              solver="lbfgs", max_steps=50, device="cpu", random_state=0)
+    gfe = GradientFlowEncoder(
+        n_components=4,
+        hidden_layer_sizes=(16,),
+        max_iter=1,
+        solver="lbfgs",
+        max_steps=50,
+        device="cpu",
+        random_state=0,
+    )
     pipe = make_pipeline(MinMaxScaler(), gfe, LogisticRegression())
     with pytest.warns(DataConversionWarning, match="were clipped"):
         scores = cross_val_score(pipe, X, y, cv=5, error_score="raise")
@@ -201,15 +239,21 @@ def test_the_natural_pipeline_cross_validates_on_digits():
 
 def test_grid_search_over_solver_settings_in_two_processes(Xy, small):
     X, y = Xy
-    pipe = Pipeline([("scale", MinMaxScaler(clip=True)), ("gfe", GradientFlowEncoder(**small)),
-                     ("clf", LogisticRegression())])
+    pipe = Pipeline(
+        [
+            ("scale", MinMaxScaler(clip=True)),
+            ("gfe", GradientFlowEncoder(**small)),
+            ("clf", LogisticRegression()),
+        ]
+    )
     grid = {"gfe__solver": ["amd", "rk4"], "gfe__tau": [10.0, 100.0], "gfe__n_steps": [10]}
     search = GridSearchCV(pipe, grid, cv=2, n_jobs=2, error_score="raise").fit(X, y)
     assert len(search.cv_results_["params"]) == 4
     assert search.best_estimator_.named_steps["gfe"].solver in ("amd", "rk4")
     # On its own the encoder is scored by minus its reconstruction loss.
-    alone = GridSearchCV(GradientFlowEncoder(**small), {"tau": [1.0, 100.0]}, cv=2,
-                         error_score="raise").fit(X)
+    alone = GridSearchCV(
+        GradientFlowEncoder(**small), {"tau": [1.0, 100.0]}, cv=2, error_score="raise"
+    ).fit(X)
     assert alone.best_params_ == {"tau": 100.0}  # a longer flow reconstructs better
 
 
@@ -219,8 +263,13 @@ def test_clone_and_cross_val_score(Xy, small):
     copy = clone(est)
     assert copy.get_params()["tau"] == est.tau and not hasattr(copy, "decoder_")
     assert copy.decoder is not est.decoder  # clone deep-copies the user module
-    pipe = Pipeline([("scale", MinMaxScaler(clip=True)), ("gfe", GradientFlowEncoder(**small)),
-                     ("clf", LogisticRegression())])
+    pipe = Pipeline(
+        [
+            ("scale", MinMaxScaler(clip=True)),
+            ("gfe", GradientFlowEncoder(**small)),
+            ("clf", LogisticRegression()),
+        ]
+    )
     scores = cross_val_score(pipe, X, y, cv=3, error_score="raise")
     assert scores.shape == (3,) and np.isfinite(scores).all()
 
@@ -233,8 +282,15 @@ def test_linear_mse_model_at_default_settings_encodes_to_least_squares(solver):
     from sklearn.datasets import load_digits
 
     X = MinMaxScaler().fit_transform(load_digits().data[:300])
-    est = GradientFlowEncoder(n_components=5, hidden_layer_sizes=(), loss="mse",
-                              solver=solver, max_iter=2, device="cpu", random_state=0).fit(X)
+    est = GradientFlowEncoder(
+        n_components=5,
+        hidden_layer_sizes=(),
+        loss="mse",
+        solver=solver,
+        max_iter=2,
+        device="cpu",
+        random_state=0,
+    ).fit(X)
     layer = est.decoder_[0]
     w, b = layer.weight.detach().numpy(), layer.bias.detach().numpy()
     expected = np.linalg.lstsq(w, (X - b).T, rcond=None)[0].T
@@ -276,5 +332,5 @@ def test_flow_diagnostics_are_those_of_transform(solver, small):
     losses = result.loss_history.numpy()
     for i in range(100):  # each history ends at the sample's returned loss, then NaN
         assert losses[steps[i], i] == pytest.approx(float(result.loss[i]), rel=1e-12)
-        assert np.isnan(losses[steps[i] + 1:, i]).all()
+        assert np.isnan(losses[steps[i] + 1 :, i]).all()
     assert est.flow_diagnostics(X[:3]).t_history is None

@@ -17,8 +17,15 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
 ]
 
-SMALL = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, batch_size=16,
-             solver="lbfgs", device="cpu", random_state=0)
+SMALL = dict(
+    n_components=2,
+    hidden_layer_sizes=(8,),
+    max_iter=2,
+    batch_size=16,
+    solver="lbfgs",
+    device="cpu",
+    random_state=0,
+)
 
 
 def small_encoder(**params):
@@ -38,10 +45,12 @@ def with_holes(X, fraction=0.3, seed=0):
     return X
 
 
-@parametrize_with_checks([
-    GradientFlowImputer(encoder=small_encoder(loss="mse")),
-    GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
-])
+@parametrize_with_checks(
+    [
+        GradientFlowImputer(encoder=small_encoder(loss="mse")),
+        GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
+    ]
+)
 def test_sklearn_compatible_imputer(estimator, check):
     check(estimator)
 
@@ -127,9 +136,10 @@ def test_add_indicator_appends_the_missing_indicator(X):
     imputer = GradientFlowImputer(encoder=small_encoder(), add_indicator=True).fit(X)
     filled = imputer.transform(X)
     indicator = MissingIndicator().fit(X)
-    np.testing.assert_array_equal(filled[:, X.shape[1]:], indicator.transform(X))
-    assert list(imputer.get_feature_names_out()[X.shape[1]:]) == list(
-        indicator.get_feature_names_out())
+    np.testing.assert_array_equal(filled[:, X.shape[1] :], indicator.transform(X))
+    assert list(imputer.get_feature_names_out()[X.shape[1] :]) == list(
+        indicator.get_feature_names_out()
+    )
 
 
 def test_feature_names_and_pandas_output(X):
@@ -138,7 +148,7 @@ def test_feature_names_and_pandas_output(X):
     imputer = GradientFlowImputer(encoder=small_encoder(), add_indicator=True)
     out = imputer.set_output(transform="pandas").fit(frame).transform(frame)
     assert isinstance(out, pd.DataFrame)
-    assert list(out.columns[:X.shape[1]]) == list(frame.columns)
+    assert list(out.columns[: X.shape[1]]) == list(frame.columns)
     assert out.columns[-1].startswith("missingindicator_")
     np.testing.assert_array_equal(imputer.feature_names_in_, frame.columns)
 
@@ -229,10 +239,12 @@ def test_scorer_errors_name_the_problem(X):
 
 def test_grid_search_picks_n_components_by_hidden_entries():
     X = low_rank(n_samples=400, rank=3)
-    encoder = small_encoder(hidden_layer_sizes=(32,), max_iter=15, learning_rate=5e-3,
-                            allow_nan=True)
-    search = GridSearchCV(encoder, {"n_components": [1, 3]}, cv=2,
-                          scoring=make_hidden_entry_scorer(0.3)).fit(X)
+    encoder = small_encoder(
+        hidden_layer_sizes=(32,), max_iter=15, learning_rate=5e-3, allow_nan=True
+    )
+    search = GridSearchCV(
+        encoder, {"n_components": [1, 3]}, cv=2, scoring=make_hidden_entry_scorer(0.3)
+    ).fit(X)
     assert search.best_params_ == {"n_components": 3}
     assert np.diff(search.cv_results_["mean_test_score"])[0] > 0
 
@@ -240,8 +252,10 @@ def test_grid_search_picks_n_components_by_hidden_entries():
 def test_grid_search_over_the_imputers_encoder():
     X = with_holes(low_rank(n_samples=200), 0.3)
     imputer = GradientFlowImputer(encoder=small_encoder(max_iter=3), keep_empty_features=True)
-    search = GridSearchCV(imputer, {"encoder__n_components": [1, 2]}, cv=2,
-                          scoring=make_hidden_entry_scorer(0.3)).fit(X)
-    assert search.best_estimator_.encoder_.n_components == search.best_params_[
-        "encoder__n_components"]
+    search = GridSearchCV(
+        imputer, {"encoder__n_components": [1, 2]}, cv=2, scoring=make_hidden_entry_scorer(0.3)
+    ).fit(X)
+    assert (
+        search.best_estimator_.encoder_.n_components == search.best_params_["encoder__n_components"]
+    )
     assert clone(search.best_estimator_).encoder.n_components in (1, 2)

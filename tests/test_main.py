@@ -18,22 +18,29 @@ def few_classifier_images(monkeypatch):
 
 def test_a_tiny_run_scores_every_model_at_every_budget_and_reports_it(tmp_path):
     lines = []
-    results = _demo.run("digits", budgets=[40, 20], n_test=30, device="cpu", out=tmp_path,
-                        log=lines.append)
+    results = _demo.run(
+        "digits", budgets=[40, 20], n_test=30, device="cpu", out=tmp_path, log=lines.append
+    )
     assert results["budgets"] == [20, 40]
     for name in _demo.MODELS:
         assert len(results["bce"][name]) == 2 and np.isfinite(results["bce"][name]).all()
     images, bce = results["ae_catch_up"]
     assert images == _demo.AE_CATCH_UP * 40 and np.isfinite(bce)
-    assert set(results["accuracy"]) == {"GFE (10)", "Mixed (10)", "AE (10)", "PCA (10)",
-                                        "pixels (64)"}
+    assert set(results["accuracy"]) == {
+        "GFE (10)",
+        "Mixed (10)",
+        "AE (10)",
+        "PCA (10)",
+        "pixels (64)",
+    }
     assert all(0 <= value <= 1 for value in results["accuracy"].values())
     assert results["figure"] == tmp_path / "digits.png" and results["figure"].stat().st_size
     # The printed table holds the measured numbers, one row per budget.
     text = "\n".join(lines)
     for i, budget in enumerate(results["budgets"]):
-        row = f"{budget:>8} " + " ".join(f"{results['bce'][name][i]:>8.4f}"
-                                          for name in _demo.MODELS)
+        row = f"{budget:>8} " + " ".join(
+            f"{results['bce'][name][i]:>8.4f}" for name in _demo.MODELS
+        )
         assert row in text
     assert f"held-out BCE GFE {results['bce']['GFE'][0]:.4f}" in text  # progress lines
     assert "wall time" in text
@@ -43,10 +50,14 @@ def test_gfe_and_the_ae_train_on_the_same_images(monkeypatch):
     seen = []
     for cls in (_demo.GradientFlowEncoder, _demo.AutoEncoderBaseline):
         fit = cls.partial_fit
-        monkeypatch.setattr(cls, "partial_fit", lambda self, X, fit=fit:
-                            seen.append((type(self).__name__, X.copy())) or fit(self, X))
-    _demo.run("digits", budgets=[16, 40], n_test=30, device="cpu", plot=False,
-              log=lambda line: None)
+        monkeypatch.setattr(
+            cls,
+            "partial_fit",
+            lambda self, X, fit=fit: seen.append((type(self).__name__, X.copy())) or fit(self, X),
+        )
+    _demo.run(
+        "digits", budgets=[16, 40], n_test=30, device="cpu", plot=False, log=lambda line: None
+    )
     gfe = [X for name, X in seen if name == "GradientFlowEncoder"]
     ae = [X for name, X in seen if name == "AutoEncoderBaseline"]
     assert [len(X) for X in gfe] == [16, 24]
@@ -60,22 +71,35 @@ def test_help_explains_every_option(capsys):
         _demo.main(["--help"])
     assert info.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--dataset", "--budgets", "--solver", "--device", "--out", "--n-test",
-                   "--seed", "--no-plot", "lbfgs", "fashion-mnist"):
+    for option in (
+        "--dataset",
+        "--budgets",
+        "--solver",
+        "--device",
+        "--out",
+        "--n-test",
+        "--seed",
+        "--no-plot",
+        "lbfgs",
+        "fashion-mnist",
+    ):
         assert option in text
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--budgets", "0,100"], "argument --budgets: expected positive whole numbers"),
-    (["--budgets", "a lot"], "argument --budgets: expected positive whole numbers"),
-    (["--solver", "adam"], "argument --solver: invalid choice: 'adam'"),
-    (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
-    (["--device", "gpu"], "argument --device: device='gpu' is not valid"),
-    (["--n-test", "0"], "argument --n-test: expected a positive whole number"),
-    (["--n-test", "1500"], "argument --n-test: digits has 1,797 images"),
-    (["--seed", "-1"], "argument --seed: expected a whole number"),
-    (["--colour"], "unrecognized arguments: --colour"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--budgets", "0,100"], "argument --budgets: expected positive whole numbers"),
+        (["--budgets", "a lot"], "argument --budgets: expected positive whole numbers"),
+        (["--solver", "adam"], "argument --solver: invalid choice: 'adam'"),
+        (["--dataset", "cifar"], "argument --dataset: invalid choice: 'cifar'"),
+        (["--device", "gpu"], "argument --device: device='gpu' is not valid"),
+        (["--n-test", "0"], "argument --n-test: expected a positive whole number"),
+        (["--n-test", "1500"], "argument --n-test: digits has 1,797 images"),
+        (["--seed", "-1"], "argument --seed: expected a whole number"),
+        (["--colour"], "unrecognized arguments: --colour"),
+    ],
+)
 def test_bad_options_are_usage_errors_that_name_the_option(argv, message, capsys):
     with pytest.raises(SystemExit) as info:
         _demo.main(argv)
@@ -102,8 +126,9 @@ def test_a_dataset_without_files_says_how_to_get_them(tmp_path, monkeypatch, cap
 
 
 def test_python_dash_m_and_the_console_script_run_the_job():
-    done = subprocess.run([sys.executable, "-m", "gfe_sklearn", "--help"], capture_output=True,
-                          text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "gfe_sklearn", "--help"], capture_output=True, text=True, check=True
+    )
     assert done.stdout.startswith("usage: python -m gfe_sklearn")
     (script,) = entry_points(group="console_scripts", name="gfe-sklearn")
     assert script.load() is _demo.main
@@ -114,11 +139,14 @@ def test_run_names_the_valid_datasets():
         _demo.run("cifar", log=lambda line: None)
 
 
-def test_without_matplotlib_the_job_runs_and_says_how_to_get_the_figure(tmp_path, monkeypatch,
-                                                                          capsys):
+def test_without_matplotlib_the_job_runs_and_says_how_to_get_the_figure(
+    tmp_path, monkeypatch, capsys
+):
     monkeypatch.setattr(_demo, "_matplotlib_missing", lambda: True)
-    assert _demo.main(["--budgets", "20", "--n-test", "30", "--device", "cpu",
-                       "--out", str(tmp_path)]) == 0
+    assert (
+        _demo.main(["--budgets", "20", "--n-test", "30", "--device", "cpu", "--out", str(tmp_path)])
+        == 0
+    )
     captured = capsys.readouterr()
     assert "pip install gfe-sklearn[plot]" in captured.err
     assert "wall time" in captured.out and "figure:" not in captured.out

@@ -44,8 +44,8 @@ def test_observed_only_loss_is_the_mean_over_observed_entries(name):
     got = LOSSES[name].observed_only()(output, target)
     for row in range(3):
         kept = ~torch.isnan(target[row])
-        expected = LOSSES[name](output[row:row + 1, kept], target[row:row + 1, kept])
-        torch.testing.assert_close(got[row:row + 1], expected)
+        expected = LOSSES[name](output[row : row + 1, kept], target[row : row + 1, kept])
+        torch.testing.assert_close(got[row : row + 1], expected)
 
 
 @pytest.mark.parametrize("name", sorted(LOSSES))
@@ -78,8 +78,9 @@ def test_masked_code_is_the_code_of_the_observed_features_alone():
     masked[:, [1, 4, 5, 7]] = np.nan
     for solver in ("amd", "lbfgs"):
         full = encode(decoder, masked, 3, solver=solver, loss=LOSSES["bce"].observed_only())
-        alone = encode(lambda z: decoder(z)[:, observed], target[:, observed], 3,
-                       solver=solver, loss="bce")
+        alone = encode(
+            lambda z: decoder(z)[:, observed], target[:, observed], 3, solver=solver, loss="bce"
+        )
         torch.testing.assert_close(full.z, alone.z, rtol=1e-6, atol=1e-8)
 
 
@@ -97,8 +98,11 @@ def test_nan_is_refused_by_default_with_the_way_to_accept_it(X, small):
 
 
 def test_autoencoder_refuses_nan_and_points_to_the_gradient_flow_route(X, small):
-    with pytest.raises(ValueError, match=r"encoder network needs every input.*"
-                                         r"GradientFlowEncoder\(allow_nan=True\)"):
+    with pytest.raises(
+        ValueError,
+        match=r"encoder network needs every input.*"
+        r"GradientFlowEncoder\(allow_nan=True\)",
+    ):
         AutoEncoderBaseline(**small).fit(_holes(X))
 
 
@@ -116,8 +120,11 @@ def test_rows_without_an_observed_entry_are_refused_by_name(X, small, to_sparse)
     X[[4, 9]] = np.nan
     data = sp.csr_matrix(X) if to_sparse else X
     for method in (est.transform, est.score, est.fit):
-        with pytest.raises(ValueError, match=r"2 row\(s\) of X have no observed entry.*"
-                                             r"rows \[4, 9\].*Drop these rows"):
+        with pytest.raises(
+            ValueError,
+            match=r"2 row\(s\) of X have no observed entry.*"
+            r"rows \[4, 9\].*Drop these rows",
+        ):
             method(data)
 
 
@@ -170,8 +177,9 @@ def test_inverse_transform_reconstructs_missing_entries(X, small):
 @pytest.mark.parametrize("solver", sorted(SOLVER_SETTINGS))
 def test_masked_rows_encode_alone_as_in_a_batch(X, small, solver):
     X = _holes(X, fraction=0.5)
-    est = GradientFlowEncoder(allow_nan=True, solver=solver, **SOLVER_SETTINGS[solver],
-                              **small).fit(X)
+    est = GradientFlowEncoder(
+        allow_nan=True, solver=solver, **SOLVER_SETTINGS[solver], **small
+    ).fit(X)
     codes = est.transform(X)
     rows = [0, 17, 59]
     np.testing.assert_array_equal(est.transform(X[rows]), codes[rows])
@@ -191,9 +199,16 @@ def test_more_observed_entries_predict_hidden_ones_better():
     rng = np.random.RandomState(0)
     basis = rng.uniform(-3, 3, size=(2, 24))
     X = 1 / (1 + np.exp(-rng.normal(size=(300, 2)) @ basis))
-    est = GradientFlowEncoder(n_components=2, hidden_layer_sizes=(32,), solver="lbfgs",
-                              max_iter=15, learning_rate=5e-3, allow_nan=True,
-                              device="cpu", random_state=0).fit(X[:240])
+    est = GradientFlowEncoder(
+        n_components=2,
+        hidden_layer_sizes=(32,),
+        solver="lbfgs",
+        max_iter=15,
+        learning_rate=5e-3,
+        allow_nan=True,
+        device="cpu",
+        random_state=0,
+    ).fit(X[:240])
     test, hidden = X[240:], np.arange(12, 24)
     errors = []
     for n_seen in (2, 12):
@@ -215,9 +230,18 @@ def test_save_and_load_keep_allow_nan(X, small, tmp_path):
     np.testing.assert_array_equal(loaded.transform(X), est.transform(X))
 
 
-@parametrize_with_checks([GradientFlowEncoder(allow_nan=True, loss="mse", n_components=2,
-                                              hidden_layer_sizes=(8,), max_iter=2,
-                                              batch_size=16, device="cpu")])
+@parametrize_with_checks(
+    [
+        GradientFlowEncoder(
+            allow_nan=True,
+            loss="mse",
+            n_components=2,
+            hidden_layer_sizes=(8,),
+            max_iter=2,
+            batch_size=16,
+            device="cpu",
+        )
+    ]
+)
 def test_sklearn_checks_pass_with_allow_nan(estimator, check):
     check(estimator)
-

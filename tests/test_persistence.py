@@ -42,7 +42,7 @@ def _rewrite(path, edit_content=None, edit_header=None):
     """Rewrite a model file with its settings or header edited (as an attacker could)."""
     raw = path.read_bytes()
     length = int.from_bytes(raw[:8], "little")
-    header = json.loads(raw[8:8 + length])
+    header = json.loads(raw[8 : 8 + length])
     if edit_content is not None:
         content = json.loads(header["__metadata__"]["content"])
         edit_content(content)
@@ -50,7 +50,7 @@ def _rewrite(path, edit_content=None, edit_header=None):
     if edit_header is not None:
         edit_header(header)
     encoded = json.dumps(header).encode()
-    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + length:])
+    path.write_bytes(len(encoded).to_bytes(8, "little") + encoded + raw[8 + length :])
 
 
 # -- round trips ----------------------------------------------------------------------------
@@ -64,8 +64,9 @@ def test_save_load_keeps_codes_parameters_and_training_state(cls, X, small, tmp_
     assert loaded.get_params() == est.get_params()
     assert isinstance(loaded.hidden_layer_sizes, tuple)
     np.testing.assert_array_equal(loaded.transform(X), est.transform(X))
-    np.testing.assert_array_equal(loaded.inverse_transform(est.transform(X)),
-                                  est.inverse_transform(est.transform(X)))
+    np.testing.assert_array_equal(
+        loaded.inverse_transform(est.transform(X)), est.inverse_transform(est.transform(X))
+    )
     for name in ("n_features_in_", "n_iter_", "n_samples_seen_", "loss_curve_", "device_"):
         assert getattr(loaded, name) == getattr(est, name)
     # The optimizer's state and the shuffling generator come back too: continuing to train
@@ -81,8 +82,7 @@ def test_unfitted_estimator_saves_its_parameters(cls, tmp_path):
     est.save(tmp_path / "m")
     loaded = cls.load(tmp_path / "m")
     assert not hasattr(loaded, "decoder_")
-    assert loaded.random_state.get_state()[1].tolist() == \
-        est.random_state.get_state()[1].tolist()
+    assert loaded.random_state.get_state()[1].tolist() == est.random_state.get_state()[1].tolist()
     assert loaded.n_components == 3 and loaded.hidden_layer_sizes == (5,)
 
 
@@ -106,8 +106,7 @@ def test_early_stopping_record_survives(X, small, tmp_path):
 def test_joblib_and_pickle_round_trips_keep_working(X, small, tmp_path):
     est = _fitted(GradientFlowEncoder, X, small)
     joblib.dump(est, tmp_path / "m.joblib")
-    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").transform(X),
-                                  est.transform(X))
+    np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").transform(X), est.transform(X))
 
 
 def test_file_is_readable_by_safetensors(X, small, tmp_path):
@@ -135,8 +134,9 @@ def test_unknown_keyword_is_refused():
 
 def test_user_decoder_is_passed_back_at_load(X, small, tmp_path):
     def decoder():
-        return torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(),
-                                   torch.nn.Linear(8, X.shape[1]))
+        return torch.nn.Sequential(
+            torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, X.shape[1])
+        )
 
     est = GradientFlowEncoder(**small, decoder=decoder()).fit(X)
     est.save(tmp_path / "m")
@@ -158,8 +158,9 @@ def test_a_decoder_is_refused_for_a_model_fitted_without_one(X, small, tmp_path)
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
-def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu_with_a_warning(cls, X, small,
-                                                                       tmp_path, monkeypatch):
+def test_model_fitted_on_a_missing_gpu_loads_on_the_cpu_with_a_warning(
+    cls, X, small, tmp_path, monkeypatch
+):
     # Simulated: the file records device_='cuda' as a model fitted on a GPU does (the
     # tensors in a file are always stored from the CPU).
     est = _fitted(cls, X, small)
@@ -234,7 +235,7 @@ def test_pickle_bytes_in_tensor_data_are_only_numbers(saved, tmp_path):
     payload = pickle.dumps(Exploit(marker))
     raw = bytearray(saved.read_bytes())
     length = int.from_bytes(raw[:8], "little")
-    raw[8 + length:8 + length + len(payload)] = payload
+    raw[8 + length : 8 + length + len(payload)] = payload
     saved.write_bytes(bytes(raw))
     try:
         GradientFlowEncoder.load(saved)
@@ -243,19 +244,22 @@ def test_pickle_bytes_in_tensor_data_are_only_numbers(saved, tmp_path):
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda c: c["params"].update(loss="__import__('os').system('x')"), "invalid parameters"),
-    (lambda c: c["params"].update(random_state={"pickle": "gASV"}), "cannot read"),
-    (lambda c: c["params"].update(unknown=1), "newer gfe-sklearn"),
-    (lambda c: c["fitted"].update(loss_curve_="cos.system"), "loss_curve_"),
-    (lambda c: c["fitted"].update(n_features_in_=-1), "n_features_in_"),
-    (lambda c: c["fitted"].update(sample_shape=[3]), "sample_shape"),
-    (lambda c: c["fitted"].update(rng=["MT19937", [1, 2], 0, 0, 0.0]), "random state"),
-    (lambda c: c["fitted"]["optimizer"].update({"class": "os.system"}), "optimizer"),
-    (lambda c: c["fitted"].pop("dtype"), "incomplete"),
-    (lambda c: c.update(estimator="builtins.eval"), "builtins.eval"),
-    (lambda c: c.update(format_version=99), "Upgrade gfe-sklearn"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda c: c["params"].update(loss="__import__('os').system('x')"), "invalid parameters"),
+        (lambda c: c["params"].update(random_state={"pickle": "gASV"}), "cannot read"),
+        (lambda c: c["params"].update(unknown=1), "newer gfe-sklearn"),
+        (lambda c: c["fitted"].update(loss_curve_="cos.system"), "loss_curve_"),
+        (lambda c: c["fitted"].update(n_features_in_=-1), "n_features_in_"),
+        (lambda c: c["fitted"].update(sample_shape=[3]), "sample_shape"),
+        (lambda c: c["fitted"].update(rng=["MT19937", [1, 2], 0, 0, 0.0]), "random state"),
+        (lambda c: c["fitted"]["optimizer"].update({"class": "os.system"}), "optimizer"),
+        (lambda c: c["fitted"].pop("dtype"), "incomplete"),
+        (lambda c: c.update(estimator="builtins.eval"), "builtins.eval"),
+        (lambda c: c.update(format_version=99), "Upgrade gfe-sklearn"),
+    ],
+)
 def test_crafted_settings_are_refused(saved, edit, match):
     _rewrite(saved, edit_content=edit)
     with pytest.raises(ModelFileError, match=match):
@@ -266,15 +270,18 @@ def _first_tensor(header):
     return next(k for k in sorted(header) if k != "__metadata__")
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda h: h[_first_tensor(h)].update(dtype="O"), "unknown dtype"),
-    (lambda h: h[_first_tensor(h)].update(shape=[-1]), "malformed"),
-    (lambda h: h[_first_tensor(h)].update(shape=[10**12]), "byte range"),
-    (lambda h: h[_first_tensor(h)].update(data_offsets=[0, 10**12]), "byte range"),
-    (lambda h: h[_first_tensor(h)].update(extra="x"), "not a tensor description"),
-    (lambda h: h["__metadata__"].update(format="pickle"), "does not say"),
-    (lambda h: h.update({"decoder_.0.weight": h[_first_tensor(h)]}), "overlap"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda h: h[_first_tensor(h)].update(dtype="O"), "unknown dtype"),
+        (lambda h: h[_first_tensor(h)].update(shape=[-1]), "malformed"),
+        (lambda h: h[_first_tensor(h)].update(shape=[10**12]), "byte range"),
+        (lambda h: h[_first_tensor(h)].update(data_offsets=[0, 10**12]), "byte range"),
+        (lambda h: h[_first_tensor(h)].update(extra="x"), "not a tensor description"),
+        (lambda h: h["__metadata__"].update(format="pickle"), "does not say"),
+        (lambda h: h.update({"decoder_.0.weight": h[_first_tensor(h)]}), "overlap"),
+    ],
+)
 def test_crafted_tensor_descriptions_are_refused(saved, edit, match):
     _rewrite(saved, edit_header=edit)
     with pytest.raises(ModelFileError, match=match):
@@ -345,15 +352,15 @@ def test_legacy_pickle_is_refused_unless_trusted(X, small, tmp_path):
     with trust_legacy_pickles():
         old.__setstate__(genuine)
     old.save(tmp_path / "converted")
-    np.testing.assert_array_equal(GradientFlowEncoder.load(tmp_path / "converted")
-                                  .transform(X), est.transform(X))
+    np.testing.assert_array_equal(
+        GradientFlowEncoder.load(tmp_path / "converted").transform(X), est.transform(X)
+    )
 
 
 # -- writing ---------------------------------------------------------------------------------
 
 
-def test_a_failed_save_leaves_the_previous_file_and_no_temporary(saved, X, small,
-                                                                  monkeypatch):
+def test_a_failed_save_leaves_the_previous_file_and_no_temporary(saved, X, small, monkeypatch):
     before = saved.read_bytes()
 
     def interrupted(*args):

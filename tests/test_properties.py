@@ -52,16 +52,23 @@ def cases(draw):
     dtype = draw(st.sampled_from([np.float32, np.float64]))
     n_samples = draw(st.integers(8, 30))
     n_features = draw(st.integers(3, 10))
-    X = draw(hnp.arrays(dtype, (n_samples, n_features),
-                        elements=st.floats(0, 1, width=np.finfo(dtype).bits)))
-    params = dict(TINY, n_components=draw(st.integers(1, 3)),
-                  loss=draw(st.sampled_from(sorted(LOSSES))),
-                  max_iter=draw(st.integers(1, 2)))
+    X = draw(
+        hnp.arrays(
+            dtype, (n_samples, n_features), elements=st.floats(0, 1, width=np.finfo(dtype).bits)
+        )
+    )
+    params = dict(
+        TINY,
+        n_components=draw(st.integers(1, 3)),
+        loss=draw(st.sampled_from(sorted(LOSSES))),
+        max_iter=draw(st.integers(1, 2)),
+    )
     if draw(st.sampled_from(["gfe", "autoencoder"])) == "gfe":
         solver = draw(st.sampled_from(sorted(SOLVERS)))
         flows = ["gradient"] if solver in ENDPOINT_SOLVERS else sorted(FLOWS)
-        estimator = GradientFlowEncoder(solver=solver, flow=draw(st.sampled_from(flows)),
-                                        **CHEAP_FLOWS[solver], **params)
+        estimator = GradientFlowEncoder(
+            solver=solver, flow=draw(st.sampled_from(flows)), **CHEAP_FLOWS[solver], **params
+        )
     else:
         estimator = AutoEncoderBaseline(**params)
     return estimator, X

@@ -32,16 +32,22 @@ def two_threads():
 
 def _fitted(n_threads, estimator=GradientFlowEncoder):
     X = np.random.RandomState(0).uniform(size=(24, 6))
-    est = estimator(n_components=2, decoder=ThreadRecordingDecoder(2, 6), max_iter=1,
-                    batch_size=8, n_threads=n_threads, device="cpu", random_state=0)
+    est = estimator(
+        n_components=2,
+        decoder=ThreadRecordingDecoder(2, 6),
+        max_iter=1,
+        batch_size=8,
+        n_threads=n_threads,
+        device="cpu",
+        random_state=0,
+    )
     with pytest.warns(Warning):  # one epoch: the ConvergenceWarning
         est.fit(X)
     return est, X
 
 
 @pytest.mark.parametrize("estimator", [GradientFlowEncoder, AutoEncoderBaseline])
-def test_fit_and_transform_use_the_threads_asked_and_restore_torchs_setting(two_threads,
-                                                                            estimator):
+def test_fit_and_transform_use_the_threads_asked_and_restore_torchs_setting(two_threads, estimator):
     est, X = _fitted(1, estimator)
     assert est.decoder_.seen == {1}
     assert torch.get_num_threads() == 2

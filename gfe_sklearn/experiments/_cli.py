@@ -30,12 +30,25 @@ from ._common import (
 )
 from ._training import DATASETS, PAPERS_GFE, Context, make_model
 
-EXPERIMENTS = {module.NAME: module for module in (
-    _data_efficiency, _converged, _solvers, _curves, _latent, _reconstructions)}
+EXPERIMENTS = {
+    module.NAME: module
+    for module in (_data_efficiency, _converged, _solvers, _curves, _latent, _reconstructions)
+}
 
 # Options that never change results: left out of the protocol that a resumed run must match.
-RUNTIME_OPTIONS = {"out", "device", "quiet", "threads", "report_only", "data_home",
-                   "snapshot_seconds", "seeds", "dataset", "experiment", "model_cache"}
+RUNTIME_OPTIONS = {
+    "out",
+    "device",
+    "quiet",
+    "threads",
+    "report_only",
+    "data_home",
+    "snapshot_seconds",
+    "seeds",
+    "dataset",
+    "experiment",
+    "model_cache",
+}
 
 # Defaults of the options every experiment has; an experiment's DEFAULTS and SMOKE override.
 COMMON_DEFAULTS = {
@@ -73,11 +86,17 @@ seeds or datasets to a finished run."""
 
 # The estimator parameter that each option sets, to name the option in an estimator's error.
 OPTION_OF_PARAMETER = {
-    "n_components": "--n-components", "hidden_layer_sizes": "--hidden",
-    "optimizer": "--optimizer", "learning_rate": "--learning-rate",
-    "batch_size": "--batch-size", "random_state": "--seeds", "solver": "--solver",
+    "n_components": "--n-components",
+    "hidden_layer_sizes": "--hidden",
+    "optimizer": "--optimizer",
+    "learning_rate": "--learning-rate",
+    "batch_size": "--batch-size",
+    "random_state": "--seeds",
+    "solver": "--solver",
     "tau": "--tau",
-    "stop_rule": "--stop-rule", "fit_stop_tol": "--fit-stop-tol", "s_max": "--s-max",
+    "stop_rule": "--stop-rule",
+    "fit_stop_tol": "--fit-stop-tol",
+    "s_max": "--s-max",
     "s_min": "--s-min",
 }
 
@@ -86,6 +105,7 @@ FOLDER_OPTIONS = ("out", "data_home", "model_cache")
 
 
 # Option types: argparse reports their ArgumentTypeError as "argument --x: <message>".
+
 
 def _positive_int(text):
     try:
@@ -144,85 +164,157 @@ def _add_common(parser, module):
         return f"(default: {text(defaults.get(name))}{extra})"
 
     group = parser.add_argument_group("data and run")
-    group.add_argument("--dataset", nargs="+", choices=sorted(DATASETS), metavar="NAME",
-                       help=f"one or more of {', '.join(DATASETS)} {shown('dataset')}")
-    group.add_argument("--seeds", nargs="+", metavar="S",
-                       help="a number N of seeds (0..N-1), a list of seeds, or START:STOP "
-                            f"{shown('seeds')}")
-    group.add_argument("--n-test", type=_positive_int, metavar="N",
-                       help=f"{module.N_TEST_HELP} {shown('n_test')}")
-    group.add_argument("--n-train", type=_positive_int, metavar="N",
-                       help="train on a fixed random subset of N training images "
-                            f"{shown('n_train')}")
-    group.add_argument("--device", type=_device, default="auto",
-                       help="torch device: auto, cpu, cuda, cuda:N, mps (default: auto)")
-    group.add_argument("--out", type=Path, metavar="DIR",
-                       help=f"output folder (default: results/{module.NAME})")
-    group.add_argument("--data-home", metavar="DIR",
-                       help="folder of the MNIST files (default: $GFE_SKLEARN_DATA, else "
-                            "~/gfe_sklearn_data)")
-    group.add_argument("--smoke", action="store_true",
-                       help="a tiny run of seconds (small data and networks), as run by CI")
-    group.add_argument("--report-only", action="store_true",
-                       help="only rebuild the JSON, Markdown and PNG files from OUT/units.jsonl")
-    group.add_argument("--threads", type=_positive_int, metavar="N",
-                       help="set torch's CPU threads for this process (default: torch's "
-                            "choice; --smoke: 1, which tiny networks run fastest on)")
-    group.add_argument("--snapshot-seconds", type=_non_negative_number, default=60.0,
-                       metavar="S",
-                       help="save the training state this often, for resuming (default: 60)")
+    group.add_argument(
+        "--dataset",
+        nargs="+",
+        choices=sorted(DATASETS),
+        metavar="NAME",
+        help=f"one or more of {', '.join(DATASETS)} {shown('dataset')}",
+    )
+    group.add_argument(
+        "--seeds",
+        nargs="+",
+        metavar="S",
+        help=f"a number N of seeds (0..N-1), a list of seeds, or START:STOP {shown('seeds')}",
+    )
+    group.add_argument(
+        "--n-test", type=_positive_int, metavar="N", help=f"{module.N_TEST_HELP} {shown('n_test')}"
+    )
+    group.add_argument(
+        "--n-train",
+        type=_positive_int,
+        metavar="N",
+        help=f"train on a fixed random subset of N training images {shown('n_train')}",
+    )
+    group.add_argument(
+        "--device",
+        type=_device,
+        default="auto",
+        help="torch device: auto, cpu, cuda, cuda:N, mps (default: auto)",
+    )
+    group.add_argument(
+        "--out", type=Path, metavar="DIR", help=f"output folder (default: results/{module.NAME})"
+    )
+    group.add_argument(
+        "--data-home",
+        metavar="DIR",
+        help="folder of the MNIST files (default: $GFE_SKLEARN_DATA, else ~/gfe_sklearn_data)",
+    )
+    group.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a tiny run of seconds (small data and networks), as run by CI",
+    )
+    group.add_argument(
+        "--report-only",
+        action="store_true",
+        help="only rebuild the JSON, Markdown and PNG files from OUT/units.jsonl",
+    )
+    group.add_argument(
+        "--threads",
+        type=_positive_int,
+        metavar="N",
+        help="set torch's CPU threads for this process (default: torch's "
+        "choice; --smoke: 1, which tiny networks run fastest on)",
+    )
+    group.add_argument(
+        "--snapshot-seconds",
+        type=_non_negative_number,
+        default=60.0,
+        metavar="S",
+        help="save the training state this often, for resuming (default: 60)",
+    )
     group.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
 
     group = parser.add_argument_group("models (the papers' settings by default)")
-    group.add_argument("--batch-size", type=_positive_int, metavar="N",
-                       help=f"training minibatch size {shown('batch_size')}")
-    group.add_argument("--n-components", type=_positive_int, metavar="N",
-                       help=f"latent dimension {shown('n_components')}")
-    group.add_argument("--hidden", type=_positive_int, nargs="+", metavar="W",
-                       help=f"decoder hidden widths, latent side first {shown('hidden')}")
-    group.add_argument("--learning-rate", type=_positive_number, metavar="LR",
-                       help=f"{shown('learning_rate')}")
-    group.add_argument("--optimizer", choices=["rmsprop", "adam"],
-                       help=f"{shown('optimizer')}")
+    group.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        metavar="N",
+        help=f"training minibatch size {shown('batch_size')}",
+    )
+    group.add_argument(
+        "--n-components",
+        type=_positive_int,
+        metavar="N",
+        help=f"latent dimension {shown('n_components')}",
+    )
+    group.add_argument(
+        "--hidden",
+        type=_positive_int,
+        nargs="+",
+        metavar="W",
+        help=f"decoder hidden widths, latent side first {shown('hidden')}",
+    )
+    group.add_argument(
+        "--learning-rate", type=_positive_number, metavar="LR", help=f"{shown('learning_rate')}"
+    )
+    group.add_argument("--optimizer", choices=["rmsprop", "adam"], help=f"{shown('optimizer')}")
     gfe = GradientFlowEncoder().get_params()
-    group.add_argument("--solver", choices=sorted(SOLVERS),
-                       help="solver of every GFE's flows, Mixed included (default: amd, the "
-                            "papers' GFE-amd, whatever GradientFlowEncoder's default; lbfgs "
-                            "goes straight to the flow's endpoint)")
-    group.add_argument("--tau", type=_positive_number, metavar="T",
-                       help="horizon of every GFE flow, Mixed included (default: "
-                            f"GradientFlowEncoder's, {gfe['tau']!r}: 1e5 for AMD)")
-    group.add_argument("--stop-rule", choices=sorted(STOP_RULES),
-                       help="when a GFE flow has reached its endpoint (default: "
-                            f"GradientFlowEncoder's, {gfe['stop_rule']}; 'loss' is the rule "
-                            "of versions before 0.2)")
-    group.add_argument("--fit-stop-tol", type=_non_negative_number, metavar="TOL",
-                       help="early-stop tolerance of the flows that encode training batches "
-                            f"(default: {PAPERS_GFE['fit_stop_tol']:g}, whatever "
-                            "GradientFlowEncoder's default; 0 runs them to tau)")
-    group.add_argument("--s-max", type=_positive_number, metavar="S",
-                       help=f"AMD's largest step (default: GradientFlowEncoder's, "
-                            f"{gfe['s_max']:g}; the papers' is 10)")
-    group.add_argument("--s-min", type=_non_negative_number, metavar="S",
-                       help="AMD's floor under each trial step after the first (default: "
-                            "GradientFlowEncoder's, 0; 1 is the papers' floor s0, which "
-                            "costs more evaluations on a trained decoder for the same "
-                            "codes)")
+    group.add_argument(
+        "--solver",
+        choices=sorted(SOLVERS),
+        help="solver of every GFE's flows, Mixed included (default: amd, the "
+        "papers' GFE-amd, whatever GradientFlowEncoder's default; lbfgs "
+        "goes straight to the flow's endpoint)",
+    )
+    group.add_argument(
+        "--tau",
+        type=_positive_number,
+        metavar="T",
+        help="horizon of every GFE flow, Mixed included (default: "
+        f"GradientFlowEncoder's, {gfe['tau']!r}: 1e5 for AMD)",
+    )
+    group.add_argument(
+        "--stop-rule",
+        choices=sorted(STOP_RULES),
+        help="when a GFE flow has reached its endpoint (default: "
+        f"GradientFlowEncoder's, {gfe['stop_rule']}; 'loss' is the rule "
+        "of versions before 0.2)",
+    )
+    group.add_argument(
+        "--fit-stop-tol",
+        type=_non_negative_number,
+        metavar="TOL",
+        help="early-stop tolerance of the flows that encode training batches "
+        f"(default: {PAPERS_GFE['fit_stop_tol']:g}, whatever "
+        "GradientFlowEncoder's default; 0 runs them to tau)",
+    )
+    group.add_argument(
+        "--s-max",
+        type=_positive_number,
+        metavar="S",
+        help=f"AMD's largest step (default: GradientFlowEncoder's, "
+        f"{gfe['s_max']:g}; the papers' is 10)",
+    )
+    group.add_argument(
+        "--s-min",
+        type=_non_negative_number,
+        metavar="S",
+        help="AMD's floor under each trial step after the first (default: "
+        "GradientFlowEncoder's, 0; 1 is the papers' floor s0, which "
+        "costs more evaluations on a trained decoder for the same "
+        "codes)",
+    )
 
 
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="python -m gfe_sklearn.experiments",
         description="Reproduce the experiments of the gradient flow encoding papers "
-                    "[1, 2]. Each writes JSON, a Markdown table and PNG figures into --out.",
-        epilog=f"{PAPERS}\n\n{RESUME_NOTE}", formatter_class=argparse.RawDescriptionHelpFormatter)
+        "[1, 2]. Each writes JSON, a Markdown table and PNG figures into --out.",
+        epilog=f"{PAPERS}\n\n{RESUME_NOTE}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     for name, module in EXPERIMENTS.items():
         child = sub.add_parser(
-            name, help=module.SUMMARY.replace("%", "%%"),
+            name,
+            help=module.SUMMARY.replace("%", "%%"),
             description=textwrap.dedent(module.DESCRIPTION),
             epilog=f"{PAPERS}\n\n{RESUME_NOTE}",
-            formatter_class=argparse.RawDescriptionHelpFormatter)
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         module.add_arguments(child)
         _add_common(child, module)
     return parser
@@ -267,8 +359,11 @@ def check_model_options(args):
 
 
 def _options_named_in(message):
-    options = [option for parameter, option in OPTION_OF_PARAMETER.items()
-               if re.search(rf"\b{parameter}\b", message)]
+    options = [
+        option
+        for parameter, option in OPTION_OF_PARAMETER.items()
+        if re.search(rf"\b{parameter}\b", message)
+    ]
     if not options:
         return "the model options"
     return ("argument " if len(options) == 1 else "arguments ") + ", ".join(options)
@@ -279,8 +374,10 @@ def check_folder_options(args):
         path = getattr(args, name, None)
         if path is not None and Path(path).exists() and not Path(path).is_dir():
             option = "--" + name.replace("_", "-")
-            raise ValueError(f"argument {option}: {path} is a file, not a folder; give a "
-                             "folder (it is created when missing), or move that file away")
+            raise ValueError(
+                f"argument {option}: {path} is a file, not a folder; give a "
+                "folder (it is created when missing), or move that file away"
+            )
 
 
 def estimator_defaults():
@@ -289,13 +386,18 @@ def estimator_defaults():
     Recorded in the protocol so that resuming a run after a default changed (a new
     ``fit_stop_tol``, say) is refused instead of mixing two settings in one table.
     """
-    return {cls.__name__: {k: v for k, v in cls().get_params().items() if k != "decoder"}
-            for cls in (GradientFlowEncoder, AutoEncoderBaseline)}
+    return {
+        cls.__name__: {k: v for k, v in cls().get_params().items() if k != "decoder"}
+        for cls in (GradientFlowEncoder, AutoEncoderBaseline)
+    }
 
 
 def protocol_of(args, module):
-    options = {name: value for name, value in sorted(vars(args).items())
-               if name not in RUNTIME_OPTIONS and name not in module.SELECTORS}
+    options = {
+        name: value
+        for name, value in sorted(vars(args).items())
+        if name not in RUNTIME_OPTIONS and name not in module.SELECTORS
+    }
     return {**options, "estimator_defaults": estimator_defaults()}
 
 
@@ -304,41 +406,57 @@ def _report(module, ctx, command, status):
     summary, body = module.report(ctx)
     out = Path(args.out)
     chosen = {name: getattr(args, name) for name in ("dataset", "seeds", *module.SELECTORS)}
-    setup = markdown_table(["option", "value"],
-                           [(f"`{k}`", f"`{v}`") for k, v in
-                            {**ctx.store.protocol, **chosen}.items()
-                            if k != "estimator_defaults"], align="ll")
+    setup = markdown_table(
+        ["option", "value"],
+        [
+            (f"`{k}`", f"`{v}`")
+            for k, v in {**ctx.store.protocol, **chosen}.items()
+            if k != "estimator_defaults"
+        ],
+        align="ll",
+    )
     devices = sorted({r["device"] for r in ctx.store.records if r.get("device")})
     env = environment(", ".join(devices) or args.device)
     status_line = {
         "interrupted": "\n**Interrupted: partial results.** Re-run the command to finish.\n",
         "failed": "\n**Failed: partial results.** See the error, then re-run the command.\n",
     }.get(status, "")
-    markdown = "\n".join([
-        f"# {module.TITLE}",
-        "",
-        textwrap.dedent(module.DESCRIPTION).strip(),
-        status_line,
-        "Command:",
-        "",
-        "```bash",
-        command,
-        "```",
-        "",
-        body.strip(),
-        "",
-        "## Setup",
-        "",
-        setup,
-        "",
-        "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
-        "",
-    ])
-    atomic_write_json(out / f"{module.NAME}.json", {
-        "experiment": module.NAME, "status": status, "command": command,
-        "protocol": ctx.store.protocol, "seeds": args.seeds, "dataset": args.dataset,
-        "environment": env, "summary": summary, "records": ctx.store.records,
-    })
+    markdown = "\n".join(
+        [
+            f"# {module.TITLE}",
+            "",
+            textwrap.dedent(module.DESCRIPTION).strip(),
+            status_line,
+            "Command:",
+            "",
+            "```bash",
+            command,
+            "```",
+            "",
+            body.strip(),
+            "",
+            "## Setup",
+            "",
+            setup,
+            "",
+            "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()) + ".",
+            "",
+        ]
+    )
+    atomic_write_json(
+        out / f"{module.NAME}.json",
+        {
+            "experiment": module.NAME,
+            "status": status,
+            "command": command,
+            "protocol": ctx.store.protocol,
+            "seeds": args.seeds,
+            "dataset": args.dataset,
+            "environment": env,
+            "summary": summary,
+            "records": ctx.store.records,
+        },
+    )
     atomic_write_text(out / f"{module.NAME}.md", markdown)
 
 
@@ -356,8 +474,11 @@ def main(argv=None):
     try:
         import matplotlib  # noqa: F401  (checked now, not after hours of training)
     except ImportError:
-        print("error: the experiments draw their figures with matplotlib, which is not "
-              "installed: pip install gfe-sklearn[plot]", file=sys.stderr)
+        print(
+            "error: the experiments draw their figures with matplotlib, which is not "
+            "installed: pip install gfe-sklearn[plot]",
+            file=sys.stderr,
+        )
         return 1
     if args.threads:
         # Process-wide and not undone: switching torch's OpenMP pool back and forth leaves
@@ -377,17 +498,21 @@ def _command_of_results(path, default):
 def _run(args, module, command):
     reporter = Reporter(args.quiet)
     try:
-        store = Store(args.out, module.NAME, protocol_of(args, module),
-                      read_only=args.report_only)
+        store = Store(args.out, module.NAME, protocol_of(args, module), read_only=args.report_only)
     except OutFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     if args.report_only:
         command = _command_of_results(store.path(f"{module.NAME}.json"), command)
     with InterruptGuard() as guard:
-        ctx = Context(args=args, store=store, reporter=reporter, guard=guard,
-                      snapshot_dir=Path(args.out) / SNAPSHOTS_FOLDER,
-                      snapshot_seconds=args.snapshot_seconds)
+        ctx = Context(
+            args=args,
+            store=store,
+            reporter=reporter,
+            guard=guard,
+            snapshot_dir=Path(args.out) / SNAPSHOTS_FOLDER,
+            snapshot_seconds=args.snapshot_seconds,
+        )
         status = "report-only" if args.report_only else "complete"
         try:
             if not args.report_only:
@@ -405,12 +530,18 @@ def _run(args, module, command):
         try:
             _report(module, ctx, command, status)
         except KeyboardInterrupt:
-            print("Interrupted while writing the report; units.jsonl is intact. Re-run "
-                  "with --report-only to rebuild it.", file=sys.stderr)
+            print(
+                "Interrupted while writing the report; units.jsonl is intact. Re-run "
+                "with --report-only to rebuild it.",
+                file=sys.stderr,
+            )
             return 130
     if status == "interrupted":
-        print(f"Interrupted. {len(store.records)} finished unit(s) are kept in "
-              f"{store.units_path}; re-run the same command to resume.", file=sys.stderr)
+        print(
+            f"Interrupted. {len(store.records)} finished unit(s) are kept in "
+            f"{store.units_path}; re-run the same command to resume.",
+            file=sys.stderr,
+        )
         return 130
     reporter.log(f"Results in {args.out}/{module.NAME}.md (.json, .png).")
     if not args.quiet:

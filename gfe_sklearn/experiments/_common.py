@@ -26,6 +26,7 @@ SNAPSHOTS_FOLDER = "snapshots"
 
 # -- files ------------------------------------------------------------------------------------
 
+
 def atomic_write_bytes(path, data):
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``: whole or absent."""
     path = Path(path)
@@ -84,6 +85,7 @@ def save_figure(ax_or_figure, path):
 
 # -- the results store ----------------------------------------------------------------------
 
+
 class OutFolderError(ValueError):
     """The output folder cannot hold this run; the message names the file and the fix."""
 
@@ -125,13 +127,13 @@ class Store:
         recorded = found.get("protocol", {})
         compared = (recorded, self.protocol)
         if self.read_only:
-            compared = [{k: v for k, v in p.items() if k not in RECORDED_SINCE}
-                        for p in compared]
+            compared = [{k: v for k, v in p.items() if k not in RECORDED_SINCE} for p in compared]
         # An option added since (absent there, None here) changes nothing.
         differences = _differences(*compared)
         if found.get("experiment") != self.experiment:
-            differences.insert(0, f"experiment: {found.get('experiment')!r} before, "
-                                  f"{self.experiment!r} now")
+            differences.insert(
+                0, f"experiment: {found.get('experiment')!r} before, {self.experiment!r} now"
+            )
         if differences:
             raise ConfigMismatch(
                 f"{self.out} holds results of another protocol ({'; '.join(differences)}). "
@@ -181,8 +183,11 @@ class Store:
                         "damaged. Restore it, delete that line (its unit runs again), or use "
                         "another --out."
                     ) from exc
-                print(f"warning: dropping a truncated last line of {self.units_path}; that "
-                      "unit will be run again", file=sys.stderr)
+                print(
+                    f"warning: dropping a truncated last line of {self.units_path}; that "
+                    "unit will be run again",
+                    file=sys.stderr,
+                )
                 atomic_write_text(self.units_path, "".join(dumps(r) + "\n" for r in records))
         return records
 
@@ -212,13 +217,17 @@ class Store:
 
 def _make_out_folder(out):
     if out.exists() and not out.is_dir():
-        raise OutFolderError(f"--out {out} is a file, not a folder. Give --out a folder "
-                             "(it is created when missing), or move that file away.")
+        raise OutFolderError(
+            f"--out {out} is a file, not a folder. Give --out a folder "
+            "(it is created when missing), or move that file away."
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutFolderError(f"Cannot create the output folder {out}: {exc.strerror} "
-                             f"({exc.filename}). Give --out a folder you can write to.") from exc
+        raise OutFolderError(
+            f"Cannot create the output folder {out}: {exc.strerror} "
+            f"({exc.filename}). Give --out a folder you can write to."
+        ) from exc
 
 
 # Protocol entries that result folders older than them lack; such a folder is not compared
@@ -241,6 +250,7 @@ def _differences(old, new, prefix=""):
 
 
 # -- interrupts ------------------------------------------------------------------------------
+
 
 class Interrupted(KeyboardInterrupt):
     """Raised at the next safe point after SIGINT or SIGTERM."""
@@ -290,6 +300,7 @@ def _in_main_thread():
 
 # -- progress ----------------------------------------------------------------------------------
 
+
 class _TextBar:
     """A stand-in for tqdm: a line on standard error every tenth of the way."""
 
@@ -302,8 +313,11 @@ class _TextBar:
         self.n += n
         if self.n >= self._next or self.n >= self.total:
             elapsed = time.perf_counter() - self._start
-            print(f"  {self.desc}: {self.n}/{self.total} ({elapsed:.0f} s)", file=sys.stderr,
-                  flush=True)
+            print(
+                f"  {self.desc}: {self.n}/{self.total} ({elapsed:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
             self._next = self.n + max(1, self.total // 10)
 
     def set_postfix_str(self, text):
@@ -340,8 +354,9 @@ class Reporter:
             return _NullBar()
         if self._tqdm is None:
             return _TextBar(total, desc, initial)
-        return self._tqdm(total=total, initial=initial, desc=desc, unit=unit, leave=False,
-                          dynamic_ncols=True)
+        return self._tqdm(
+            total=total, initial=initial, desc=desc, unit=unit, leave=False, dynamic_ncols=True
+        )
 
     def log(self, message):
         if self.quiet:
@@ -366,16 +381,19 @@ def parse_seeds(values):
         if ":" in text:
             start, stop = (_seed_number(part, text) for part in text.split(":", 1))
             if stop <= start:
-                raise ValueError(f"--seeds range {text!r} is empty; write START:STOP with "
-                                 "STOP > START.")
+                raise ValueError(
+                    f"--seeds range {text!r} is empty; write START:STOP with STOP > START."
+                )
             seeds.extend(range(start, stop))
         else:
             seeds.append(_seed_number(text, text))
     if len(values) == 1 and ":" not in str(values[0]):
         count = seeds[0]
         if count < 1:
-            raise ValueError(f"--seeds {count}: give a number of seeds >= 1, a list of seeds, "
-                             "or a range START:STOP.")
+            raise ValueError(
+                f"--seeds {count}: give a number of seeds >= 1, a list of seeds, "
+                "or a range START:STOP."
+            )
         seeds = list(range(count))
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"--seeds lists a seed twice: {seeds}.")
@@ -387,11 +405,14 @@ def _seed_number(part, text):
     try:
         number = int(part)
     except ValueError:
-        raise ValueError(f"--seeds {text!r} is not a whole number; give a number of seeds N "
-                         "(0..N-1), a list of seeds, or a range START:STOP.") from None
+        raise ValueError(
+            f"--seeds {text!r} is not a whole number; give a number of seeds N "
+            "(0..N-1), a list of seeds, or a range START:STOP."
+        ) from None
     if not 0 <= number <= MAX_SEED:
-        raise ValueError(f"--seeds {text!r} is outside 0..{MAX_SEED}, the seeds numpy's "
-                         "generators take.")
+        raise ValueError(
+            f"--seeds {text!r} is outside 0..{MAX_SEED}, the seeds numpy's generators take."
+        )
     return number
 
 

@@ -38,9 +38,15 @@ are those up to that epoch."""
 N_TEST_HELP = "test images evaluated: a fixed random subset of the test set"
 
 MODELS = ("ae", "gfe")
-DEFAULTS = {"dataset": ["mnist", "segmented-mnist", "fashion-mnist"], "seeds": ["1"],
-            "models": list(MODELS), "gfe_epochs": 1, "ae_epochs": 12, "patience": 2,
-            "n_val": 5000}
+DEFAULTS = {
+    "dataset": ["mnist", "segmented-mnist", "fashion-mnist"],
+    "seeds": ["1"],
+    "models": list(MODELS),
+    "gfe_epochs": 1,
+    "ae_epochs": 12,
+    "patience": 2,
+    "n_val": 5000,
+}
 SMOKE = {"ae_epochs": 2, "patience": 1, "n_val": 40}
 SELECTORS = {"models"}
 
@@ -53,19 +59,31 @@ PAPER_TABLE_2 = {
 
 
 def add_arguments(parser):
-    parser.add_argument("--models", nargs="+", choices=MODELS, metavar="M",
-                        help="models to train, of ae, gfe; a folder may hold both, run "
-                             "in turn (default: ae gfe)")
-    parser.add_argument("--gfe-epochs", type=int, metavar="N",
-                        help="most epochs of GFE-amd (default: 1)")
-    parser.add_argument("--ae-epochs", type=int, metavar="N",
-                        help="most epochs of the AE (default: 12; --smoke: 2)")
-    parser.add_argument("--patience", type=int, metavar="N",
-                        help="stop after N epochs without a better validation BCE "
-                             "(default: 2; --smoke: 1)")
-    parser.add_argument("--n-val", type=int, metavar="N",
-                        help="validation images held out of the training set "
-                             "(default: 5000; --smoke: 40)")
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        choices=MODELS,
+        metavar="M",
+        help="models to train, of ae, gfe; a folder may hold both, run in turn (default: ae gfe)",
+    )
+    parser.add_argument(
+        "--gfe-epochs", type=int, metavar="N", help="most epochs of GFE-amd (default: 1)"
+    )
+    parser.add_argument(
+        "--ae-epochs", type=int, metavar="N", help="most epochs of the AE (default: 12; --smoke: 2)"
+    )
+    parser.add_argument(
+        "--patience",
+        type=int,
+        metavar="N",
+        help="stop after N epochs without a better validation BCE (default: 2; --smoke: 1)",
+    )
+    parser.add_argument(
+        "--n-val",
+        type=int,
+        metavar="N",
+        help="validation images held out of the training set (default: 5000; --smoke: 40)",
+    )
 
 
 def check_options(args):
@@ -102,34 +120,71 @@ def _run_unit(ctx, dataset, X_train, X_val, X_test, seed, kind):
         value, seconds = bce(model, X_val)
         ctx.guard.check()
         if not store.has(**key, kind="epoch", epoch=epoch):
-            store.add({**key, "kind": "epoch", "epoch": epoch, "images": state["seen"],
-                       "val_bce": value, "n_val": len(X_val), "train_seconds": state["seconds"],
-                       "eval_seconds": seconds})
+            store.add(
+                {
+                    **key,
+                    "kind": "epoch",
+                    "epoch": epoch,
+                    "images": state["seen"],
+                    "val_bce": value,
+                    "n_val": len(X_val),
+                    "train_seconds": state["seconds"],
+                    "eval_seconds": seconds,
+                }
+            )
         if value < extra.get("best_val", float("inf")):
-            extra.update(best_val=value, best=copy.deepcopy(model), best_epoch=epoch,
-                         best_seen=state["seen"], best_seconds=state["seconds"], bad=0)
+            extra.update(
+                best_val=value,
+                best=copy.deepcopy(model),
+                best_epoch=epoch,
+                best_seen=state["seen"],
+                best_seconds=state["seconds"],
+                bad=0,
+            )
         else:
             extra["bad"] = extra.get("bad", 0) + 1
-        ctx.reporter.log(f"  {label} epoch {epoch}: validation BCE {value:.4f} "
-                         f"({state['seconds']:.1f} s training)")
+        ctx.reporter.log(
+            f"  {label} epoch {epoch}: validation BCE {value:.4f} "
+            f"({state['seconds']:.1f} s training)"
+        )
         return extra["bad"] >= args.patience
 
     name = f"{kind}-{dataset}-seed{seed}"
-    model, state = train(ctx, name=name, make=lambda: make_model(kind, args, seed), X=X_train,
-                     stream=EpochStream(n, sampler_rng(seed, 1)),
-                     checkpoints=[n * e for e in range(1, epochs + 1)],
-                     on_checkpoint=on_checkpoint, desc=label)
+    model, state = train(
+        ctx,
+        name=name,
+        make=lambda: make_model(kind, args, seed),
+        X=X_train,
+        stream=EpochStream(n, sampler_rng(seed, 1)),
+        checkpoints=[n * e for e in range(1, epochs + 1)],
+        on_checkpoint=on_checkpoint,
+        desc=label,
+    )
     extra = state["extra"]
     if "best" not in extra:  # no finite validation BCE: test the last model
-        extra.update(best=model, best_epoch=state["seen"] // n, best_seen=state["seen"],
-                     best_seconds=state["seconds"])
+        extra.update(
+            best=model,
+            best_epoch=state["seen"] // n,
+            best_seen=state["seen"],
+            best_seconds=state["seconds"],
+        )
     value, seconds = bce(extra["best"], X_test)
     ctx.guard.check()
-    store.add({**key, "kind": "final", "test_bce": value, "n_test": len(X_test),
-               "images": extra["best_seen"], "epochs": extra["best_epoch"],
-               "epochs_trained": state["seen"] // n, "train_seconds": extra["best_seconds"],
-               "total_train_seconds": state["seconds"], "eval_seconds": seconds,
-               "device": extra["best"].device_})
+    store.add(
+        {
+            **key,
+            "kind": "final",
+            "test_bce": value,
+            "n_test": len(X_test),
+            "images": extra["best_seen"],
+            "epochs": extra["best_epoch"],
+            "epochs_trained": state["seen"] // n,
+            "train_seconds": extra["best_seconds"],
+            "total_train_seconds": state["seconds"],
+            "eval_seconds": seconds,
+            "device": extra["best"].device_,
+        }
+    )
     ctx.reporter.log(f"  {label}: test BCE {value:.4f} after {extra['best_seen']} images")
     snapshots(ctx, name).discard()
 
@@ -138,8 +193,14 @@ def summarize(records, args):
     summary = {}
     for dataset in args.dataset:
         for model in args.models:
-            found = [r for r in records if r.get("kind") == "final" and r["model"] == model
-                     and r["dataset"] == dataset and r["seed"] in args.seeds]
+            found = [
+                r
+                for r in records
+                if r.get("kind") == "final"
+                and r["model"] == model
+                and r["dataset"] == dataset
+                and r["seed"] in args.seeds
+            ]
             if not found:
                 continue
             entry = {"n": len(found), "n_test": found[0]["n_test"]}
@@ -154,55 +215,100 @@ def report(ctx):
 
     args, records = ctx.args, ctx.store.records
     summary = summarize(records, args)
-    header = ["dataset", "model", "test BCE", "images seen", "epochs", "train time",
-              "test BCE (paper)", "test images", "seeds"]
+    header = [
+        "dataset",
+        "model",
+        "test BCE",
+        "images seen",
+        "epochs",
+        "train time",
+        "test BCE (paper)",
+        "test images",
+        "seeds",
+    ]
     rows = []
     for dataset, by_model in summary.items():
         for model, e in by_model.items():
-            rows.append([DATASETS[dataset][0], model_titles(args)[model],
-                         fmt_mean_std(e["test_bce"], e["test_bce_std"]), f"{e['images']:,.0f}",
-                         f"{e['epochs']:.3g}", fmt_seconds(e["train_seconds"]),
-                         fmt(PAPER_TABLE_2.get(dataset, {}).get(model)), f"{e['n_test']:,}",
-                         e["n"]])
+            rows.append(
+                [
+                    DATASETS[dataset][0],
+                    model_titles(args)[model],
+                    fmt_mean_std(e["test_bce"], e["test_bce_std"]),
+                    f"{e['images']:,.0f}",
+                    f"{e['epochs']:.3g}",
+                    fmt_seconds(e["train_seconds"]),
+                    fmt(PAPER_TABLE_2.get(dataset, {}).get(model)),
+                    f"{e['n_test']:,}",
+                    e["n"],
+                ]
+            )
     if not rows:
         return {"table": summary}, "No finished units yet."
 
     titles = {m: model_titles(args)[m] for m in args.models}
-    values = {titles[m]: {DATASETS[d][0]: s[m]["test_bce"] for d, s in summary.items() if m in s}
-              for m in args.models}
-    errors = {titles[m]: {DATASETS[d][0]: s[m]["test_bce_std"] for d, s in summary.items()
-                          if m in s} for m in args.models}
-    reference = {titles[m]: {DATASETS[d][0]: PAPER_TABLE_2[d][m] for d in summary
-                             if d in PAPER_TABLE_2} for m in args.models}
-    ax = plot_bars(values, errors=errors, reference=reference, ylabel="test mean cross-entropy",
-                   title="Converged models: test BCE")
+    values = {
+        titles[m]: {DATASETS[d][0]: s[m]["test_bce"] for d, s in summary.items() if m in s}
+        for m in args.models
+    }
+    errors = {
+        titles[m]: {DATASETS[d][0]: s[m]["test_bce_std"] for d, s in summary.items() if m in s}
+        for m in args.models
+    }
+    reference = {
+        titles[m]: {DATASETS[d][0]: PAPER_TABLE_2[d][m] for d in summary if d in PAPER_TABLE_2}
+        for m in args.models
+    }
+    ax = plot_bars(
+        values,
+        errors=errors,
+        reference=reference,
+        ylabel="test mean cross-entropy",
+        title="Converged models: test BCE",
+    )
     save_figure(ax, ctx.store.path(f"{NAME}.png"))
 
     figure, axes = subplots(1, len(summary))
     for ax, dataset in zip(axes[0], summary, strict=True):
         curves = {}
         for model in args.models:
-            epochs = sorted((r for r in records if r.get("kind") == "epoch"
-                             and r["dataset"] == dataset and r["model"] == model
-                             and r["seed"] == args.seeds[0]), key=lambda r: r["epoch"])
+            epochs = sorted(
+                (
+                    r
+                    for r in records
+                    if r.get("kind") == "epoch"
+                    and r["dataset"] == dataset
+                    and r["model"] == model
+                    and r["seed"] == args.seeds[0]
+                ),
+                key=lambda r: r["epoch"],
+            )
             if epochs:
-                curves[titles[model]] = ([r["images"] for r in epochs],
-                                         [r["val_bce"] for r in epochs])
-        plot_curves(curves, ax=ax, xlabel="training images seen",
-                    ylabel="validation mean cross-entropy", title=DATASETS[dataset][0])
+                curves[titles[model]] = (
+                    [r["images"] for r in epochs],
+                    [r["val_bce"] for r in epochs],
+                )
+        plot_curves(
+            curves,
+            ax=ax,
+            xlabel="training images seen",
+            ylabel="validation mean cross-entropy",
+            title=DATASETS[dataset][0],
+        )
     save_figure(figure, ctx.store.path(f"{NAME}-validation.png"))
 
-    body = "\n".join([
-        "Test BCE mean ± std over seeds; images seen, epochs and training time (models "
-        "only, no evaluation) up to the epoch with the best validation BCE, averaged over "
-        "seeds. Paper column: table 2 of the papers (full test sets), for reference.",
-        "",
-        markdown_table(header, rows, align="llrrrrrrr"),
-        "",
-        f"![test BCE of converged models]({NAME}.png)",
-        "",
-        f"Validation BCE after each epoch (seed {args.seeds[0]}):",
-        "",
-        f"![validation BCE per epoch]({NAME}-validation.png)",
-    ])
+    body = "\n".join(
+        [
+            "Test BCE mean ± std over seeds; images seen, epochs and training time (models "
+            "only, no evaluation) up to the epoch with the best validation BCE, averaged over "
+            "seeds. Paper column: table 2 of the papers (full test sets), for reference.",
+            "",
+            markdown_table(header, rows, align="llrrrrrrr"),
+            "",
+            f"![test BCE of converged models]({NAME}.png)",
+            "",
+            f"Validation BCE after each epoch (seed {args.seeds[0]}):",
+            "",
+            f"![validation BCE per epoch]({NAME}-validation.png)",
+        ]
+    )
     return {"table": summary}, body

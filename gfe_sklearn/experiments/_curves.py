@@ -34,22 +34,40 @@ validation BCE is taken at geometrically spaced numbers of images. Time counts t
 only (no evaluation), on this machine."""
 N_TEST_HELP = "validation images, held out of the training set"
 
-DEFAULTS = {"dataset": ["mnist"], "seeds": ["1"], "n_test": 1000, "optimizer": "adam",
-            "max_images": 60000, "ae_max_images": None, "checkpoints": 16}
+DEFAULTS = {
+    "dataset": ["mnist"],
+    "seeds": ["1"],
+    "n_test": 1000,
+    "optimizer": "adam",
+    "max_images": 60000,
+    "ae_max_images": None,
+    "checkpoints": 16,
+}
 SMOKE = {"n_test": 20, "max_images": 100, "checkpoints": 3}
 SELECTORS = set()
 MODELS = ("ae", "gfe")
 
 
 def add_arguments(parser):
-    parser.add_argument("--max-images", type=int, metavar="N",
-                        help="training images seen by GFE-amd, and by the AE unless "
-                             "--ae-max-images is given (default: 60000; --smoke: 100)")
-    parser.add_argument("--ae-max-images", type=int, metavar="N",
-                        help="training images seen by the AE (default: --max-images)")
-    parser.add_argument("--checkpoints", type=int, metavar="K",
-                        help="validations per model, geometrically spaced (default: 16; "
-                             "--smoke: 3)")
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        metavar="N",
+        help="training images seen by GFE-amd, and by the AE unless "
+        "--ae-max-images is given (default: 60000; --smoke: 100)",
+    )
+    parser.add_argument(
+        "--ae-max-images",
+        type=int,
+        metavar="N",
+        help="training images seen by the AE (default: --max-images)",
+    )
+    parser.add_argument(
+        "--checkpoints",
+        type=int,
+        metavar="K",
+        help="validations per model, geometrically spaced (default: 16; --smoke: 3)",
+    )
 
 
 def check_options(args):
@@ -94,34 +112,56 @@ def _run_unit(ctx, dataset, X_train, X_val, seed, kind):
             return False
         value, seconds = bce(model, X_val)
         ctx.guard.check()
-        store.add({**key, "images": state["seen"], "val_bce": value, "n_val": len(X_val),
-                   "train_seconds": state["seconds"], "eval_seconds": seconds,
-                   "device": model.device_})
-        ctx.reporter.log(f"  {label} {state['seen']} images: validation BCE {value:.4f} "
-                         f"({state['seconds']:.1f} s training)")
+        store.add(
+            {
+                **key,
+                "images": state["seen"],
+                "val_bce": value,
+                "n_val": len(X_val),
+                "train_seconds": state["seconds"],
+                "eval_seconds": seconds,
+                "device": model.device_,
+            }
+        )
+        ctx.reporter.log(
+            f"  {label} {state['seen']} images: validation BCE {value:.4f} "
+            f"({state['seconds']:.1f} s training)"
+        )
         return False
 
     name = f"{kind}-{dataset}-seed{seed}"
-    train(ctx, name=name, make=lambda: make_model(kind, args, seed), X=X_train,
-          stream=DrawStream(len(X_train), sampler_rng(seed, 0)), checkpoints=points,
-          on_checkpoint=on_checkpoint, desc=label)
+    train(
+        ctx,
+        name=name,
+        make=lambda: make_model(kind, args, seed),
+        X=X_train,
+        stream=DrawStream(len(X_train), sampler_rng(seed, 0)),
+        checkpoints=points,
+        on_checkpoint=on_checkpoint,
+        desc=label,
+    )
     snapshots(ctx, name).discard()
 
 
 def _series(records, dataset, model, seeds):
-    found = [r for r in records if r["dataset"] == dataset and r["model"] == model
-             and r["seed"] in seeds]
+    found = [
+        r for r in records if r["dataset"] == dataset and r["model"] == model and r["seed"] in seeds
+    ]
     images = sorted({r["images"] for r in found})
     bces = [mean_std([r["val_bce"] for r in found if r["images"] == i]) for i in images]
-    seconds = [mean_std([r["train_seconds"] for r in found if r["images"] == i])[0]
-               for i in images]
-    return {"images": images, "val_bce": [b[0] for b in bces], "val_bce_std": [b[1] for b in bces],
-            "train_seconds": seconds}
+    seconds = [mean_std([r["train_seconds"] for r in found if r["images"] == i])[0] for i in images]
+    return {
+        "images": images,
+        "val_bce": [b[0] for b in bces],
+        "val_bce_std": [b[1] for b in bces],
+        "train_seconds": seconds,
+    }
 
 
 def _first_reaching(series, level):
-    for images, value, seconds in zip(series["images"], series["val_bce"],
-                                      series["train_seconds"], strict=True):
+    for images, value, seconds in zip(
+        series["images"], series["val_bce"], series["train_seconds"], strict=True
+    ):
         if value <= level:
             return images, seconds
     return None, None
@@ -139,20 +179,36 @@ def report(ctx):
             continue
         summary[dataset] = series
         figure, axes = subplots(1, 2)
-        for ax, x, xlabel in ((axes[0, 0], "images", "training images seen"),
-                              (axes[0, 1], "train_seconds", "training time (s)")):
-            curves = {MODEL_TITLES[m]: {"x": s[x], "y": s["val_bce"], "yerr": s["val_bce_std"]}
-                      for m, s in series.items()}
-            plot_curves(curves, ax=ax, xlabel=xlabel, ylabel="validation mean cross-entropy",
-                        logx=True, title=dataset)
+        for ax, x, xlabel in (
+            (axes[0, 0], "images", "training images seen"),
+            (axes[0, 1], "train_seconds", "training time (s)"),
+        ):
+            curves = {
+                MODEL_TITLES[m]: {"x": s[x], "y": s["val_bce"], "yerr": s["val_bce_std"]}
+                for m, s in series.items()
+            }
+            plot_curves(
+                curves,
+                ax=ax,
+                xlabel=xlabel,
+                ylabel="validation mean cross-entropy",
+                logx=True,
+                title=dataset,
+            )
         save_figure(figure, ctx.store.path(f"{NAME}-{dataset}.png"))
 
         rows = []
         for m, s in series.items():
             per_image = s["train_seconds"][-1] / s["images"][-1]
-            rows.append([MODEL_TITLES[m], f"{s['images'][-1]:,}",
-                         fmt_mean_std(s["val_bce"][-1], s["val_bce_std"][-1]),
-                         fmt_seconds(s["train_seconds"][-1]), f"{1000 * per_image:.2f} ms"])
+            rows.append(
+                [
+                    MODEL_TITLES[m],
+                    f"{s['images'][-1]:,}",
+                    fmt_mean_std(s["val_bce"][-1], s["val_bce_std"][-1]),
+                    fmt_seconds(s["train_seconds"][-1]),
+                    f"{1000 * per_image:.2f} ms",
+                ]
+            )
         finals = [s["val_bce"][-1] for s in series.values()]
         start = max(s["val_bce"][0] for s in series.values())
         levels = [max(finals) + f * (start - max(finals)) for f in (0.5, 0.25, 0.0)]
@@ -160,8 +216,7 @@ def report(ctx):
         for level in levels:
             row = [fmt(level)]
             for m in MODELS:
-                images, seconds = _first_reaching(series[m], level) if m in series else (None,
-                                                                                         None)
+                images, seconds = _first_reaching(series[m], level) if m in series else (None, None)
                 row += [f"{images:,}" if images else "not reached", fmt_seconds(seconds)]
             reach.append(row)
         parts += [
@@ -170,13 +225,15 @@ def report(ctx):
             f"Validation BCE on {ctx.store.find(dataset=dataset)['n_val']:,} held-out "
             f"training images, mean (± std) over {len(args.seeds)} seed(s).",
             "",
-            markdown_table(["model", "images seen", "final val BCE", "train time",
-                            "time per image"], rows),
+            markdown_table(
+                ["model", "images seen", "final val BCE", "train time", "time per image"], rows
+            ),
             "",
             "First validation at or below a BCE level (images seen, training time):",
             "",
-            markdown_table(["val BCE level", "AE images", "AE time", "GFE-amd images",
-                            "GFE-amd time"], reach),
+            markdown_table(
+                ["val BCE level", "AE images", "AE time", "GFE-amd images", "GFE-amd time"], reach
+            ),
             "",
             f"![validation BCE against images seen and time]({NAME}-{dataset}.png)",
             "",

@@ -43,9 +43,13 @@ PAPER_TABLE_1 = {
 
 def add_arguments(parser):
     parser.add_argument(
-        "--budgets", type=int, nargs="+", metavar="N",
+        "--budgets",
+        type=int,
+        nargs="+",
+        metavar="N",
         help="numbers of training images at which the test BCE is taken (default: 480 960 "
-             "1920 3840 5760; --smoke: 20 40)")
+        "1920 3840 5760; --smoke: 20 40)",
+    )
 
 
 def check_options(args):
@@ -84,18 +88,36 @@ def _run_unit(ctx, data, X_test, seed, kind):
                 encoder = GradientFlowEncoder.from_autoencoder(model, **gfe_settings(args))
             value, seconds = bce(encoder, X_test)
             ctx.guard.check()
-            store.add({**key, "model": m, "images": state["seen"], "test_bce": value,
-                       "n_test": len(X_test), "train_seconds": state["seconds"],
-                       "eval_seconds": seconds, "device": model.device_})
-            ctx.reporter.log(f"  {model_titles(ctx.args)[m]} seed {seed} {data.name} "
-                             f"{state['seen']} images: test BCE {value:.4f} "
-                             f"(trained {state['seconds']:.1f} s, scored {seconds:.1f} s)")
+            store.add(
+                {
+                    **key,
+                    "model": m,
+                    "images": state["seen"],
+                    "test_bce": value,
+                    "n_test": len(X_test),
+                    "train_seconds": state["seconds"],
+                    "eval_seconds": seconds,
+                    "device": model.device_,
+                }
+            )
+            ctx.reporter.log(
+                f"  {model_titles(ctx.args)[m]} seed {seed} {data.name} "
+                f"{state['seen']} images: test BCE {value:.4f} "
+                f"(trained {state['seconds']:.1f} s, scored {seconds:.1f} s)"
+            )
         return False
 
     name = f"{kind}-{data.name}-seed{seed}"
-    train(ctx, name=name, make=lambda: make_model(kind, args, seed), X=data.X_train,
-          stream=draw_stream(data, seed), checkpoints=args.budgets, on_checkpoint=on_checkpoint,
-          desc=label)
+    train(
+        ctx,
+        name=name,
+        make=lambda: make_model(kind, args, seed),
+        X=data.X_train,
+        stream=draw_stream(data, seed),
+        checkpoints=args.budgets,
+        on_checkpoint=on_checkpoint,
+        desc=label,
+    )
     snapshots(ctx, name).discard()
 
 
@@ -106,15 +128,25 @@ def summarize(records, args):
         by_model = summary.setdefault(dataset, {})
         for model in MODELS:
             for images in args.budgets:
-                found = [r for r in records if r["dataset"] == dataset and r["model"] == model
-                         and r["images"] == images and r["seed"] in args.seeds]
+                found = [
+                    r
+                    for r in records
+                    if r["dataset"] == dataset
+                    and r["model"] == model
+                    and r["images"] == images
+                    and r["seed"] in args.seeds
+                ]
                 if not found:
                     continue
                 mean, std = mean_std([r["test_bce"] for r in found])
                 seconds, _ = mean_std([r["train_seconds"] for r in found])
                 by_model.setdefault(model, {})[images] = {
-                    "mean": mean, "std": std, "n": len(found), "train_seconds": seconds,
-                    "n_test": found[0]["n_test"]}
+                    "mean": mean,
+                    "std": std,
+                    "n": len(found),
+                    "train_seconds": seconds,
+                    "n_test": found[0]["n_test"],
+                }
     return summary
 
 
@@ -131,8 +163,14 @@ def report(ctx):
         paper = PAPER_TABLE_1.get(dataset, {})
         n_seeds = max((c["n"] for m in by_model.values() for c in m.values()), default=0)
         n_test = next((c["n_test"] for m in by_model.values() for c in m.values()), None)
-        header = ["training images", "AE", titles["gfe"], "Mixed", "AE train time",
-                  f"{titles['gfe']} train time"]
+        header = [
+            "training images",
+            "AE",
+            titles["gfe"],
+            "Mixed",
+            "AE train time",
+            f"{titles['gfe']} train time",
+        ]
         if paper:
             header += ["AE (paper)", "GFE-amd (paper)", "Mixed (paper)"]
         rows = []
@@ -140,21 +178,29 @@ def report(ctx):
             cells = [by_model.get(m, {}).get(images) for m in MODELS]
             if not any(cells):
                 continue
-            row = [f"{images:,}"] + [fmt_mean_std(c["mean"], c["std"]) if c else "–"
-                                     for c in cells]
+            row = [f"{images:,}"] + [fmt_mean_std(c["mean"], c["std"]) if c else "–" for c in cells]
             row += [fmt_seconds(c["train_seconds"]) if c else "–" for c in cells[:2]]
             if paper:
                 row += [fmt(paper[m].get(images)) for m in MODELS]
             rows.append(row)
-        curves = {titles[m]: {"x": sorted(by_model[m]),
-                              "y": [by_model[m][i]["mean"] for i in sorted(by_model[m])],
-                              "yerr": [by_model[m][i]["std"] for i in sorted(by_model[m])]}
-                  for m in MODELS if m in by_model}
-        reference = {titles[m]: (sorted(v), [v[i] for i in sorted(v)])
-                     for m, v in paper.items()}
-        ax = plot_curves(curves, reference=reference, xlabel="training images seen",
-                         ylabel="test mean cross-entropy", logx=True,
-                         title=f"{dataset}: test BCE vs training images")
+        curves = {
+            titles[m]: {
+                "x": sorted(by_model[m]),
+                "y": [by_model[m][i]["mean"] for i in sorted(by_model[m])],
+                "yerr": [by_model[m][i]["std"] for i in sorted(by_model[m])],
+            }
+            for m in MODELS
+            if m in by_model
+        }
+        reference = {titles[m]: (sorted(v), [v[i] for i in sorted(v)]) for m, v in paper.items()}
+        ax = plot_curves(
+            curves,
+            reference=reference,
+            xlabel="training images seen",
+            ylabel="test mean cross-entropy",
+            logx=True,
+            title=f"{dataset}: test BCE vs training images",
+        )
         figure = f"{NAME}-{dataset}.png"
         save_figure(ax, ctx.store.path(figure))
         parts += [
@@ -172,4 +218,3 @@ def report(ctx):
     if not parts:
         parts = ["No finished units yet."]
     return {"table": summary}, "\n".join(parts)
-

@@ -68,12 +68,24 @@ def run(ctx):
             value, _ = bce(model, X)
             points = embed(codes, method="tsne", random_state=seed)
             ctx.guard.check()
-            store.add({**key, "stage": stage, "images": entry["seen"],
-                       "train_seconds": entry["seconds"], "test_bce": value,
-                       "n_test": len(X), "knn_accuracy": knn_accuracy(codes, y),
-                       "points": points.round(3), "labels": y, "device": model.device_})
-            ctx.reporter.log(f"  {MODEL_TITLES[key['model']]} seed {seed} {dataset} {stage}: "
-                             "mapped")
+            store.add(
+                {
+                    **key,
+                    "stage": stage,
+                    "images": entry["seen"],
+                    "train_seconds": entry["seconds"],
+                    "test_bce": value,
+                    "n_test": len(X),
+                    "knn_accuracy": knn_accuracy(codes, y),
+                    "points": points.round(3),
+                    "labels": y,
+                    "device": model.device_,
+                }
+            )
+            ctx.reporter.log(
+                f"  {MODEL_TITLES[key['model']]} seed {seed} {dataset} {stage}: mapped"
+            )
+
 
 def report(ctx):
     from ..plotting import plot_embedding, subplots
@@ -82,8 +94,11 @@ def report(ctx):
     seed = args.seeds[0]
     summary, parts, rows = {}, [], []
     for dataset in args.dataset:
-        found = {(r["model"], r["stage"]): r for r in records
-                 if r["dataset"] == dataset and r["seed"] == seed}
+        found = {
+            (r["model"], r["stage"]): r
+            for r in records
+            if r["dataset"] == dataset and r["seed"] == seed
+        }
         if not found:
             continue
         figure, axes = subplots(len(STAGES), 2, panel_size=(4.2, 4.0))
@@ -94,14 +109,27 @@ def report(ctx):
                 if r is None:
                     ax.set_axis_off()
                     continue
-                plot_embedding(np.asarray(r["points"]), np.asarray(r["labels"]), ax=ax,
-                               title=f"{MODEL_TITLES[model]}, {r['images']:,} images\n"
-                                     f"5-NN accuracy {r['knn_accuracy']:.3f}")
+                plot_embedding(
+                    np.asarray(r["points"]),
+                    np.asarray(r["labels"]),
+                    ax=ax,
+                    title=f"{MODEL_TITLES[model]}, {r['images']:,} images\n"
+                    f"5-NN accuracy {r['knn_accuracy']:.3f}",
+                )
                 summary.setdefault(dataset, {})[f"{model}-{stage}"] = {
-                    k: r[k] for k in ("images", "train_seconds", "test_bce", "knn_accuracy")}
-                rows.append([dataset, MODEL_TITLES[model], stage, f"{r['images']:,}",
-                             fmt(r["test_bce"]), fmt(r["knn_accuracy"], 3),
-                             fmt_seconds(r["train_seconds"])])
+                    k: r[k] for k in ("images", "train_seconds", "test_bce", "knn_accuracy")
+                }
+                rows.append(
+                    [
+                        dataset,
+                        MODEL_TITLES[model],
+                        stage,
+                        f"{r['images']:,}",
+                        fmt(r["test_bce"]),
+                        fmt(r["knn_accuracy"], 3),
+                        fmt_seconds(r["train_seconds"]),
+                    ]
+                )
         save_figure(figure, ctx.store.path(f"{NAME}-{dataset}.png"))
         parts += [f"![t-SNE maps, {dataset}]({NAME}-{dataset}.png)", ""]
     if not rows:
@@ -111,8 +139,11 @@ def report(ctx):
         f"Seed {seed}; {n_test:,} test images. Test BCE of those images; training time of "
         "the model (training only).",
         "",
-        markdown_table(["dataset", "model", "stage", "images seen", "test BCE",
-                        "5-NN accuracy", "train time"], rows, align="lllrrrr"),
+        markdown_table(
+            ["dataset", "model", "stage", "images seen", "test BCE", "5-NN accuracy", "train time"],
+            rows,
+            align="lllrrrr",
+        ),
         "",
         "Rows: small stage (top), full training (bottom); columns: GFE-amd, AE.",
         "",

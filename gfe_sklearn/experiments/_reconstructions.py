@@ -27,8 +27,7 @@ budget (600 images, 1% of MNIST) and after full training (one epoch of images fo
 twelve epochs' worth for the AE), on minibatches of 5 images drawn with replacement."""
 N_TEST_HELP = "test images shown, cycling through the classes"
 
-DEFAULTS = {"dataset": ["mnist", "fashion-mnist"], "seeds": ["1"], "n_test": 10,
-            **STAGE_DEFAULTS}
+DEFAULTS = {"dataset": ["mnist", "fashion-mnist"], "seeds": ["1"], "n_test": 10, **STAGE_DEFAULTS}
 SMOKE = {"n_test": 10, **STAGE_SMOKE}
 SELECTORS = set()
 
@@ -53,11 +52,21 @@ def run(ctx):
             value, _ = bce(model, X)
             images = reconstruct(model, X)
             ctx.guard.check()
-            store.add({**key, "stage": stage, "images": entry["seen"],
-                       "train_seconds": entry["seconds"], "bce_shown": value,
-                       "labels": y, "image_shape": data.image_shape,
-                       "originals": X.round(3), "reconstructions": images.round(3),
-                       "device": model.device_})
+            store.add(
+                {
+                    **key,
+                    "stage": stage,
+                    "images": entry["seen"],
+                    "train_seconds": entry["seconds"],
+                    "bce_shown": value,
+                    "labels": y,
+                    "image_shape": data.image_shape,
+                    "originals": X.round(3),
+                    "reconstructions": images.round(3),
+                    "device": model.device_,
+                }
+            )
+
 
 def report(ctx):
     from ..plotting import plot_reconstructions, subplots
@@ -66,28 +75,48 @@ def report(ctx):
     seed = args.seeds[0]
     summary, parts, rows = {}, [], []
     for dataset in args.dataset:
-        found = {(r["model"], r["stage"]): r for r in records
-                 if r["dataset"] == dataset and r["seed"] == seed}
+        found = {
+            (r["model"], r["stage"]): r
+            for r in records
+            if r["dataset"] == dataset and r["seed"] == seed
+        }
         if not found:
             continue
         figure, axes = subplots(len(STAGES), 1, panel_size=(0.55 * args.n_test + 1.4, 2.2))
         for ax, stage in zip(axes[:, 0], STAGES, strict=True):
-            shown = {f"{MODEL_TITLES[m]} ({found[m, stage]['images']:,})":
-                     np.asarray(found[m, stage]["reconstructions"])
-                     for m in ("gfe", "ae") if (m, stage) in found}
+            shown = {
+                f"{MODEL_TITLES[m]} ({found[m, stage]['images']:,})": np.asarray(
+                    found[m, stage]["reconstructions"]
+                )
+                for m in ("gfe", "ae")
+                if (m, stage) in found
+            }
             if not shown:
                 ax.set_axis_off()
                 continue
             first = next(found[m, stage] for m in ("gfe", "ae") if (m, stage) in found)
-            plot_reconstructions(shown, np.asarray(first["originals"]),
-                                 image_shape=first["image_shape"], ax=ax,
-                                 title=f"{DATASETS[dataset][0]}: {stage} training")
+            plot_reconstructions(
+                shown,
+                np.asarray(first["originals"]),
+                image_shape=first["image_shape"],
+                ax=ax,
+                title=f"{DATASETS[dataset][0]}: {stage} training",
+            )
         save_figure(figure, ctx.store.path(f"{NAME}-{dataset}.png"))
         for (model, stage), r in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][0])):
             summary.setdefault(dataset, {})[f"{model}-{stage}"] = {
-                k: r[k] for k in ("images", "train_seconds", "bce_shown")}
-            rows.append([dataset, MODEL_TITLES[model], stage, f"{r['images']:,}",
-                         fmt(r["bce_shown"]), fmt_seconds(r["train_seconds"])])
+                k: r[k] for k in ("images", "train_seconds", "bce_shown")
+            }
+            rows.append(
+                [
+                    dataset,
+                    MODEL_TITLES[model],
+                    stage,
+                    f"{r['images']:,}",
+                    fmt(r["bce_shown"]),
+                    fmt_seconds(r["train_seconds"]),
+                ]
+            )
         parts += [f"![reconstructions, {dataset}]({NAME}-{dataset}.png)", ""]
     if not rows:
         return {"table": summary}, "No finished units yet."
@@ -95,8 +124,11 @@ def report(ctx):
         f"Seed {seed}. Top row of each panel: the test images; below: reconstructions, with "
         "the number of training images seen. BCE of the images shown; training time only.",
         "",
-        markdown_table(["dataset", "model", "stage", "images seen", "BCE of shown images",
-                        "train time"], rows, align="lllrrr"),
+        markdown_table(
+            ["dataset", "model", "stage", "images seen", "BCE of shown images", "train time"],
+            rows,
+            align="lllrrr",
+        ),
         "",
         *parts,
     ]

@@ -55,15 +55,20 @@ class EpochStream:
         while k > 0:
             if self.position == len(self.order):
                 self.order, self.position = self.rng.permutation(self.n), 0
-            part = self.order[self.position:self.position + k]
+            part = self.order[self.position : self.position + k]
             self.position += len(part)
             k -= len(part)
             parts.append(part)
         return np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
 
     def to_json(self):
-        return {"kind": "epochs", "n": int(self.n), "rng": self.rng.bit_generator.state,
-                "order": self.order.tolist(), "position": int(self.position)}
+        return {
+            "kind": "epochs",
+            "n": int(self.n),
+            "rng": self.rng.bit_generator.state,
+            "order": self.order.tolist(),
+            "position": int(self.position),
+        }
 
     @classmethod
     def from_json(cls, saved):
@@ -71,8 +76,8 @@ class EpochStream:
         stream.order = np.asarray(saved["order"], dtype=np.int64)
         stream.position = int(saved["position"])
         if not 0 <= stream.position <= len(stream.order) or (
-                stream.order.size and not 0 <= stream.order.min() <= stream.order.max()
-                < stream.n):
+            stream.order.size and not 0 <= stream.order.min() <= stream.order.max() < stream.n
+        ):
             raise ValueError("the epoch stream's order or position is out of range")
         return stream
 
@@ -109,7 +114,8 @@ def save_state(path, state):
         if value is None or isinstance(value, (bool, int, float, str)):
             return value
         if isinstance(value, (list, tuple)) and all(
-                v is None or isinstance(v, (bool, int, float, str)) for v in value):
+            v is None or isinstance(v, (bool, int, float, str)) for v in value
+        ):
             return list(value)
         raise TypeError(f"a snapshot cannot hold {type(value).__name__} (at {key!r})")
 

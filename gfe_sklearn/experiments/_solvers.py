@@ -27,36 +27,64 @@ VARIANTS = {
     "rk4": ("GFE (RK4)", {"solver": "rk4", **FIXED}),
     "rk4-full": ("GFE (RK4, full adjoint)", {"solver": "rk4", "adjoint": "full", **FIXED}),
     "nesterov": ("2nd-order GFE (RK4)", {"solver": "rk4", "flow": "nesterov", **FIXED}),
-    "nesterov-full": ("2nd-order GFE (RK4, full adjoint)",
-                      {"solver": "rk4", "flow": "nesterov", "adjoint": "full", **FIXED}),
+    "nesterov-full": (
+        "2nd-order GFE (RK4, full adjoint)",
+        {"solver": "rk4", "flow": "nesterov", "adjoint": "full", **FIXED},
+    ),
     "amd": ("GFE-amd", {"solver": "amd"}),
     "amd-full": ("GFE-amd (full adjoint)", {"solver": "amd", "adjoint": "full"}),
     "euler": ("GFE (Euler)", {"solver": "euler", **FIXED}),
     "dopri5": ("GFE (dopri5)", {"solver": "dopri5", "alpha": "exp"}),
 }
 
-DEFAULTS = {"dataset": ["mnist"], "seeds": ["1"], "n_test": 500,
-            "variants": ["rk4", "rk4-full", "nesterov", "amd"], "iterations": 300,
-            "eval_every": 25, "n_steps": 100, "n_flow": 16}
+DEFAULTS = {
+    "dataset": ["mnist"],
+    "seeds": ["1"],
+    "n_test": 500,
+    "variants": ["rk4", "rk4-full", "nesterov", "amd"],
+    "iterations": 300,
+    "eval_every": 25,
+    "n_steps": 100,
+    "n_flow": 16,
+}
 SMOKE = {"n_test": 20, "iterations": 4, "eval_every": 2, "n_steps": 4, "n_flow": 4}
 SELECTORS = {"variants"}
 N_FLOW_POINTS = 40
 
 
 def add_arguments(parser):
-    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), metavar="V",
-                        help=f"flows to compare, of {', '.join(VARIANTS)} (default: rk4 "
-                             "rk4-full nesterov amd)")
-    parser.add_argument("--iterations", type=int, metavar="N",
-                        help="training iterations (minibatches) (default: 300; --smoke: 4)")
-    parser.add_argument("--eval-every", type=int, metavar="N",
-                        help="iterations between validations (default: 25; --smoke: 2)")
-    parser.add_argument("--n-steps", type=int, metavar="N",
-                        help="steps of the fixed-grid solvers (default: 100, the papers' N; "
-                             "--smoke: 4)")
-    parser.add_argument("--n-flow", type=int, metavar="N",
-                        help="validation images whose flow is recorded for the cost and "
-                             "convergence figures (default: 16; --smoke: 4)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=list(VARIANTS),
+        metavar="V",
+        help=f"flows to compare, of {', '.join(VARIANTS)} (default: rk4 rk4-full nesterov amd)",
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        metavar="N",
+        help="training iterations (minibatches) (default: 300; --smoke: 4)",
+    )
+    parser.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="N",
+        help="iterations between validations (default: 25; --smoke: 2)",
+    )
+    parser.add_argument(
+        "--n-steps",
+        type=int,
+        metavar="N",
+        help="steps of the fixed-grid solvers (default: 100, the papers' N; --smoke: 4)",
+    )
+    parser.add_argument(
+        "--n-flow",
+        type=int,
+        metavar="N",
+        help="validation images whose flow is recorded for the cost and "
+        "convergence figures (default: 16; --smoke: 4)",
+    )
 
 
 def check_options(args):
@@ -77,11 +105,19 @@ def flow_settings(model):
     """``gfe_sklearn.flow.encode`` keywords that reproduce a fitted GFE's own encoding."""
     params = model.get_params()
     options = {name: params[name] for name in solver_options(params["solver"]) if name in params}
-    return dict(solver=params["solver"], flow=params["flow"], adjoint="approx",
-                loss=params["loss"], tau=horizon(params["solver"], params["tau"]),
-                alpha=params["alpha"], stop_rule=params["stop_rule"],
-                stop_tol=params["stop_tol"], stop_window=params["stop_window"],
-                nesterov_eps=params["nesterov_eps"], options=options)
+    return dict(
+        solver=params["solver"],
+        flow=params["flow"],
+        adjoint="approx",
+        loss=params["loss"],
+        tau=horizon(params["solver"], params["tau"]),
+        alpha=params["alpha"],
+        stop_rule=params["stop_rule"],
+        stop_tol=params["stop_tol"],
+        stop_window=params["stop_window"],
+        nesterov_eps=params["nesterov_eps"],
+        options=options,
+    )
 
 
 def flow_diagnostics(model, X):
@@ -91,12 +127,16 @@ def flow_diagnostics(model, X):
     settings = flow_settings(model)
     target = torch.as_tensor(np.asarray(X), device=model.device_)
     result = encode(model.decoder_, target, model.n_components, record_history=True, **settings)
-    t = np.concatenate([[0.0], np.geomspace(settings["tau"] * 1e-3, settings["tau"],
-                                            N_FLOW_POINTS - 1)])
+    t = np.concatenate(
+        [[0.0], np.geomspace(settings["tau"] * 1e-3, settings["tau"], N_FLOW_POINTS - 1)]
+    )
     _, loss = flow_loss_curve(result, t=t)
-    return {"evals_per_image": float(result.n_evals.double().mean()),
-            "steps_per_image": float(result.n_steps.double().mean()),
-            "flow_t": t.round(6).tolist(), "flow_loss": loss.round(6).tolist()}
+    return {
+        "evals_per_image": float(result.n_evals.double().mean()),
+        "steps_per_image": float(result.n_steps.double().mean()),
+        "flow_t": t.round(6).tolist(),
+        "flow_loss": loss.round(6).tolist(),
+    }
 
 
 def run(ctx):
@@ -122,15 +162,26 @@ def _run_unit(ctx, dataset, X_train, X_val, seed, variant):
         if store.has(**key, images=state["seen"]):
             return False
         value, seconds = bce(model, X_val)
-        diagnostics = flow_diagnostics(model, X_val[:args.n_flow])
+        diagnostics = flow_diagnostics(model, X_val[: args.n_flow])
         ctx.guard.check()
-        store.add({**key, "iteration": state["seen"] // args.batch_size,
-                   "images": state["seen"], "val_bce": value, "n_val": len(X_val),
-                   "train_seconds": state["seconds"], "eval_seconds": seconds,
-                   "device": model.device_, **diagnostics})
-        ctx.reporter.log(f"  {label} iteration {state['seen'] // args.batch_size}: validation "
-                         f"BCE {value:.4f}, {diagnostics['evals_per_image']:.0f} decoder "
-                         f"evaluations per image ({state['seconds']:.1f} s training)")
+        store.add(
+            {
+                **key,
+                "iteration": state["seen"] // args.batch_size,
+                "images": state["seen"],
+                "val_bce": value,
+                "n_val": len(X_val),
+                "train_seconds": state["seconds"],
+                "eval_seconds": seconds,
+                "device": model.device_,
+                **diagnostics,
+            }
+        )
+        ctx.reporter.log(
+            f"  {label} iteration {state['seen'] // args.batch_size}: validation "
+            f"BCE {value:.4f}, {diagnostics['evals_per_image']:.0f} decoder "
+            f"evaluations per image ({state['seconds']:.1f} s training)"
+        )
         return False
 
     name = f"{variant}-{dataset}-seed{seed}"
@@ -138,21 +189,32 @@ def _run_unit(ctx, dataset, X_train, X_val, seed, variant):
     def make():
         return make_model("gfe", args, seed, n_steps=args.n_steps, **VARIANTS[variant][1])
 
-    train(ctx, name=name, make=make, X=X_train,
-          stream=DrawStream(len(X_train), sampler_rng(seed, 0)), checkpoints=checkpoints,
-          on_checkpoint=on_checkpoint, desc=label)
+    train(
+        ctx,
+        name=name,
+        make=make,
+        X=X_train,
+        stream=DrawStream(len(X_train), sampler_rng(seed, 0)),
+        checkpoints=checkpoints,
+        on_checkpoint=on_checkpoint,
+        desc=label,
+    )
     snapshots(ctx, name).discard()
 
 
 def _series(records, dataset, variant, seeds):
     """Per iteration, the mean over seeds of each numeric field."""
-    found = [r for r in records if r["dataset"] == dataset and r["variant"] == variant
-             and r["seed"] in seeds]
+    found = [
+        r
+        for r in records
+        if r["dataset"] == dataset and r["variant"] == variant and r["seed"] in seeds
+    ]
     iterations = sorted({r["iteration"] for r in found})
     out = {"iteration": iterations}
     for field in ("val_bce", "train_seconds", "evals_per_image"):
-        out[field] = [mean_std([r[field] for r in found if r["iteration"] == i])[0]
-                      for i in iterations]
+        out[field] = [
+            mean_std([r[field] for r in found if r["iteration"] == i])[0] for i in iterations
+        ]
     out["flow"] = {i: next(r for r in found if r["iteration"] == i) for i in iterations}
     return out
 
@@ -177,39 +239,78 @@ def report(ctx):
                 ratio = f"{per_iteration / base:.1f}×"
             evals = float(np.mean(s["evals_per_image"]))
             summary.setdefault(dataset, {})[variant] = {
-                "final_val_bce": s["val_bce"][-1], "iterations": s["iteration"][-1],
-                "seconds_per_iteration": per_iteration, "evals_per_image": evals,
-                "best_val_bce": float(np.nanmin(s["val_bce"]))}
-            rows.append([VARIANTS[variant][0], s["iteration"][-1], fmt(s["val_bce"][-1]),
-                         fmt(float(np.nanmin(s["val_bce"]))), f"{evals:.0f}",
-                         fmt_seconds(per_iteration), ratio,
-                         fmt_seconds(s["train_seconds"][-1])])
+                "final_val_bce": s["val_bce"][-1],
+                "iterations": s["iteration"][-1],
+                "seconds_per_iteration": per_iteration,
+                "evals_per_image": evals,
+                "best_val_bce": float(np.nanmin(s["val_bce"])),
+            }
+            rows.append(
+                [
+                    VARIANTS[variant][0],
+                    s["iteration"][-1],
+                    fmt(s["val_bce"][-1]),
+                    fmt(float(np.nanmin(s["val_bce"]))),
+                    f"{evals:.0f}",
+                    fmt_seconds(per_iteration),
+                    ratio,
+                    fmt_seconds(s["train_seconds"][-1]),
+                ]
+            )
 
         titles = {v: VARIANTS[v][0] for v in series}
-        adjoint = {titles[v]: (s["iteration"], s["val_bce"]) for v, s in series.items()
-                   if v.endswith("-full") or f"{v}-full" in series}
-        flows = {titles[v]: (s["iteration"], s["val_bce"]) for v, s in series.items()
-                 if not v.endswith("-full")}
-        panels = [(t, c) for t, c in (("approximate vs full adjoint", adjoint),
-                                      ("gradient flows and solvers", flows)) if c]
+        adjoint = {
+            titles[v]: (s["iteration"], s["val_bce"])
+            for v, s in series.items()
+            if v.endswith("-full") or f"{v}-full" in series
+        }
+        flows = {
+            titles[v]: (s["iteration"], s["val_bce"])
+            for v, s in series.items()
+            if not v.endswith("-full")
+        }
+        panels = [
+            (t, c)
+            for t, c in (
+                ("approximate vs full adjoint", adjoint),
+                ("gradient flows and solvers", flows),
+            )
+            if c
+        ]
         figure, axes = subplots(1, len(panels))
         for ax, (title, curves) in zip(axes[0], panels, strict=True):
-            plot_curves(curves, ax=ax, xlabel="training iterations",
-                        ylabel="validation mean cross-entropy", title=f"{dataset}: {title}")
+            plot_curves(
+                curves,
+                ax=ax,
+                xlabel="training iterations",
+                ylabel="validation mean cross-entropy",
+                title=f"{dataset}: {title}",
+            )
         save_figure(figure, ctx.store.path(f"{NAME}-{dataset}.png"))
 
         n_cols = min(3, len(series))
         figure, axes = subplots(-(-len(series) // n_cols), n_cols, sharey=True)
-        for ax in axes.flat[len(series):]:
+        for ax in axes.flat[len(series) :]:
             ax.set_axis_off()
         for ax, (variant, s) in zip(axes.flat, series.items(), strict=False):
             its = s["iteration"]
             picked = sorted({its[0], its[len(its) // 2], its[-1]})
-            curves = {f"iteration {i}": (np.asarray(s["flow"][i]["flow_t"])[1:],
-                                         np.asarray(s["flow"][i]["flow_loss"])[1:])
-                      for i in picked}
-            plot_curves(curves, ax=ax, xlabel="flow time t", ylabel="mean loss along the flow",
-                        logx=True, marker="", title=titles[variant])
+            curves = {
+                f"iteration {i}": (
+                    np.asarray(s["flow"][i]["flow_t"])[1:],
+                    np.asarray(s["flow"][i]["flow_loss"])[1:],
+                )
+                for i in picked
+            }
+            plot_curves(
+                curves,
+                ax=ax,
+                xlabel="flow time t",
+                ylabel="mean loss along the flow",
+                logx=True,
+                marker="",
+                title=titles[variant],
+            )
         save_figure(figure, ctx.store.path(f"{NAME}-{dataset}-flow.png"))
 
         parts += [
@@ -221,9 +322,19 @@ def report(ctx):
             "input gradient each; the full adjoint also recomputes every step in the "
             "backward pass, which shows in the seconds). Time: training only.",
             "",
-            markdown_table(["flow", "iterations", "final val BCE", "best val BCE",
-                            "decoder evals / image", "s / iteration", "vs approx",
-                            "train time"], rows),
+            markdown_table(
+                [
+                    "flow",
+                    "iterations",
+                    "final val BCE",
+                    "best val BCE",
+                    "decoder evals / image",
+                    "s / iteration",
+                    "vs approx",
+                    "train time",
+                ],
+                rows,
+            ),
             "",
             f"![validation BCE against training iterations]({NAME}-{dataset}.png)",
             "",

@@ -41,6 +41,7 @@ def model_titles(args):
         return dict(MODEL_TITLES)
     return {**MODEL_TITLES, "gfe": f"GFE ({solver})"}
 
+
 # Seeds of the fixed subsets, independent of --seeds, so every seed sees the same data.
 SUBSET_SEED = 0
 HOLDOUT_SEED = 1
@@ -60,6 +61,7 @@ class Context:
 
 # -- data ---------------------------------------------------------------------------------
 
+
 def _digits(segmented):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
@@ -67,7 +69,8 @@ def _digits(segmented):
     digits = load_digits()
     X = (digits.data / 16.0).astype(np.float32)
     X_train, X_test, y_train, y_test = train_test_split(
-        X, digits.target, test_size=0.25, random_state=SUBSET_SEED, stratify=digits.target)
+        X, digits.target, test_size=0.25, random_state=SUBSET_SEED, stratify=digits.target
+    )
     if segmented:
         X_train, y_train = X_train[y_train < 5], y_train[y_train < 5]
         X_test, y_test = X_test[y_test >= 5], y_test[y_test >= 5]
@@ -90,8 +93,16 @@ def load_dataset(name, *, data_home=None, n_train=None):
     if n_train is not None and n_train < len(X_train):
         keep = np.sort(np.random.default_rng(SUBSET_SEED).permutation(len(X_train))[:n_train])
         X_train, y_train = X_train[keep], y_train[keep]
-    return Bunch(name=name, title=title, X_train=X_train, y_train=y_train, X_test=X_test,
-                 y_test=y_test, image_shape=shape, target_names=names)
+    return Bunch(
+        name=name,
+        title=title,
+        X_train=X_train,
+        y_train=y_train,
+        X_test=X_test,
+        y_test=y_test,
+        image_shape=shape,
+        target_names=names,
+    )
 
 
 def subset(X, y, n, seed=SUBSET_SEED):
@@ -126,11 +137,18 @@ def one_per_class(X, y, n):
 
 # -- models -------------------------------------------------------------------------------------
 
+
 def model_params(args, seed):
     """Estimator parameters shared by the AE and GFE models of a run."""
-    return dict(n_components=args.n_components, hidden_layer_sizes=tuple(args.hidden),
-                optimizer=args.optimizer, learning_rate=args.learning_rate,
-                batch_size=args.batch_size, device=args.device, random_state=int(seed))
+    return dict(
+        n_components=args.n_components,
+        hidden_layer_sizes=tuple(args.hidden),
+        optimizer=args.optimizer,
+        learning_rate=args.learning_rate,
+        batch_size=args.batch_size,
+        device=args.device,
+        random_state=int(seed),
+    )
 
 
 # The papers' GFE-amd with the training flows our tables were made with, whatever the
@@ -140,9 +158,11 @@ PAPERS_GFE = {"solver": "amd", "fit_stop_tol": 1e-3}
 
 def gfe_params(args):
     """Flow settings of every GFE of a run (also the Mixed encoder's) given on the command line."""
-    return {name: getattr(args, name) for name in ("solver", "tau", "stop_rule", "fit_stop_tol",
-                                                 "s_max", "s_min")
-            if getattr(args, name, None) is not None}
+    return {
+        name: getattr(args, name)
+        for name in ("solver", "tau", "stop_rule", "fit_stop_tol", "s_max", "s_min")
+        if getattr(args, name, None) is not None
+    }
 
 
 def gfe_settings(args):
@@ -176,6 +196,7 @@ def fingerprint(value):
 
 
 # -- resumable training ---------------------------------------------------------------------------
+
 
 class Snapshots:
     """Files of one training run: ``resume.json`` (the latest state) and ``at-<images>.json``,
@@ -214,8 +235,19 @@ class Snapshots:
                 pass
 
 
-def train(ctx, *, name, make, X, stream, checkpoints, on_checkpoint, keep_models=False,
-          snapshot_dir=None, desc=None):
+def train(
+    ctx,
+    *,
+    name,
+    make,
+    X,
+    stream,
+    checkpoints,
+    on_checkpoint,
+    keep_models=False,
+    snapshot_dir=None,
+    desc=None,
+):
     """Train a model on images of ``X`` taken from ``stream``, stopping at each checkpoint.
 
     The model sees exactly ``checkpoints[i]`` images (counted with repetition) when
@@ -230,16 +262,24 @@ def train(ctx, *, name, make, X, stream, checkpoints, on_checkpoint, keep_models
     snaps = Snapshots(snapshot_dir or ctx.snapshot_dir, name)
     state = snaps.load_state()
     if state is None:
-        state = {"model": make(), "stream": stream, "seen": 0, "seconds": 0.0, "extra": {},
-                 "stopped": False, "last_checkpoint": 0}
+        state = {
+            "model": make(),
+            "stream": stream,
+            "seen": 0,
+            "seconds": 0.0,
+            "extra": {},
+            "stopped": False,
+            "last_checkpoint": 0,
+        }
     else:
         ctx.reporter.log(f"  resuming {desc or name} from {state['seen']} images")
     model = state["model"]
     batch = int(model.batch_size)
     chunk = batch * max(1, 250 // batch)
     checkpoints = sorted(int(c) for c in checkpoints)
-    bar = ctx.reporter.bar(checkpoints[-1] if checkpoints else 0, desc or name,
-                           initial=state["seen"])
+    bar = ctx.reporter.bar(
+        checkpoints[-1] if checkpoints else 0, desc or name, initial=state["seen"]
+    )
     try:
         last_save = time.perf_counter()
         for checkpoint in checkpoints:
@@ -259,14 +299,17 @@ def train(ctx, *, name, make, X, stream, checkpoints, on_checkpoint, keep_models
                     snaps.save_state(state)
                     last_save = time.perf_counter()
             if model.n_samples_seen_ != state["seen"]:
-                raise RuntimeError(f"{name}: the model has seen {model.n_samples_seen_} images, "
-                                   f"the loop fed it {state['seen']}.")
+                raise RuntimeError(
+                    f"{name}: the model has seen {model.n_samples_seen_} images, "
+                    f"the loop fed it {state['seen']}."
+                )
             state["stopped"] = bool(on_checkpoint(model, state))
             ctx.guard.check()
             state["last_checkpoint"] = checkpoint
             if keep_models:
-                snaps.save_at(checkpoint, {"model": model, "seen": state["seen"],
-                                           "seconds": state["seconds"]})
+                snaps.save_at(
+                    checkpoint, {"model": model, "seen": state["seen"], "seconds": state["seconds"]}
+                )
             snaps.save_state(state)
             last_save = time.perf_counter()
     finally:
@@ -288,9 +331,14 @@ def train_stages(ctx, data, seed, kind, stages, cache_dir):
     given the same ``--model-cache``.
     """
     args = ctx.args
-    key = {"dataset": data.name, "n_train": args.n_train, "seed": int(seed), "kind": kind,
-           "params": model_params(args, seed) | gfe_params(args) | {"device": None},
-           "stream": "draws"}
+    key = {
+        "dataset": data.name,
+        "n_train": args.n_train,
+        "seed": int(seed),
+        "kind": kind,
+        "params": model_params(args, seed) | gfe_params(args) | {"device": None},
+        "stream": "draws",
+    }
     name = f"{kind}-{data.name}-seed{seed}-{fingerprint(key)}"
     snaps = Snapshots(cache_dir, name)
     found = {stage: snaps.load_at(stage) for stage in stages}
@@ -300,14 +348,23 @@ def train_stages(ctx, data, seed, kind, stages, cache_dir):
     atomic_write_json(snaps.folder / "key.json", key)
 
     def record(model, state):
-        ctx.reporter.log(f"  {kind} {data.name} seed {seed}: {state['seen']} images in "
-                         f"{state['seconds']:.1f} s")
+        ctx.reporter.log(
+            f"  {kind} {data.name} seed {seed}: {state['seen']} images in {state['seconds']:.1f} s"
+        )
         return False
 
-    train(ctx, name=name, make=lambda: make_model(kind, args, seed),
-          X=data.X_train, stream=draw_stream(data, seed),
-          checkpoints=stages, on_checkpoint=record, keep_models=True, snapshot_dir=cache_dir,
-          desc=f"{kind} seed {seed} {data.name}")
+    train(
+        ctx,
+        name=name,
+        make=lambda: make_model(kind, args, seed),
+        X=data.X_train,
+        stream=draw_stream(data, seed),
+        checkpoints=stages,
+        on_checkpoint=record,
+        keep_models=True,
+        snapshot_dir=cache_dir,
+        desc=f"{kind} seed {seed} {data.name}",
+    )
     snaps.discard(keep_models=True)
     return {stage: snaps.load_at(stage) for stage in stages}
 
@@ -319,26 +376,43 @@ def draw_stream(data, seed):
 
 # -- models after a small and a full training budget (latent, reconstructions) ----------------
 
-STAGE_DEFAULTS = {"small_images": 600, "gfe_images": 60000, "ae_images": 720000,
-                  "model_cache": None}
+STAGE_DEFAULTS = {
+    "small_images": 600,
+    "gfe_images": 60000,
+    "ae_images": 720000,
+    "model_cache": None,
+}
 STAGE_SMOKE = {"small_images": 20, "gfe_images": 40, "ae_images": 60}
 STAGES = ("small", "full")
 
 
 def add_stage_arguments(parser):
     group = parser.add_argument_group("training stages (draws with replacement, batch 5)")
-    group.add_argument("--small-images", type=int, metavar="N",
-                       help="images of the small stage, 1%% of MNIST (default: 600; "
-                            "--smoke: 20)")
-    group.add_argument("--gfe-images", type=int, metavar="N",
-                       help="images of GFE-amd's full training, one epoch (default: 60000; "
-                            "--smoke: 40)")
-    group.add_argument("--ae-images", type=int, metavar="N",
-                       help="images of the AE's full training, twelve epochs (default: "
-                            "720000; --smoke: 60)")
-    group.add_argument("--model-cache", type=Path, metavar="DIR",
-                       help="folder of the trained models (default: OUT/models); give "
-                            "`latent` and `reconstructions` the same one to train once")
+    group.add_argument(
+        "--small-images",
+        type=int,
+        metavar="N",
+        help="images of the small stage, 1%% of MNIST (default: 600; --smoke: 20)",
+    )
+    group.add_argument(
+        "--gfe-images",
+        type=int,
+        metavar="N",
+        help="images of GFE-amd's full training, one epoch (default: 60000; --smoke: 40)",
+    )
+    group.add_argument(
+        "--ae-images",
+        type=int,
+        metavar="N",
+        help="images of the AE's full training, twelve epochs (default: 720000; --smoke: 60)",
+    )
+    group.add_argument(
+        "--model-cache",
+        type=Path,
+        metavar="DIR",
+        help="folder of the trained models (default: OUT/models); give "
+        "`latent` and `reconstructions` the same one to train once",
+    )
 
 
 def check_stage_options(args):
@@ -347,13 +421,16 @@ def check_stage_options(args):
             raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
     for name in ("gfe_images", "ae_images"):
         if getattr(args, name) <= args.small_images:
-            raise ValueError(f"--{name.replace('_', '-')} must exceed --small-images "
-                             f"({args.small_images}).")
+            raise ValueError(
+                f"--{name.replace('_', '-')} must exceed --small-images ({args.small_images})."
+            )
 
 
 def stage_images(args, kind):
-    return {"small": args.small_images,
-            "full": args.gfe_images if kind == "gfe" else args.ae_images}
+    return {
+        "small": args.small_images,
+        "full": args.gfe_images if kind == "gfe" else args.ae_images,
+    }
 
 
 def stage_models(ctx, data, seed, kind):

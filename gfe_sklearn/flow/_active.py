@@ -35,8 +35,21 @@ class ActiveSet:
     runs without windows, whose upkeep costs a dozen tensor operations per step.
     """
 
-    def __init__(self, problem, state, loss, grad, *, stop_tol, stop_window, keep_steps,
-                 record_history, stop_rule="code", n_evals=1, windows=True):
+    def __init__(
+        self,
+        problem,
+        state,
+        loss,
+        grad,
+        *,
+        stop_tol,
+        stop_window,
+        keep_steps,
+        record_history,
+        stop_rule="code",
+        n_evals=1,
+        windows=True,
+    ):
         batch = state.shape[0]
         device = state.device
         self.problem = problem
@@ -61,13 +74,17 @@ class ActiveSet:
         }
         self.windows = windows
         if windows:
-            self.data.update({
-                "window": ldet[:, None].repeat(1, stop_window + 1),
-                "t_window": torch.zeros(batch, stop_window + 1, dtype=state.dtype,
-                                        device=device),
-                "moved_window": torch.zeros(batch, stop_window, dtype=state.dtype,
-                                            device=device),
-            })
+            self.data.update(
+                {
+                    "window": ldet[:, None].repeat(1, stop_window + 1),
+                    "t_window": torch.zeros(
+                        batch, stop_window + 1, dtype=state.dtype, device=device
+                    ),
+                    "moved_window": torch.zeros(
+                        batch, stop_window, dtype=state.dtype, device=device
+                    ),
+                }
+            )
         if self._history is not None:
             self._history.append((self.rows, self.data["n_steps"], self.data["t"], ldet))
 
@@ -88,8 +105,7 @@ class ActiveSet:
         # A group in which no row stepped has nothing to recompute.
         if self.keep_steps and bool(accepted.any()):
             self.records.append(
-                StepRecord(self.rows[accepted], t[accepted], h[accepted],
-                           state[accepted].detach())
+                StepRecord(self.rows[accepted], t[accepted], h[accepted], state[accepted].detach())
             )
 
     def accept(self, accepted, t_new, state_new, loss_new, **updates):
@@ -110,13 +126,22 @@ class ActiveSet:
         d["t"] = torch.where(accepted, t_new, d["t"])
         d["n_steps"] = d["n_steps"] + accepted.long()
         if self.windows:
-            for name, new in (("window", loss_new.detach()), ("t_window", d["t"]),
-                              ("moved_window", moved)):
+            for name, new in (
+                ("window", loss_new.detach()),
+                ("t_window", d["t"]),
+                ("moved_window", moved),
+            ):
                 shifted = torch.cat([d[name][:, 1:], new[:, None]], dim=1)
                 d[name] = torch.where(acc, shifted, d[name])
         if self._history is not None and bool(accepted.any()):
-            self._history.append((self.rows[accepted], d["n_steps"][accepted],
-                                  d["t"][accepted], loss_new.detach()[accepted]))
+            self._history.append(
+                (
+                    self.rows[accepted],
+                    d["n_steps"][accepted],
+                    d["t"][accepted],
+                    loss_new.detach()[accepted],
+                )
+            )
 
     def converged(self):
         """Rows that reached their flow's endpoint by the stop rule (none with ``stop_tol=0``)."""
@@ -129,15 +154,17 @@ class ActiveSet:
         if not bool(done.any()):
             return
         d = self.data
-        self._finished.append({
-            "rows": self.rows[done],
-            "state": d["state"][done],
-            "loss": d["loss"][done].detach(),
-            "t": d["t"][done],
-            "n_steps": d["n_steps"][done],
-            "n_evals": d["n_evals"][done],
-            "converged": converged[done] & torch.isfinite(d["loss"][done].detach()),
-        })
+        self._finished.append(
+            {
+                "rows": self.rows[done],
+                "state": d["state"][done],
+                "loss": d["loss"][done].detach(),
+                "t": d["t"][done],
+                "n_steps": d["n_steps"][done],
+                "n_evals": d["n_evals"][done],
+                "converged": converged[done] & torch.isfinite(d["loss"][done].detach()),
+            }
+        )
         keep = ~done
         self.rows = self.rows[keep]
         self.data = {name: value[keep] for name, value in d.items()}
@@ -145,8 +172,10 @@ class ActiveSet:
     def result(self, flow):
         """Assemble the per-sample results in the original row order."""
         if len(self):
-            self.retire(torch.ones_like(self.rows, dtype=torch.bool),
-                        torch.zeros_like(self.rows, dtype=torch.bool))
+            self.retire(
+                torch.ones_like(self.rows, dtype=torch.bool),
+                torch.zeros_like(self.rows, dtype=torch.bool),
+            )
         rows = torch.cat([f["rows"] for f in self._finished])
         order = torch.argsort(rows)
 
@@ -158,9 +187,15 @@ class ActiveSet:
         if self._history is not None:
             t_hist, loss_hist = self._assemble_history(state)
         return FlowResult(
-            z=flow.position(state), state=state.detach(), loss=gather("loss"),
-            n_steps=gather("n_steps"), n_evals=gather("n_evals"), t=gather("t"),
-            converged=gather("converged"), t_history=t_hist, loss_history=loss_hist,
+            z=flow.position(state),
+            state=state.detach(),
+            loss=gather("loss"),
+            n_steps=gather("n_steps"),
+            n_evals=gather("n_evals"),
+            t=gather("t"),
+            converged=gather("converged"),
+            t_history=t_hist,
+            loss_history=loss_hist,
         )
 
     def _assemble_history(self, state):

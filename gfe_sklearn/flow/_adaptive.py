@@ -52,8 +52,9 @@ class Dopri5:
     # the flow's slow tail and reaches max_steps.
     default_tau = 1e3
 
-    def __init__(self, rtol=1e-5, atol=1e-6, max_steps=1000, safety=0.9,
-                 min_factor=0.2, max_factor=10.0):
+    def __init__(
+        self, rtol=1e-5, atol=1e-6, max_steps=1000, safety=0.9, min_factor=0.2, max_factor=10.0
+    ):
         self.rtol = rtol
         self.atol = atol
         self.max_steps = max_steps
@@ -79,8 +80,11 @@ class Dopri5:
         run.count_evals()
         d2 = _rms((k_probe - k1) / scale) / h0
         d_max = torch.maximum(d1, d2)
-        h1 = torch.where(d_max <= 1e-15, torch.maximum(tiny, h0 * 1e-3),
-                         (0.01 / d_max.clamp_min(1e-30)) ** (1 / 5))
+        h1 = torch.where(
+            d_max <= 1e-15,
+            torch.maximum(tiny, h0 * 1e-3),
+            (0.01 / d_max.clamp_min(1e-30)) ** (1 / 5),
+        )
         return torch.minimum(torch.minimum(100 * h0, h1), run["tau"] - t).detach()
 
     def integrate(self, run):
@@ -91,8 +95,7 @@ class Dopri5:
         n_capped = 0
         while len(run):
             state, t, h = run["state"], run["t"], run["h"]
-            new_state, stages = rk_step(problem, t, state, h, run.rows, _STEP_TABLEAU,
-                                        k1=run["k1"])
+            new_state, stages = rk_step(problem, t, state, h, run.rows, _STEP_TABLEAU, k1=run["k1"])
             k_new, new_loss = problem.field(t + h, new_state, run.rows)
             run.count_evals(6)
             stages.append(k_new)

@@ -61,7 +61,9 @@ class _FullAdjoint(torch.autograd.Function):
                     state = record.state.detach().requires_grad_(True)
                     new_state = solver.step(problem, record.t, state, record.h, record.rows)
                     grads = torch.autograd.grad(
-                        new_state, [state, *params], grad_outputs=adjoint[record.rows],
+                        new_state,
+                        [state, *params],
+                        grad_outputs=adjoint[record.rows],
                         allow_unused=True,
                     )
                 adjoint[record.rows] = grads[0]

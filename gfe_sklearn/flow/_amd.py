@@ -30,8 +30,7 @@ class AMD:
     # be long enough for a young decoder's slowly drifting codes (docs/precision.md).
     default_tau = 1e5
 
-    def __init__(self, beta=0.75, s0=1.0, s_max=1000.0, kappa=1.1, max_backtracks=30,
-                 s_min=0.0):
+    def __init__(self, beta=0.75, s0=1.0, s_max=1000.0, kappa=1.1, max_backtracks=30, s_min=0.0):
         self.beta = beta
         self.s0 = s0
         self.s_min = s0 if s_min is None else s_min

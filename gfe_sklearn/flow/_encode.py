@@ -12,9 +12,7 @@ from ._registry import ADJOINTS, ALPHAS, FLOWS, LOSSES, SOLVERS, STOP_RULES
 def _lookup(registry, value, parameter):
     if isinstance(value, str) and value in registry:
         return registry[value]
-    raise ValueError(
-        f"{parameter}={value!r} is not valid; choose one of {sorted(registry)}."
-    )
+    raise ValueError(f"{parameter}={value!r} is not valid; choose one of {sorted(registry)}.")
 
 
 def solver_options(solver):
@@ -30,8 +28,9 @@ def horizon(solver, tau):
     return tau
 
 
-def check_combination(solver, alpha, *, flow="gradient", adjoint="approx", stop_rule="code",
-                      tau="auto"):
+def check_combination(
+    solver, alpha, *, flow="gradient", adjoint="approx", stop_rule="code", tau="auto"
+):
     """Reject settings that have no meaning together, naming the valid ones."""
     if solver == "amd" and alpha != "constant":
         raise ValueError(
@@ -40,9 +39,13 @@ def check_combination(solver, alpha, *, flow="gradient", adjoint="approx", stop_
             f"'amd', or alpha={alpha!r} with one of {sorted(set(SOLVERS) - {'amd'})}."
         )
     if _endpoint(_lookup(SOLVERS, solver, "solver")):
-        fixed = {"flow": (flow, "gradient"), "alpha": (alpha, "constant"),
-                 "adjoint": (adjoint, "approx"), "stop_rule": (stop_rule, "code"),
-                 "tau": (tau, "auto")}
+        fixed = {
+            "flow": (flow, "gradient"),
+            "alpha": (alpha, "constant"),
+            "adjoint": (adjoint, "approx"),
+            "stop_rule": (stop_rule, "code"),
+            "tau": (tau, "auto"),
+        }
         for name, (value, needed) in fixed.items():
             if not (isinstance(value, str) and value == needed):
                 raise ValueError(
@@ -57,10 +60,26 @@ def _endpoint(solver_cls):
     return getattr(solver_cls, "goes_to_endpoint", False)
 
 
-def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjoint="approx",
-           loss="bce", tau="auto", alpha="constant", stop_rule="code", stop_tol=1e-4,
-           stop_window=5, options=None, nesterov_eps=1e-2, z0=None, record_history=False,
-           row_chunk="auto"):
+def encode(
+    decoder,
+    target,
+    n_components,
+    *,
+    solver="amd",
+    flow="gradient",
+    adjoint="approx",
+    loss="bce",
+    tau="auto",
+    alpha="constant",
+    stop_rule="code",
+    stop_tol=1e-4,
+    stop_window=5,
+    options=None,
+    nesterov_eps=1e-2,
+    z0=None,
+    record_history=False,
+    row_chunk="auto",
+):
     """Encode a batch by integrating the gradient flow of its reconstruction loss.
 
     Integrates ``dz/dt = -alpha(t) grad_z l(y, D(z))`` (or Nesterov's second-order flow) from
@@ -128,8 +147,7 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
             f"stop_window={stop_window!r} is too short for stop_rule='code', which measures how "
             "the code's speed decays between steps: use stop_window >= 2 (default 5)."
         )
-    check_combination(solver, alpha, flow=flow, adjoint=adjoint, stop_rule=stop_rule,
-                      tau=tau)
+    check_combination(solver, alpha, flow=flow, adjoint=adjoint, stop_rule=stop_rule, tau=tau)
     options = dict(options or {})
     unknown = set(options) - set(solver_options(solver))
     if unknown:
@@ -147,22 +165,39 @@ def encode(decoder, target, n_components, *, solver="amd", flow="gradient", adjo
     dtype, device = target.dtype, target.device
     tau = horizon(solver, tau)
     tau = torch.as_tensor(tau, dtype=dtype, device=device).expand(batch).clone()
-    if not bool((tau > 0).all()) or not (bool(torch.isfinite(tau).all())
-                                          or _endpoint(solver_cls)):
+    if not bool((tau > 0).all()) or not (bool(torch.isfinite(tau).all()) or _endpoint(solver_cls)):
         raise ValueError(f"tau must be positive and finite; got {tau.min().item()!r}.")
     if z0 is None:
         z0 = torch.zeros(batch, n_components, dtype=dtype, device=device)
 
-    flow_obj = flow_cls(n_components, eps=nesterov_eps) if flow == "nesterov" else \
-        flow_cls(n_components)
-    problem = EncodingProblem(decoder, target, loss_fn, flow_obj, alpha_fn, tau,
-                              differentiable=adjoint == "unrolled", row_chunk=row_chunk)
+    flow_obj = (
+        flow_cls(n_components, eps=nesterov_eps) if flow == "nesterov" else flow_cls(n_components)
+    )
+    problem = EncodingProblem(
+        decoder,
+        target,
+        loss_fn,
+        flow_obj,
+        alpha_fn,
+        tau,
+        differentiable=adjoint == "unrolled",
+        row_chunk=row_chunk,
+    )
     state0 = flow_obj.initial_state(z0)
     rows = torch.arange(batch, device=device)
     loss0, grad0 = problem.loss_and_grad(flow_obj.position(state0), rows)
-    run = ActiveSet(problem, state0, loss0, grad0, stop_tol=stop_tol, stop_window=stop_window,
-                    stop_rule=stop_rule, keep_steps=adjoint == "full",
-                    record_history=record_history, windows=not _endpoint(solver_cls))
+    run = ActiveSet(
+        problem,
+        state0,
+        loss0,
+        grad0,
+        stop_tol=stop_tol,
+        stop_window=stop_window,
+        stop_rule=stop_rule,
+        keep_steps=adjoint == "full",
+        record_history=record_history,
+        windows=not _endpoint(solver_cls),
+    )
     params = []
     if adjoint == "full" and isinstance(decoder, torch.nn.Module):
         params = [p for p in decoder.parameters() if p.requires_grad]

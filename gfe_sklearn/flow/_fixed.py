@@ -88,8 +88,9 @@ class FixedGridSolver:
             # method's stability region, and later (larger) steps would only amplify it.
             # Such a sample keeps its last state and stops.
             slack = ROUNDING_RISE * torch.finfo(loss.dtype).eps * loss.detach().abs()
-            unstable = (descends & (new_loss.detach() > loss.detach() + slack)) | \
-                ~torch.isfinite(new_loss.detach())
+            unstable = (descends & (new_loss.detach() > loss.detach() + slack)) | ~torch.isfinite(
+                new_loss.detach()
+            )
             accepted = ~unstable
             run.record_steps(accepted, t, h, state)
             run.accept(accepted, tau * fractions[n + 1], new_state, new_loss, k1=k1)

@@ -34,8 +34,9 @@ class LBFGS:
     default_tau = math.inf
     goes_to_endpoint = True
 
-    def __init__(self, history=10, first_step=1.0, armijo=1e-4, shrink=0.5,
-                 max_backtracks=30, max_steps=1000):
+    def __init__(
+        self, history=10, first_step=1.0, armijo=1e-4, shrink=0.5, max_backtracks=30, max_steps=1000
+    ):
         self.history = history
         self.first_step = first_step
         self.armijo = armijo
@@ -60,8 +61,9 @@ class LBFGS:
             run.count_evals()
             # Strictly lower as well: in float32 near a minimum the Armijo bound rounds to the
             # loss itself, and steps that change nothing would be accepted forever.
-            accepted = (trial_loss <= loss + self.armijo * step * run["slope"]) & \
-                (trial_loss < loss)
+            accepted = (trial_loss <= loss + self.armijo * step * run["slope"]) & (
+                trial_loss < loss
+            )
             self._remember(run, accepted, trial - state, trial_grad - grad)
             run.accept(accepted, run["t"] + 1, trial, trial_loss, grad=trial_grad)
 
@@ -108,8 +110,11 @@ class LBFGS:
         paired = filled[:, -1]
         newest_yy = (Y[:, -1] * Y[:, -1]).sum(dim=1)
         # Without a pair yet, the first step has length first_step in code space.
-        gamma = torch.where(paired, sy[:, -1] / torch.where(paired, newest_yy, 1.0),
-                            self.first_step / grad.norm(dim=1).clamp_min(1e-300))
+        gamma = torch.where(
+            paired,
+            sy[:, -1] / torch.where(paired, newest_yy, 1.0),
+            self.first_step / grad.norm(dim=1).clamp_min(1e-300),
+        )
         Sg = (S * grad[:, None]).sum(dim=2)
         Yg = (Y * grad[:, None]).sum(dim=2)
         R = torch.triu((S[:, :, None] * Y[:, None]).sum(dim=3))
@@ -118,8 +123,11 @@ class LBFGS:
         p = torch.linalg.solve_triangular(R, Sg[..., None], upper=True)[..., 0]
         c = sy * p + gamma[:, None] * ((YY * p[:, None]).sum(dim=2) - Yg)
         top = torch.linalg.solve_triangular(R.transpose(1, 2), c[..., None], upper=False)[..., 0]
-        r = gamma[:, None] * grad + (S * top[..., None]).sum(dim=1) \
+        r = (
+            gamma[:, None] * grad
+            + (S * top[..., None]).sum(dim=1)
             - gamma[:, None] * (Y * p[..., None]).sum(dim=1)
+        )
         direction = -r
         slope = (grad * direction).sum(dim=1)
         # A direction that does not descend (rounding in an ill-conditioned history) falls

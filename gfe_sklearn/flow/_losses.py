@@ -47,8 +47,9 @@ def _observed_mean(terms, output, target):
     observed = ~torch.isnan(target)
     # A NaN target would make its term NaN, and a NaN times the zero weight of a missing
     # entry is still NaN (in the value and in the gradient): fill before, select after.
-    filled = torch.where(observed, target, torch.zeros((), dtype=target.dtype,
-                                                       device=target.device))
+    filled = torch.where(
+        observed, target, torch.zeros((), dtype=target.dtype, device=target.device)
+    )
     values = torch.where(observed, terms(output, filled), 0.0)
     count = observed.reshape(observed.shape[0], -1).sum(dim=1)
     return values.reshape(values.shape[0], -1).sum(dim=1) / count

@@ -29,8 +29,9 @@ def resolve_row_chunk(row_chunk, device):
     """Rows per decoder call: ``'auto'`` picks by device type, None means one call."""
     if row_chunk == "auto":
         return ROW_CHUNK.get(torch.device(device).type, DEFAULT_ROW_CHUNK)
-    if row_chunk is not None and (isinstance(row_chunk, bool) or not isinstance(row_chunk, int)
-                                  or row_chunk < 1):
+    if row_chunk is not None and (
+        isinstance(row_chunk, bool) or not isinstance(row_chunk, int) or row_chunk < 1
+    ):
         raise ValueError(f"row_chunk must be 'auto', None or a positive int; got {row_chunk!r}.")
     return row_chunk
 
@@ -57,8 +58,9 @@ class EncodingProblem:
         call: fastest, but codes then match across batches only to rounding.
     """
 
-    def __init__(self, decoder, target, loss, flow, alpha, tau, differentiable=False,
-                 row_chunk="auto"):
+    def __init__(
+        self, decoder, target, loss, flow, alpha, tau, differentiable=False, row_chunk="auto"
+    ):
         self.decoder = decoder
         self.target = target
         self.loss = loss
@@ -88,7 +90,7 @@ class EncodingProblem:
             return self.loss(self.decoder(z), target)
         losses = []
         for start in range(0, n, chunk):
-            zc, tc = z[start:start + chunk], target[start:start + chunk]
+            zc, tc = z[start : start + chunk], target[start : start + chunk]
             rows = zc.shape[0]
             pad = padded_rows(rows, chunk) - rows
             if pad:

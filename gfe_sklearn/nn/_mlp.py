@@ -56,8 +56,7 @@ def make_mlp(widths, activation="elu", *, generator=None, dtype=torch.float32, d
     -------
     torch.nn.Sequential
     """
-    widths = [int(w) if hasattr(w, "__index__") and not isinstance(w, bool) else w
-              for w in widths]
+    widths = [int(w) if hasattr(w, "__index__") and not isinstance(w, bool) else w for w in widths]
     _check_widths(widths)
     if len(widths) < 2:
         raise ValueError(f"An MLP needs at least an input and an output width; got {widths}.")
@@ -82,8 +81,16 @@ def make_mlp(widths, activation="elu", *, generator=None, dtype=torch.float32, d
     return nn.Sequential(*layers).to(device=device, dtype=dtype)
 
 
-def make_decoder(n_components, hidden_layer_sizes, n_features, activation="elu", *,
-                 generator=None, dtype=torch.float32, device="cpu"):
+def make_decoder(
+    n_components,
+    hidden_layer_sizes,
+    n_features,
+    activation="elu",
+    *,
+    generator=None,
+    dtype=torch.float32,
+    device="cpu",
+):
     """Decoder ``n_components -> hidden_layer_sizes... -> n_features``.
 
     Parameters
@@ -109,12 +116,25 @@ def make_decoder(n_components, hidden_layer_sizes, n_features, activation="elu",
     >>> [layer.out_features for layer in decoder if isinstance(layer, torch.nn.Linear)]
     [150, 300, 600, 784]
     """
-    return make_mlp([n_components, *hidden_layer_sizes, n_features], activation,
-                    generator=generator, dtype=dtype, device=device)
+    return make_mlp(
+        [n_components, *hidden_layer_sizes, n_features],
+        activation,
+        generator=generator,
+        dtype=dtype,
+        device=device,
+    )
 
 
-def make_encoder(n_components, hidden_layer_sizes, n_features, activation="elu", *,
-                 generator=None, dtype=torch.float32, device="cpu"):
+def make_encoder(
+    n_components,
+    hidden_layer_sizes,
+    n_features,
+    activation="elu",
+    *,
+    generator=None,
+    dtype=torch.float32,
+    device="cpu",
+):
     """Encoder that mirrors ``make_decoder``: ``n_features -> ...reversed widths -> n_components``.
 
     Takes the decoder's arguments unchanged, so ``make_encoder(20, (150, 300, 600), 784)`` is
@@ -128,5 +148,10 @@ def make_encoder(n_components, hidden_layer_sizes, n_features, activation="elu",
     >>> [layer.out_features for layer in encoder if isinstance(layer, torch.nn.Linear)]
     [600, 300, 150, 20]
     """
-    return make_mlp([n_features, *reversed(tuple(hidden_layer_sizes)), n_components], activation,
-                    generator=generator, dtype=dtype, device=device)
+    return make_mlp(
+        [n_features, *reversed(tuple(hidden_layer_sizes)), n_components],
+        activation,
+        generator=generator,
+        dtype=dtype,
+        device=device,
+    )

@@ -49,8 +49,7 @@ def subplots(n_rows=1, n_cols=1, *, panel_size=(4.5, 3.4), **subplot_kw):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(panel_size[0] * n_cols, panel_size[1] * n_rows),
-                    layout="constrained")
+    figure = Figure(figsize=(panel_size[0] * n_cols, panel_size[1] * n_rows), layout="constrained")
     FigureCanvasAgg(figure)
     return figure, figure.subplots(n_rows, n_cols, squeeze=False, **subplot_kw)
 

@@ -26,8 +26,18 @@ def _as_curve(label, curve):
     return x, y, yerr
 
 
-def plot_curves(curves, *, reference=None, ax=None, xlabel=None, ylabel="mean cross-entropy",
-                logx=False, logy=False, title=None, marker="o"):
+def plot_curves(
+    curves,
+    *,
+    reference=None,
+    ax=None,
+    xlabel=None,
+    ylabel="mean cross-entropy",
+    logx=False,
+    logy=False,
+    title=None,
+    marker="o",
+):
     """Plot named curves, with an optional error band and reference points of the same colour.
 
     Parameters
@@ -63,8 +73,15 @@ def plot_curves(curves, *, reference=None, ax=None, xlabel=None, ylabel="mean cr
             ax.fill_between(x, y - band, y + band, color=palette[label], alpha=0.2, lw=0)
     for label, curve in reference.items():
         x, y, _ = _as_curve(label, curve)
-        ax.plot(x, y, ls="--", marker="s", markerfacecolor="none", color=palette[label],
-                label=f"{label} (paper)")
+        ax.plot(
+            x,
+            y,
+            ls="--",
+            marker="s",
+            markerfacecolor="none",
+            color=palette[label],
+            label=f"{label} (paper)",
+        )
     if logx:
         ax.set_xscale("log")
         _plain_log_ticks(ax, curves, reference)
@@ -123,8 +140,9 @@ def _plain(x):
     return f"{x:.3g}" if x >= 1 else f"{x:.2g}"
 
 
-def plot_bars(values, *, errors=None, reference=None, ax=None, ylabel="mean cross-entropy",
-              title=None):
+def plot_bars(
+    values, *, errors=None, reference=None, ax=None, ylabel="mean cross-entropy", title=None
+):
     """Grouped bars: one group per key of the inner dicts, one bar per series.
 
     Parameters
@@ -159,11 +177,22 @@ def plot_bars(values, *, errors=None, reference=None, ax=None, ylabel="mean cros
             errs = [errors[label].get(g, np.nan) for g in groups]
             errs = np.where(np.isfinite(errs), errs, 0.0)
         ax.bar(offset, heights, width, yerr=errs, color=color, label=label, capsize=3)
-        ref = [reference[label].get(g, np.nan) for g in groups] if reference and \
-            label in reference else []
+        ref = (
+            [reference[label].get(g, np.nan) for g in groups]
+            if reference and label in reference
+            else []
+        )
         if np.isfinite(np.asarray(ref, dtype=float)).any():
-            ax.plot(offset, ref, ls="none", marker="_", markersize=14, mew=2, color="black",
-                    label="paper" if not has_reference else None)
+            ax.plot(
+                offset,
+                ref,
+                ls="none",
+                marker="_",
+                markersize=14,
+                mew=2,
+                color="black",
+                label="paper" if not has_reference else None,
+            )
             has_reference = True
     ax.set_xticks(positions, groups)
     if ylabel:

@@ -19,8 +19,10 @@ def _histories(result):
     t = np.asarray(t.detach().cpu() if hasattr(t, "detach") else t, dtype=float)
     loss = np.asarray(loss.detach().cpu() if hasattr(loss, "detach") else loss, dtype=float)
     if t.shape != loss.shape or t.ndim != 2:
-        raise ValueError(f"t_history and loss_history must be 2-d (steps, batch) of equal "
-                         f"shape; got {t.shape} and {loss.shape}.")
+        raise ValueError(
+            f"t_history and loss_history must be 2-d (steps, batch) of equal "
+            f"shape; got {t.shape} and {loss.shape}."
+        )
     return t, loss
 
 
@@ -49,8 +51,11 @@ def flow_loss_curve(result, t=None, n_points=200):
     times, losses = _histories(result)
     if t is None:
         end = np.nanmax(times)
-        t = np.concatenate([[0.0], np.geomspace(end * 1e-4, end, n_points - 1)]) if end > 0 \
+        t = (
+            np.concatenate([[0.0], np.geomspace(end * 1e-4, end, n_points - 1)])
+            if end > 0
             else np.zeros(1)
+        )
     t = np.asarray(t, dtype=float)
     curves = []
     for column in range(times.shape[1]):
@@ -65,8 +70,9 @@ def flow_loss_curve(result, t=None, n_points=200):
     return t, np.mean(curves, axis=0)
 
 
-def plot_flow_history(result, *, ax=None, label=None, color=None, per_sample=False,
-                      logx=True, title=None):
+def plot_flow_history(
+    result, *, ax=None, label=None, color=None, per_sample=False, logx=True, title=None
+):
     """Plot the loss of an encoding against flow time: the batch mean, optionally each sample.
 
     Parameters
@@ -94,13 +100,14 @@ def plot_flow_history(result, *, ax=None, label=None, color=None, per_sample=Fal
     ax = get_axes(ax)
     t, mean = flow_loss_curve(result)
     keep = t > 0 if logx else np.ones_like(t, dtype=bool)
-    line, = ax.plot(t[keep], mean[keep], color=color, label=label)
+    (line,) = ax.plot(t[keep], mean[keep], color=color, label=label)
     if per_sample:
         times, losses = _histories(result)
         for column in range(times.shape[1]):
             ok = np.isfinite(times[:, column]) & (times[:, column] > 0 if logx else True)
-            ax.plot(times[ok, column], losses[ok, column], color=line.get_color(), lw=0.5,
-                    alpha=0.3)
+            ax.plot(
+                times[ok, column], losses[ok, column], color=line.get_color(), lw=0.5, alpha=0.3
+            )
     if logx:
         ax.set_xscale("log")
     ax.set_xlabel("flow time t")

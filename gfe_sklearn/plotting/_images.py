@@ -26,8 +26,7 @@ def reconstruct(model, X):
     return model.inverse_transform(model.transform(X))
 
 
-def plot_reconstructions(models, X, *, image_shape=None, ax=None, title=None, cmap="gray",
-                         pad=2):
+def plot_reconstructions(models, X, *, image_shape=None, ax=None, title=None, cmap="gray", pad=2):
     """Tile images and their reconstructions: row 0 holds ``X``, then one row per model.
 
     Parameters
@@ -68,13 +67,13 @@ def plot_reconstructions(models, X, *, image_shape=None, ax=None, title=None, cm
     for r, (_, images) in enumerate(rows):
         for c in range(n):
             top, left = pad + r * height, pad + c * width
-            mosaic[top:top + rows_of, left:left + cols_of] = images[c].reshape(rows_of, cols_of)
+            mosaic[top : top + rows_of, left : left + cols_of] = images[c].reshape(rows_of, cols_of)
 
     ax = get_axes(ax, figsize=(max(3.0, 0.6 * n + 1.0), 0.6 * len(rows) + 0.6))
-    ax.imshow(np.clip(mosaic, 0.0, 1.0), cmap=cmap, vmin=0.0, vmax=1.0,
-              interpolation="nearest")
-    ax.set_yticks([pad + r * height + rows_of / 2 for r in range(len(rows))],
-                  [label for label, _ in rows])
+    ax.imshow(np.clip(mosaic, 0.0, 1.0), cmap=cmap, vmin=0.0, vmax=1.0, interpolation="nearest")
+    ax.set_yticks(
+        [pad + r * height + rows_of / 2 for r in range(len(rows))], [label for label, _ in rows]
+    )
     ax.set_xticks([])
     for side in ("top", "right", "bottom", "left"):
         ax.spines[side].set_visible(False)

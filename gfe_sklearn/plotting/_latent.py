@@ -27,8 +27,10 @@ def embed(codes, *, method="tsne", random_state=None, perplexity=30.0):
         raise ValueError(f"codes must be 2-d (n_samples, n_components); got {codes.shape}.")
     if method == "none":
         if codes.shape[1] != 2:
-            raise ValueError(f"method='none' needs 2-d codes; these have {codes.shape[1]} "
-                             "columns. Use method='tsne' or 'pca'.")
+            raise ValueError(
+                f"method='none' needs 2-d codes; these have {codes.shape[1]} "
+                "columns. Use method='tsne' or 'pca'."
+            )
         return codes
     if method == "pca":
         from sklearn.decomposition import PCA
@@ -38,8 +40,7 @@ def embed(codes, *, method="tsne", random_state=None, perplexity=30.0):
         from sklearn.manifold import TSNE
 
         perplexity = min(perplexity, max(1.0, (codes.shape[0] - 1) / 3))
-        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca",
-                    random_state=random_state)
+        tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=random_state)
         return tsne.fit_transform(codes)
     raise ValueError(f"method={method!r} is not valid; choose one of {list(EMBEDDINGS)}.")
 
@@ -80,8 +81,9 @@ def plot_embedding(points, labels=None, *, target_names=None, ax=None, title=Non
             name = label
             if target_names is not None and np.issubdtype(type(label), np.integer):
                 name = target_names[int(label)]
-            ax.scatter(points[mask, 0], points[mask, 1], s=size, color=color, linewidths=0,
-                       label=str(name))
+            ax.scatter(
+                points[mask, 0], points[mask, 1], s=size, color=color, linewidths=0, label=str(name)
+            )
         ax.legend(markerscale=3, fontsize="x-small", loc="best", frameon=False)
     ax.set_xticks([])
     ax.set_yticks([])
@@ -90,8 +92,9 @@ def plot_embedding(points, labels=None, *, target_names=None, ax=None, title=Non
     return ax
 
 
-def plot_latent(model, X, y=None, *, method="tsne", random_state=None, target_names=None,
-                ax=None, title=None):
+def plot_latent(
+    model, X, y=None, *, method="tsne", random_state=None, target_names=None, ax=None, title=None
+):
     """Encode ``X`` with a fitted model and draw a 2-d map of the codes, coloured by ``y``.
 
     Parameters

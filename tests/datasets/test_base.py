@@ -223,8 +223,9 @@ def test_an_unreadable_data_file_is_named_with_the_fix(synthetic, permissions_ap
 
 
 @pytest.mark.parametrize("read_only", ["data_home", "dataset folder"])
-def test_a_read_only_data_folder_is_named_before_any_download(synthetic, permissions_apply,
-                                                               monkeypatch, read_only):
+def test_a_read_only_data_folder_is_named_before_any_download(
+    synthetic, permissions_apply, monkeypatch, read_only
+):
     # Before: every mirror was tried and the error was a FileNotFoundError blaming the
     # downloads, or a bare PermissionError from mkdir.
     folder = synthetic.home / "mnist"

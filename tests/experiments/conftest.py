@@ -9,8 +9,10 @@ from gfe_sklearn.experiments import main
 
 def real_data_home():
     """The MNIST files: GFE_SKLEARN_DATA, else the shared folder beside the checkout."""
-    candidates = [os.environ.get("GFE_SKLEARN_DATA"),
-                  Path(__file__).resolve().parents[3] / "shared" / "data"]
+    candidates = [
+        os.environ.get("GFE_SKLEARN_DATA"),
+        Path(__file__).resolve().parents[3] / "shared" / "data",
+    ]
     for candidate in candidates:
         if candidate and (Path(candidate) / "mnist" / "t10k-images-idx3-ubyte.gz").is_file():
             return Path(candidate)

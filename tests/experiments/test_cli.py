@@ -12,13 +12,23 @@ from .conftest import read_units
 
 
 def test_every_experiment_of_the_issue_is_registered():
-    assert set(EXPERIMENTS) == {"data-efficiency", "converged", "solvers", "curves", "latent",
-                                "reconstructions"}
+    assert set(EXPERIMENTS) == {
+        "data-efficiency",
+        "converged",
+        "solvers",
+        "curves",
+        "latent",
+        "reconstructions",
+    }
 
 
 def test_help_lists_experiments_through_python_m():
-    result = subprocess.run([sys.executable, "-m", "gfe_sklearn.experiments", "--help"],
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "gfe_sklearn.experiments", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     for name in EXPERIMENTS:
         assert name in result.stdout
@@ -31,20 +41,30 @@ def test_experiment_help_names_the_common_options(name, capsys):
         main([name, "--help"])
     assert exc.value.code == 0
     text = capsys.readouterr().out
-    for option in ("--dataset", "--seeds", "--n-test", "--device", "--out", "--smoke",
-                   "--report-only"):
+    for option in (
+        "--dataset",
+        "--seeds",
+        "--n-test",
+        "--device",
+        "--out",
+        "--smoke",
+        "--report-only",
+    ):
         assert option in text
     assert "resumes" in text and "units.jsonl" in text
 
 
-@pytest.mark.parametrize("argv", [
-    ["no-such-experiment"],
-    ["data-efficiency", "--dataset", "cifar"],
-    ["data-efficiency", "--seeds", "0"],
-    ["data-efficiency", "--seeds", "4:2"],
-    ["data-efficiency", "--budgets", "0", "480"],
-    ["latent", "--small-images", "600", "--gfe-images", "500"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["no-such-experiment"],
+        ["data-efficiency", "--dataset", "cifar"],
+        ["data-efficiency", "--seeds", "0"],
+        ["data-efficiency", "--seeds", "4:2"],
+        ["data-efficiency", "--budgets", "0", "480"],
+        ["latent", "--small-images", "600", "--gfe-images", "500"],
+    ],
+)
 def test_bad_options_exit_with_a_usage_error(argv, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -52,12 +72,15 @@ def test_bad_options_exit_with_a_usage_error(argv, capsys):
     assert "error" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("values, seeds", [
-    (["3"], [0, 1, 2]),
-    (["0", "4"], [0, 4]),
-    (["5:8"], [5, 6, 7]),
-    (["7:8"], [7]),
-])
+@pytest.mark.parametrize(
+    "values, seeds",
+    [
+        (["3"], [0, 1, 2]),
+        (["0", "4"], [0, 4]),
+        (["5:8"], [5, 6, 7]),
+        (["7:8"], [7]),
+    ],
+)
 def test_parse_seeds(values, seeds):
     assert parse_seeds(values) == seeds
 
@@ -123,8 +146,9 @@ def test_report_only_after_a_changed_default_keeps_the_recorded_protocol_and_com
     assert recorded["fit_stop_tol"] == 1e-4
     assert json.loads(path.read_text()) == config  # the folder's protocol is not rewritten
     # Options that change results are still compared.
-    code, _ = run("data-efficiency", "--budgets", "10", "--fit-stop-tol", "0.003",
-                  "--report-only", out=out)
+    code, _ = run(
+        "data-efficiency", "--budgets", "10", "--fit-stop-tol", "0.003", "--report-only", out=out
+    )
     assert code == 1
     # A budget with no finished unit leaves an empty report, not a crash.
     code, _ = run("data-efficiency", "--budgets", "20", "--report-only", out=out)
@@ -173,16 +197,28 @@ BAD_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("options, named", BAD_OPTIONS,
-                         ids=[" ".join(options) for options, _ in BAD_OPTIONS])
-def test_bad_option_values_exit_with_a_usage_error_and_write_nothing(tmp_path, capsys,
-                                                                     options, named):
+@pytest.mark.parametrize(
+    "options, named", BAD_OPTIONS, ids=[" ".join(options) for options, _ in BAD_OPTIONS]
+)
+def test_bad_option_values_exit_with_a_usage_error_and_write_nothing(
+    tmp_path, capsys, options, named
+):
     # Before, most of these passed the parser and raised at the first fit, with a
     # traceback, after config.json was written (--snapshot-seconds nan even ran).
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        main(["data-efficiency", "--smoke", "--quiet", "--dataset", "digits", "--out",
-              str(out), *options])
+        main(
+            [
+                "data-efficiency",
+                "--smoke",
+                "--quiet",
+                "--dataset",
+                "digits",
+                "--out",
+                str(out),
+                *options,
+            ]
+        )
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()[-1]) > 0
@@ -191,21 +227,29 @@ def test_bad_option_values_exit_with_a_usage_error_and_write_nothing(tmp_path, c
     assert not out.exists()
 
 
-@pytest.mark.parametrize("values, message", [
-    (["x"], "not a whole number"),
-    (["1:y"], "not a whole number"),
-    (["0", "-1"], "outside"),
-    (["-3"], "outside"),
-    ([str(2**32)], "outside"),
-])
+@pytest.mark.parametrize(
+    "values, message",
+    [
+        (["x"], "not a whole number"),
+        (["1:y"], "not a whole number"),
+        (["0", "-1"], "outside"),
+        (["-3"], "outside"),
+        ([str(2**32)], "outside"),
+    ],
+)
 def test_parse_seeds_names_bad_values(values, message):
     with pytest.raises(ValueError, match=f"--seeds .*{message}"):
         parse_seeds(values)
 
 
-@pytest.mark.parametrize("option, experiment", [
-    ("--out", "data-efficiency"), ("--data-home", "data-efficiency"), ("--model-cache", "latent"),
-])
+@pytest.mark.parametrize(
+    "option, experiment",
+    [
+        ("--out", "data-efficiency"),
+        ("--data-home", "data-efficiency"),
+        ("--model-cache", "latent"),
+    ],
+)
 def test_a_file_given_as_a_folder_option_is_named(tmp_path, capsys, option, experiment):
     # Before: a raw FileExistsError when the run created --out (or --model-cache).
     path = tmp_path / "a-file"
@@ -222,6 +266,7 @@ def test_a_file_given_as_a_folder_option_is_named(tmp_path, capsys, option, expe
 
 
 # -- the output folder ---------------------------------------------------------------------
+
 
 def test_a_store_under_a_file_names_the_folder(tmp_path):
     # Before: a raw NotADirectoryError from mkdir.
@@ -253,8 +298,7 @@ def test_a_config_with_a_unit_or_a_snapshot_still_refuses_another_protocol(tmp_p
         Store(tmp_path, "data-efficiency", {"batch_size": 2})
 
 
-def test_a_run_that_failed_before_its_first_unit_does_not_block_a_corrected_run(
-        run, monkeypatch):
+def test_a_run_that_failed_before_its_first_unit_does_not_block_a_corrected_run(run, monkeypatch):
     # Before: the corrected run was refused ("holds results of another protocol").
     from gfe_sklearn.experiments import _data_efficiency
 
@@ -282,8 +326,18 @@ def test_a_corrupt_config_beside_finished_units_is_named_with_the_fix(tmp_path, 
         Store(tmp_path, "data-efficiency", {"batch_size": 5})
     message = str(excinfo.value)
     assert f"{path} cannot be read" in message and "another --out" in message
-    code = main(["data-efficiency", "--smoke", "--quiet", "--dataset", "digits",
-                 "--out", str(tmp_path), "--report-only"])
+    code = main(
+        [
+            "data-efficiency",
+            "--smoke",
+            "--quiet",
+            "--dataset",
+            "digits",
+            "--out",
+            str(tmp_path),
+            "--report-only",
+        ]
+    )
     assert code == 1
     err = capsys.readouterr().err
     assert f"error: {path} cannot be read" in err and "Traceback" not in err

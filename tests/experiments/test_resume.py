@@ -37,7 +37,8 @@ def test_rerun_skips_finished_units_and_rebuilds_the_results(run, monkeypatch):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupt_keeps_finished_units_and_resuming_gives_the_same_numbers(
-        run, tmp_path, monkeypatch, signum):
+    run, tmp_path, monkeypatch, signum
+):
     code, reference = run("data-efficiency", out=tmp_path / "reference")
     assert code == 0
 
@@ -58,7 +59,8 @@ def test_interrupt_keeps_finished_units_and_resuming_gives_the_same_numbers(
     assert code == 130
     finished = read_units(out)
     assert sorted(bce_of(finished)) == sorted(
-        [(0, m, i) for m in ("gfe", "ae", "mixed") for i in (20, 40)] + [(1, "gfe", 20)])
+        [(0, m, i) for m in ("gfe", "ae", "mixed") for i in (20, 40)] + [(1, "gfe", 20)]
+    )
     assert json.loads((out / "data-efficiency.json").read_text())["status"] == "interrupted"
     assert (out / "snapshots" / "gfe-digits-seed1" / "resume.json").exists()
 
@@ -66,7 +68,7 @@ def test_interrupt_keeps_finished_units_and_resuming_gives_the_same_numbers(
     code, _ = run("data-efficiency", out=out)
     assert code == 0
     resumed = read_units(out)
-    assert resumed[:len(finished)] == finished  # nothing finished was redone
+    assert resumed[: len(finished)] == finished  # nothing finished was redone
     assert bce_of(resumed) == bce_of(read_units(reference))  # bit-identical numbers
     assert json.loads((out / "data-efficiency.json").read_text())["status"] == "complete"
 
@@ -110,7 +112,8 @@ def test_an_error_keeps_the_finished_units_readable(run, monkeypatch, tmp_path):
     result = json.loads((out / "data-efficiency.json").read_text())
     assert result["status"] == "failed"
     assert sorted(bce_of(result["records"])) == sorted(
-        [(0, "gfe", 20), (0, "gfe", 40), (0, "ae", 20), (0, "mixed", 20)])
+        [(0, "gfe", 20), (0, "gfe", 40), (0, "ae", 20), (0, "mixed", 20)]
+    )
     assert "Failed: partial results" in (out / "data-efficiency.md").read_text()
 
 

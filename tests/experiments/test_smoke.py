@@ -38,15 +38,24 @@ def test_data_efficiency(run):
     assert all(0 < r["test_bce"] < 1 and r["n_test"] == 50 for r in records)
     table = result["summary"]["table"]["digits"]
     assert table["gfe"]["40"]["n"] == 2
-    assert np.isclose(table["gfe"]["40"]["mean"],
-                      np.mean([r["test_bce"] for r in records
-                               if r["model"] == "gfe" and r["images"] == 40]))
+    assert np.isclose(
+        table["gfe"]["40"]["mean"],
+        np.mean([r["test_bce"] for r in records if r["model"] == "gfe" and r["images"] == 40]),
+    )
     assert "±" in (out / "data-efficiency.md").read_text()
 
 
 def test_data_efficiency_on_real_mnist(run, mnist_home):
-    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10",
-                    "--data-home", str(mnist_home), dataset="mnist")
+    code, out = run(
+        "data-efficiency",
+        "--seeds",
+        "1",
+        "--budgets",
+        "10",
+        "--data-home",
+        str(mnist_home),
+        dataset="mnist",
+    )
     assert code == 0
     result = check_outputs("data-efficiency", out)
     assert {r["model"] for r in result["records"]} == {"ae", "gfe", "mixed"}
@@ -59,7 +68,8 @@ def test_converged(run):
     result = check_outputs("converged", out)
     finals = [r for r in result["records"] if r["kind"] == "final"]
     assert {(r["dataset"], r["model"]) for r in finals} == {
-        (d, m) for d in ("digits", "segmented-digits") for m in ("ae", "gfe")}
+        (d, m) for d in ("digits", "segmented-digits") for m in ("ae", "gfe")
+    }
     gfe = next(r for r in finals if r["model"] == "gfe" and r["dataset"] == "digits")
     assert gfe["epochs"] == 1 and gfe["images"] == 200 - 40  # one epoch, less validation
     ae = next(r for r in finals if r["model"] == "ae" and r["dataset"] == "digits")
@@ -89,7 +99,8 @@ def test_solvers(run):
     result = check_outputs("solvers", out)
     records = result["records"]
     assert {(r["variant"], r["iteration"]) for r in records} == {
-        (v, i) for v in ("rk4", "rk4-full", "nesterov", "amd") for i in (2, 4)}
+        (v, i) for v in ("rk4", "rk4-full", "nesterov", "amd") for i in (2, 4)
+    }
     for r in records:
         assert r["evals_per_image"] > 0 and len(r["flow_t"]) == len(r["flow_loss"])
     rk4 = [r for r in records if r["variant"] == "rk4"]
@@ -102,7 +113,8 @@ def test_curves(run):
     assert code == 0
     result = check_outputs("curves", out)
     assert {(r["model"], r["images"]) for r in result["records"]} == {
-        (m, i) for m in ("ae", "gfe") for i in (50, 70, 100)}
+        (m, i) for m in ("ae", "gfe") for i in (50, 70, 100)
+    }
     assert result["protocol"]["optimizer"] == "adam"
 
 
@@ -112,7 +124,11 @@ def test_latent(run):
     result = check_outputs("latent", out)
     records = result["records"]
     assert {(r["model"], r["stage"], r["images"]) for r in records} == {
-        ("gfe", "small", 20), ("gfe", "full", 40), ("ae", "small", 20), ("ae", "full", 60)}
+        ("gfe", "small", 20),
+        ("gfe", "full", 40),
+        ("ae", "small", 20),
+        ("ae", "full", 60),
+    }
     for r in records:
         assert np.asarray(r["points"]).shape == (60, 2) and len(r["labels"]) == 60
         assert 0 <= r["knn_accuracy"] <= 1
@@ -133,13 +149,12 @@ def test_reconstructions(run, tmp_path, shared_cache):
     if shared_cache:
         latent = read_units(tmp_path / "latent")
         assert {(r["model"], r["stage"], r["train_seconds"]) for r in latent} == {
-            (r["model"], r["stage"], r["train_seconds"]) for r in result["records"]}
+            (r["model"], r["stage"], r["train_seconds"]) for r in result["records"]
+        }
 
 
-@pytest.mark.parametrize("name, option, value", [("tau", "--tau", 7.0),
-                                                  ("s_min", "--s-min", 1.0)])
-def test_flow_options_reach_every_gfe_the_mixed_one_included(run, monkeypatch, name, option,
-                                                            value):
+@pytest.mark.parametrize("name, option, value", [("tau", "--tau", 7.0), ("s_min", "--s-min", 1.0)])
+def test_flow_options_reach_every_gfe_the_mixed_one_included(run, monkeypatch, name, option, value):
     from gfe_sklearn import GradientFlowEncoder
 
     original, seen = GradientFlowEncoder.score, []
@@ -165,9 +180,9 @@ def test_fit_stop_tol_reaches_the_training_flows_and_the_protocol(run, monkeypat
         return original(self, target)
 
     monkeypatch.setattr(GradientFlowEncoder, "_training_loss", training_loss)
-    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10",
-                    "--fit-stop-tol", "0.003")
+    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10", "--fit-stop-tol", "0.003")
     assert code == 0
     assert tols == {0.003}
-    assert json.loads((out / "data-efficiency.json").read_text())["protocol"]["fit_stop_tol"] \
-        == 0.003
+    assert (
+        json.loads((out / "data-efficiency.json").read_text())["protocol"]["fit_stop_tol"] == 0.003
+    )

@@ -23,15 +23,27 @@ pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceW
 @pytest.fixture
 def model():
     X = np.random.default_rng(0).random((40, 16))
-    return GradientFlowEncoder(n_components=2, hidden_layer_sizes=(8,), max_iter=1,
-                               batch_size=8, device="cpu", random_state=0).fit(X), X
+    return GradientFlowEncoder(
+        n_components=2,
+        hidden_layer_sizes=(8,),
+        max_iter=1,
+        batch_size=8,
+        device="cpu",
+        random_state=0,
+    ).fit(X), X
 
 
 def _state(model):
     stream = EpochStream(40, sampler_rng(0, 1))
     stream.take(13)
-    return {"model": model, "stream": stream, "seen": 13, "seconds": 1.5, "stopped": False,
-            "extra": {"best": model, "best_val": 0.25, "bad": 1}}
+    return {
+        "model": model,
+        "stream": stream,
+        "seen": 13,
+        "seconds": 1.5,
+        "stopped": False,
+        "extra": {"best": model, "best_val": 0.25, "bad": 1},
+    }
 
 
 def test_a_saved_state_resumes_exactly(model, tmp_path):
@@ -39,14 +51,18 @@ def test_a_saved_state_resumes_exactly(model, tmp_path):
     state = _state(est)
     save_state(tmp_path / "resume.json", state)
     loaded = load_state(tmp_path / "resume.json")
-    assert {k: loaded[k] for k in ("seen", "seconds", "stopped")} == \
-        {"seen": 13, "seconds": 1.5, "stopped": False}
+    assert {k: loaded[k] for k in ("seen", "seconds", "stopped")} == {
+        "seen": 13,
+        "seconds": 1.5,
+        "stopped": False,
+    }
     assert loaded["extra"]["best_val"] == 0.25 and loaded["extra"]["bad"] == 1
     np.testing.assert_array_equal(loaded["stream"].take(50), state["stream"].take(50))
     draws = DrawStream(40, sampler_rng(1, 0))
     save_state(tmp_path / "draws.json", {"stream": draws})
-    np.testing.assert_array_equal(load_state(tmp_path / "draws.json")["stream"].take(9),
-                                  draws.take(9))
+    np.testing.assert_array_equal(
+        load_state(tmp_path / "draws.json")["stream"].take(9), draws.take(9)
+    )
     batch = X[:10]
     loaded["model"].partial_fit(batch)
     est.partial_fit(batch)
@@ -81,14 +97,19 @@ def test_a_crash_while_saving_leaves_the_previous_state(model, tmp_path, monkeyp
     assert load_state(tmp_path / "resume.json")["seen"] == 13
 
 
-@pytest.mark.parametrize("edit, match", [
-    (lambda s: s["state"]["dict"]["model"].update(model="../../evil.safetensors"),
-     "not a plain file name"),
-    (lambda s: s["state"]["dict"]["model"].update({"class": "os.system"}), "unexpected"),
-    (lambda s: s["state"]["dict"]["stream"]["stream"].update(kind="pickle"), "pickle"),
-    (lambda s: s["state"]["dict"]["stream"]["stream"].update(position=10**9), "out of range"),
-    (lambda s: s.update(format="other"), "not a gfe-sklearn snapshot"),
-])
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (
+            lambda s: s["state"]["dict"]["model"].update(model="../../evil.safetensors"),
+            "not a plain file name",
+        ),
+        (lambda s: s["state"]["dict"]["model"].update({"class": "os.system"}), "unexpected"),
+        (lambda s: s["state"]["dict"]["stream"]["stream"].update(kind="pickle"), "pickle"),
+        (lambda s: s["state"]["dict"]["stream"]["stream"].update(position=10**9), "out of range"),
+        (lambda s: s.update(format="other"), "not a gfe-sklearn snapshot"),
+    ],
+)
 def test_crafted_snapshots_are_refused_with_the_file_named(model, tmp_path, edit, match):
     est, _ = model
     path = tmp_path / "resume.json"

@@ -52,8 +52,11 @@ def gradient_flow_solution(layer, target, t):
 
 def mlp_decoder(n_components, n_features, hidden=16, seed=0, dtype=torch.float64):
     gen = torch.Generator().manual_seed(seed)
-    layers = [torch.nn.Linear(n_components, hidden), torch.nn.ELU(),
-              torch.nn.Linear(hidden, n_features)]
+    layers = [
+        torch.nn.Linear(n_components, hidden),
+        torch.nn.ELU(),
+        torch.nn.Linear(hidden, n_features),
+    ]
     net = torch.nn.Sequential(*layers).to(dtype)
     with torch.no_grad():
         for p in net.parameters():

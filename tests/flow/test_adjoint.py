@@ -28,8 +28,13 @@ def relative_difference(a, b):
 def test_full_adjoint_equals_unrolled(solver, flow):
     decoder = mlp_decoder(2, 5, hidden=6, seed=1)
     target = binary_targets(4, 5, seed=2)
-    kwargs = {"solver": solver, "flow": flow, "tau": 3.0, "stop_tol": 0,
-              "options": FIXED.get(solver, {})}
+    kwargs = {
+        "solver": solver,
+        "flow": flow,
+        "tau": 3.0,
+        "stop_tol": 0,
+        "options": FIXED.get(solver, {}),
+    }
     full = parameter_gradients(decoder, target, "full", **kwargs)
     unrolled = parameter_gradients(decoder, target, "unrolled", **kwargs)
     approx = parameter_gradients(decoder, target, "approx", **kwargs)
@@ -47,8 +52,17 @@ def test_exact_modes_pass_gradcheck(adjoint, solver, flow):
     params = list(decoder.parameters())
 
     def total_loss(*_):
-        res = encode(decoder, target, 2, solver=solver, flow=flow, adjoint=adjoint, tau=2.0,
-                     stop_tol=0, options=FIXED[solver])
+        res = encode(
+            decoder,
+            target,
+            2,
+            solver=solver,
+            flow=flow,
+            adjoint=adjoint,
+            tau=2.0,
+            stop_tol=0,
+            options=FIXED[solver],
+        )
         return LOSSES["bce"](decoder(res.z), target).sum()
 
     assert torch.autograd.gradcheck(total_loss, params, eps=1e-6, atol=1e-5)
@@ -57,8 +71,9 @@ def test_exact_modes_pass_gradcheck(adjoint, solver, flow):
 def test_approx_gradient_is_the_partial_derivative_at_fixed_codes():
     decoder = mlp_decoder(2, 5, seed=5)
     target = binary_targets(3, 5, seed=6)
-    grads = parameter_gradients(decoder, target, "approx", solver="rk4", tau=2.0, stop_tol=0,
-                                options=FIXED["rk4"])
+    grads = parameter_gradients(
+        decoder, target, "approx", solver="rk4", tau=2.0, stop_tol=0, options=FIXED["rk4"]
+    )
     res = encode(decoder, target, 2, solver="rk4", tau=2.0, stop_tol=0, options=FIXED["rk4"])
     decoder.zero_grad()
     LOSSES["bce"](decoder(res.z.detach()), target).sum().backward()
@@ -106,8 +121,16 @@ def peak_graph_bytes(adjoint, n_steps):
     decoder = mlp_decoder(4, 64, hidden=128, seed=7)
     target = binary_targets(32, 64, seed=8)
     with SavedTensorMeter() as meter:
-        res = encode(decoder, target, 4, solver="rk4", adjoint=adjoint, tau=5.0, stop_tol=0,
-                     options={"n_steps": n_steps})
+        res = encode(
+            decoder,
+            target,
+            4,
+            solver="rk4",
+            adjoint=adjoint,
+            tau=5.0,
+            stop_tol=0,
+            options={"n_steps": n_steps},
+        )
         LOSSES["bce"](decoder(res.z), target).sum().backward()
     return meter.peak
 

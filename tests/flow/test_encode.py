@@ -43,17 +43,27 @@ def test_encoding_rows_alone_matches_encoding_the_batch(solver, flow, dtype, ato
     flow=st.sampled_from(sorted(FLOWS)),
     loss=st.sampled_from(sorted(LOSSES)),
 )
-def test_amd_never_increases_any_samples_loss(seed, n_components, n_features, hidden, scale,
-                                              flow, loss):
+def test_amd_never_increases_any_samples_loss(
+    seed, n_components, n_features, hidden, scale, flow, loss
+):
     gen = torch.Generator().manual_seed(seed)
-    decoder = torch.nn.Sequential(torch.nn.Linear(n_components, hidden), torch.nn.Tanh(),
-                                  torch.nn.Linear(hidden, n_features)).double()
+    decoder = torch.nn.Sequential(
+        torch.nn.Linear(n_components, hidden), torch.nn.Tanh(), torch.nn.Linear(hidden, n_features)
+    ).double()
     with torch.no_grad():
         for p in decoder.parameters():
             p.copy_(scale * torch.randn(p.shape, generator=gen, dtype=torch.float64))
     target = torch.rand(6, n_features, generator=gen, dtype=torch.float64)
-    res = encode(decoder, target, n_components, solver="amd", flow=flow, loss=loss, tau=80.0,
-                 record_history=True)
+    res = encode(
+        decoder,
+        target,
+        n_components,
+        solver="amd",
+        flow=flow,
+        loss=loss,
+        tau=80.0,
+        record_history=True,
+    )
     history = res.loss_history.numpy()
     for column in history.T:
         curve = column[~np.isnan(column)]
@@ -64,8 +74,16 @@ def test_amd_never_increases_any_samples_loss(seed, n_components, n_features, hi
 def test_diagnostics_count_steps_and_evaluations():
     decoder = mlp_decoder(2, 6, seed=13)
     target = binary_targets(5, 6, seed=14)
-    rk4 = encode(decoder, target, 2, solver="rk4", tau=3.0, stop_tol=0,
-                 options={"n_steps": 7}, record_history=True)
+    rk4 = encode(
+        decoder,
+        target,
+        2,
+        solver="rk4",
+        tau=3.0,
+        stop_tol=0,
+        options={"n_steps": 7},
+        record_history=True,
+    )
     assert rk4.n_steps.tolist() == [7] * 5
     assert rk4.n_evals.tolist() == [1 + 4 * 7] * 5
     assert rk4.t_history.shape == (8, 5)
@@ -110,19 +128,27 @@ def test_invalid_settings_name_the_problem_and_the_choices(kwargs, match):
 def test_exponential_alpha_slows_the_flow_late(alpha):
     decoder = mlp_decoder(2, 6, seed=17)
     target = binary_targets(3, 6, seed=18)
-    res = encode(decoder, target, 2, solver="rk4", alpha=alpha, tau=4.0, stop_tol=0,
-                 options={"n_steps": 20})
+    res = encode(
+        decoder, target, 2, solver="rk4", alpha=alpha, tau=4.0, stop_tol=0, options={"n_steps": 20}
+    )
     assert torch.isfinite(res.z).all()
     if alpha == "exp":
-        plain = encode(decoder, target, 2, solver="rk4", tau=4.0, stop_tol=0,
-                       options={"n_steps": 20})
+        plain = encode(
+            decoder, target, 2, solver="rk4", tau=4.0, stop_tol=0, options={"n_steps": 20}
+        )
         # Integral of exp(-2t/tau) over [0, tau] is (1 - e^-2) tau / 2: a shorter effective flow.
         assert torch.all(res.loss > plain.loss)
 
 
 def test_solver_options_are_each_solvers_constructor_defaults():
-    assert solver_options("amd") == {"beta": 0.75, "s0": 1.0, "s_max": 1000.0, "kappa": 1.1,
-                                     "max_backtracks": 30, "s_min": 0.0}
+    assert solver_options("amd") == {
+        "beta": 0.75,
+        "s0": 1.0,
+        "s_max": 1000.0,
+        "kappa": 1.1,
+        "max_backtracks": 30,
+        "s_min": 0.0,
+    }
     assert set(solver_options("rk4")) == {"n_steps", "grid"}
     assert {"rtol", "atol", "max_steps"} <= set(solver_options("dopri5"))
 
@@ -131,10 +157,10 @@ def test_unchunked_evaluation_gives_the_same_codes_up_to_rounding():
     decoder = mlp_decoder(3, 12, hidden=20, seed=19, dtype=torch.float32)
     target = binary_targets(40, 12, seed=20, dtype=torch.float32)
     chunked = encode(decoder, target, 3, solver="rk4", tau=5.0, options={"n_steps": 10})
-    whole = encode(decoder, target, 3, solver="rk4", tau=5.0, options={"n_steps": 10},
-                   row_chunk=None)
-    small = encode(decoder, target, 3, solver="rk4", tau=5.0, options={"n_steps": 10},
-                   row_chunk=7)
+    whole = encode(
+        decoder, target, 3, solver="rk4", tau=5.0, options={"n_steps": 10}, row_chunk=None
+    )
+    small = encode(decoder, target, 3, solver="rk4", tau=5.0, options={"n_steps": 10}, row_chunk=7)
     torch.testing.assert_close(whole.z, chunked.z, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(small.z, chunked.z, rtol=1e-4, atol=1e-5)
 

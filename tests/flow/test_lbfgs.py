@@ -12,8 +12,9 @@ from .problems import binary_targets, least_squares_codes, linear_decoder, mlp_d
 
 def _flow_endpoint(decoder, target, n_components):
     """The gradient flow run far enough that its codes no longer move (AMD, tight rule)."""
-    return encode(decoder, target, n_components, solver="amd", tau=1e8, stop_tol=1e-9,
-                  row_chunk=None)
+    return encode(
+        decoder, target, n_components, solver="amd", tau=1e8, stop_tol=1e-9, row_chunk=None
+    )
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -53,20 +54,35 @@ def test_rows_alone_give_bitwise_the_codes_of_the_batch():
 
 def test_step_cap_stops_unconverged():
     decoder = mlp_decoder(3, 12, seed=1)
-    res = encode(decoder, binary_targets(4, 12, seed=2), 3, solver="lbfgs", stop_tol=1e-12,
-                 options={"max_steps": 2})
+    res = encode(
+        decoder,
+        binary_targets(4, 12, seed=2),
+        3,
+        solver="lbfgs",
+        stop_tol=1e-12,
+        options={"max_steps": 2},
+    )
     assert torch.all(res.n_steps <= 2) and not res.converged.any()
     assert torch.isfinite(res.z).all()
 
 
-@pytest.mark.parametrize("setting", [
-    {"flow": "nesterov"}, {"adjoint": "full"}, {"adjoint": "unrolled"}, {"alpha": "exp"},
-    {"stop_rule": "loss"}, {"tau": 100.0},
-])
+@pytest.mark.parametrize(
+    "setting",
+    [
+        {"flow": "nesterov"},
+        {"adjoint": "full"},
+        {"adjoint": "unrolled"},
+        {"alpha": "exp"},
+        {"stop_rule": "loss"},
+        {"tau": 100.0},
+    ],
+)
 def test_settings_without_meaning_for_it_are_refused(setting):
-    (name, value), = setting.items()
-    with pytest.raises(ValueError, match=f"{name}={value!r} cannot be used with "
-                                         "solver='lbfgs'.*straight to the gradient flow"):
+    ((name, value),) = setting.items()
+    with pytest.raises(
+        ValueError,
+        match=f"{name}={value!r} cannot be used with solver='lbfgs'.*straight to the gradient flow",
+    ):
         encode(mlp_decoder(2, 4), binary_targets(2, 4), 2, solver="lbfgs", **setting)
 
 

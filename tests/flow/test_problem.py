@@ -23,8 +23,9 @@ def test_partial_chunks_are_padded_to_a_power_of_two(n, expected):
     assert MIN_ROW_CHUNK == 16
 
 
-@pytest.mark.parametrize("make", [papers_sized_decoder,
-                                  lambda: mlp_decoder(3, 12, hidden=20, dtype=torch.float32)])
+@pytest.mark.parametrize(
+    "make", [papers_sized_decoder, lambda: mlp_decoder(3, 12, hidden=20, dtype=torch.float32)]
+)
 def test_the_padded_row_counts_round_every_row_alike(make):
     """The assumption behind bit-identical codes: on this platform's BLAS, the rows of a
     16-, 32- and 64-row call come out bit for bit the same, outputs and input gradients."""

@@ -38,8 +38,10 @@ def test_cheap_settings_cover_every_solver():
 
 # Every registered solver with each flow it takes.
 solvers_and_flows = st.sampled_from(sorted(SOLVERS)).flatmap(
-    lambda solver: st.tuples(st.just(solver),
-                             st.sampled_from(CHEAP[solver].get("flows", sorted(FLOWS)))))
+    lambda solver: st.tuples(
+        st.just(solver), st.sampled_from(CHEAP[solver].get("flows", sorted(FLOWS)))
+    )
+)
 
 
 @st.composite
@@ -56,7 +58,8 @@ def problems(draw, dtypes=(torch.float64,)):
     dtype = draw(st.sampled_from(dtypes))
     gen = torch.Generator().manual_seed(seed)
     decoder = torch.nn.Sequential(
-        torch.nn.Linear(n_components, hidden), ACTIVATIONS[activation](),
+        torch.nn.Linear(n_components, hidden),
+        ACTIVATIONS[activation](),
         torch.nn.Linear(hidden, n_features),
     ).to(dtype)
     with torch.no_grad():
@@ -71,14 +74,22 @@ def problems(draw, dtypes=(torch.float64,)):
 
 def _encode(decoder, target, n_components, loss, solver, flow, **kwargs):
     cheap = CHEAP[solver]
-    return encode(decoder, target, n_components, solver=solver, flow=flow, loss=loss,
-                  tau=cheap["tau"], options=cheap["options"], **kwargs)
+    return encode(
+        decoder,
+        target,
+        n_components,
+        solver=solver,
+        flow=flow,
+        loss=loss,
+        tau=cheap["tau"],
+        options=cheap["options"],
+        **kwargs,
+    )
 
 
 @PROPERTY
 @given(problem=problems(dtypes=(torch.float32, torch.float64)), solver_flow=solvers_and_flows)
-def test_result_shapes_and_dtypes_follow_the_inputs_and_values_are_finite(problem,
-                                                                          solver_flow):
+def test_result_shapes_and_dtypes_follow_the_inputs_and_values_are_finite(problem, solver_flow):
     decoder, target, n_components, loss = problem
     solver, flow = solver_flow
     batch, dtype = target.shape[0], target.dtype
@@ -114,8 +125,9 @@ def test_float32_fixed_grid_ends_at_tau_not_past_it(solver):
         decoder.weight.fill_(0.5)
         decoder.bias.zero_()
     target = torch.full((1, 1), 0.5)
-    res = encode(decoder, target, 1, solver=solver, loss="mse", tau=5.0, stop_tol=0,
-                 options={"n_steps": 10})
+    res = encode(
+        decoder, target, 1, solver=solver, loss="mse", tau=5.0, stop_tol=0, options={"n_steps": 10}
+    )
     assert res.t.item() <= 5.0, res.t.item() - 5.0
 
 
@@ -162,8 +174,11 @@ def test_gradient_flow_on_a_fixed_grid_raises_no_loss_beyond_rounding(problem, s
 
 
 @PROPERTY
-@given(problem=problems(dtypes=(torch.float32, torch.float64)), solver_flow=solvers_and_flows,
-       data=st.data())
+@given(
+    problem=problems(dtypes=(torch.float32, torch.float64)),
+    solver_flow=solvers_and_flows,
+    data=st.data(),
+)
 def test_each_row_encoded_alone_gives_bitwise_the_batchs_codes(problem, solver_flow, data):
     # row_chunk='auto' (the default) is the setting that promises bit-identical rows.
     decoder, target, n_components, loss = problem
@@ -171,11 +186,10 @@ def test_each_row_encoded_alone_gives_bitwise_the_batchs_codes(problem, solver_f
     batch = target.shape[0]
     whole = _encode(decoder, target, n_components, loss, solver, flow)
     for row in range(batch):
-        alone = _encode(decoder, target[row:row + 1], n_components, loss, solver, flow)
-        assert torch.equal(alone.z, whole.z[row:row + 1]), (row, alone.z, whole.z[row])
-        assert torch.equal(alone.loss, whole.loss[row:row + 1])
-        assert torch.equal(alone.n_steps, whole.n_steps[row:row + 1])
+        alone = _encode(decoder, target[row : row + 1], n_components, loss, solver, flow)
+        assert torch.equal(alone.z, whole.z[row : row + 1]), (row, alone.z, whole.z[row])
+        assert torch.equal(alone.loss, whole.loss[row : row + 1])
+        assert torch.equal(alone.n_steps, whole.n_steps[row : row + 1])
     order = torch.tensor(data.draw(st.permutations(range(batch)), label="order"))
     shuffled = _encode(decoder, target[order], n_components, loss, solver, flow)
     assert torch.equal(shuffled.z, whole.z[order])
-

@@ -28,8 +28,9 @@ def test_linear_decoder_reaches_least_squares_code(solver):
     decoder = linear_decoder(3, 12, eigenvalues=[1.0, 0.8, 0.6], seed=1)
     target = torch.randn(7, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     tau = "auto" if goes_to_endpoint(solver) else 60.0
-    res = encode(decoder, target, 3, solver=solver, loss="mse", tau=tau, stop_tol=0,
-                 options=CONVERGE[solver])
+    res = encode(
+        decoder, target, 3, solver=solver, loss="mse", tau=tau, stop_tol=0, options=CONVERGE[solver]
+    )
     expected = least_squares_codes(decoder, target)
     np.testing.assert_allclose(res.z.numpy(), expected, atol=1e-4)
 
@@ -39,8 +40,17 @@ def test_linear_decoder_reaches_least_squares_code(solver):
 def test_amd_reaches_least_squares_code_for_both_flows(flow, s_min):
     decoder = linear_decoder(3, 12, eigenvalues=[1.0, 0.5, 0.2], seed=3)
     target = torch.randn(5, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
-    res = encode(decoder, target, 3, solver="amd", flow=flow, loss="mse", tau=500.0,
-                 stop_tol=0, options={"s_min": s_min})
+    res = encode(
+        decoder,
+        target,
+        3,
+        solver="amd",
+        flow=flow,
+        loss="mse",
+        tau=500.0,
+        stop_tol=0,
+        options={"s_min": s_min},
+    )
     np.testing.assert_allclose(res.z.numpy(), least_squares_codes(decoder, target), atol=1e-4)
 
 
@@ -52,8 +62,16 @@ def test_fixed_grid_convergence_order(solver, order):
     exact = gradient_flow_solution(decoder, target, tau)
     errors = []
     for n_steps in (16, 32, 64):
-        res = encode(decoder, target, 3, solver=solver, loss="mse", tau=tau, stop_tol=0,
-                     options={"n_steps": n_steps, "grid": "linear"})
+        res = encode(
+            decoder,
+            target,
+            3,
+            solver=solver,
+            loss="mse",
+            tau=tau,
+            stop_tol=0,
+            options={"n_steps": n_steps, "grid": "linear"},
+        )
         errors.append(np.abs(res.z.numpy() - exact).max())
     observed = np.log2(np.array(errors[:-1]) / np.array(errors[1:]))
     np.testing.assert_allclose(observed, order, atol=0.15)
@@ -68,8 +86,17 @@ def test_nesterov_beats_gradient_flow_on_ill_conditioned_quadratic():
         floor = ((decoder(torch.as_tensor(optimum)) - target) ** 2).mean(1)
     excess = {}
     for flow in ("gradient", "nesterov"):
-        res = encode(decoder, target, 6, solver="dopri5", flow=flow, loss="mse", tau=200.0,
-                     stop_tol=0, options={"rtol": 1e-7, "atol": 1e-9, "max_steps": 5000})
+        res = encode(
+            decoder,
+            target,
+            6,
+            solver="dopri5",
+            flow=flow,
+            loss="mse",
+            tau=200.0,
+            stop_tol=0,
+            options={"rtol": 1e-7, "atol": 1e-9, "max_steps": 5000},
+        )
         excess[flow] = (res.loss - floor).numpy()
     assert np.all(excess["nesterov"] < 0.5 * excess["gradient"]), excess
 
@@ -78,8 +105,16 @@ def test_dopri5_stops_at_its_cap_with_a_warning_on_a_stiff_flow():
     decoder = linear_decoder(2, 8, eigenvalues=[1e4, 1e-2], seed=9)
     target = torch.randn(3, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with pytest.warns(StiffnessWarning, match="max_steps=40"):
-        res = encode(decoder, target, 2, solver="dopri5", loss="mse", tau=1000.0, stop_tol=0,
-                     options={"max_steps": 40})
+        res = encode(
+            decoder,
+            target,
+            2,
+            solver="dopri5",
+            loss="mse",
+            tau=1000.0,
+            stop_tol=0,
+            options={"max_steps": 40},
+        )
     assert torch.all(res.t < 1000.0)
     assert not res.converged.any()
     assert torch.isfinite(res.z).all()
@@ -100,8 +135,9 @@ def test_amd_step_rule_follows_the_paper():
     """First candidate s0, growth by kappa after acceptance, capped at s_max, clip at tau."""
     decoder = linear_decoder(2, 6, eigenvalues=[0.01, 0.005], seed=4)
     target = torch.randn(1, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-    res = encode(decoder, target, 2, solver="amd", loss="mse", tau=60.0, stop_tol=0,
-                 record_history=True)
+    res = encode(
+        decoder, target, 2, solver="amd", loss="mse", tau=60.0, stop_tol=0, record_history=True
+    )
     steps = np.diff(res.t_history[:, 0].numpy())
     steps = steps[~np.isnan(steps)]
     # A flat, well-conditioned quadratic accepts every candidate: 1, 1.1, 1.21, ... <= 10.
@@ -113,8 +149,17 @@ def test_amd_step_rule_follows_the_paper():
 
 def _amd_trial_steps(decoder, target, **options):
     """Accepted step sizes and decoder evaluations of AMD on one sample."""
-    res = encode(decoder, target, 2, solver="amd", loss="mse", tau=30.0, stop_tol=0,
-                 options=options, record_history=True)
+    res = encode(
+        decoder,
+        target,
+        2,
+        solver="amd",
+        loss="mse",
+        tau=30.0,
+        stop_tol=0,
+        options=options,
+        record_history=True,
+    )
     steps = np.diff(res.t_history[:, 0].numpy())
     return res, steps[~np.isnan(steps)]
 

@@ -13,8 +13,9 @@ def relative_code_error(res, decoder, target):
 
 
 def targets(n, n_features, seed):
-    return torch.randn(n, n_features, dtype=torch.float64,
-                       generator=torch.Generator().manual_seed(seed))
+    return torch.randn(
+        n, n_features, dtype=torch.float64, generator=torch.Generator().manual_seed(seed)
+    )
 
 
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
@@ -71,17 +72,27 @@ def test_a_flow_that_still_accelerates_is_not_stopped():
     # looking at small early motion alone would take for arrival.
     decoder = linear_decoder(3, 12, eigenvalues=[1e-3, 1e-3, 1e-3], seed=9)
     target = targets(4, 12, seed=10)
-    res = encode(decoder, target, 3, flow="nesterov", solver="rk4", loss="mse", tau=50.0,
-                 stop_tol=0.5, options={"n_steps": 50, "grid": "linear"})
+    res = encode(
+        decoder,
+        target,
+        3,
+        flow="nesterov",
+        solver="rk4",
+        loss="mse",
+        tau=50.0,
+        stop_tol=0.5,
+        options={"n_steps": 50, "grid": "linear"},
+    )
     assert torch.all(res.t == 50.0)
 
 
 def test_unknown_stop_rule_names_the_choices():
-    with pytest.raises(ValueError, match=r"stop_rule='gradient' is not valid; choose one of "
-                                         + str(sorted(STOP_RULES)).replace("[", r"\["
-                                                                           ).replace("]", r"\]")):
-        encode(mlp_decoder(2, 3), torch.rand(2, 3, dtype=torch.float64), 2,
-               stop_rule="gradient")
+    with pytest.raises(
+        ValueError,
+        match=r"stop_rule='gradient' is not valid; choose one of "
+        + str(sorted(STOP_RULES)).replace("[", r"\[").replace("]", r"\]"),
+    ):
+        encode(mlp_decoder(2, 3), torch.rand(2, 3, dtype=torch.float64), 2, stop_rule="gradient")
 
 
 def _nonlinear_endpoint():
@@ -106,8 +117,11 @@ def test_a_grid_step_that_raises_the_loss_stops_the_sample_with_a_warning():
     # (h > 2.8 / curvature) leave the stability region before it arrives: without the check
     # its code ends 10x its size away from the endpoint.
     decoder, target, endpoint = _nonlinear_endpoint()
-    with pytest.warns(StiffnessWarning, match=r"rk4 stopped 1 sample\(s\) where a step of its "
-                                              r"log grid raised the loss.*solver='amd'"):
+    with pytest.warns(
+        StiffnessWarning,
+        match=r"rk4 stopped 1 sample\(s\) where a step of its "
+        r"log grid raised the loss.*solver='amd'",
+    ):
         res = encode(decoder, target, 3, solver="rk4")
     error = (res.z - endpoint).norm(dim=1) / endpoint.norm(dim=1).clamp_min(1.0)
     assert int((~res.converged).sum()) == 1
@@ -118,8 +132,18 @@ def test_nesterov_grid_steps_may_raise_the_loss_without_stopping():
     # Momentum carries the code uphill for a while: not a sign of instability.
     decoder = linear_decoder(3, 12, eigenvalues=[1.0, 0.5, 0.2], seed=7)
     target = targets(5, 12, seed=8)
-    res = encode(decoder, target, 3, flow="nesterov", solver="rk4", loss="mse", tau=60.0,
-                 stop_tol=0, options={"n_steps": 200, "grid": "linear"}, record_history=True)
+    res = encode(
+        decoder,
+        target,
+        3,
+        flow="nesterov",
+        solver="rk4",
+        loss="mse",
+        tau=60.0,
+        stop_tol=0,
+        options={"n_steps": 200, "grid": "linear"},
+        record_history=True,
+    )
     assert bool((torch.diff(res.loss_history, dim=0) > 0).any())
     torch.testing.assert_close(res.t, torch.full_like(res.t, 60.0))
 

@@ -50,8 +50,9 @@ def test_importing_and_plotting_touch_neither_pyplot_nor_the_backend():
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot imported'\n"
         "assert matplotlib.rcParams._get_backend_or_none() == backend, 'backend changed'\n"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -62,9 +63,15 @@ def test_missing_matplotlib_raises_the_install_hint(monkeypatch):
 
 
 def test_plot_curves_draws_bands_and_references_in_the_curve_colour():
-    ax = plot_curves({"AE": {"x": [1, 2, 3], "y": [3, 2, 1], "yerr": [0.1, np.nan, 0.1]},
-                      "GFE": ([1, 2, 3], [2, 1, 0.5])},
-                     reference={"AE": ([1, 3], [2.9, 1.1])}, logx=True, xlabel="images")
+    ax = plot_curves(
+        {
+            "AE": {"x": [1, 2, 3], "y": [3, 2, 1], "yerr": [0.1, np.nan, 0.1]},
+            "GFE": ([1, 2, 3], [2, 1, 0.5]),
+        },
+        reference={"AE": ([1, 3], [2.9, 1.1])},
+        logx=True,
+        xlabel="images",
+    )
     lines = {line.get_label(): line for line in ax.get_lines()}
     assert set(lines) == {"AE", "GFE", "AE (paper)"}
     assert lines["AE"].get_color() == lines["AE (paper)"].get_color()
@@ -76,8 +83,12 @@ def test_plot_curves_draws_bands_and_references_in_the_curve_colour():
 
 
 def test_plot_curves_labels_large_linear_x_compactly():
-    ax = plot_curves({"AE": ([55_000, 330_000, 660_000], [0.29, 0.28, 0.277]),
-                      "GFE": ([0.5, 2_500_000], [0.3, 0.2])})
+    ax = plot_curves(
+        {
+            "AE": ([55_000, 330_000, 660_000], [0.29, 0.28, 0.277]),
+            "GFE": ([0.5, 2_500_000], [0.3, 0.2]),
+        }
+    )
     ax.figure.canvas.draw()
     labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
     assert "1M" in labels and "2M" in labels
@@ -94,11 +105,14 @@ def test_plot_curves_draws_on_a_given_axes():
     assert len(axes[0, 1].get_lines()) == 1 and not axes[0, 0].get_lines()
 
 
-@pytest.mark.parametrize("curve, match", [
-    (([1, 2], [1]), "equal length"),
-    ({"x": [1, 2]}, "needs x and y"),
-    ({"x": [1, 2], "y": [1, 2], "yerr": [1]}, "yerr"),
-])
+@pytest.mark.parametrize(
+    "curve, match",
+    [
+        (([1, 2], [1]), "equal length"),
+        ({"x": [1, 2]}, "needs x and y"),
+        ({"x": [1, 2], "y": [1, 2], "yerr": [1]}, "yerr"),
+    ],
+)
 def test_plot_curves_rejects_malformed_curves(curve, match):
     with pytest.raises(ValueError, match=match):
         plot_curves({"bad": curve})
@@ -106,8 +120,11 @@ def test_plot_curves_rejects_malformed_curves(curve, match):
 
 def test_plot_bars_groups_series_with_errors_and_reference():
     values = {"AE": {"MNIST": 0.08, "FMNIST": 0.27}, "GFE": {"MNIST": 0.083}}
-    ax = plot_bars(values, errors={"AE": {"MNIST": 0.01}},
-                   reference={"AE": {"MNIST": 0.0843}, "GFE": {"MNIST": 0.0830}})
+    ax = plot_bars(
+        values,
+        errors={"AE": {"MNIST": 0.01}},
+        reference={"AE": {"MNIST": 0.0843}, "GFE": {"MNIST": 0.0830}},
+    )
     heights = [p.get_height() for p in ax.patches]
     assert heights[:2] == [0.08, 0.27] and heights[2] == 0.083 and np.isnan(heights[3])
     assert [t.get_text() for t in ax.get_xticklabels()] == ["MNIST", "FMNIST"]
@@ -167,8 +184,10 @@ def test_flow_loss_curve_holds_each_sample_at_its_last_step():
     t = np.array([[0.0, 0.0], [1.0, 2.0], [3.0, nan]])
     loss = np.array([[1.0, 2.0], [0.5, 1.0], [0.25, nan]])
     times, mean = flow_loss_curve((t, loss), t=[0.0, 0.5, 1.0, 2.5, 3.0, 10.0])
-    np.testing.assert_allclose(mean, [(1 + 2) / 2, (1 + 2) / 2, (0.5 + 2) / 2,
-                                      (0.5 + 1) / 2, (0.25 + 1) / 2, (0.25 + 1) / 2])
+    np.testing.assert_allclose(
+        mean,
+        [(1 + 2) / 2, (1 + 2) / 2, (0.5 + 2) / 2, (0.5 + 1) / 2, (0.25 + 1) / 2, (0.25 + 1) / 2],
+    )
     np.testing.assert_allclose(times, [0.0, 0.5, 1.0, 2.5, 3.0, 10.0])
 
 
