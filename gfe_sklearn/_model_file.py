@@ -9,12 +9,12 @@ and it checks every field before using it, so a crafted file is refused, not obe
 import io
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
+
+from ._files import atomic_write
 
 FORMAT = "gfe-sklearn-model"
 FORMAT_VERSION = 1
@@ -46,7 +46,7 @@ def write_model_file(path, content, tensors):
 
     The file appears complete or not at all: it is written beside ``path`` and renamed.
     """
-    _atomic_write(Path(path), _parts(content, tensors))
+    atomic_write(path, _parts(content, tensors))
 
 
 def model_bytes(content, tensors):
@@ -72,19 +72,6 @@ def _parts(content, tensors):
     encoded = json.dumps(header).encode("utf-8")
     encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the data to 8 bytes
     return [len(encoded).to_bytes(8, "little"), encoded, *blobs]
-
-
-def _atomic_write(path, parts):
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(temporary, 0o644)  # mkstemp's files are private; a model file is not
-        with os.fdopen(handle, "wb") as file:
-            for part in parts:
-                file.write(part)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
 
 
 def read_model_file(path):

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-import gfe_sklearn._model_file as model_file
+import gfe_sklearn._files as files
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder, trust_legacy_pickles
 from gfe_sklearn._model_file import ModelFileError
 
@@ -366,7 +366,7 @@ def test_a_failed_save_leaves_the_previous_file_and_no_temporary(saved, X, small
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(model_file.os, "replace", interrupted)
+    monkeypatch.setattr(files.os, "replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
         _fitted(GradientFlowEncoder, X, small, n_components=3).save(saved)
     monkeypatch.undo()

@@ -13,11 +13,12 @@ import os
 import platform
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+from .._files import atomic_write
 
 UNITS_FILE = "units.jsonl"
 CONFIG_FILE = "config.json"
@@ -28,20 +29,10 @@ SNAPSHOTS_FOLDER = "snapshots"
 
 
 def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: whole or absent."""
+    """Write ``data`` to ``path`` whole or not at all, creating its folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        os.chmod(tmp, 0o644)  # mkstemp creates files readable by their owner only
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, [data])
 
 
 def atomic_write_text(path, text):
