@@ -178,8 +178,10 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         Hold out ``validation_fraction`` of ``X``, track its score after each epoch, stop
         when it stalls and keep the best decoder.
     validation_fraction : float, default=0.1
-    n_iter_no_change : int, default=10
-        Training stops after this many epochs in a row without progress of ``tol``.
+    n_iter_no_change : int, default=3
+        Training stops after more than this many epochs in a row without progress of
+        ``tol``. Fewer than the autoencoder's 10: a GFE epoch costs far more, and with 10
+        the default ``max_iter`` could never end on a plateau.
     warm_start : bool, default=False
         Continue training the fitted decoder on the next ``fit`` instead of starting over.
     decoder : torch.nn.Module, default=None
@@ -340,7 +342,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         tol=1e-4,
         early_stopping=False,
         validation_fraction=0.1,
-        n_iter_no_change=10,
+        n_iter_no_change=3,
         warm_start=False,
         decoder=None,
         device="auto",

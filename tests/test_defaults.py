@@ -1,7 +1,10 @@
 """solver='auto': L-BFGS where the settings allow it, the flow's own path where they need it."""
 
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from gfe_sklearn import GradientFlowEncoder
 
@@ -37,3 +40,12 @@ def test_auto_follows_the_flow_with_amd_where_a_setting_needs_its_path(X, settin
 def test_explicit_lbfgs_still_refuses_flow_settings(X):
     with pytest.raises(ValueError, match="flow='nesterov' cannot be used with solver='lbfgs'"):
         GradientFlowEncoder(**SMALL, solver="lbfgs", flow="nesterov").fit(X)
+
+
+def test_the_default_epochs_leave_room_to_end_on_a_plateau(X):
+    # A tolerance no epoch can beat: training ends on the plateau rule, before max_iter.
+    params = {**SMALL, "max_iter": GradientFlowEncoder().max_iter}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        est = GradientFlowEncoder(**params, tol=10.0).fit(X)
+    assert est.n_iter_ == est.n_iter_no_change + 2 < est.max_iter
