@@ -289,6 +289,13 @@ def _in_main_thread():
     return threading.current_thread() is threading.main_thread()
 
 
+def require_at_least_one(args, *names):
+    """Refuse any of the count options ``names`` below 1, naming it as the command line does."""
+    for name in names:
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+
+
 # -- progress ----------------------------------------------------------------------------------
 
 

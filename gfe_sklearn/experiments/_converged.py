@@ -8,6 +8,7 @@ from ._common import (
     fmt_seconds,
     markdown_table,
     mean_std,
+    require_at_least_one,
     sampler_rng,
     save_figure,
 )
@@ -87,9 +88,7 @@ def add_arguments(parser):
 
 
 def check_options(args):
-    for name in ("gfe_epochs", "ae_epochs", "patience", "n_val"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    require_at_least_one(args, "gfe_epochs", "ae_epochs", "patience", "n_val")
     args.models = [m for m in MODELS if m in args.models]
 
 

@@ -8,6 +8,7 @@ from ._common import (
     fmt_seconds,
     markdown_table,
     mean_std,
+    require_at_least_one,
     sampler_rng,
     save_figure,
 )
@@ -73,9 +74,7 @@ def add_arguments(parser):
 def check_options(args):
     if args.ae_max_images is None:
         args.ae_max_images = args.max_images
-    for name in ("max_images", "ae_max_images", "checkpoints"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    require_at_least_one(args, "max_images", "ae_max_images", "checkpoints")
 
 
 def checkpoints(max_images, k, batch_size):

@@ -4,7 +4,15 @@ import numpy as np
 import torch
 
 from ..flow import encode, horizon, solver_options
-from ._common import fmt, fmt_seconds, markdown_table, mean_std, sampler_rng, save_figure
+from ._common import (
+    fmt,
+    fmt_seconds,
+    markdown_table,
+    mean_std,
+    require_at_least_one,
+    sampler_rng,
+    save_figure,
+)
 from ._training import DrawStream, bce, holdout, load_dataset, make_model, snapshots, train
 
 NAME = "solvers"
@@ -88,9 +96,7 @@ def add_arguments(parser):
 
 
 def check_options(args):
-    for name in ("iterations", "eval_every", "n_steps", "n_flow"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be at least 1.")
+    require_at_least_one(args, "iterations", "eval_every", "n_steps", "n_flow")
     args.variants = list(dict.fromkeys(args.variants))
 
 

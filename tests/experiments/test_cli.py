@@ -73,6 +73,21 @@ def test_bad_options_exit_with_a_usage_error(argv, capsys):
 
 
 @pytest.mark.parametrize(
+    "argv, option",
+    [
+        (["converged", "--gfe-epochs", "0"], "--gfe-epochs"),
+        (["curves", "--checkpoints", "0"], "--checkpoints"),
+        (["solvers", "--eval-every", "0"], "--eval-every"),
+    ],
+)
+def test_a_count_below_one_is_a_usage_error_naming_the_option(argv, option, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert f"{option} must be at least 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
     "values, seeds",
     [
         (["3"], [0, 1, 2]),
