@@ -24,6 +24,7 @@ from .flow import (
     STOP_RULES,
     check_combination,
     encode,
+    endpoint_conflicts,
     solver_options,
 )
 from .nn import make_decoder
@@ -575,19 +576,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         """The solver's name, ``'auto'`` resolved: L-BFGS unless a setting needs the flow's path."""
         if self.solver != "auto":
             return self.solver
-        endpoint_settings = {
-            "flow": "gradient",
-            "adjoint": "approx",
-            "stop_rule": "code",
-            "alpha": "constant",
-            "tau": "auto",
-        }
-        if all(
-            isinstance(getattr(self, name), str) and getattr(self, name) == value
-            for name, value in endpoint_settings.items()
-        ):
-            return "lbfgs"
-        return "amd"
+        conflicts = endpoint_conflicts(
+            flow=self.flow,
+            alpha=self.alpha,
+            adjoint=self.adjoint,
+            stop_rule=self.stop_rule,
+            tau=self.tau,
+        )
+        return "amd" if conflicts else "lbfgs"
 
     def _build_modules(self, n_features, architecture, generator, dtype, device):
         if self.decoder is not None:

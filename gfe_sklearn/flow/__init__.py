@@ -4,7 +4,13 @@
 lists of valid solver, flow, gradient-mode, loss, schedule, grid and stop-rule names.
 """
 
-from ._encode import check_combination, encode, horizon, solver_options
+from ._encode import (
+    check_combination,
+    encode,
+    endpoint_conflicts,
+    horizon,
+    solver_options,
+)
 from ._fixed import StiffnessWarning
 from ._losses import Loss
 from ._registry import ADJOINTS, ALPHAS, FLOWS, GRIDS, LOSSES, SOLVERS, STOP_RULES
@@ -15,6 +21,7 @@ __all__ = [
     "solver_options",
     "horizon",
     "check_combination",
+    "endpoint_conflicts",
     "FlowResult",
     "Loss",
     "StiffnessWarning",

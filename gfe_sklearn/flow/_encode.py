@@ -39,21 +39,40 @@ def check_combination(
             f"'amd', or alpha={alpha!r} with one of {sorted(set(SOLVERS) - {'amd'})}."
         )
     if _endpoint(_lookup(SOLVERS, solver, "solver")):
-        fixed = {
-            "flow": (flow, "gradient"),
-            "alpha": (alpha, "constant"),
-            "adjoint": (adjoint, "approx"),
-            "stop_rule": (stop_rule, "code"),
-            "tau": (tau, "auto"),
+        given = {
+            "flow": flow,
+            "alpha": alpha,
+            "adjoint": adjoint,
+            "stop_rule": stop_rule,
+            "tau": tau,
         }
-        for name, (value, needed) in fixed.items():
-            if not (isinstance(value, str) and value == needed):
-                raise ValueError(
-                    f"{name}={value!r} cannot be used with solver={solver!r}, which goes "
-                    "straight to the gradient flow's endpoint (no flow time, no steps to "
-                    f"differentiate): use {name}={needed!r}, or a flow solver "
-                    f"({sorted(n for n, c in SOLVERS.items() if not _endpoint(c))})."
-                )
+        for name, needed in endpoint_conflicts(**given).items():
+            raise ValueError(
+                f"{name}={given[name]!r} cannot be used with solver={solver!r}, which goes "
+                "straight to the gradient flow's endpoint (no flow time, no steps to "
+                f"differentiate): use {name}={needed!r}, or a flow solver "
+                f"({sorted(n for n, c in SOLVERS.items() if not _endpoint(c))})."
+            )
+
+
+# What a solver that goes straight to the flow's endpoint needs: the gradient flow, with no
+# time scaling, no horizon, no steps to differentiate and no loss curve to stop on.
+ENDPOINT_SETTINGS = {
+    "flow": "gradient",
+    "alpha": "constant",
+    "adjoint": "approx",
+    "stop_rule": "code",
+    "tau": "auto",
+}
+
+
+def endpoint_conflicts(**settings):
+    """Those of ``settings`` an endpoint solver cannot take, each with the value it needs."""
+    return {
+        name: ENDPOINT_SETTINGS[name]
+        for name, value in settings.items()
+        if not (isinstance(value, str) and value == ENDPOINT_SETTINGS[name])
+    }
 
 
 def _endpoint(solver_cls):
