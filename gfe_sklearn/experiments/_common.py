@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .._files import atomic_write
+from .._progress import NullProgress, image_bar, tqdm_class
 
 UNITS_FILE = "units.jsonl"
 CONFIG_FILE = "config.json"
@@ -299,68 +300,24 @@ def require_at_least_one(args, *names):
 # -- progress ----------------------------------------------------------------------------------
 
 
-class _TextBar:
-    """A stand-in for tqdm: a line on standard error every tenth of the way."""
-
-    def __init__(self, total, desc, initial=0):
-        self.total, self.desc, self.n = total, desc, initial
-        self._next = initial
-        self._start = time.perf_counter()
-
-    def update(self, n):
-        self.n += n
-        if self.n >= self._next or self.n >= self.total:
-            elapsed = time.perf_counter() - self._start
-            print(
-                f"  {self.desc}: {self.n}/{self.total} ({elapsed:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
-            self._next = self.n + max(1, self.total // 10)
-
-    def set_postfix_str(self, text):
-        pass
-
-    def close(self):
-        pass
-
-
-class _NullBar:
-    def update(self, n):
-        pass
-
-    def set_postfix_str(self, text):
-        pass
-
-    def close(self):
-        pass
-
-
 class Reporter:
     """Progress bars (tqdm when installed, else plain lines) and result lines."""
 
     def __init__(self, quiet=False):
         self.quiet = quiet
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            tqdm = None
-        self._tqdm = tqdm
 
-    def bar(self, total, desc, initial=0, unit="img"):
+    def bar(self, total, desc, initial=0):
         if self.quiet:
-            return _NullBar()
-        if self._tqdm is None:
-            return _TextBar(total, desc, initial)
-        return self._tqdm(
-            total=total, initial=initial, desc=desc, unit=unit, leave=False, dynamic_ncols=True
-        )
+            return NullProgress()
+        return image_bar(total, desc, initial)
 
     def log(self, message):
         if self.quiet:
             return
-        if self._tqdm is not None:
-            self._tqdm.write(message, file=sys.stderr)
+        tqdm = tqdm_class()
+        if tqdm is not None:
+            # Through tqdm, so that the line does not cut through a bar being drawn.
+            tqdm.write(message, file=sys.stderr)
         else:
             print(message, file=sys.stderr, flush=True)
 
