@@ -147,7 +147,7 @@ def encode(
         Keep every accepted step's time and loss (``FlowResult.t_history``/``loss_history``).
     row_chunk : 'auto', int or None
         The decoder sees exactly this many rows per call (the last chunk padded), which
-        makes each sample's codes bit-identical whatever batch it is in. ``'auto'``: 64 on
+        makes each sample's codes bit-identical whatever batch it is in. ``'auto'``: 128 on
         CPU, 1024 elsewhere. None: one call per evaluation, faster for small batches (e.g.
         training), identical across batches only to rounding.
 

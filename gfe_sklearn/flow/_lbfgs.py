@@ -103,7 +103,8 @@ class LBFGS:
         more than the decoder's own evaluation at small batches.
         """
         grad, S, Y = run["grad"], run["S"], run["Y"]
-        sy = (S * Y).sum(dim=2)
+        SY = torch.bmm(S, Y.transpose(1, 2))
+        sy = torch.diagonal(SY, dim1=1, dim2=2)
         # Empty slots (no pair yet, or a pair without positive curvature) hold zeros, and a
         # unit diagonal there makes them drop out of the solves below.
         filled = sy > 0
@@ -115,18 +116,17 @@ class LBFGS:
             sy[:, -1] / torch.where(paired, newest_yy, 1.0),
             self.first_step / grad.norm(dim=1).clamp_min(1e-300),
         )
-        Sg = (S * grad[:, None]).sum(dim=2)
-        Yg = (Y * grad[:, None]).sum(dim=2)
-        R = torch.triu((S[:, :, None] * Y[:, None]).sum(dim=3))
-        R = R + torch.diag_embed((~filled).to(R.dtype))
-        YY = (Y[:, :, None] * Y[:, None]).sum(dim=3)
-        p = torch.linalg.solve_triangular(R, Sg[..., None], upper=True)[..., 0]
-        c = sy * p + gamma[:, None] * ((YY * p[:, None]).sum(dim=2) - Yg)
-        top = torch.linalg.solve_triangular(R.transpose(1, 2), c[..., None], upper=False)[..., 0]
+        g = grad[:, :, None]
+        Sg, Yg = torch.bmm(S, g)[..., 0], torch.bmm(Y, g)[..., 0]
+        R = torch.triu(SY) + torch.diag_embed((~filled).to(SY.dtype))
+        YY = torch.bmm(Y, Y.transpose(1, 2))
+        p = torch.linalg.solve_triangular(R, Sg[..., None], upper=True)
+        c = sy[..., None] * p + gamma[:, None, None] * (torch.bmm(YY, p) - Yg[..., None])
+        top = torch.linalg.solve_triangular(R.transpose(1, 2), c, upper=False)
         r = (
             gamma[:, None] * grad
-            + (S * top[..., None]).sum(dim=1)
-            - gamma[:, None] * (Y * p[..., None]).sum(dim=1)
+            + torch.bmm(top.transpose(1, 2), S)[:, 0]
+            - gamma[:, None] * torch.bmm(p.transpose(1, 2), Y)[:, 0]
         )
         direction = -r
         slope = (grad * direction).sum(dim=1)

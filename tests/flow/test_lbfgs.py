@@ -52,6 +52,17 @@ def test_rows_alone_give_bitwise_the_codes_of_the_batch():
         assert torch.equal(part.n_evals, whole.n_evals[rows])
 
 
+def test_rows_alone_give_bitwise_the_codes_of_a_batch_of_several_chunks():
+    # 300 rows: two full 128-row chunks and a padded remainder, thinning as rows finish.
+    decoder = mlp_decoder(3, 12, hidden=20, seed=11, dtype=torch.float32)
+    target = binary_targets(300, 12, seed=13).float()
+    whole = encode(decoder, target, 3, solver="lbfgs", stop_tol=1e-4)
+    rows = torch.tensor([299, 0, 130, 257, 64])
+    part = encode(decoder, target[rows], 3, solver="lbfgs", stop_tol=1e-4)
+    assert torch.equal(part.z, whole.z[rows])
+    assert torch.equal(part.n_evals, whole.n_evals[rows])
+
+
 def test_step_cap_stops_unconverged():
     decoder = mlp_decoder(3, 12, seed=1)
     res = encode(
