@@ -20,10 +20,9 @@ from ._training import (
     load_dataset,
     make_model,
     model_titles,
-    snapshots,
     subset,
-    train,
 )
+from ._units import record_once, run_unit
 
 NAME = "converged"
 TITLE = "Converged models (table 2)"
@@ -104,33 +103,26 @@ def run(ctx):
 
 
 def _run_unit(ctx, dataset, X_train, X_val, X_test, seed, kind):
-    args, store = ctx.args, ctx.store
+    args = ctx.args
     key = {"dataset": dataset, "seed": seed, "model": kind}
     label = f"{model_titles(args)[kind]} seed {seed} {dataset}"
-    if store.has(**key, kind="final"):
-        ctx.reporter.log(f"  {label}: done, skipped")
-        return
     epochs = args.gfe_epochs if kind == "gfe" else args.ae_epochs
     n = len(X_train)
 
     def on_checkpoint(model, state):
         extra = state["extra"]
         epoch = state["seen"] // n
+        # Measured even when a resumed run has the epoch's record: early stopping needs it.
         value, seconds = bce(model, X_val)
         ctx.guard.check()
-        if not store.has(**key, kind="epoch", epoch=epoch):
-            store.add(
-                {
-                    **key,
-                    "kind": "epoch",
-                    "epoch": epoch,
-                    "images": state["seen"],
-                    "val_bce": value,
-                    "n_val": len(X_val),
-                    "train_seconds": state["seconds"],
-                    "eval_seconds": seconds,
-                }
-            )
+        fields = {
+            "images": state["seen"],
+            "val_bce": value,
+            "n_val": len(X_val),
+            "train_seconds": state["seconds"],
+            "eval_seconds": seconds,
+        }
+        record_once(ctx, {**key, "kind": "epoch", "epoch": epoch}, lambda: (fields, None))
         if value < extra.get("best_val", float("inf")):
             extra.update(
                 best_val=value,
@@ -148,44 +140,45 @@ def _run_unit(ctx, dataset, X_train, X_val, X_test, seed, kind):
         )
         return extra["bad"] >= args.patience
 
-    name = f"{kind}-{dataset}-seed{seed}"
-    model, state = train(
+    def finish(model, state):
+        extra = state["extra"]
+        if "best" not in extra:  # no finite validation BCE: test the last model
+            extra.update(
+                best=model,
+                best_epoch=state["seen"] // n,
+                best_seen=state["seen"],
+                best_seconds=state["seconds"],
+            )
+
+        def measure():
+            value, seconds = bce(extra["best"], X_test)
+            fields = {
+                "test_bce": value,
+                "n_test": len(X_test),
+                "images": extra["best_seen"],
+                "epochs": extra["best_epoch"],
+                "epochs_trained": state["seen"] // n,
+                "train_seconds": extra["best_seconds"],
+                "total_train_seconds": state["seconds"],
+                "eval_seconds": seconds,
+                "device": extra["best"].device_,
+            }
+            return fields, f"  {label}: test BCE {value:.4f} after {extra['best_seen']} images"
+
+        record_once(ctx, {**key, "kind": "final"}, measure)
+
+    run_unit(
         ctx,
-        name=name,
+        name=f"{kind}-{dataset}-seed{seed}",
+        label=label,
+        finished=ctx.store.has(**key, kind="final"),
         make=lambda: make_model(kind, args, seed),
         X=X_train,
         stream=EpochStream(n, sampler_rng(seed, 1)),
         checkpoints=[n * e for e in range(1, epochs + 1)],
         on_checkpoint=on_checkpoint,
-        desc=label,
+        finish=finish,
     )
-    extra = state["extra"]
-    if "best" not in extra:  # no finite validation BCE: test the last model
-        extra.update(
-            best=model,
-            best_epoch=state["seen"] // n,
-            best_seen=state["seen"],
-            best_seconds=state["seconds"],
-        )
-    value, seconds = bce(extra["best"], X_test)
-    ctx.guard.check()
-    store.add(
-        {
-            **key,
-            "kind": "final",
-            "test_bce": value,
-            "n_test": len(X_test),
-            "images": extra["best_seen"],
-            "epochs": extra["best_epoch"],
-            "epochs_trained": state["seen"] // n,
-            "train_seconds": extra["best_seconds"],
-            "total_train_seconds": state["seconds"],
-            "eval_seconds": seconds,
-            "device": extra["best"].device_,
-        }
-    )
-    ctx.reporter.log(f"  {label}: test BCE {value:.4f} after {extra['best_seen']} images")
-    snapshots(ctx, name).discard()
 
 
 def summarize(records, args):

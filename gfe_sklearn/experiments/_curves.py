@@ -19,9 +19,8 @@ from ._training import (
     holdout,
     load_dataset,
     make_model,
-    snapshots,
-    train,
 )
+from ._units import CheckpointRecords, run_unit
 
 NAME = "curves"
 TITLE = "Learning curves: images seen and wall time (fig. 1)"
@@ -97,49 +96,41 @@ def run(ctx):
 
 
 def _run_unit(ctx, dataset, X_train, X_val, seed, kind):
-    args, store = ctx.args, ctx.store
-    key = {"dataset": dataset, "seed": seed, "model": kind}
+    args = ctx.args
     limit = args.max_images if kind == "gfe" else args.ae_max_images
     points = checkpoints(limit, args.checkpoints, args.batch_size)
     label = f"{MODEL_TITLES[kind]} seed {seed} {dataset}"
-    if all(store.has(**key, images=p) for p in points):
-        ctx.reporter.log(f"  {label}: done, skipped")
-        return
 
-    def on_checkpoint(model, state):
-        if store.has(**key, images=state["seen"]):
-            return False
+    def due(images):
+        return [{"dataset": dataset, "seed": seed, "model": kind, "images": images}]
+
+    def measure(model, state, key):
         value, seconds = bce(model, X_val)
-        ctx.guard.check()
-        store.add(
-            {
-                **key,
-                "images": state["seen"],
-                "val_bce": value,
-                "n_val": len(X_val),
-                "train_seconds": state["seconds"],
-                "eval_seconds": seconds,
-                "device": model.device_,
-            }
-        )
-        ctx.reporter.log(
+        fields = {
+            "val_bce": value,
+            "n_val": len(X_val),
+            "train_seconds": state["seconds"],
+            "eval_seconds": seconds,
+            "device": model.device_,
+        }
+        message = (
             f"  {label} {state['seen']} images: validation BCE {value:.4f} "
             f"({state['seconds']:.1f} s training)"
         )
-        return False
+        return fields, message
 
-    name = f"{kind}-{dataset}-seed{seed}"
-    train(
+    records = CheckpointRecords(ctx, due, measure)
+    run_unit(
         ctx,
-        name=name,
+        name=f"{kind}-{dataset}-seed{seed}",
+        label=label,
+        finished=records.all_stored(points),
         make=lambda: make_model(kind, args, seed),
         X=X_train,
         stream=DrawStream(len(X_train), sampler_rng(seed, 0)),
         checkpoints=points,
-        on_checkpoint=on_checkpoint,
-        desc=label,
+        on_checkpoint=records.take,
     )
-    snapshots(ctx, name).discard()
 
 
 def _series(records, dataset, model, seeds):

@@ -9,10 +9,9 @@ from ._training import (
     load_dataset,
     make_model,
     model_titles,
-    snapshots,
     subset,
-    train,
 )
+from ._units import CheckpointRecords, run_unit
 
 NAME = "data-efficiency"
 TITLE = "Data efficiency (table 1)"
@@ -70,55 +69,46 @@ def run(ctx):
 
 
 def _run_unit(ctx, data, X_test, seed, kind):
-    args, store = ctx.args, ctx.store
+    args = ctx.args
+    titles = model_titles(args)
     scored = ("ae", "mixed") if kind == "ae" else ("gfe",)
-    key = {"dataset": data.name, "seed": seed}
-    missing = [b for b in args.budgets for m in scored if not store.has(**key, model=m, images=b)]
-    label = f"{model_titles(ctx.args)[kind]} seed {seed} {data.name}"
-    if not missing:
-        ctx.reporter.log(f"  {label}: all budgets done, skipped")
-        return
+    label = f"{titles[kind]} seed {seed} {data.name}"
 
-    def on_checkpoint(model, state):
-        for m in scored:
-            if store.has(**key, model=m, images=state["seen"]):
-                continue
-            encoder = model
-            if m == "mixed":
-                encoder = GradientFlowEncoder.from_autoencoder(model, **gfe_settings(args))
-            value, seconds = bce(encoder, X_test)
-            ctx.guard.check()
-            store.add(
-                {
-                    **key,
-                    "model": m,
-                    "images": state["seen"],
-                    "test_bce": value,
-                    "n_test": len(X_test),
-                    "train_seconds": state["seconds"],
-                    "eval_seconds": seconds,
-                    "device": model.device_,
-                }
-            )
-            ctx.reporter.log(
-                f"  {model_titles(ctx.args)[m]} seed {seed} {data.name} "
-                f"{state['seen']} images: test BCE {value:.4f} "
-                f"(trained {state['seconds']:.1f} s, scored {seconds:.1f} s)"
-            )
-        return False
+    def due(images):
+        return [{"dataset": data.name, "seed": seed, "model": m, "images": images} for m in scored]
 
-    name = f"{kind}-{data.name}-seed{seed}"
-    train(
+    def measure(model, state, key):
+        encoder = model
+        if key["model"] == "mixed":
+            encoder = GradientFlowEncoder.from_autoencoder(model, **gfe_settings(args))
+        value, seconds = bce(encoder, X_test)
+        fields = {
+            "test_bce": value,
+            "n_test": len(X_test),
+            "train_seconds": state["seconds"],
+            "eval_seconds": seconds,
+            "device": model.device_,
+        }
+        message = (
+            f"  {titles[key['model']]} seed {seed} {data.name} "
+            f"{state['seen']} images: test BCE {value:.4f} "
+            f"(trained {state['seconds']:.1f} s, scored {seconds:.1f} s)"
+        )
+        return fields, message
+
+    records = CheckpointRecords(ctx, due, measure)
+    run_unit(
         ctx,
-        name=name,
+        name=f"{kind}-{data.name}-seed{seed}",
+        label=label,
+        finished=records.all_stored(args.budgets),
         make=lambda: make_model(kind, args, seed),
         X=data.X_train,
         stream=draw_stream(data, seed),
         checkpoints=args.budgets,
-        on_checkpoint=on_checkpoint,
-        desc=label,
+        on_checkpoint=records.take,
+        skipped="all budgets done, skipped",
     )
-    snapshots(ctx, name).discard()
 
 
 def summarize(records, args):

@@ -13,7 +13,8 @@ from ._common import (
     sampler_rng,
     save_figure,
 )
-from ._training import DrawStream, bce, holdout, load_dataset, make_model, snapshots, train
+from ._training import DrawStream, bce, holdout, load_dataset, make_model
+from ._units import CheckpointRecords, run_unit
 
 NAME = "solvers"
 TITLE = "Solvers and gradient modes (fig. 2 of [1], fig. 3 of [2])"
@@ -156,56 +157,49 @@ def run(ctx):
 
 
 def _run_unit(ctx, dataset, X_train, X_val, seed, variant):
-    args, store = ctx.args, ctx.store
-    key = {"dataset": dataset, "seed": seed, "variant": variant}
+    args = ctx.args
     checkpoints = [i * args.batch_size for i in _checkpoints(args)]
     label = f"{VARIANTS[variant][0]} seed {seed} {dataset}"
-    if all(store.has(**key, images=c) for c in checkpoints):
-        ctx.reporter.log(f"  {label}: done, skipped")
-        return
 
-    def on_checkpoint(model, state):
-        if store.has(**key, images=state["seen"]):
-            return False
+    def due(images):
+        # The iteration is part of the key only to keep the records' field order.
+        iteration = images // args.batch_size
+        key = {"dataset": dataset, "seed": seed, "variant": variant}
+        return [{**key, "iteration": iteration, "images": images}]
+
+    def measure(model, state, key):
         value, seconds = bce(model, X_val)
         diagnostics = flow_diagnostics(model, X_val[: args.n_flow])
-        ctx.guard.check()
-        store.add(
-            {
-                **key,
-                "iteration": state["seen"] // args.batch_size,
-                "images": state["seen"],
-                "val_bce": value,
-                "n_val": len(X_val),
-                "train_seconds": state["seconds"],
-                "eval_seconds": seconds,
-                "device": model.device_,
-                **diagnostics,
-            }
-        )
-        ctx.reporter.log(
-            f"  {label} iteration {state['seen'] // args.batch_size}: validation "
+        fields = {
+            "val_bce": value,
+            "n_val": len(X_val),
+            "train_seconds": state["seconds"],
+            "eval_seconds": seconds,
+            "device": model.device_,
+            **diagnostics,
+        }
+        message = (
+            f"  {label} iteration {key['iteration']}: validation "
             f"BCE {value:.4f}, {diagnostics['evals_per_image']:.0f} decoder "
             f"evaluations per image ({state['seconds']:.1f} s training)"
         )
-        return False
-
-    name = f"{variant}-{dataset}-seed{seed}"
+        return fields, message
 
     def make():
         return make_model("gfe", args, seed, n_steps=args.n_steps, **VARIANTS[variant][1])
 
-    train(
+    records = CheckpointRecords(ctx, due, measure)
+    run_unit(
         ctx,
-        name=name,
+        name=f"{variant}-{dataset}-seed{seed}",
+        label=label,
+        finished=records.all_stored(checkpoints),
         make=make,
         X=X_train,
         stream=DrawStream(len(X_train), sampler_rng(seed, 0)),
         checkpoints=checkpoints,
-        on_checkpoint=on_checkpoint,
-        desc=label,
+        on_checkpoint=records.take,
     )
-    snapshots(ctx, name).discard()
 
 
 def _series(records, dataset, variant, seeds):

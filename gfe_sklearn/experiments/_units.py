@@ -1,0 +1,87 @@
+"""The run-unit loop of every experiment: skip what is stored, train with snapshots, record.
+
+A unit is one model trained from scratch (one seed, model and dataset, say) and the records
+it adds to the store. On a re-run with the same ``--out``, a unit whose records are all
+stored is not trained again, an interrupted one resumes from its last snapshot, and no
+record is measured or written twice.
+"""
+
+from ._training import snapshots, train
+
+
+def record_once(ctx, key, measure):
+    """Add the record identified by ``key`` unless the store holds it; return it, or None.
+
+    ``measure()`` returns the record's other fields and a log line (or None). It runs only
+    for a missing record: a resumed unit does not pay again for what it recorded before it
+    was interrupted.
+    """
+    if ctx.store.has(**key):
+        return None
+    fields, message = measure()
+    # A signal during measuring may have cut it short: raise it before recording anything.
+    ctx.guard.check()
+    record = ctx.store.add({**key, **fields})
+    if message:
+        ctx.reporter.log(message)
+    return record
+
+
+class CheckpointRecords:
+    """The records a unit takes when its model has seen each checkpoint's number of images.
+
+    ``due(images)`` gives their keys; ``measure(model, state, key)`` a record's other fields
+    and its log line, as for ``record_once``.
+    """
+
+    def __init__(self, ctx, due, measure):
+        self.ctx, self.due, self.measure = ctx, due, measure
+
+    def all_stored(self, checkpoints):
+        return all(self.ctx.store.has(**key) for c in checkpoints for key in self.due(c))
+
+    def take(self, model, state):
+        """``run_unit``'s ``on_checkpoint``: record what is missing, never stop early."""
+        for key in self.due(state["seen"]):
+            record_once(self.ctx, key, lambda key=key: self.measure(model, state, key))
+        return False
+
+
+def run_unit(
+    ctx,
+    *,
+    name,
+    label,
+    finished,
+    make,
+    X,
+    stream,
+    checkpoints,
+    on_checkpoint,
+    finish=None,
+    skipped="done, skipped",
+):
+    """Skip a ``finished`` unit; else train it, ``finish`` it and delete its snapshots.
+
+    ``make``, ``X``, ``stream``, ``checkpoints`` and ``on_checkpoint`` are ``train``'s;
+    ``name`` names the snapshot folder (a resumed run finds its state by it) and ``label``
+    the unit in the progress bar and the log. ``finish(model, state)`` records what needs
+    the whole training, such as a test of the best model.
+    """
+    if finished:
+        ctx.reporter.log(f"  {label}: {skipped}")
+        return
+    model, state = train(
+        ctx,
+        name=name,
+        make=make,
+        X=X,
+        stream=stream,
+        checkpoints=checkpoints,
+        on_checkpoint=on_checkpoint,
+        desc=label,
+    )
+    if finish is not None:
+        finish(model, state)
+    # Only now: an interrupt in ``finish`` resumes from the last snapshot, not from scratch.
+    snapshots(ctx, name).discard()
