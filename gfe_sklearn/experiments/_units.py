@@ -1,9 +1,10 @@
-"""The run-unit loop of every experiment: skip what is stored, train with snapshots, record.
+"""The run-unit loop of the experiments: skip what is stored, train with snapshots, record.
 
 A unit is one model trained from scratch (one seed, model and dataset, say) and the records
 it adds to the store. On a re-run with the same ``--out``, a unit whose records are all
 stored is not trained again, an interrupted one resumes from its last snapshot, and no
-record is measured or written twice.
+record is measured or written twice. (``latent`` and ``reconstructions`` record models
+that ``_training.train_stages`` trains once into a cache they share.)
 """
 
 from ._training import snapshots, train

@@ -1,4 +1,4 @@
-"""The run-unit loop every experiment shares: what it skips, records and keeps to resume."""
+"""The run-unit loop the experiments share: what it skips, records and keeps to resume."""
 
 import numpy as np
 import pytest
