@@ -119,7 +119,8 @@ class ZeroFilledAutoencoder:
 
 
 def make_imputers(n_components, epochs, seed):
-    # batch_size and fit_stop_tol pinned at the values of the published run (0.3.0's defaults).
+    # batch_size, fit_stop_tol and fit_max_steps pinned at the values of the published run
+    # (0.3.0's defaults; 0.4 caps the training flows at 25 steps).
     encoder = GradientFlowEncoder(
         n_components=n_components,
         loss="bce",
@@ -127,6 +128,7 @@ def make_imputers(n_components, epochs, seed):
         learning_rate=1e-3,
         batch_size=128,
         fit_stop_tol=1e-2,
+        fit_max_steps=None,
         max_iter=epochs,
         device="cpu",
         random_state=seed,

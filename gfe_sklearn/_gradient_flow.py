@@ -128,6 +128,12 @@ class GradientFlowEncoder(BaseFlowEstimator):
         The same for the encodings of training batches in ``fit``: the decoder learns as
         much from codes within 1% of their endpoints as from tighter ones, at about half the
         decoder evaluations (docs/performance.md; the papers' experiments use 1e-3).
+    fit_max_steps : int or None, default=25
+        Accepted steps after which ``'lbfgs'`` stops the encoding of a training sample (None:
+        ``max_steps``); only used when the solver is ``'lbfgs'``. Most samples reach
+        ``fit_stop_tol`` sooner; the slowest few of a batch would otherwise run on for as
+        many steps again, in a batch too thin to use the CPU, and the decoder learns as much
+        without them (docs/performance.md). ``transform`` is not capped by it.
     stop_window : int, default=5
         Accepted steps over which the stop rule measures the flow.
     nesterov_eps : float, default=1e-2
@@ -300,12 +306,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         "rtol": [Interval(Real, 0, None, closed="neither")],
         "atol": [Interval(Real, 0, None, closed="neither")],
         "max_steps": [Interval(Integral, 1, None, closed="left")],
+        "fit_max_steps": [Interval(Integral, 1, None, closed="left"), None],
         "allow_nan": ["boolean"],
     }
 
     _transform_uses_loss = True
-    # Models saved before the code-space stop rule stopped on their loss curves.
-    _values_before_parameter = {"stop_rule": "loss"}
+    # Models saved before these parameters existed stopped on their loss curves and trained
+    # without a step cap on their training flows.
+    _values_before_parameter = {"stop_rule": "loss", "fit_max_steps": None}
 
     def __init__(
         self,
@@ -322,6 +330,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         stop_rule="code",
         stop_tol=1e-4,
         fit_stop_tol=1e-2,
+        fit_max_steps=25,
         stop_window=5,
         nesterov_eps=1e-2,
         beta=0.75,
@@ -381,6 +390,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         self.stop_rule = stop_rule
         self.stop_tol = stop_tol
         self.fit_stop_tol = fit_stop_tol
+        self.fit_max_steps = fit_max_steps
         self.stop_window = stop_window
         self.nesterov_eps = nesterov_eps
         self.beta = beta
@@ -572,6 +582,12 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         loss = LOSSES[self.loss]
         return loss.observed_only() if self.allow_nan else loss
 
+    def _unread_parameters(self):
+        """Parameters that the solver these settings resolve to never reads."""
+        solver = self._solver()
+        unread = set(SOLVER_PARAMETERS) - set(solver_options(solver))
+        return unread if solver == "lbfgs" else unread | {"fit_max_steps"}
+
     def _solver(self):
         """The solver's name, ``'auto'`` resolved: L-BFGS unless a setting needs the flow's path."""
         if self.solver != "auto":
@@ -603,10 +619,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def _modules(self):
         return [self.decoder_]
 
-    def _flow(self, target, adjoint, stop_tol, row_chunk="auto", record_history=False):
+    def _flow(
+        self, target, adjoint, stop_tol, row_chunk="auto", record_history=False, max_steps=None
+    ):
         solver = self._solver()
         names = solver_options(solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
+        if max_steps is not None:
+            options["max_steps"] = max_steps
         return encode(
             self.decoder_,
             target,
@@ -632,7 +652,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         # Training batches need no bit-level batch invariance (only transform's codes do), so
         # the flow skips the fixed-size row chunks that cost up to 13x at the papers' batch 5.
         self.decoder_.eval()
-        result = self._flow(target, self.adjoint, self.fit_stop_tol, row_chunk=None)
+        cap = self.fit_max_steps if self._solver() == "lbfgs" else None
+        result = self._flow(target, self.adjoint, self.fit_stop_tol, row_chunk=None, max_steps=cap)
         self.decoder_.train()
         return self._loss()(self.decoder_(result.z), target)
 

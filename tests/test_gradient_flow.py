@@ -77,6 +77,7 @@ def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypa
             "tau": tau,
             "stop_tol": 1e-3,
             "fit_stop_tol": 1e-5,
+            "fit_max_steps": 7,
             "stop_window": 3,
             "max_iter": 1,
         }
@@ -88,7 +89,10 @@ def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypa
     assert names, "every solver takes at least one flat option"
     assert 0 < n_fit < len(seen)
     for i, kwargs in enumerate(seen):
-        assert kwargs["options"] == {name: params[name] for name in names}
+        expected = {name: params[name] for name in names}
+        if i < n_fit and solver == "lbfgs":  # training flows of L-BFGS stop at fit_max_steps
+            expected["max_steps"] = 7
+        assert kwargs["options"] == expected
         stop_tol = 1e-5 if i < n_fit else 1e-3  # training flows use fit_stop_tol
         assert (kwargs["solver"], kwargs["tau"], kwargs["stop_tol"]) == (solver, tau, stop_tol)
     assert [kw["adjoint"] for kw in seen][-1] == "approx"  # transform never builds a graph
@@ -308,6 +312,30 @@ def test_model_pickled_before_the_code_stop_rule_keeps_its_loss_rule(X, small):
     loaded = pickle.loads(pickle.dumps(est))
     assert loaded.stop_rule == "loss"
     np.testing.assert_array_equal(loaded.transform(X), codes)
+
+
+def test_model_pickled_before_fit_max_steps_trains_on_without_a_cap(X, small):
+    import pickle
+
+    est = GradientFlowEncoder(**small).fit(X)
+    del est.fit_max_steps
+    assert pickle.loads(pickle.dumps(est)).fit_max_steps is None
+
+
+def test_lbfgs_training_flows_stop_at_fit_max_steps_and_transform_does_not(X, small, monkeypatch):
+    results = []
+    real = _gradient_flow.encode
+    monkeypatch.setattr(
+        _gradient_flow, "encode", lambda *a, **kw: results.append(real(*a, **kw)) or results[-1]
+    )
+    est = GradientFlowEncoder(
+        **{**small, "max_iter": 2}, solver="lbfgs", fit_max_steps=2, stop_tol=1e-8
+    )
+    est.fit(X)
+    n_fit = len(results)
+    est.transform(X)
+    assert max(int(r.n_steps.max()) for r in results[:n_fit]) == 2
+    assert int(results[-1].n_steps.max()) > 2
 
 
 def test_code_rule_with_a_one_step_window_is_refused_at_fit(X, small):

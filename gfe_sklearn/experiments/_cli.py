@@ -28,7 +28,7 @@ from ._common import (
     markdown_table,
     parse_seeds,
 )
-from ._training import DATASETS, PAPERS_GFE, Context, make_model
+from ._training import DATASETS, PAPERS_GFE, Context, gfe_settings, make_model
 
 EXPERIMENTS = {
     module.NAME: module
@@ -380,14 +380,24 @@ def check_folder_options(args):
             )
 
 
-def estimator_defaults():
+def estimator_defaults(args):
     """The package defaults of the two estimators, which every option left unset relies on.
 
     Recorded in the protocol so that resuming a run after a default changed (a new
-    ``fit_stop_tol``, say) is refused instead of mixing two settings in one table.
+    ``fit_stop_tol``, say) is refused instead of mixing two settings in one table. Defaults
+    that the run's solver never reads (another solver's constants) are left out, so that
+    adding or changing one does not refuse a run it cannot affect.
     """
+    unread = {
+        "GradientFlowEncoder": GradientFlowEncoder(**gfe_settings(args))._unread_parameters(),
+        "AutoEncoderBaseline": set(),
+    }
     return {
-        cls.__name__: {k: v for k, v in cls().get_params().items() if k != "decoder"}
+        cls.__name__: {
+            k: v
+            for k, v in cls().get_params().items()
+            if k != "decoder" and k not in unread[cls.__name__]
+        }
         for cls in (GradientFlowEncoder, AutoEncoderBaseline)
     }
 
@@ -398,7 +408,7 @@ def protocol_of(args, module):
         for name, value in sorted(vars(args).items())
         if name not in RUNTIME_OPTIONS and name not in module.SELECTORS
     }
-    return {**options, "estimator_defaults": estimator_defaults()}
+    return {**options, "estimator_defaults": estimator_defaults(args)}
 
 
 def _report(module, ctx, command, status):

@@ -234,6 +234,10 @@ def _differences(old, new, prefix=""):
         before, now = old.get(k), new.get(k)
         if not prefix and k in RECORDED_SINCE and k not in old:
             continue
+        # A recorded default that the run no longer reads (``estimator_defaults`` leaves
+        # those out) cannot change its results.
+        if prefix.startswith("estimator_defaults.") and k not in new:
+            continue
         if isinstance(before, dict) and isinstance(now, dict):
             found += _differences(before, now, f"{prefix}{k}.")
         elif before != now:

@@ -144,6 +144,24 @@ def test_a_changed_package_default_is_refused_by_name(run, capsys):
     assert f"estimator_defaults.GradientFlowEncoder.fit_stop_tol: 0.0001 before, {now!r} now" in err
 
 
+def test_a_default_the_runs_solver_never_reads_does_not_refuse_it(run):
+    code, out = run("data-efficiency", "--budgets", "10")
+    assert code == 0
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    defaults = config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
+    # The run's GFE-amd reads neither L-BFGS's training cap nor dopri5's tolerance.
+    assert "fit_max_steps" not in defaults and "rtol" not in defaults and "s0" in defaults
+    defaults["rtol"] = 0.5  # as if recorded by an older version, under another default
+    path.write_text(json.dumps(config))
+    code, _ = run("data-efficiency", "--budgets", "10", out=out)
+    assert code == 0
+    defaults["s0"] = 0.5  # a default AMD reads is still compared
+    path.write_text(json.dumps(config))
+    code, _ = run("data-efficiency", "--budgets", "10", out=out)
+    assert code == 1
+
+
 def test_report_only_after_a_changed_default_keeps_the_recorded_protocol_and_command(run):
     code, out = run("data-efficiency", "--budgets", "10")
     assert code == 0
