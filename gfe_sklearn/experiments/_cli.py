@@ -29,6 +29,7 @@ from ._common import (
     parse_seeds,
 )
 from ._training import DATASETS, PAPERS_GFE, Context, gfe_settings, make_model
+from ._units import run_units
 
 EXPERIMENTS = {
     module.NAME: module
@@ -48,6 +49,7 @@ RUNTIME_OPTIONS = {
     "dataset",
     "experiment",
     "model_cache",
+    "n_jobs",
 }
 
 # Defaults of the options every experiment has; an experiment's DEFAULTS and SMOKE override.
@@ -82,6 +84,14 @@ resumes: finished units are skipped. The JSON, Markdown and PNG results are rebu
 units.jsonl at the end (also after an interrupt, and alone with --report-only). An --out
 holding results of different options is refused; --seeds and --dataset may change, to add
 seeds or datasets to a finished run."""
+
+PARALLEL_NOTE = """\
+With --n-jobs N, N units (a seed and a model, say) train at a time, each in a worker
+process with --threads torch threads (1 when not given). The records are those of the same
+command with --n-jobs 1 and the same --threads (torch's results can depend on its thread
+count), appended to units.jsonl by this process alone as the workers take them; the lines
+are in that order. Ctrl-C or an error stops every worker: finished units stay recorded and
+the others resume from their last snapshot."""
 
 
 # The estimator parameter that each option sets, to name the option in an estimator's error.
@@ -138,6 +148,19 @@ def _non_negative_number(text):
     value = _finite_number(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _n_jobs(text):
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1 and value != -1:
+        raise argparse.ArgumentTypeError(
+            f"expected a positive number of worker processes, or -1 for one per CPU core; "
+            f"got {text!r}"
+        )
     return value
 
 
@@ -214,9 +237,20 @@ def _add_common(parser, module):
         "--threads",
         type=_positive_int,
         metavar="N",
-        help="set torch's CPU threads for this process (default: torch's "
-        "choice; --smoke: 1, which tiny networks run fastest on)",
+        help="set torch's CPU threads for this process, or for each worker with "
+        "--n-jobs (default: torch's choice, 1 per worker; --smoke: 1, which tiny "
+        "networks run fastest on)",
     )
+    if hasattr(module, "units"):
+        group.add_argument(
+            "--n-jobs",
+            type=_n_jobs,
+            default=1,
+            metavar="N",
+            help="train N units (seeds, models) at a time in worker processes; -1: one "
+            "per CPU core. Changes no result; see the note below (default: 1, one unit "
+            "after another in this process)",
+        )
     group.add_argument(
         "--snapshot-seconds",
         type=_non_negative_number,
@@ -317,6 +351,8 @@ def build_parser():
         )
         module.add_arguments(child)
         _add_common(child, module)
+        if hasattr(module, "units"):
+            child.epilog += f"\n\n{PARALLEL_NOTE}"
     return parser
 
 
@@ -525,7 +561,11 @@ def _run(args, module, command):
         )
         status = "report-only" if args.report_only else "complete"
         try:
-            if not args.report_only:
+            if args.report_only:
+                pass
+            elif hasattr(module, "units"):  # independent units, --n-jobs at a time
+                run_units(ctx, module.units(ctx), n_jobs=args.n_jobs, threads=args.threads)
+            else:
                 module.run(ctx)
         except KeyboardInterrupt:
             status = "interrupted"

@@ -86,7 +86,24 @@ class ConfigMismatch(OutFolderError):
     """The output folder holds results of a different protocol."""
 
 
-class Store:
+class Records:
+    """Records of finished units, looked up by their fields."""
+
+    def __init__(self, records=()):
+        self.records = list(records)
+
+    def find(self, **key):
+        """The first record whose fields include ``key``, or None."""
+        for record in self.records:
+            if all(record.get(k) == v for k, v in key.items()):
+                return record
+        return None
+
+    def has(self, **key):
+        return self.find(**key) is not None
+
+
+class Store(Records):
     """Finished units of one experiment, on disk in ``out``.
 
     ``config.json`` holds the protocol (the options that change results); a folder whose
@@ -182,16 +199,6 @@ class Store:
                 )
                 atomic_write_text(self.units_path, "".join(dumps(r) + "\n" for r in records))
         return records
-
-    def find(self, **key):
-        """The first record whose fields include ``key``, or None."""
-        for record in self.records:
-            if all(record.get(k) == v for k, v in key.items()):
-                return record
-        return None
-
-    def has(self, **key):
-        return self.find(**key) is not None
 
     def add(self, record):
         """Append a finished unit's record to ``units.jsonl`` and flush it to disk."""

@@ -22,7 +22,7 @@ from ._training import (
     model_titles,
     subset,
 )
-from ._units import record_once, run_unit
+from ._units import Unit, record_once, run_unit
 
 NAME = "converged"
 TITLE = "Converged models (table 2)"
@@ -91,7 +91,7 @@ def check_options(args):
     args.models = [m for m in MODELS if m in args.models]
 
 
-def run(ctx):
+def units(ctx):
     args = ctx.args
     for dataset in args.dataset:
         data = load_dataset(dataset, data_home=args.data_home, n_train=args.n_train)
@@ -99,13 +99,13 @@ def run(ctx):
         X_test, _ = subset(data.X_test, data.y_test, args.n_test)
         for seed in args.seeds:
             for kind in sorted(args.models, reverse=True):  # GFE-amd first, as before
-                _run_unit(ctx, data.name, X_train, X_val, X_test, seed, kind)
+                label = f"{model_titles(args)[kind]} seed {seed} {data.name}"
+                yield Unit(label, _run_unit, (data.name, X_train, X_val, X_test, seed, kind))
 
 
-def _run_unit(ctx, dataset, X_train, X_val, X_test, seed, kind):
+def _run_unit(ctx, label, dataset, X_train, X_val, X_test, seed, kind):
     args = ctx.args
     key = {"dataset": dataset, "seed": seed, "model": kind}
-    label = f"{model_titles(args)[kind]} seed {seed} {dataset}"
     epochs = args.gfe_epochs if kind == "gfe" else args.ae_epochs
     n = len(X_train)
 
@@ -167,7 +167,7 @@ def _run_unit(ctx, dataset, X_train, X_val, X_test, seed, kind):
 
         record_once(ctx, {**key, "kind": "final"}, measure)
 
-    run_unit(
+    return run_unit(
         ctx,
         name=f"{kind}-{dataset}-seed{seed}",
         label=label,

@@ -20,7 +20,7 @@ from ._training import (
     load_dataset,
     make_model,
 )
-from ._units import CheckpointRecords, run_unit
+from ._units import CheckpointRecords, Unit, run_unit
 
 NAME = "curves"
 TITLE = "Learning curves: images seen and wall time (fig. 1)"
@@ -85,21 +85,21 @@ def checkpoints(max_images, k, batch_size):
     return sorted(set(int(p) for p in points))
 
 
-def run(ctx):
+def units(ctx):
     args = ctx.args
     for dataset in args.dataset:
         data = load_dataset(dataset, data_home=args.data_home, n_train=args.n_train)
         X_train, _, X_val, _ = holdout(data.X_train, data.y_train, args.n_test)
         for seed in args.seeds:
             for kind in ("gfe", "ae"):
-                _run_unit(ctx, dataset, X_train, X_val, seed, kind)
+                label = f"{MODEL_TITLES[kind]} seed {seed} {dataset}"
+                yield Unit(label, _run_unit, (dataset, X_train, X_val, seed, kind))
 
 
-def _run_unit(ctx, dataset, X_train, X_val, seed, kind):
+def _run_unit(ctx, label, dataset, X_train, X_val, seed, kind):
     args = ctx.args
     limit = args.max_images if kind == "gfe" else args.ae_max_images
     points = checkpoints(limit, args.checkpoints, args.batch_size)
-    label = f"{MODEL_TITLES[kind]} seed {seed} {dataset}"
 
     def due(images):
         return [{"dataset": dataset, "seed": seed, "model": kind, "images": images}]
@@ -120,7 +120,7 @@ def _run_unit(ctx, dataset, X_train, X_val, seed, kind):
         return fields, message
 
     records = CheckpointRecords(ctx, due, measure)
-    run_unit(
+    return run_unit(
         ctx,
         name=f"{kind}-{dataset}-seed{seed}",
         label=label,

@@ -11,7 +11,7 @@ from ._training import (
     model_titles,
     subset,
 )
-from ._units import CheckpointRecords, run_unit
+from ._units import CheckpointRecords, Unit, run_unit
 
 NAME = "data-efficiency"
 TITLE = "Data efficiency (table 1)"
@@ -58,21 +58,22 @@ def check_options(args):
     args.budgets = budgets
 
 
-def run(ctx):
+def units(ctx):
     args = ctx.args
+    titles = model_titles(args)
     for dataset in args.dataset:
         data = load_dataset(dataset, data_home=args.data_home, n_train=args.n_train)
         X_test, _ = subset(data.X_test, data.y_test, args.n_test)
         for seed in args.seeds:
             for kind in ("gfe", "ae"):
-                _run_unit(ctx, data, X_test, seed, kind)
+                label = f"{titles[kind]} seed {seed} {data.name}"
+                yield Unit(label, _run_unit, (data, X_test, seed, kind))
 
 
-def _run_unit(ctx, data, X_test, seed, kind):
+def _run_unit(ctx, label, data, X_test, seed, kind):
     args = ctx.args
     titles = model_titles(args)
     scored = ("ae", "mixed") if kind == "ae" else ("gfe",)
-    label = f"{titles[kind]} seed {seed} {data.name}"
 
     def due(images):
         return [{"dataset": data.name, "seed": seed, "model": m, "images": images} for m in scored]
@@ -97,7 +98,7 @@ def _run_unit(ctx, data, X_test, seed, kind):
         return fields, message
 
     records = CheckpointRecords(ctx, due, measure)
-    run_unit(
+    return run_unit(
         ctx,
         name=f"{kind}-{data.name}-seed{seed}",
         label=label,

@@ -14,7 +14,7 @@ from ._common import (
     save_figure,
 )
 from ._training import DrawStream, bce, holdout, load_dataset, make_model
-from ._units import CheckpointRecords, run_unit
+from ._units import CheckpointRecords, Unit, run_unit
 
 NAME = "solvers"
 TITLE = "Solvers and gradient modes (fig. 2 of [1], fig. 3 of [2])"
@@ -146,20 +146,20 @@ def flow_diagnostics(model, X):
     }
 
 
-def run(ctx):
+def units(ctx):
     args = ctx.args
     for dataset in args.dataset:
         data = load_dataset(dataset, data_home=args.data_home, n_train=args.n_train)
         X_train, _, X_val, _ = holdout(data.X_train, data.y_train, args.n_test)
         for seed in args.seeds:
             for variant in args.variants:
-                _run_unit(ctx, dataset, X_train, X_val, seed, variant)
+                label = f"{VARIANTS[variant][0]} seed {seed} {dataset}"
+                yield Unit(label, _run_unit, (dataset, X_train, X_val, seed, variant))
 
 
-def _run_unit(ctx, dataset, X_train, X_val, seed, variant):
+def _run_unit(ctx, label, dataset, X_train, X_val, seed, variant):
     args = ctx.args
     checkpoints = [i * args.batch_size for i in _checkpoints(args)]
-    label = f"{VARIANTS[variant][0]} seed {seed} {dataset}"
 
     def due(images):
         # The iteration is part of the key only to keep the records' field order.
@@ -189,7 +189,7 @@ def _run_unit(ctx, dataset, X_train, X_val, seed, variant):
         return make_model("gfe", args, seed, n_steps=args.n_steps, **VARIANTS[variant][1])
 
     records = CheckpointRecords(ctx, due, measure)
-    run_unit(
+    return run_unit(
         ctx,
         name=f"{variant}-{dataset}-seed{seed}",
         label=label,
@@ -215,7 +215,11 @@ def _series(records, dataset, variant, seeds):
         out[field] = [
             mean_std([r[field] for r in found if r["iteration"] == i])[0] for i in iterations
         ]
-    out["flow"] = {i: next(r for r in found if r["iteration"] == i) for i in iterations}
+    # The first seed's flow, whatever order the records were taken in (--n-jobs).
+    out["flow"] = {
+        i: next(r for s in seeds for r in found if r["seed"] == s and r["iteration"] == i)
+        for i in iterations
+    }
     return out
 
 

@@ -3,11 +3,55 @@
 A unit is one model trained from scratch (one seed, model and dataset, say) and the records
 it adds to the store. On a re-run with the same ``--out``, a unit whose records are all
 stored is not trained again, an interrupted one resumes from its last snapshot, and no
-record is measured or written twice. (``latent`` and ``reconstructions`` record models
-that ``_training.train_stages`` trains once into a cache they share.)
+record is measured or written twice. Units are independent: ``run_units`` runs them one
+after another, or several at a time in worker processes (``--n-jobs``, ``_parallel``).
+(``latent`` and ``reconstructions`` record models that ``_training.train_stages`` trains
+once into a cache they share.)
 """
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
 from ._training import snapshots, train
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One unit as ``run_units`` takes it: ``function(ctx, label, *args)`` runs it.
+
+    ``function`` is a module-level function and ``args`` plain data (arrays, numbers,
+    strings), so that a worker process can be sent the unit; ``label`` names it in the log.
+    ``function`` returns ``run_unit``'s answer: whether it trained the unit.
+    """
+
+    label: str
+    function: Callable
+    args: tuple[Any, ...] = ()
+
+    def __call__(self, ctx):
+        return self.function(ctx, self.label, *self.args)
+
+
+def run_units(ctx, units, *, n_jobs=1, threads=None):
+    """Run the ``Unit``s ``units``: one after another here, or ``n_jobs`` at a time.
+
+    With ``n_jobs`` above 1 (-1: one per CPU core) each unit runs in a worker process with
+    ``threads`` torch threads (1 when None) and the records go to this process, which alone
+    writes the store (``_parallel``). The records are those of a run with ``n_jobs=1`` and
+    the same torch threads, in the order they are taken.
+    """
+    if n_jobs == -1:
+        from joblib import cpu_count
+
+        n_jobs = cpu_count()
+    if n_jobs == 1:
+        for unit in units:
+            unit(ctx)
+        return
+    from ._parallel import run_in_workers
+
+    run_in_workers(ctx, units, n_jobs=n_jobs, threads=threads or 1)
 
 
 def record_once(ctx, key, measure):
@@ -67,11 +111,11 @@ def run_unit(
     ``make``, ``X``, ``stream``, ``checkpoints`` and ``on_checkpoint`` are ``train``'s;
     ``name`` names the snapshot folder (a resumed run finds its state by it) and ``label``
     the unit in the progress bar and the log. ``finish(model, state)`` records what needs
-    the whole training, such as a test of the best model.
+    the whole training, such as a test of the best model. Returns whether it trained.
     """
     if finished:
         ctx.reporter.log(f"  {label}: {skipped}")
-        return
+        return False
     model, state = train(
         ctx,
         name=name,
@@ -86,3 +130,4 @@ def run_unit(
         finish(model, state)
     # Only now: an interrupt in ``finish`` resumes from the last snapshot, not from scratch.
     snapshots(ctx, name).discard()
+    return True
