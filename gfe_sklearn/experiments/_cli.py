@@ -233,15 +233,20 @@ def _add_common(parser, module):
         action="store_true",
         help="only rebuild the JSON, Markdown and PNG files from OUT/units.jsonl",
     )
+    workers = hasattr(module, "units")  # independent units, which --n-jobs can run at a time
+    threads = "set torch's CPU threads for this process (default: torch's choice"
+    if workers:
+        threads = (
+            "set torch's CPU threads for this process, or for each worker with --n-jobs "
+            "(default: torch's choice, 1 per worker"
+        )
     group.add_argument(
         "--threads",
         type=_positive_int,
         metavar="N",
-        help="set torch's CPU threads for this process, or for each worker with "
-        "--n-jobs (default: torch's choice, 1 per worker; --smoke: 1, which tiny "
-        "networks run fastest on)",
+        help=f"{threads}; --smoke: 1, which tiny networks run fastest on)",
     )
-    if hasattr(module, "units"):
+    if workers:
         group.add_argument(
             "--n-jobs",
             type=_n_jobs,

@@ -1,0 +1,213 @@
+"""--n-jobs: units in worker processes give a sequential run's records; the store stays whole."""
+
+import json
+import os
+import signal
+import threading
+import time
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from gfe_sklearn import AutoEncoderBaseline
+from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
+from gfe_sklearn.experiments._common import Interrupted, InterruptGuard, Reporter, Store
+from gfe_sklearn.experiments._snapshot import DrawStream
+from gfe_sklearn.experiments._training import Context
+from gfe_sklearn.experiments._units import CheckpointRecords, Unit, run_unit, run_units
+
+from .conftest import read_units
+
+TIMINGS = {"train_seconds", "eval_seconds", "total_train_seconds"}
+X = np.random.default_rng(0).random((40, 16))
+CHECKPOINTS = [10, 20]
+WAIT_SECONDS = 120
+
+
+def without_timings(records):
+    return sorted(json.dumps({k: v for k, v in r.items() if k not in TIMINGS}) for r in records)
+
+
+def test_n_jobs_2_takes_the_records_of_n_jobs_1(run, tmp_path):
+    code, sequential = run("converged", "--n-jobs", "1", out=tmp_path / "sequential")
+    assert code == 0
+    code, parallel = run("converged", "--n-jobs", "2", out=tmp_path / "parallel")
+    assert code == 0
+    records = read_units(parallel)
+    assert without_timings(records) == without_timings(read_units(sequential))
+    fields = sorted(tuple(r) for r in records)  # names and order of the fields
+    assert fields == sorted(tuple(r) for r in read_units(sequential))
+    assert json.loads((parallel / "converged.json").read_text())["status"] == "complete"
+    assert not (parallel / "snapshots").exists()
+
+    # --n-jobs is not part of the protocol: the folder resumes under another value.
+    units = (parallel / "units.jsonl").read_text()
+    code, _ = run("converged", "--n-jobs", "1", out=parallel)
+    assert code == 0
+    assert (parallel / "units.jsonl").read_text() == units
+
+
+# Units for run_units, defined here (not in a test) so that worker processes can import them.
+
+
+def tiny_unit(ctx, label, name, *, fail=False, wait_for=None, fresh=True):
+    """A unit taking records of models "a" and "b" at 10 and 20 images.
+
+    ``fail``: raise while measuring "a" at 20; ``wait_for``: measuring "a" at 20 first
+    writes the process id to ``<wait_for>.<name>``, then waits for the file ``wait_for``;
+    ``fresh=False``: the unit must resume from a snapshot.
+    """
+
+    def make():
+        if not fresh:
+            raise AssertionError(f"{name} was trained from scratch again")
+        return AutoEncoderBaseline(
+            n_components=2, hidden_layer_sizes=(8,), batch_size=5, device="cpu", random_state=0
+        )
+
+    def due(images):
+        return [{"unit": name, "model": m, "images": images} for m in ("a", "b")]
+
+    def measure(model, state, key):
+        if key["model"] == "a" and key["images"] == 20:
+            if fail:
+                raise RuntimeError(f"{name} failed")
+            if wait_for is not None:
+                Path(f"{wait_for}.{name}").write_text(str(os.getpid()))
+                until(lambda: Path(wait_for).exists())
+        return {"seen": model.n_samples_seen_, "score": float(model.score(X))}, f"{label} {key}"
+
+    records = CheckpointRecords(ctx, due, measure)
+    return run_unit(
+        ctx,
+        name=name,
+        label=label,
+        finished=records.all_stored(CHECKPOINTS),
+        make=make,
+        X=X,
+        stream=DrawStream(len(X), np.random.default_rng(0)),
+        checkpoints=CHECKPOINTS,
+        on_checkpoint=records.take,
+    )
+
+
+def until(condition):
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError("waited too long")
+        time.sleep(0.05)
+
+
+def context(out, guard=None):
+    return Context(
+        args=None,
+        store=Store(out, "test", {}),
+        reporter=Reporter(quiet=True),
+        guard=guard or InterruptGuard(),
+        snapshot_dir=Path(out) / "snapshots",
+        snapshot_seconds=0.0,  # a snapshot after every minibatch
+    )
+
+
+@pytest.fixture
+def reference(tmp_path):
+    """The records of units "u" and "v" run one after another here, on one torch thread."""
+    ctx = context(tmp_path / "reference")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in a worker: results can depend on the thread count
+    try:
+        run_units(ctx, [Unit(name, tiny_unit, (name,)) for name in ("u", "v")])
+    finally:
+        torch.set_num_threads(threads)
+    return without_timings(ctx.store.records)
+
+
+def keys(records):
+    return sorted((r["unit"], r["model"], r["images"]) for r in records)
+
+
+def test_a_failing_worker_leaves_the_store_whole_and_its_unit_resumes(tmp_path, reference):
+    out = tmp_path / "failing"
+    ctx = context(out)
+    failing = [Unit("u", tiny_unit, ("u",)), Unit("v", partial(tiny_unit, fail=True), ("v",))]
+    with pytest.raises(RuntimeError, match="v failed"):
+        run_units(ctx, failing, n_jobs=2)
+    stored = read_units(out)
+    assert stored == ctx.store.records
+    assert len(set(keys(stored))) == len(stored)
+    # Taken before the failure (u, stopped with it, may have got anywhere):
+    assert [k for k in keys(stored) if k[0] == "v"] == [("v", "a", 10), ("v", "b", 10)]
+    assert (out / "snapshots" / "v" / "resume.json").exists()
+
+    resumed = [Unit("u", tiny_unit, ("u",)), Unit("v", partial(tiny_unit, fresh=False), ("v",))]
+    run_units(context(out), resumed, n_jobs=2)
+    assert without_timings(read_units(out)) == reference
+    assert not (out / "snapshots" / "v").exists()
+
+
+def alive(pid):
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_an_interrupt_stops_every_worker_and_keeps_what_they_recorded(tmp_path, reference, capfd):
+    out, go = tmp_path / "interrupted", tmp_path / "go"
+    waiting = [Path(f"{go}.{name}") for name in ("u", "v")]
+
+    def interrupt():  # Ctrl-C once both workers wait inside their second checkpoint
+        until(lambda: all(path.exists() for path in waiting))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    blocked = [Unit(name, partial(tiny_unit, wait_for=str(go)), (name,)) for name in ("u", "v")]
+    with InterruptGuard() as guard:
+        threading.Thread(target=interrupt, daemon=True).start()
+        with pytest.raises(Interrupted):
+            run_units(context(out, guard), blocked, n_jobs=2)
+    workers = [int(path.read_text()) for path in waiting]
+    until(lambda: not any(alive(pid) for pid in workers))
+    assert keys(read_units(out)) == [(n, m, 10) for n in ("u", "v") for m in ("a", "b")]
+
+    go.touch()
+    ctx = context(out)
+    ctx.reporter = Reporter(quiet=False)
+    capfd.readouterr()
+    resumed = [Unit(name, partial(tiny_unit, fresh=False), (name,)) for name in ("u", "v")]
+    run_units(ctx, resumed, n_jobs=2)
+    assert without_timings(read_units(out)) == reference
+    # The workers' lines, printed by this process; no progress bars.
+    lines = capfd.readouterr().err.splitlines()
+    for name in ("u", "v"):
+        assert f"  resuming {name} from 20 images" in lines
+        assert f"  {name}: finished" in {line.split(" (")[0] for line in lines}
+    assert not any("img/s" in line or "\r" in line for line in lines)
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_n_jobs_is_a_usage_error_naming_the_option(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["data-efficiency", "--n-jobs", value])
+    assert exc.value.code == 2
+    error = capsys.readouterr().err
+    assert "argument --n-jobs" in error and "or -1 for one per CPU core" in error
+
+
+def test_n_jobs_is_offered_where_units_run_through_the_shared_loop(capsys):
+    assert build_parser().parse_args(["curves", "--n-jobs", "-1"]).n_jobs == -1
+    for name, module in EXPERIMENTS.items():
+        with pytest.raises(SystemExit):
+            main([name, "--help"])
+        assert ("--n-jobs" in capsys.readouterr().out) == hasattr(module, "units")
+    assert {name for name, module in EXPERIMENTS.items() if hasattr(module, "units")} == {
+        "data-efficiency",
+        "converged",
+        "curves",
+        "solvers",
+    }
