@@ -5,6 +5,7 @@ import warnings
 import torch
 
 from ._fixed import StiffnessWarning, Tableau, rk_step
+from ._solver import Solver
 
 DOPRI5_TABLEAU = Tableau(
     c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0),
@@ -38,7 +39,7 @@ def _rms(x):
     return x.pow(2).mean(dim=1).sqrt()
 
 
-class Dopri5:
+class Dopri5(Solver):
     """Adaptive Dormand-Prince 5(4) with a per-sample step-size controller.
 
     Each sample has its own step size and accepts or rejects its own steps, so one stiff
@@ -48,6 +49,7 @@ class Dopri5:
     """
 
     name = "dopri5"
+    order = 5
     # Error control makes every step cost six evaluations: a long horizon spends them on
     # the flow's slow tail and reaches max_steps.
     default_tau = 1e3

@@ -1,9 +1,11 @@
 """Gradient modes: how the codes ``z*`` depend on the decoder's parameters.
 
-All three share one signature, ``mode(solver, run, params) -> FlowResult``, and are chosen by name:
+Each mode is a ``GradientMode`` that declares what it needs from the engine, so ``encode``
+asks it instead of branching on its name:
 
 * ``approx`` (eqs. 11-12): ``z*`` is a constant; the decoder gets ``d_theta l(y, D(z*))``.
-* ``unrolled``: autograd through every accepted step of the solver.
+* ``unrolled``: autograd through every accepted step of the solver (the encoding problem
+  keeps every gradient's graph).
 * ``full`` (eqs. 8-10): the exact adjoint of the discrete scheme. Only the trajectory of
   states is kept; in the backward pass each step is recomputed with its graph, the adjoint
   is pulled back through it, and the graph is freed before the previous step. Memory is
@@ -14,26 +16,50 @@ Step sizes chosen by the solver (AMD's line search, dopri5's controller, the ear
 horizon) are constants of the backward pass in both exact modes.
 """
 
+from dataclasses import dataclass
+
 import torch
 
 
-def approx_codes(solver, run, params):
-    solver.integrate(run)
-    result = run.result(run.problem.flow)
-    result.z = result.z.detach()
-    return result
+@dataclass(frozen=True)
+class GradientMode:
+    """How the codes of an encoding depend on the decoder's parameters.
+
+    Attributes
+    ----------
+    name : str
+        Its key in ``ADJOINTS``.
+    graph_through_steps : bool
+        The encoding problem keeps every gradient's graph (``create_graph``).
+    keeps_steps : bool
+        The active set records each accepted step (rows, time, step size, state) for a
+        backward pass that recomputes them; the solver must provide ``step``.
+    """
+
+    name: str
+    graph_through_steps: bool = False
+    keeps_steps: bool = False
+
+    def parameters(self, decoder):
+        """The decoder parameters the backward pass differentiates (only ``keeps_steps``)."""
+        if self.keeps_steps and isinstance(decoder, torch.nn.Module):
+            return [p for p in decoder.parameters() if p.requires_grad]
+        return []
+
+    def codes(self, solver, run, params):
+        """Integrate ``run`` with ``solver``; the result's ``z`` carries this mode's graph."""
+        solver.integrate(run)
+        result = run.result(run.problem.flow)
+        if self.keeps_steps:
+            result.z = _FullAdjoint.apply(result.z.detach(), solver, run, *params)
+        elif not self.graph_through_steps:
+            result.z = result.z.detach()
+        return result
 
 
-def unrolled_codes(solver, run, params):
-    solver.integrate(run)
-    return run.result(run.problem.flow)
-
-
-def full_codes(solver, run, params):
-    solver.integrate(run)
-    result = run.result(run.problem.flow)
-    result.z = _FullAdjoint.apply(result.z.detach(), solver, run, *params)
-    return result
+APPROX = GradientMode("approx")
+UNROLLED = GradientMode("unrolled", graph_through_steps=True)
+FULL = GradientMode("full", keeps_steps=True)
 
 
 class _FullAdjoint(torch.autograd.Function):

@@ -2,8 +2,10 @@
 
 import torch
 
+from ._solver import Solver
 
-class AMD:
+
+class AMD(Solver):
     """Explicit descent steps whose size is picked by backtracking on the loss.
 
     The first candidate is ``s0``; at step ``n`` it is ``s_n = min(max(kappa * dt_{n-1},
@@ -26,6 +28,7 @@ class AMD:
     """
 
     name = "amd"
+    order = 1
     # The line search keeps every step safe however far the flow goes, so the horizon can
     # be long enough for a young decoder's slowly drifting codes (docs/precision.md).
     default_tau = 1e5

@@ -76,7 +76,7 @@ def endpoint_conflicts(**settings):
 
 
 def _endpoint(solver_cls):
-    return getattr(solver_cls, "goes_to_endpoint", False)
+    return solver_cls.goes_to_endpoint
 
 
 def encode(
@@ -199,7 +199,7 @@ def encode(
         flow_obj,
         alpha_fn,
         tau,
-        differentiable=adjoint == "unrolled",
+        differentiable=mode.graph_through_steps,
         row_chunk=row_chunk,
     )
     state0 = flow_obj.initial_state(z0)
@@ -213,11 +213,8 @@ def encode(
         stop_tol=stop_tol,
         stop_window=stop_window,
         stop_rule=stop_rule,
-        keep_steps=adjoint == "full",
+        keep_steps=mode.keeps_steps,
         record_history=record_history,
         windows=not _endpoint(solver_cls),
     )
-    params = []
-    if adjoint == "full" and isinstance(decoder, torch.nn.Module):
-        params = [p for p in decoder.parameters() if p.requires_grad]
-    return mode(solver_cls(**options), run, params)
+    return mode.codes(solver_cls(**options), run, mode.parameters(decoder))

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from ._fields import linear_grid, log_grid
+from ._solver import Solver
 
 GRIDS = {"linear": linear_grid, "log": log_grid}
 
@@ -52,7 +53,7 @@ def rk_step(problem, t, state, h, rows, tableau, k1=None):
     return state + h[:, None] * increment, stages
 
 
-class FixedGridSolver:
+class FixedGridSolver(Solver):
     """Fixed-grid explicit Runge-Kutta on ``[0, tau]``; each sample's grid scales with its tau.
 
     ``grid='log'`` spaces the steps geometrically, finest near ``t = 0`` where the flow
@@ -60,7 +61,6 @@ class FixedGridSolver:
     """
 
     tableau = None
-    name = None
     # A grid's steps grow with tau; beyond about 1000 the late steps of the default grid
     # leave the explicit methods' stability region on a trained decoder.
     default_tau = 1e3
@@ -113,9 +113,11 @@ class FixedGridSolver:
 
 class Euler(FixedGridSolver):
     name = "euler"
+    order = 1
     tableau = EULER_TABLEAU
 
 
 class RK4(FixedGridSolver):
     name = "rk4"
+    order = 4
     tableau = RK4_TABLEAU

@@ -4,8 +4,10 @@ import math
 
 import torch
 
+from ._solver import Solver
 
-class LBFGS:
+
+class LBFGS(Solver):
     """Limited-memory BFGS on each sample's loss, started where the flow starts.
 
     The gradient flow from ``z(0)`` ends, as ``t`` grows, at a minimum of the sample's loss;

@@ -5,7 +5,7 @@ over them, so adding an entry here is all it takes to expose a new variant.
 """
 
 from ._adaptive import Dopri5
-from ._adjoint import approx_codes, full_codes, unrolled_codes
+from ._adjoint import APPROX, FULL, UNROLLED
 from ._amd import AMD
 from ._fields import GradientFlow, NesterovFlow, constant_alpha, exponential_alpha
 from ._fixed import GRIDS, RK4, Euler
@@ -13,9 +13,9 @@ from ._lbfgs import LBFGS
 from ._losses import BCE, MSE
 from ._stopping import STOP_RULES
 
-SOLVERS = {"amd": AMD, "euler": Euler, "rk4": RK4, "dopri5": Dopri5, "lbfgs": LBFGS}
+SOLVERS = {solver.name: solver for solver in (AMD, Euler, RK4, Dopri5, LBFGS)}
 FLOWS = {"gradient": GradientFlow, "nesterov": NesterovFlow}
-ADJOINTS = {"approx": approx_codes, "full": full_codes, "unrolled": unrolled_codes}
+ADJOINTS = {mode.name: mode for mode in (APPROX, FULL, UNROLLED)}
 LOSSES = {"bce": BCE, "mse": MSE}
 ALPHAS = {"constant": constant_alpha, "exp": exponential_alpha}
 

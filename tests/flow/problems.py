@@ -8,7 +8,7 @@ from gfe_sklearn.flow import SOLVERS
 
 def goes_to_endpoint(solver):
     """Solvers with no flow time (``'lbfgs'``): no horizon, gradient flow only."""
-    return getattr(SOLVERS[solver], "goes_to_endpoint", False)
+    return SOLVERS[solver].goes_to_endpoint
 
 
 def linear_decoder(n_components, n_features, eigenvalues=None, seed=0, dtype=torch.float64):
