@@ -1,0 +1,49 @@
+"""The contract every solver keeps: what it declares, and the two methods the engine calls.
+
+A new solver is one subclass of ``Solver`` and one line in ``_registry.SOLVERS``; the
+estimators' parameter checks and the tests (which parametrise over the registry) pick it up.
+Its constructor's keyword arguments are its options (``solver_options``), so each needs a
+default.
+"""
+
+
+class Solver:
+    """Integrates the active rows of an ``ActiveSet`` until each one finishes.
+
+    Attributes
+    ----------
+    name : str
+        Its key in ``SOLVERS``.
+    order : int or None
+        Order of accuracy of one step along the flow (Euler 1, RK4 4, Dormand-Prince 5, AMD
+        1: explicit descent steps); None for a solver that takes no steps along the flow.
+    default_tau : float
+        The horizon ``tau='auto'`` means.
+    goes_to_endpoint : bool
+        It goes straight to the flow's endpoint instead of following the flow: it has no
+        flow time and no steps to differentiate, refuses the settings of
+        ``endpoint_conflicts``, and runs without the stop rules' windows (it tests its own
+        convergence).
+    """
+
+    name = None
+    order = None
+    default_tau = None
+    goes_to_endpoint = False
+
+    def integrate(self, run):
+        """Advance every active row of ``run`` (an ``ActiveSet``) until all are retired.
+
+        Each iteration evaluates the active rows once (``run.problem.loss_and_grad`` or
+        ``field``), counts it (``run.count_evals``), moves the rows whose step is accepted
+        (``run.accept``; ``run.record_steps`` first, for the full adjoint) and retires the
+        finished ones (``run.retire``; ``run.converged`` applies the stop rule).
+        """
+        raise NotImplementedError
+
+    def step(self, problem, t, state, h, rows):
+        """The map of one accepted step, recomputed from ``state`` for the full adjoint."""
+        raise NotImplementedError(
+            f"solver {self.name!r} takes no steps along the flow, so no gradient mode can "
+            "differentiate through them; use adjoint='approx'."
+        )
