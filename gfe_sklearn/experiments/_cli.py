@@ -372,6 +372,8 @@ def resolve_options(args, module):
                 setattr(args, name, value)
     if args.smoke and args.threads is None:
         args.threads = 1  # tiny networks: extra threads only add synchronisation
+    if getattr(args, "n_jobs", 1) != 1 and args.threads is None:
+        args.threads = 1  # each worker's, and this process's (the report names it)
     args.seeds = parse_seeds(args.seeds)
     if isinstance(args.dataset, str):
         args.dataset = [args.dataset]

@@ -14,6 +14,7 @@ import torch
 
 from gfe_sklearn import AutoEncoderBaseline
 from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
+from gfe_sklearn.experiments._cli import resolve_options
 from gfe_sklearn.experiments._common import Interrupted, InterruptGuard, Reporter, Store
 from gfe_sklearn.experiments._snapshot import DrawStream
 from gfe_sklearn.experiments._training import Context
@@ -188,6 +189,14 @@ def test_an_interrupt_stops_every_worker_and_keeps_what_they_recorded(tmp_path, 
         assert f"  resuming {name} from 20 images" in lines
         assert f"  {name}: finished" in {line.split(" (")[0] for line in lines}
     assert not any("img/s" in line or "\r" in line for line in lines)
+
+
+@pytest.mark.parametrize("n_jobs, threads", [("1", None), ("2", 1), ("-1", 1)])
+def test_workers_run_one_torch_thread_unless_told(n_jobs, threads):
+    args = build_parser().parse_args(["curves", "--n-jobs", n_jobs])
+    assert resolve_options(args, EXPERIMENTS["curves"]).threads == threads
+    args = build_parser().parse_args(["curves", "--n-jobs", n_jobs, "--threads", "3"])
+    assert resolve_options(args, EXPERIMENTS["curves"]).threads == 3
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two"])
