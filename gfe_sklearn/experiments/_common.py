@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import AutoEncoderBaseline, GradientFlowEncoder
 from .._files import atomic_write
 from .._progress import NullProgress, image_bar, tqdm_class
 
@@ -234,6 +235,15 @@ def _make_out_folder(out):
 RECORDED_SINCE = {"estimator_defaults"}
 
 
+_ESTIMATORS = {cls.__name__: cls for cls in (GradientFlowEncoder, AutoEncoderBaseline)}
+
+
+def _keeps_old_behaviour(prefix, name, value):
+    """Whether ``value`` of a parameter newer than a record is what models before it did."""
+    cls = _ESTIMATORS.get(prefix.split(".")[1])
+    return cls is not None and cls()._value_before(name) == value
+
+
 def _differences(old, new, prefix=""):
     """Readable differences between two protocols, nested dictionaries entry by entry."""
     found = []
@@ -242,8 +252,11 @@ def _differences(old, new, prefix=""):
         if not prefix and k in RECORDED_SINCE and k not in old:
             continue
         # A recorded default that the run no longer reads (``estimator_defaults`` leaves
-        # those out) cannot change its results.
-        if prefix.startswith("estimator_defaults.") and k not in new:
+        # those out) cannot change its results, nor can a parameter added since whose
+        # default keeps the behaviour the run was recorded with.
+        if prefix.startswith("estimator_defaults.") and (
+            k not in new or (k not in old and _keeps_old_behaviour(prefix, k, now))
+        ):
             continue
         if isinstance(before, dict) and isinstance(now, dict):
             found += _differences(before, now, f"{prefix}{k}.")

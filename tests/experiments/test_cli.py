@@ -162,6 +162,25 @@ def test_a_default_the_runs_solver_never_reads_does_not_refuse_it(run):
     assert code == 1
 
 
+def test_a_parameter_added_since_is_compared_by_what_older_models_did(run, capsys):
+    code, out = run("data-efficiency", "--budgets", "10", "--solver", "lbfgs")
+    assert code == 0
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    defaults = config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
+    # As if recorded before these parameters: allow_nan's default is what models did then.
+    del defaults["allow_nan"]
+    path.write_text(json.dumps(config))
+    code, _ = run("data-efficiency", "--budgets", "10", "--solver", "lbfgs", out=out)
+    assert code == 0
+    # fit_max_steps=25 is not: L-BFGS trained without a cap before it existed.
+    del defaults["fit_max_steps"]
+    path.write_text(json.dumps(config))
+    code, _ = run("data-efficiency", "--budgets", "10", "--solver", "lbfgs", out=out)
+    assert code == 1
+    assert "GradientFlowEncoder.fit_max_steps: None before, 25 now" in capsys.readouterr().err
+
+
 def test_report_only_after_a_changed_default_keeps_the_recorded_protocol_and_command(run):
     code, out = run("data-efficiency", "--budgets", "10")
     assert code == 0
