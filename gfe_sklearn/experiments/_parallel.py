@@ -167,19 +167,26 @@ class _RecordServer:
 
     def __exit__(self, *exc):
         self.closing = True
-        with contextlib.suppress(OSError, EOFError):
-            Client(self.listener.address, authkey=self.authkey).close()  # wakes accept()
+        # A connection of our own wakes accept(); from a thread, so that one left waiting
+        # (a stopped worker's connection was accepted first) cannot hold this one.
+        threading.Thread(target=self._wake, daemon=True).start()
         self.accepting.join(_CLOSE_SECONDS)
-        self.listener.close()
+        self.listener.close()  # also ends a connection left waiting
         for thread in self.served:
             thread.join(_CLOSE_SECONDS)
         return False
 
+    def _wake(self):
+        with contextlib.suppress(OSError, EOFError, AuthenticationError):
+            Client(self.listener.address, authkey=self.authkey).close()
+
     def _accept(self):
-        while not self.closing:
+        while True:
             try:
                 connection = self.listener.accept()
             except (OSError, EOFError, AuthenticationError):  # stopped while connecting
+                if self.closing:
+                    return
                 continue
             if self.closing:
                 connection.close()
