@@ -2,6 +2,7 @@
 
 import copy
 import dataclasses
+from functools import partial
 from numbers import Integral, Real
 
 import numpy as np
@@ -27,6 +28,7 @@ from .flow import (
     endpoint_conflicts,
     solver_options,
 )
+from .flow._losses import gaussian_code_penalty
 from .nn import make_decoder
 
 # What from_autoencoder takes over from the autoencoder.
@@ -620,7 +622,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         return [self.decoder_]
 
     def _flow(
-        self, target, adjoint, stop_tol, row_chunk="auto", record_history=False, max_steps=None
+        self,
+        target,
+        adjoint,
+        stop_tol,
+        row_chunk="auto",
+        record_history=False,
+        max_steps=None,
+        code_penalty=None,
     ):
         solver = self._solver()
         names = solver_options(solver)
@@ -644,6 +653,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             nesterov_eps=self.nesterov_eps,
             row_chunk=row_chunk,
             record_history=record_history,
+            code_penalty=code_penalty,
         )
 
     def _training_loss(self, target):
@@ -657,8 +667,26 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         self.decoder_.train()
         return self._loss()(self.decoder_(result.z), target)
 
-    def _encode(self, target, with_loss):
-        result = self._flow(target, "approx", self.stop_tol)
+    def _transform_with_prior(self, X, mean, scale, strength):
+        """``transform`` with a Gaussian prior on the codes in the flow's loss (MAP codes).
+
+        ``GradientFlowImputer(code_prior=...)`` encodes through this; ``mean`` and ``scale``
+        are per-component arrays, ``strength`` the prior's weight
+        (``flow._losses.gaussian_code_penalty``).
+        """
+        check_is_fitted(self)
+        self._check_usable()
+        X = self._clipped_to_target_range(self._validate_X(X, reset=False))
+        as_tensor = partial(torch.as_tensor, dtype=self._model_dtype, device=self.device_)
+        penalty = gaussian_code_penalty(as_tensor(mean), as_tensor(scale), float(strength))
+        codes = self._map_batches(
+            X, lambda target: self._encode(target, with_loss=False, code_penalty=penalty)[0]
+        )
+        self._check_finite_output(codes, X, "codes")
+        return codes.astype(X.dtype, copy=False)
+
+    def _encode(self, target, with_loss, code_penalty=None):
+        result = self._flow(target, "approx", self.stop_tol, code_penalty=code_penalty)
         if not bool(torch.isfinite(result.loss).all()):
             # AMD accepts no step from a non-finite loss: such codes would silently stay z(0).
             raise ValueError(

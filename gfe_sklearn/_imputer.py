@@ -1,11 +1,14 @@
 """``GradientFlowImputer``: missing entries filled in from a gradient flow encoder's decoder."""
 
+from numbers import Real
+
 import numpy as np
 from sklearn.base import _fit_context, clone
 from sklearn.impute._base import _BaseImputer
 from sklearn.utils import get_tags
 from sklearn.utils._mask import _get_mask
 from sklearn.utils._missing import is_scalar_nan
+from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import (
     FLOAT_DTYPES,
     _check_feature_names_in,
@@ -14,6 +17,10 @@ from sklearn.utils.validation import (
 )
 
 from ._gradient_flow import GradientFlowEncoder
+
+# Training samples whose codes estimate the prior of ``code_prior`` (evenly spaced rows): the
+# mean and spread of 20-50 components need no more, and encoding them adds to ``fit``.
+CODE_PRIOR_SAMPLES = 1000
 
 
 class GradientFlowImputer(_BaseImputer):
@@ -41,6 +48,15 @@ class GradientFlowImputer(_BaseImputer):
         If True, features that are missing in every sample passed to ``fit`` are kept in
         the output of ``transform``, filled with 0. By default they are dropped, since the
         encoder never saw a value of them.
+    code_prior : float, default=0.0
+        Weight of a Gaussian prior on the codes in ``transform``'s flow, which then finds
+        MAP codes: each sample's loss over its observed entries gets
+        ``code_prior * ||(z - code_mean_) / code_scale_||^2 / 2`` divided by its number of
+        observed entries, so the prior weighs more the less is observed and pulls codes that
+        the observed entries leave underdetermined toward typical ones. ``fit`` estimates
+        the prior from the codes of up to 1,000 training samples; training itself is
+        unchanged. 0 (the default) encodes without a prior. On MNIST, 1.0 lowered the
+        hidden-pixel error at 80% missing and in blocks (docs/imputation.md).
 
     Attributes
     ----------
@@ -50,6 +66,10 @@ class GradientFlowImputer(_BaseImputer):
         The mean of each feature's observed training entries (NaN for a feature never
         observed): the values of a sample none of whose features is observed, which the flow
         cannot encode.
+    code_mean_, code_scale_ : ndarray of shape (n_components,) or None
+        Mean and standard deviation of each code component over the training samples
+        encoded without the prior (a constant component gets scale 1); None when
+        ``code_prior`` is 0.
     indicator_ : MissingIndicator
         Indicator used to add binary indicators for missing values; None when
         ``add_indicator`` is False.
@@ -86,10 +106,17 @@ class GradientFlowImputer(_BaseImputer):
     _parameter_constraints = {
         **_BaseImputer._parameter_constraints,
         "encoder": [GradientFlowEncoder, None],
+        "code_prior": [Interval(Real, 0, None, closed="left")],
     }
 
     def __init__(
-        self, *, encoder=None, missing_values=np.nan, add_indicator=False, keep_empty_features=False
+        self,
+        *,
+        encoder=None,
+        missing_values=np.nan,
+        add_indicator=False,
+        keep_empty_features=False,
+        code_prior=0.0,
     ):
         super().__init__(
             missing_values=missing_values,
@@ -97,6 +124,7 @@ class GradientFlowImputer(_BaseImputer):
             keep_empty_features=keep_empty_features,
         )
         self.encoder = encoder
+        self.code_prior = code_prior
 
     def _encoder_template(self):
         return GradientFlowEncoder(loss="mse") if self.encoder is None else self.encoder
@@ -143,6 +171,13 @@ class GradientFlowImputer(_BaseImputer):
         with np.errstate(invalid="ignore", divide="ignore"):
             self.statistics_ = np.where(counts > 0, sums / counts, np.nan)
         self.encoder_ = encoder
+        self.code_mean_ = self.code_scale_ = None
+        if self.code_prior > 0:
+            train = X_valid[seen]
+            rows = np.linspace(0, len(train) - 1, min(len(train), CODE_PRIOR_SAMPLES))
+            codes = encoder.transform(train[np.unique(rows.astype(int))])
+            spread = codes.std(axis=0)
+            self.code_mean_, self.code_scale_ = codes.mean(axis=0), np.where(spread > 0, spread, 1)
         self._valid_mask = valid
         super()._fit_indicator(mask)
         return self
@@ -172,7 +207,13 @@ class GradientFlowImputer(_BaseImputer):
         if to_encode.any():
             rows = X_valid[to_encode]
             encoder = self.encoder_
-            guess = encoder.inverse_transform(encoder.transform(rows)).astype(X.dtype)
+            if self.code_prior > 0:
+                codes = encoder._transform_with_prior(
+                    rows, self.code_mean_, self.code_scale_, self.code_prior
+                )
+            else:
+                codes = encoder.transform(rows)
+            guess = encoder.inverse_transform(codes).astype(X.dtype)
             X_valid[to_encode] = np.where(mask_valid[to_encode], guess, rows)
         unseen = np.flatnonzero(~seen)
         if unseen.size:

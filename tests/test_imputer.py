@@ -49,6 +49,7 @@ def with_holes(X, fraction=0.3, seed=0):
     [
         GradientFlowImputer(encoder=small_encoder(loss="mse")),
         GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
+        GradientFlowImputer(encoder=small_encoder(loss="mse"), code_prior=1.0),
     ]
 )
 def test_sklearn_compatible_imputer(estimator, check):
@@ -259,3 +260,66 @@ def test_grid_search_over_the_imputers_encoder():
         search.best_estimator_.encoder_.n_components == search.best_params_["encoder__n_components"]
     )
     assert clone(search.best_estimator_).encoder.n_components in (1, 2)
+
+
+# -- the prior on the codes ------------------------------------------------------------------
+
+
+def test_code_prior_defaults_to_none():
+    imputer = GradientFlowImputer(encoder=small_encoder()).fit(with_holes(low_rank(40)))
+    assert imputer.code_prior == 0.0
+    assert imputer.code_mean_ is None and imputer.code_scale_ is None
+
+
+def test_code_prior_is_estimated_from_the_training_codes(X):
+    holes = with_holes(X)
+    imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=1.0).fit(holes)
+    codes = imputer.encoder_.transform(holes)  # 60 rows: all of them
+    np.testing.assert_allclose(imputer.code_mean_, codes.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(imputer.code_scale_, codes.std(axis=0), rtol=1e-6)
+
+
+def test_code_prior_gives_the_map_code_of_a_linear_decoder():
+    # A linear decoder and the squared error make the MAP code a ridge solution:
+    # (2 W_o' W_o + c S^-2) z = 2 W_o' (x_o - b_o) + c S^-2 m, o the observed entries.
+    X = low_rank(n_features=12)
+    holes = with_holes(X, 0.6, seed=1)
+    encoder = small_encoder(hidden_layer_sizes=(), loss="mse", stop_tol=1e-10)
+    imputer = GradientFlowImputer(encoder=encoder, code_prior=2.0).fit(holes)
+    layer = imputer.encoder_.decoder_[0]
+    W, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
+    precision = np.diag(2.0 / imputer.code_scale_.astype(float) ** 2)
+    filled = imputer.transform(holes[:10])
+    for x, row in zip(holes[:10], filled):
+        o = ~np.isnan(x)
+        z = np.linalg.solve(
+            2 * W[o].T @ W[o] + precision,
+            2 * W[o].T @ (x[o] - b[o]) + precision @ imputer.code_mean_,
+        )
+        np.testing.assert_allclose(row[~o], (W @ z + b)[~o], atol=1e-5)
+
+
+def test_code_prior_pulls_codes_to_the_prior_mean(X):
+    holes = with_holes(X, 0.5)
+    imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=1.0).fit(holes)
+    encoder, mean, scale = imputer.encoder_, imputer.code_mean_, imputer.code_scale_
+    np.testing.assert_array_equal(
+        encoder._transform_with_prior(holes, mean, scale, 0.0), encoder.transform(holes)
+    )
+    distances = [
+        np.linalg.norm((encoder._transform_with_prior(holes, mean, scale, c) - mean) / scale)
+        for c in (0.0, 1.0, 100.0, 1e8)
+    ]
+    assert distances[0] > distances[1] > distances[2] > distances[3]
+    assert distances[3] < 1e-3 * distances[0]
+
+
+def test_code_prior_keeps_codes_batch_invariant(X):
+    holes = with_holes(X)
+    imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=1.0).fit(holes)
+    np.testing.assert_array_equal(imputer.transform(holes[:5]), imputer.transform(holes)[:5])
+
+
+def test_code_prior_must_not_be_negative(X):
+    with pytest.raises(ValueError, match="code_prior"):
+        GradientFlowImputer(encoder=small_encoder(), code_prior=-1.0).fit(with_holes(X))

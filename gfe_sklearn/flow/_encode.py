@@ -98,6 +98,7 @@ def encode(
     z0=None,
     record_history=False,
     row_chunk="auto",
+    code_penalty=None,
 ):
     """Encode a batch by integrating the gradient flow of its reconstruction loss.
 
@@ -150,6 +151,9 @@ def encode(
         makes each sample's codes bit-identical whatever batch it is in. ``'auto'``: 128 on
         CPU, 1024 elsewhere. None: one call per evaluation, faster for small batches (e.g.
         training), identical across batches only to rounding.
+    code_penalty : callable ``(z, target) -> (batch,)`` or None
+        A per-sample term added to the loss the flow minimises, such as a prior on the codes
+        (``gaussian_code_penalty`` in ``flow/_losses.py``); ``FlowResult.loss`` includes it.
 
     Returns
     -------
@@ -201,6 +205,7 @@ def encode(
         tau,
         differentiable=mode.graph_through_steps,
         row_chunk=row_chunk,
+        code_penalty=code_penalty,
     )
     state0 = flow_obj.initial_state(z0)
     rows = torch.arange(batch, device=device)

@@ -105,5 +105,38 @@ class Loss:
         return replace(self, per_sample=partial(_observed_mean, self.terms))
 
 
+def _gaussian_code_penalty(mean, scale, strength, z, target):
+    observed = (~torch.isnan(target)).reshape(target.shape[0], -1).sum(dim=1)
+    return strength * 0.5 * (((z - mean) / scale) ** 2).sum(dim=1) / observed
+
+
+def gaussian_code_penalty(mean, scale, strength):
+    """A Gaussian prior on the codes, as a per-sample term of a mean-per-entry loss.
+
+    ``strength * ||(z - mean) / scale||^2 / 2``, divided by the sample's number of observed
+    (non-NaN) target entries: added to the mean loss over those entries, it makes the flow's
+    minimum a MAP code under the prior ``N(mean, diag(scale^2))`` (at ``strength=1``, with
+    the loss as the negative log-likelihood per entry). The fewer entries a sample has, the
+    more the prior weighs.
+
+    Parameters
+    ----------
+    mean, scale : tensor ``(n_components,)``
+    strength : float
+
+    Returns
+    -------
+    callable ``(z, target) -> (batch,)``, for ``encode``'s ``code_penalty``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> penalty = gaussian_code_penalty(torch.zeros(2), torch.ones(2), 1.0)
+    >>> penalty(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.5, float("nan")]]))
+    tensor([12.5000])
+    """
+    return partial(_gaussian_code_penalty, mean, scale, strength)
+
+
 BCE = Loss("bce", bce_with_logits, torch.sigmoid, (0.0, 1.0), _bce_terms)
 MSE = Loss("mse", squared_error, lambda output: output, None, _squared_terms)

@@ -57,10 +57,22 @@ class EncodingProblem:
     row_chunk : 'auto', int or None
         Rows per decoder call (see ``ROW_CHUNK``); None evaluates the whole active set in one
         call: fastest, but codes then match across batches only to rounding.
+    code_penalty : callable ``(z, target) -> (n,)`` or None
+        A per-sample term added to the loss (e.g. ``gaussian_code_penalty``), so the flow
+        minimises loss plus penalty.
     """
 
     def __init__(
-        self, decoder, target, loss, flow, alpha, tau, differentiable=False, row_chunk="auto"
+        self,
+        decoder,
+        target,
+        loss,
+        flow,
+        alpha,
+        tau,
+        differentiable=False,
+        row_chunk="auto",
+        code_penalty=None,
     ):
         self.decoder = decoder
         self.target = target
@@ -70,6 +82,13 @@ class EncodingProblem:
         self.tau = tau
         self.differentiable = differentiable
         self.row_chunk = resolve_row_chunk(row_chunk, target.device)
+        self.code_penalty = code_penalty
+
+    def _loss(self, z, target):
+        loss = self.loss(self.decoder(z), target)
+        if self.code_penalty is not None:
+            loss = loss + self.code_penalty(z, target)
+        return loss
 
     def loss_and_grad(self, z, rows):
         """Per-sample loss and its gradient with respect to ``z`` for the rows ``rows``."""
@@ -88,7 +107,7 @@ class EncodingProblem:
         n = z.shape[0]
         chunk = self.row_chunk
         if chunk is None:
-            return self.loss(self.decoder(z), target)
+            return self._loss(z, target)
         losses = []
         for start in range(0, n, chunk):
             zc, tc = z[start : start + chunk], target[start : start + chunk]
@@ -97,7 +116,7 @@ class EncodingProblem:
             if pad:
                 zc = torch.cat([zc, zc.new_zeros(pad, zc.shape[1])])
                 tc = torch.cat([tc, tc.new_zeros(pad, *tc.shape[1:])])
-            losses.append(self.loss(self.decoder(zc), tc)[:rows])
+            losses.append(self._loss(zc, tc)[:rows])
         return torch.cat(losses)
 
     def derivative(self, t, state, grad, rows):
