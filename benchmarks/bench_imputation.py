@@ -3,7 +3,9 @@
 Usage::
 
     python benchmarks/bench_imputation.py [--datasets digits mnist fashion-mnist]
-        [--n-train 5000] [--n-test 1000] [--epochs N] [--out docs/imputation] [--threads 1]
+        [--n-train 5000] [--n-test 1000] [--epochs N] [--n-components K]
+        [--fit-max-steps {N,none}] [--code-prior C] [--methods GFE KNN ...]
+        [--out docs/imputation] [--threads 1]
 
 Protocol (one run, one seed). Every imputer is fitted once per data set on the training
 images with 30% of their pixels missing completely at random (MCAR), and imputes those
@@ -15,9 +17,11 @@ trained on the imputed training images and tested on the imputed test images. Ti
 imputing the training images, imputing all five test sets.
 
 Models: ``GradientFlowImputer`` with ``GradientFlowEncoder(loss='bce', solver='lbfgs',
-learning_rate=1e-3, batch_size=128, fit_stop_tol=1e-2)`` and the epochs and components of
-``GFE_SETTINGS`` (``--epochs`` overrides), other parameters default (decoder 150-300-600,
-``stop_tol=1e-4``), float32; the same encoder
+learning_rate=1e-3, batch_size=128, fit_stop_tol=1e-2, fit_max_steps=None)`` and the epochs
+and components of ``GFE_SETTINGS`` (``--epochs``, ``--n-components`` and ``--fit-max-steps``
+override them for every data set), other parameters default (decoder 150-300-600,
+``stop_tol=1e-4``), float32, and the imputer's ``code_prior`` (``--code-prior``, default 0:
+no prior on the codes); the same imputer
 fitted on the complete training images (what training on incomplete data costs);
 ``AutoEncoderBaseline`` with the same decoder and code size (batch 32, learning rate
 5e-4), trained for
@@ -26,6 +30,8 @@ reconstruction of a zero-filled image fills its holes; ``SimpleImputer(mean)``;
 ``KNNImputer()`` (5 neighbours); ``IterativeImputer(n_nearest_features=50, max_iter=5,
 min_value=0, max_value=1)``, since its default (all 783 other pixels per pixel, 10 rounds)
 is out of reach on MNIST-sized data: ``--iterative-default-rows`` times one default round.
+``--methods`` runs a subset of ``METHODS`` (the inpainting grid needs GFE and KNN);
+``--no-accuracy`` leaves out the classifier and the imputing of the training images.
 
 digits: scikit-learn's 1,797 8x8 digits scaled to [0, 1], 500 held out. MNIST and
 Fashion-MNIST: ``--n-train`` images drawn from the training set, ``--n-test`` from the test
@@ -118,9 +124,9 @@ class ZeroFilledAutoencoder:
         return np.where(np.isnan(X), guess, X)
 
 
-def make_imputers(n_components, epochs, seed):
-    # batch_size, fit_stop_tol and fit_max_steps pinned at the values of the published run
-    # (0.3.0's defaults; 0.4 caps the training flows at 25 steps).
+def make_imputers(n_components, epochs, seed, fit_max_steps=None, code_prior=0.0):
+    # batch_size, fit_stop_tol and fit_max_steps default to the values of the published run
+    # (0.3.0's defaults; 0.4 caps the training flows at 25 steps: --fit-max-steps 25).
     encoder = GradientFlowEncoder(
         n_components=n_components,
         loss="bce",
@@ -128,14 +134,18 @@ def make_imputers(n_components, epochs, seed):
         learning_rate=1e-3,
         batch_size=128,
         fit_stop_tol=1e-2,
-        fit_max_steps=None,
+        fit_max_steps=fit_max_steps,
         max_iter=epochs,
         device="cpu",
         random_state=seed,
     )
     return {
-        "GFE": GradientFlowImputer(encoder=encoder, keep_empty_features=True),
-        "GFE (complete fit)": GradientFlowImputer(encoder=encoder, keep_empty_features=True),
+        "GFE": GradientFlowImputer(
+            encoder=encoder, keep_empty_features=True, code_prior=code_prior
+        ),
+        "GFE (complete fit)": GradientFlowImputer(
+            encoder=encoder, keep_empty_features=True, code_prior=code_prior
+        ),
         "AE zero-fill": ZeroFilledAutoencoder(
             n_components=n_components,
             loss="bce",
@@ -170,8 +180,11 @@ def run_dataset(name, args, rng):
     train_holes = np.where(missing_mask(TRAIN_PATTERN, len(X_train), side, rng), np.nan, X_train)
     tests = {p: missing_mask(p, len(X_test), side, rng) for p in PATTERNS}
     settings = dict(GFE_SETTINGS[name])
-    if args.epochs is not None:
-        settings["epochs"] = args.epochs
+    for key in ("epochs", "n_components", "fit_max_steps"):
+        if getattr(args, key) is not None:
+            settings[key] = getattr(args, key)
+    settings.setdefault("fit_max_steps", None)
+    settings["code_prior"] = args.code_prior
     result = {
         "n_train": len(X_train),
         "n_test": len(X_test),
@@ -180,13 +193,22 @@ def run_dataset(name, args, rng):
         "gfe": settings,
     }
     filled_for_grid = {}
-    for method, imputer in make_imputers(
-        settings["n_components"], settings["epochs"], args.seed
-    ).items():
+    imputers = make_imputers(
+        settings["n_components"],
+        settings["epochs"],
+        args.seed,
+        settings["fit_max_steps"],
+        settings["code_prior"],
+    )
+    for method, imputer in imputers.items():
+        if method not in args.methods:
+            continue
         fit_on = X_train if method == "GFE (complete fit)" else train_holes
         _, fit_seconds = timed(imputer.fit, fit_on)
-        train_filled, train_seconds = timed(imputer.transform, train_holes)
-        classifier = LogisticRegression(max_iter=300).fit(train_filled, y_train)
+        classifier, train_seconds = None, None
+        if not args.no_accuracy:
+            train_filled, train_seconds = timed(imputer.transform, train_holes)
+            classifier = LogisticRegression(max_iter=300).fit(train_filled, y_train)
         entry = {
             "fit_s": fit_seconds,
             "impute_train_s": train_seconds,
@@ -200,18 +222,20 @@ def run_dataset(name, args, rng):
             entry["patterns"][pattern] = {
                 "rmse": hidden_entry_error(X_test, filled, mask, "rmse"),
                 "bce": hidden_entry_error(X_test, filled, mask, "bce"),
-                "accuracy": float(classifier.score(filled, y_test)),
+                "accuracy": None if classifier is None else float(classifier.score(filled, y_test)),
             }
             filled_for_grid.setdefault(pattern, {})[method] = filled
         result["methods"][method] = entry
         print(
-            f"  {name} {method}: fit {fit_seconds:.1f} s, train {train_seconds:.1f} s, "
-            f"tests {entry['impute_test_s']:.1f} s",
+            f"  {name} {method}: fit {fit_seconds:.1f} s, train "
+            + ("-" if train_seconds is None else f"{train_seconds:.1f} s")
+            + f", tests {entry['impute_test_s']:.1f} s",
             flush=True,
         )
-    complete = LogisticRegression(max_iter=300).fit(X_train, y_train)
-    result["accuracy_complete"] = float(complete.score(X_test, y_test))
-    if args.out is not None:
+    if not args.no_accuracy:
+        complete = LogisticRegression(max_iter=300).fit(X_train, y_train)
+        result["accuracy_complete"] = float(complete.score(X_test, y_test))
+    if args.out is not None and {"GFE", "KNN"} <= set(args.methods):
         inpainting_grid(name, X_test, tests, filled_for_grid, side, args.out)
     return result
 
@@ -254,13 +278,17 @@ def print_tables(name, result):
     print(
         f"\n### {name} ({result['n_train']} training images with 30% MCAR missing, "
         f"{result['n_test']} test images; GFE {gfe['n_components']} components, "
-        f"{gfe['epochs']} epochs)\n"
+        f"{gfe['epochs']} epochs"
+        + ("" if gfe["fit_max_steps"] is None else f", fit_max_steps={gfe['fit_max_steps']}")
+        + (f", code_prior={gfe['code_prior']:g}" if gfe["code_prior"] else "")
+        + ")\n"
     )
-    for metric, label in (
+    metrics = (
         ("rmse", "hidden-pixel RMSE"),
         ("bce", "hidden-pixel BCE"),
         ("accuracy", "downstream accuracy"),
-    ):
+    )
+    for metric, label in metrics[:2] if "accuracy_complete" not in result else metrics:
         print(
             f"{label} (lower is better)"
             if metric != "accuracy"
@@ -282,9 +310,8 @@ def print_tables(name, result):
         ("impute_train_s", "impute training"),
         ("impute_test_s", "impute tests"),
     ):
-        print(
-            f"| {label} | " + " | ".join(f"{result['methods'][m][key]:.1f}" for m in methods) + " |"
-        )
+        times = [result["methods"][m][key] for m in methods]
+        print(f"| {label} | " + " | ".join("-" if t is None else f"{t:.1f}" for t in times) + " |")
     print()
 
 
@@ -308,6 +335,36 @@ def main():
         type=int,
         default=None,
         help="GFE epochs for every data set (default: GFE_SETTINGS)",
+    )
+    parser.add_argument(
+        "--n-components",
+        type=int,
+        default=None,
+        help="GFE and autoencoder code size for every data set (default: GFE_SETTINGS)",
+    )
+    parser.add_argument(
+        "--fit-max-steps",
+        type=lambda text: None if text.lower() == "none" else int(text),
+        default=None,
+        help="the GFE's fit_max_steps (default: none, as in the published run; 0.4's is 25)",
+    )
+    parser.add_argument(
+        "--code-prior",
+        type=float,
+        default=0.0,
+        help="GradientFlowImputer's code_prior for the GFE (default 0: none)",
+    )
+    parser.add_argument(
+        "--no-accuracy",
+        action="store_true",
+        help="skip the downstream classifier (and imputing the training images it needs)",
+    )
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        choices=METHODS,
+        default=list(METHODS),
+        help="the imputers to run (default: all)",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
