@@ -595,7 +595,7 @@ def _run(args, module, command):
             return 130
     if status == "interrupted":
         print(
-            f"Interrupted. {len(store.records)} finished unit(s) are kept in "
+            f"Interrupted. {len(store.records)} recorded result(s) are kept in "
             f"{store.units_path}; re-run the same command to resume.",
             file=sys.stderr,
         )

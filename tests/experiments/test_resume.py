@@ -37,7 +37,7 @@ def test_rerun_skips_finished_units_and_rebuilds_the_results(run, monkeypatch):
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_interrupt_keeps_finished_units_and_resuming_gives_the_same_numbers(
-    run, tmp_path, monkeypatch, signum
+    run, tmp_path, monkeypatch, signum, capsys
 ):
     code, reference = run("data-efficiency", out=tmp_path / "reference")
     assert code == 0
@@ -63,6 +63,8 @@ def test_interrupt_keeps_finished_units_and_resuming_gives_the_same_numbers(
     )
     assert json.loads((out / "data-efficiency.json").read_text())["status"] == "interrupted"
     assert (out / "snapshots" / "gfe-digits-seed1" / "resume.json").exists()
+    # It counts what units.jsonl holds: results, several per unit (one per budget).
+    assert f"Interrupted. {len(finished)} recorded result(s) are kept" in capsys.readouterr().err
 
     monkeypatch.setattr(GradientFlowEncoder, "_training_loss", original)
     code, _ = run("data-efficiency", out=out)
