@@ -15,10 +15,10 @@ from ._common import (
 from ._training import (
     MODEL_TITLES,
     DrawStream,
-    bce,
     holdout,
     load_dataset,
     make_model,
+    scored_fields,
 )
 from ._units import CheckpointRecords, Unit, run_unit
 
@@ -105,14 +105,7 @@ def _run_unit(ctx, label, dataset, X_train, X_val, seed, kind):
         return [{"dataset": dataset, "seed": seed, "model": kind, "images": images}]
 
     def measure(model, state, key):
-        value, seconds = bce(model, X_val)
-        fields = {
-            "val_bce": value,
-            "n_val": len(X_val),
-            "train_seconds": state["seconds"],
-            "eval_seconds": seconds,
-            "device": model.device_,
-        }
+        fields, value = scored_fields(model, X_val, "val", state)
         message = (
             f"  {label} {state['seen']} images: validation BCE {value:.4f} "
             f"({state['seconds']:.1f} s training)"

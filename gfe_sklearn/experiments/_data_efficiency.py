@@ -3,12 +3,12 @@
 from .. import GradientFlowEncoder
 from ._common import fmt, fmt_mean_std, fmt_seconds, markdown_table, mean_std, save_figure
 from ._training import (
-    bce,
     draw_stream,
     gfe_settings,
     load_dataset,
     make_model,
     model_titles,
+    scored_fields,
     subset,
 )
 from ._units import CheckpointRecords, Unit, run_unit
@@ -82,14 +82,8 @@ def _run_unit(ctx, label, data, X_test, seed, kind):
         encoder = model
         if key["model"] == "mixed":
             encoder = GradientFlowEncoder.from_autoencoder(model, **gfe_settings(args))
-        value, seconds = bce(encoder, X_test)
-        fields = {
-            "test_bce": value,
-            "n_test": len(X_test),
-            "train_seconds": state["seconds"],
-            "eval_seconds": seconds,
-            "device": model.device_,
-        }
+        fields, value = scored_fields(encoder, X_test, "test", state, device=model.device_)
+        seconds = fields["eval_seconds"]
         message = (
             f"  {titles[key['model']]} seed {seed} {data.name} "
             f"{state['seen']} images: test BCE {value:.4f} "

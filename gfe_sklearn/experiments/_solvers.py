@@ -13,7 +13,7 @@ from ._common import (
     sampler_rng,
     save_figure,
 )
-from ._training import DrawStream, bce, holdout, load_dataset, make_model
+from ._training import DrawStream, holdout, load_dataset, make_model, scored_fields
 from ._units import CheckpointRecords, Unit, run_unit
 
 NAME = "solvers"
@@ -168,16 +168,9 @@ def _run_unit(ctx, label, dataset, X_train, X_val, seed, variant):
         return [{**key, "iteration": iteration, "images": images}]
 
     def measure(model, state, key):
-        value, seconds = bce(model, X_val)
+        fields, value = scored_fields(model, X_val, "val", state)
         diagnostics = flow_diagnostics(model, X_val[: args.n_flow])
-        fields = {
-            "val_bce": value,
-            "n_val": len(X_val),
-            "train_seconds": state["seconds"],
-            "eval_seconds": seconds,
-            "device": model.device_,
-            **diagnostics,
-        }
+        fields.update(diagnostics)
         message = (
             f"  {label} iteration {key['iteration']}: validation "
             f"BCE {value:.4f}, {diagnostics['evals_per_image']:.0f} decoder "

@@ -190,6 +190,23 @@ def bce(model, X):
     return float(value), clock()
 
 
+def scored_fields(model, X, split, state, device=None):
+    """A checkpoint record's score of ``X`` (``split``: 'val' or 'test') and its timings.
+
+    Returns the fields, in the order the records keep them, and the BCE. ``device`` is the
+    trained model's when ``model`` is another encoder of it (Mixed).
+    """
+    value, seconds = bce(model, X)
+    fields = {
+        f"{split}_bce": value,
+        f"n_{split}": len(X),
+        "train_seconds": state["seconds"],
+        "eval_seconds": seconds,
+        "device": device or model.device_,
+    }
+    return fields, value
+
+
 def fingerprint(value):
     """A short stable hash of a JSON-able value (cache keys of trained models)."""
     return hashlib.sha1(dumps(value).encode()).hexdigest()[:10]
