@@ -718,12 +718,18 @@ class BaseFlowEstimator(
         Z : ndarray of shape (n_samples, n_components)
             In the dtype of ``X`` (float32 or float64).
         """
+        return self._transform(X)
+
+    def _transform(self, X, **encode_options):
+        """``transform`` with further options for ``_encode`` (a prior on the codes, say)."""
         check_is_fitted(self)
         self._check_usable()
         X = self._validate_X(X, reset=False)
         if self._transform_uses_loss:
             X = self._clipped_to_target_range(X)
-        codes = self._map_batches(X, lambda target: self._encode(target, with_loss=False)[0])
+        codes = self._map_batches(
+            X, lambda target: self._encode(target, with_loss=False, **encode_options)[0]
+        )
         self._check_finite_output(codes, X, "codes")
         return codes.astype(X.dtype, copy=False)
 

@@ -675,15 +675,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         (``flow._losses.gaussian_code_penalty``).
         """
         check_is_fitted(self)
-        self._check_usable()
-        X = self._clipped_to_target_range(self._validate_X(X, reset=False))
         as_tensor = partial(torch.as_tensor, dtype=self._model_dtype, device=self.device_)
         penalty = gaussian_code_penalty(as_tensor(mean), as_tensor(scale), float(strength))
-        codes = self._map_batches(
-            X, lambda target: self._encode(target, with_loss=False, code_penalty=penalty)[0]
-        )
-        self._check_finite_output(codes, X, "codes")
-        return codes.astype(X.dtype, copy=False)
+        return self._transform(X, code_penalty=penalty)
 
     def _encode(self, target, with_loss, code_penalty=None):
         result = self._flow(target, "approx", self.stop_tol, code_penalty=code_penalty)
