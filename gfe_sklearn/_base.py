@@ -55,6 +55,11 @@ def model_dtype(data_dtype, device):
     return torch.float32
 
 
+# Parameters of fit's epoch loop, which partial_fit never reads.
+FIT_LOOP_PARAMETERS = frozenset(
+    {"max_iter", "max_samples", "tol", "n_iter_no_change", "validation_fraction", "warm_start"}
+)
+
 # Stands for an attribute that a fit removes (feature_names_in_ after a refit on plain arrays).
 _REMOVED = object()
 

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import torch
 
-from .. import AutoEncoderBaseline, GradientFlowEncoder
+from .. import GradientFlowEncoder
+from .._base import FIT_LOOP_PARAMETERS
 from .._device import resolve_device
 from ..flow import SOLVERS, STOP_RULES
 from . import _converged, _curves, _data_efficiency, _latent, _reconstructions, _solvers
@@ -28,7 +29,7 @@ from ._common import (
     markdown_table,
     parse_seeds,
 )
-from ._training import DATASETS, PAPERS_GFE, Context, gfe_settings, make_model
+from ._training import DATASETS, PAPERS_GFE, Context, gfe_settings, make_model, model_params
 from ._units import run_units
 
 EXPERIMENTS = {
@@ -423,26 +424,67 @@ def check_folder_options(args):
             )
 
 
-def estimator_defaults(args):
-    """The package defaults of the two estimators, which every option left unset relies on.
+# Estimator parameters that cannot change an experiment's results: the seed's, runtime
+# settings, and fit's epoch loop (experiments train by partial_fit).
+_NEVER_COMPARED = {"decoder", "encoder", "random_state", "device", "n_threads", "verbose"}
+_NEVER_COMPARED |= FIT_LOOP_PARAMETERS
 
-    Recorded in the protocol so that resuming a run after a default changed (a new
-    ``fit_stop_tol``, say) is refused instead of mixing two settings in one table. Defaults
-    that the run's solver never reads (another solver's constants) are left out, so that
-    adding or changing one does not refuse a run it cannot affect.
-    """
-    unread = {
-        "GradientFlowEncoder": GradientFlowEncoder(**gfe_settings(args))._unread_parameters(),
-        "AutoEncoderBaseline": set(),
-    }
+
+def _run_models(args):
     return {
-        cls.__name__: {
-            k: v
-            for k, v in cls().get_params().items()
-            if k != "decoder" and k not in unread[cls.__name__]
-        }
-        for cls in (GradientFlowEncoder, AutoEncoderBaseline)
+        "GradientFlowEncoder": make_model("gfe", args, 0),
+        "AutoEncoderBaseline": make_model("ae", args, 0),
     }
+
+
+def estimator_settings(args):
+    """What the run builds its estimators with, package defaults included.
+
+    Recorded in the protocol so that resuming a run after a default it relies on changed (a
+    new ``fit_stop_tol``, say) is refused instead of mixing two settings in one table.
+    Parameters that cannot change its results are left out (``_NEVER_COMPARED``, and the
+    constants of solvers other than the run's), so that changing one does not refuse a run
+    it cannot affect; so is a default the run overrides.
+    """
+    settings = {}
+    for name, model in _run_models(args).items():
+        unread = model._unread_parameters() if hasattr(model, "_unread_parameters") else set()
+        settings[name] = {
+            k: v
+            for k, v in model.get_params().items()
+            if k not in _NEVER_COMPARED and k not in unread
+        }
+    return settings
+
+
+def upgrade_protocol(args):
+    """Turn a protocol recorded before ``estimator_settings`` into today's form.
+
+    Those protocols hold the estimators' bare defaults (``estimator_defaults``). The run's own
+    settings override them now as they did then: the options are compared one by one, and
+    ``PAPERS_GFE`` pins what the defaults were on the day it was introduced.
+    """
+    current = estimator_settings(args)
+    explicit = {
+        "GradientFlowEncoder": {**model_params(args, 0), **gfe_settings(args)},
+        "AutoEncoderBaseline": model_params(args, 0),
+    }
+
+    def upgrade(recorded):
+        if "estimator_defaults" not in recorded:
+            return recorded
+        defaults = recorded["estimator_defaults"]
+        settings = {}
+        for name in current:
+            settings[name] = {
+                k: explicit[name].get(k, v)
+                for k, v in defaults.get(name, {}).items()
+                if k in current[name]
+            }
+        upgraded = {k: v for k, v in recorded.items() if k != "estimator_defaults"}
+        return {**upgraded, "estimator_settings": settings}
+
+    return upgrade
 
 
 def protocol_of(args, module):
@@ -451,7 +493,7 @@ def protocol_of(args, module):
         for name, value in sorted(vars(args).items())
         if name not in RUNTIME_OPTIONS and name not in module.SELECTORS
     }
-    return {**options, "estimator_defaults": estimator_defaults(args)}
+    return {**options, "estimator_settings": estimator_settings(args)}
 
 
 def _report(module, ctx, command, status):
@@ -464,7 +506,7 @@ def _report(module, ctx, command, status):
         [
             (f"`{k}`", f"`{v}`")
             for k, v in {**ctx.store.protocol, **chosen}.items()
-            if k != "estimator_defaults"
+            if k != "estimator_settings"
         ],
         align="ll",
     )
@@ -551,7 +593,13 @@ def _command_of_results(path, default):
 def _run(args, module, command):
     reporter = Reporter(args.quiet)
     try:
-        store = Store(args.out, module.NAME, protocol_of(args, module), read_only=args.report_only)
+        store = Store(
+            args.out,
+            module.NAME,
+            protocol_of(args, module),
+            read_only=args.report_only,
+            upgrade=upgrade_protocol(args),
+        )
     except OutFolderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

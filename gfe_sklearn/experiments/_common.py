@@ -116,14 +116,17 @@ class Store(Records):
     ``read_only`` (rebuilding a report, no new units) compares the options but not the
     package defaults, and adopts the protocol recorded in the folder: a package upgrade
     changes no finished result, and the report must describe the one its units ran under.
+    ``upgrade`` turns a protocol recorded by an older version into today's form before the
+    comparison.
     """
 
-    def __init__(self, out, experiment, protocol, read_only=False):
+    def __init__(self, out, experiment, protocol, read_only=False, upgrade=None):
         self.out = Path(out)
         _make_out_folder(self.out)
         self.experiment = experiment
         self.protocol = _jsonable(protocol)
         self.read_only = read_only
+        self._upgrade = upgrade or (lambda recorded: recorded)
         self.units_path = self.out / UNITS_FILE
         self._check_config()
         self.records = self._read_records()
@@ -134,7 +137,7 @@ class Store(Records):
             atomic_write_json(path, {"experiment": self.experiment, "protocol": self.protocol})
             return
         found = self._read_config(path)
-        recorded = found.get("protocol", {})
+        recorded = _jsonable(self._upgrade(found.get("protocol", {})))
         compared = (recorded, self.protocol)
         if self.read_only:
             compared = [{k: v for k, v in p.items() if k not in RECORDED_SINCE} for p in compared]
@@ -232,7 +235,7 @@ def _make_out_folder(out):
 
 # Protocol entries that result folders older than them lack; such a folder is not compared
 # on them (what it relied on is unknown) instead of being refused.
-RECORDED_SINCE = {"estimator_defaults"}
+RECORDED_SINCE = {"estimator_settings"}
 
 
 _ESTIMATORS = {cls.__name__: cls for cls in (GradientFlowEncoder, AutoEncoderBaseline)}
@@ -251,10 +254,10 @@ def _differences(old, new, prefix=""):
         before, now = old.get(k), new.get(k)
         if not prefix and k in RECORDED_SINCE and k not in old:
             continue
-        # A recorded default that the run no longer reads (``estimator_defaults`` leaves
+        # A recorded setting that the run no longer reads (``estimator_settings`` leaves
         # those out) cannot change its results, nor can a parameter added since whose
         # default keeps the behaviour the run was recorded with.
-        if prefix.startswith("estimator_defaults.") and (
+        if prefix.startswith("estimator_settings.") and (
             k not in new or (k not in old and _keeps_old_behaviour(prefix, k, now))
         ):
             continue

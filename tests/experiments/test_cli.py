@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from gfe_sklearn import GradientFlowEncoder
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
 from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
 from gfe_sklearn.experiments._common import ConfigMismatch, OutFolderError, Store, parse_seeds
 
@@ -133,15 +133,65 @@ def test_a_changed_package_default_is_refused_by_name(run, capsys):
     assert code == 0
     path = out / "config.json"
     config = json.loads(path.read_text())
-    defaults = config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
-    now = GradientFlowEncoder().get_params()["fit_stop_tol"]
-    assert defaults["fit_stop_tol"] == now and "decoder" not in defaults
-    defaults["fit_stop_tol"] = 1e-4  # as if the run had started under an older default
+    settings = config["protocol"]["estimator_settings"]["GradientFlowEncoder"]
+    now = GradientFlowEncoder().get_params()["stop_tol"]
+    assert settings["stop_tol"] == now and "decoder" not in settings
+    settings["stop_tol"] = now / 10  # as if the run had started under an older default
     path.write_text(json.dumps(config))
     code, _ = run("data-efficiency", "--budgets", "10", out=out)
     assert code == 1
     err = capsys.readouterr().err
-    assert f"estimator_defaults.GradientFlowEncoder.fit_stop_tol: 0.0001 before, {now!r} now" in err
+    assert f"GradientFlowEncoder.stop_tol: {now / 10!r} before, {now!r} now" in err
+
+
+def test_settings_the_run_gives_are_recorded_instead_of_the_defaults(run):
+    code, out = run("data-efficiency", "--budgets", "10", "--fit-stop-tol", "0.003")
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    settings = config["protocol"]["estimator_settings"]
+    gfe, ae = settings["GradientFlowEncoder"], settings["AutoEncoderBaseline"]
+    assert gfe["fit_stop_tol"] == 0.003 and gfe["solver"] == "amd"
+    assert gfe["batch_size"] == ae["batch_size"] == 5
+    # Nothing partial_fit never reads, nor the seed's or runtime settings.
+    for name in ("max_iter", "n_iter_no_change", "tol", "random_state", "device", "verbose"):
+        assert name not in gfe and name not in ae
+
+
+def _as_recorded_before_settings(config, **defaults):
+    """``config`` rewritten as versions before ``estimator_settings`` recorded it."""
+    protocol = config["protocol"]
+    recorded = {
+        cls.__name__: {
+            k: v
+            for k, v in cls().get_params().items()
+            if k != "decoder" and k in protocol["estimator_settings"][cls.__name__]
+        }
+        for cls in (GradientFlowEncoder, AutoEncoderBaseline)
+    }
+    recorded["GradientFlowEncoder"].update(defaults)
+    del protocol["estimator_settings"]
+    protocol["estimator_defaults"] = recorded
+    return config
+
+
+def test_a_run_recorded_with_bare_defaults_resumes_when_its_settings_are_the_same(run, capsys):
+    code, out = run("data-efficiency", "--budgets", "10")
+    assert code == 0
+    path = out / "config.json"
+    config = json.loads(path.read_text())
+    # Defaults the run overrides (batch size, solver, training flows) changed since: no matter.
+    old = _as_recorded_before_settings(
+        config, batch_size=32, solver="amd", fit_stop_tol=1e-3, learning_rate=5e-4
+    )
+    path.write_text(json.dumps(old))
+    code, _ = run("data-efficiency", "--budgets", "10", out=out)
+    assert code == 0
+    # A default it relies on did not.
+    old["protocol"]["estimator_defaults"]["GradientFlowEncoder"]["stop_tol"] = 1e-5
+    path.write_text(json.dumps(old))
+    code, _ = run("data-efficiency", "--budgets", "10", out=out)
+    assert code == 1
+    assert "GradientFlowEncoder.stop_tol: 1e-05 before" in capsys.readouterr().err
 
 
 def test_a_default_the_runs_solver_never_reads_does_not_refuse_it(run):
@@ -149,14 +199,14 @@ def test_a_default_the_runs_solver_never_reads_does_not_refuse_it(run):
     assert code == 0
     path = out / "config.json"
     config = json.loads(path.read_text())
-    defaults = config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
+    settings = config["protocol"]["estimator_settings"]["GradientFlowEncoder"]
     # The run's GFE-amd reads neither L-BFGS's training cap nor dopri5's tolerance.
-    assert "fit_max_steps" not in defaults and "rtol" not in defaults and "s0" in defaults
-    defaults["rtol"] = 0.5  # as if recorded by an older version, under another default
+    assert "fit_max_steps" not in settings and "rtol" not in settings and "s0" in settings
+    settings["rtol"] = 0.5  # as if recorded by an older version, under another default
     path.write_text(json.dumps(config))
     code, _ = run("data-efficiency", "--budgets", "10", out=out)
     assert code == 0
-    defaults["s0"] = 0.5  # a default AMD reads is still compared
+    settings["s0"] = 0.5  # a default AMD reads is still compared
     path.write_text(json.dumps(config))
     code, _ = run("data-efficiency", "--budgets", "10", out=out)
     assert code == 1
@@ -167,14 +217,14 @@ def test_a_parameter_added_since_is_compared_by_what_older_models_did(run, capsy
     assert code == 0
     path = out / "config.json"
     config = json.loads(path.read_text())
-    defaults = config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
+    settings = config["protocol"]["estimator_settings"]["GradientFlowEncoder"]
     # As if recorded before these parameters: allow_nan's default is what models did then.
-    del defaults["allow_nan"]
+    del settings["allow_nan"]
     path.write_text(json.dumps(config))
     code, _ = run("data-efficiency", "--budgets", "10", "--solver", "lbfgs", out=out)
     assert code == 0
     # fit_max_steps=25 is not: L-BFGS trained without a cap before it existed.
-    del defaults["fit_max_steps"]
+    del settings["fit_max_steps"]
     path.write_text(json.dumps(config))
     code, _ = run("data-efficiency", "--budgets", "10", "--solver", "lbfgs", out=out)
     assert code == 1
@@ -187,15 +237,15 @@ def test_report_only_after_a_changed_default_keeps_the_recorded_protocol_and_com
     command = json.loads((out / "data-efficiency.json").read_text())["command"]
     path = out / "config.json"
     config = json.loads(path.read_text())
-    config["protocol"]["estimator_defaults"]["GradientFlowEncoder"]["fit_stop_tol"] = 1e-4
+    config["protocol"]["estimator_settings"]["GradientFlowEncoder"]["stop_tol"] = 1e-5
     path.write_text(json.dumps(config))
     code, _ = run("data-efficiency", "--budgets", "10", "--report-only", out=out)
     assert code == 0
     result = json.loads((out / "data-efficiency.json").read_text())
     assert result["status"] == "report-only" and result["command"] == command
     assert "--report-only" not in command
-    recorded = result["protocol"]["estimator_defaults"]["GradientFlowEncoder"]
-    assert recorded["fit_stop_tol"] == 1e-4
+    recorded = result["protocol"]["estimator_settings"]["GradientFlowEncoder"]
+    assert recorded["stop_tol"] == 1e-5
     assert json.loads(path.read_text()) == config  # the folder's protocol is not rewritten
     # Options that change results are still compared.
     code, _ = run(
@@ -212,11 +262,11 @@ def test_a_folder_from_before_the_defaults_were_recorded_still_resumes(run, monk
     assert code == 0
     path = out / "config.json"
     config = json.loads(path.read_text())
-    del config["protocol"]["estimator_defaults"]
+    del config["protocol"]["estimator_settings"]
     path.write_text(json.dumps(config))
     code, _ = run("data-efficiency", "--budgets", "10", out=out)
     assert code == 0
-    assert "estimator_defaults" not in (out / "data-efficiency.md").read_text()
+    assert "estimator_settings" not in (out / "data-efficiency.md").read_text()
 
 
 # -- option values are checked before anything is written ------------------------------------
