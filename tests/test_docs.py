@@ -47,3 +47,18 @@ def test_the_readme_example_is_the_example_script():
         "X = X.astype(np.float32)",
     ]:
         assert line in readme and line in script
+
+
+def test_the_flake8_settings_mirror_ruffs():
+    tomllib = pytest.importorskip("tomllib")
+    import configparser
+
+    ruff = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
+    flake8 = configparser.ConfigParser()
+    flake8.read(ROOT / "setup.cfg")
+    assert flake8.sections() == ["flake8"], "setup.cfg holds flake8's settings only"
+    assert int(flake8["flake8"]["max-line-length"]) == ruff["line-length"]
+    ignored = {code.strip() for code in flake8["flake8"]["extend-ignore"].split(",")}
+    formatter_conflicts = {"E203", "W503"}
+    pycodestyle = {code for code in ruff["lint"]["ignore"] if code[0] in "EW"}
+    assert ignored == pycodestyle | formatter_conflicts
