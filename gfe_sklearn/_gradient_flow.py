@@ -630,6 +630,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         record_history=False,
         max_steps=None,
         code_penalty=None,
+        z0=None,
     ):
         solver = self._solver()
         names = solver_options(solver)
@@ -654,6 +655,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             row_chunk=row_chunk,
             record_history=record_history,
             code_penalty=code_penalty,
+            z0=z0,
         )
 
     def _training_loss(self, target):
@@ -667,20 +669,30 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         self.decoder_.train()
         return self._loss()(self.decoder_(result.z), target)
 
-    def _transform_with_prior(self, X, mean, scale, strength):
-        """``transform`` with a Gaussian prior on the codes in the flow's loss (MAP codes).
+    def _transform_from(self, X, start=None, prior=None):
+        """``transform`` with every row's flow started at the code ``start`` (zeros if None)
+        and, given ``prior = (mean, scale, strength)``, a Gaussian prior on the codes in the
+        flow's loss (MAP codes, ``flow._losses.gaussian_code_penalty``).
 
-        ``GradientFlowImputer(code_prior=...)`` encodes through this; ``mean`` and ``scale``
-        are per-component arrays, ``strength`` the prior's weight
-        (``flow._losses.gaussian_code_penalty``).
+        ``GradientFlowImputer`` encodes through this (``code_prior``, ``n_starts``); ``start``,
+        ``mean`` and ``scale`` are per-component arrays.
         """
         check_is_fitted(self)
         as_tensor = partial(torch.as_tensor, dtype=self._model_dtype, device=self.device_)
-        penalty = gaussian_code_penalty(as_tensor(mean), as_tensor(scale), float(strength))
-        return self._transform(X, code_penalty=penalty)
+        options = {}
+        if prior is not None:
+            mean, scale, strength = prior
+            options["code_penalty"] = gaussian_code_penalty(
+                as_tensor(mean), as_tensor(scale), float(strength)
+            )
+        if start is not None:
+            options["z0"] = as_tensor(start)
+        return self._transform(X, **options)
 
-    def _encode(self, target, with_loss, code_penalty=None):
-        result = self._flow(target, "approx", self.stop_tol, code_penalty=code_penalty)
+    def _encode(self, target, with_loss, code_penalty=None, z0=None):
+        if z0 is not None:
+            z0 = z0.expand(target.shape[0], -1).clone()
+        result = self._flow(target, "approx", self.stop_tol, code_penalty=code_penalty, z0=z0)
         if not bool(torch.isfinite(result.loss).all()):
             # AMD accepts no step from a non-finite loss: such codes would silently stay z(0).
             raise ValueError(

@@ -1,11 +1,11 @@
 """``GradientFlowImputer``: missing entries filled in from a gradient flow encoder's decoder."""
 
-from numbers import Real
+from numbers import Integral, Real
 
 import numpy as np
 from sklearn.base import _fit_context, clone
 from sklearn.impute._base import _BaseImputer
-from sklearn.utils import get_tags
+from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._mask import _get_mask
 from sklearn.utils._missing import is_scalar_nan
 from sklearn.utils._param_validation import Interval
@@ -57,6 +57,15 @@ class GradientFlowImputer(_BaseImputer):
         the prior from the codes of up to 1,000 training samples; training itself is
         unchanged. 0 (the default) encodes without a prior. On MNIST, 1.0 lowered the
         hidden-pixel error at 80% missing and in blocks (docs/imputation.md).
+    n_starts : int, default=1
+        Flows per incomplete sample in ``transform``: one from the encoder's usual start
+        (zeros) and ``n_starts - 1`` from codes drawn by ``fit`` from the distribution of
+        the training codes (``start_codes_``). The missing entries get the mean of the
+        decoder's outputs at the codes reached: where the observed entries fit several
+        completions (a hidden block), the mean hedges between them, as an average of
+        neighbours does, instead of committing to one. Costs ``n_starts`` encodings.
+    random_state : int, RandomState instance or None, default=None
+        Draws the extra starts of ``n_starts``; an int makes ``fit`` reproducible.
 
     Attributes
     ----------
@@ -67,9 +76,12 @@ class GradientFlowImputer(_BaseImputer):
         observed): the values of a sample none of whose features is observed, which the flow
         cannot encode.
     code_mean_, code_scale_ : ndarray of shape (n_components,) or None
-        Mean and standard deviation of each code component over the training samples
-        encoded without the prior (a constant component gets scale 1); None when
-        ``code_prior`` is 0.
+        Mean and standard deviation of each code component over up to 1,000 training
+        samples encoded without the prior (a constant component gets scale 1); None when
+        ``code_prior`` is 0 and ``n_starts`` is 1.
+    start_codes_ : ndarray of shape (n_starts, n_components)
+        Where ``transform``'s flows start: zeros, then draws from
+        ``N(code_mean_, diag(code_scale_**2))``.
     indicator_ : MissingIndicator
         Indicator used to add binary indicators for missing values; None when
         ``add_indicator`` is False.
@@ -107,6 +119,8 @@ class GradientFlowImputer(_BaseImputer):
         **_BaseImputer._parameter_constraints,
         "encoder": [GradientFlowEncoder, None],
         "code_prior": [Interval(Real, 0, None, closed="left")],
+        "n_starts": [Interval(Integral, 1, None, closed="left")],
+        "random_state": ["random_state"],
     }
 
     def __init__(
@@ -117,6 +131,8 @@ class GradientFlowImputer(_BaseImputer):
         add_indicator=False,
         keep_empty_features=False,
         code_prior=0.0,
+        n_starts=1,
+        random_state=None,
     ):
         super().__init__(
             missing_values=missing_values,
@@ -125,6 +141,8 @@ class GradientFlowImputer(_BaseImputer):
         )
         self.encoder = encoder
         self.code_prior = code_prior
+        self.n_starts = n_starts
+        self.random_state = random_state
 
     def _encoder_template(self):
         return GradientFlowEncoder(loss="mse") if self.encoder is None else self.encoder
@@ -172,12 +190,18 @@ class GradientFlowImputer(_BaseImputer):
             self.statistics_ = np.where(counts > 0, sums / counts, np.nan)
         self.encoder_ = encoder
         self.code_mean_ = self.code_scale_ = None
-        if self.code_prior > 0:
+        self.start_codes_ = np.zeros((1, encoder.n_components), dtype=X.dtype)
+        if self.code_prior > 0 or self.n_starts > 1:
             train = X_valid[seen]
             rows = np.linspace(0, len(train) - 1, min(len(train), CODE_PRIOR_SAMPLES))
             codes = encoder.transform(train[np.unique(rows.astype(int))])
             spread = codes.std(axis=0)
             self.code_mean_, self.code_scale_ = codes.mean(axis=0), np.where(spread > 0, spread, 1)
+            draws = check_random_state(self.random_state).standard_normal(
+                (self.n_starts - 1, encoder.n_components)
+            )
+            starts = self.code_mean_ + self.code_scale_ * draws
+            self.start_codes_ = np.vstack([self.start_codes_, starts.astype(X.dtype)])
         self._valid_mask = valid
         super()._fit_indicator(mask)
         return self
@@ -206,14 +230,7 @@ class GradientFlowImputer(_BaseImputer):
         to_encode = seen & mask_valid.any(axis=1)
         if to_encode.any():
             rows = X_valid[to_encode]
-            encoder = self.encoder_
-            if self.code_prior > 0:
-                codes = encoder._transform_with_prior(
-                    rows, self.code_mean_, self.code_scale_, self.code_prior
-                )
-            else:
-                codes = encoder.transform(rows)
-            guess = encoder.inverse_transform(codes).astype(X.dtype)
+            guess = self._mean_reconstruction(rows).astype(X.dtype)
             X_valid[to_encode] = np.where(mask_valid[to_encode], guess, rows)
         unseen = np.flatnonzero(~seen)
         if unseen.size:
@@ -223,6 +240,19 @@ class GradientFlowImputer(_BaseImputer):
             X[:, ~valid] = 0
             X_valid = X
         return super()._concatenate_indicator(X_valid, indicator)
+
+    def _mean_reconstruction(self, rows):
+        """The decoder's output at each row's codes from every start, averaged over starts."""
+        encoder = self.encoder_
+        prior = None
+        if self.code_prior > 0:
+            prior = (self.code_mean_, self.code_scale_, self.code_prior)
+        total = None
+        for i, start in enumerate(self.start_codes_):
+            codes = encoder._transform_from(rows, start if i else None, prior)
+            decoded = encoder.inverse_transform(codes)
+            total = decoded if total is None else total + decoded
+        return total / len(self.start_codes_)
 
     def get_feature_names_out(self, input_features=None):
         """Get output feature names for transformation.

@@ -1,5 +1,7 @@
 """GradientFlowImputer and make_hidden_entry_scorer."""
 
+from functools import partial
+
 import numpy as np
 import pytest
 from sklearn.base import clone
@@ -50,6 +52,7 @@ def with_holes(X, fraction=0.3, seed=0):
         GradientFlowImputer(encoder=small_encoder(loss="mse")),
         GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
         GradientFlowImputer(encoder=small_encoder(loss="mse"), code_prior=1.0),
+        GradientFlowImputer(encoder=small_encoder(loss="mse"), n_starts=3, random_state=0),
     ]
 )
 def test_sklearn_compatible_imputer(estimator, check):
@@ -304,10 +307,10 @@ def test_code_prior_pulls_codes_to_the_prior_mean(X):
     imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=1.0).fit(holes)
     encoder, mean, scale = imputer.encoder_, imputer.code_mean_, imputer.code_scale_
     np.testing.assert_array_equal(
-        encoder._transform_with_prior(holes, mean, scale, 0.0), encoder.transform(holes)
+        encoder._transform_from(holes, prior=(mean, scale, 0.0)), encoder.transform(holes)
     )
     distances = [
-        np.linalg.norm((encoder._transform_with_prior(holes, mean, scale, c) - mean) / scale)
+        np.linalg.norm((encoder._transform_from(holes, prior=(mean, scale, c)) - mean) / scale)
         for c in (0.0, 1.0, 100.0, 1e8)
     ]
     assert distances[0] > distances[1] > distances[2] > distances[3]
@@ -323,3 +326,44 @@ def test_code_prior_keeps_codes_batch_invariant(X):
 def test_code_prior_must_not_be_negative(X):
     with pytest.raises(ValueError, match="code_prior"):
         GradientFlowImputer(encoder=small_encoder(), code_prior=-1.0).fit(with_holes(X))
+
+
+# -- several starts ---------------------------------------------------------------------------
+
+
+def test_one_start_is_the_encoders_own_start(X):
+    imputer = GradientFlowImputer(encoder=small_encoder()).fit(with_holes(X))
+    np.testing.assert_array_equal(imputer.start_codes_, np.zeros((1, 2)))
+    assert imputer.code_mean_ is None
+
+
+@pytest.mark.parametrize("code_prior", [0.0, 1.0])
+def test_n_starts_fills_holes_with_the_mean_reconstruction_over_the_starts(X, code_prior):
+    holes = with_holes(X, 0.5)
+    imputer = GradientFlowImputer(
+        encoder=small_encoder(), n_starts=3, code_prior=code_prior, random_state=0
+    ).fit(holes)
+    encoder, starts = imputer.encoder_, imputer.start_codes_
+    assert starts.shape == (3, 2) and not starts[0].any() and starts[1:].all()
+    prior = (imputer.code_mean_, imputer.code_scale_, code_prior) if code_prior else None
+    codes = [encoder._transform_from(holes, start, prior) for start in starts]
+    if not code_prior:
+        # The starts lead some samples to other codes (the prior makes these samples' loss
+        # convex enough that every start ends at one MAP code).
+        assert np.abs(codes[1] - codes[0]).max() > 1e-2
+    expected = np.mean([encoder.inverse_transform(c) for c in codes], axis=0)
+    filled = imputer.transform(holes)
+    missing = np.isnan(holes)
+    np.testing.assert_allclose(filled[missing], expected[missing], rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(filled[~missing], holes[~missing])
+
+
+def test_n_starts_draws_are_reproducible_and_keep_rows_batch_invariant(X):
+    holes = with_holes(X)
+    make = partial(GradientFlowImputer, encoder=small_encoder(), n_starts=3)
+    imputer = make(random_state=0).fit(holes)
+    np.testing.assert_array_equal(
+        imputer.start_codes_, make(random_state=0).fit(holes).start_codes_
+    )
+    assert not np.allclose(imputer.start_codes_, make(random_state=1).fit(holes).start_codes_)
+    np.testing.assert_array_equal(imputer.transform(holes[:5]), imputer.transform(holes)[:5])
