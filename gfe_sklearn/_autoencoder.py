@@ -49,6 +49,15 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         A decoder to train instead of the MLP, with ``GradientFlowEncoder``'s contract. When
         only the decoder is given, the mirror MLP encoder reads the flattened samples.
     device : str, default='auto'
+    compute_dtype : {'float32', 'float64'} or None, default=None
+        The floating-point type of the model and its arithmetic, chosen when the model is
+        created (``fit``, or the first ``partial_fit``; continued training keeps it). None
+        follows the training data: float64 data train a float64 model, anything else a
+        float32 one (MPS has no float64). ``'float32'`` fits faster on a CPU and far faster
+        on most GPUs at the same held-out loss, but its line searches cannot resolve the
+        loss near a minimum as finely, so codes end further from the flow's endpoint
+        (docs/performance.md). The outputs of ``transform``, ``inverse_transform`` and
+        ``score_samples`` keep the dtype of their input either way.
     n_threads : int or None, default=1
         torch's intra-op CPU threads while fitting and encoding (see ``GradientFlowEncoder``).
     random_state : int, RandomState instance or None, default=None
@@ -116,6 +125,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         encoder=None,
         decoder=None,
         device="auto",
+        compute_dtype=None,
         n_threads=1,
         random_state=None,
         verbose=0,
@@ -136,6 +146,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
             n_iter_no_change=n_iter_no_change,
             warm_start=warm_start,
             device=device,
+            compute_dtype=compute_dtype,
             n_threads=n_threads,
             random_state=random_state,
             verbose=verbose,

@@ -45,14 +45,21 @@ RANGE_SLACK = 1e-6
 INFERENCE_BATCH_SIZE = 1024
 
 
-def model_dtype(data_dtype, device):
-    """The torch dtype of a model fitted on data of ``data_dtype`` on ``device``.
+def model_dtype(data_dtype, device, compute_dtype=None):
+    """The torch dtype of a model on ``device`` fitted on data of ``data_dtype``.
 
-    float64 data train a float64 model, anything else a float32 one; MPS has no float64.
+    ``compute_dtype`` names it; None follows the data: float64 data train a float64 model,
+    anything else a float32 one. MPS has no float64.
     """
-    if data_dtype == np.float64 and torch.device(device).type != "mps":
-        return torch.float64
-    return torch.float32
+    mps = torch.device(device).type == "mps"
+    if compute_dtype == "float64" and mps:
+        raise ValueError(
+            "compute_dtype='float64' cannot run on MPS, which has no float64: use "
+            "compute_dtype='float32', or device='cpu'."
+        )
+    if compute_dtype is None:
+        compute_dtype = "float64" if data_dtype == np.float64 and not mps else "float32"
+    return getattr(torch, compute_dtype)
 
 
 # Parameters of fit's epoch loop, which partial_fit never reads.
@@ -126,6 +133,7 @@ class BaseFlowEstimator(
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "warm_start": ["boolean"],
         "device": [str, torch.device],
+        "compute_dtype": [StrOptions({"float32", "float64"}), None],
         "n_threads": [
             Interval(Integral, 1, None, closed="left"),
             Interval(Integral, None, -1, closed="right"),
@@ -155,6 +163,7 @@ class BaseFlowEstimator(
         n_iter_no_change,
         warm_start,
         device,
+        compute_dtype,
         n_threads,
         random_state,
         verbose,
@@ -175,6 +184,7 @@ class BaseFlowEstimator(
         self.n_iter_no_change = n_iter_no_change
         self.warm_start = warm_start
         self.device = device
+        self.compute_dtype = compute_dtype
         self.n_threads = n_threads
         self.random_state = random_state
         self.verbose = verbose
@@ -458,7 +468,7 @@ class BaseFlowEstimator(
         attributes["_rng"] = rng
         if first:
             generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-            dtype = model_dtype(X.dtype, device)
+            dtype = model_dtype(X.dtype, device, self.compute_dtype)
             attributes.update(self._new_model(X.shape[1], hidden, generator, dtype, device))
         X_val = None
         if self.early_stopping:  # refuses data too small to split
@@ -671,7 +681,7 @@ class BaseFlowEstimator(
             f"The training loss is {batch_loss.item()} before any update: the data (largest "
             f"magnitude {float(target.abs().max()):.3g}) overflow the model's {dtype} "
             "arithmetic. Scale the data (e.g. sklearn.preprocessing.StandardScaler or "
-            f"MinMaxScaler) or pass float64 data. {kept}"
+            f"MinMaxScaler) or use compute_dtype='float64'. {kept}"
         )
 
     def _parameters_finite(self):
@@ -744,7 +754,8 @@ class BaseFlowEstimator(
                 f"{type(self).__name__} produced non-finite {what}: the data (largest magnitude "
                 f"{float(abs(X).max()):.3g}) overflow the model's "
                 f"{str(self._model_dtype).replace('torch.', '')} arithmetic. Scale the data the "
-                "way the training data were scaled, or refit the model on float64 data."
+                "way the training data were scaled, or refit the model with "
+                "compute_dtype='float64'."
             )
 
     def inverse_transform(self, Z):

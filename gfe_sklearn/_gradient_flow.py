@@ -198,11 +198,21 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         ``(n, n_components)`` to ``(n, *sample_shape)`` with ``n_features`` values per sample
         (logits for ``'bce'``) and treats rows independently in eval mode (no batch
         statistics). ``X`` stays 2-D: its rows are reshaped to ``sample_shape`` (C order) to
-        be compared with the output. ``fit`` trains a deep copy moved to ``device_`` and the
-        data dtype, starting from the module's own weights; the module passed is unchanged.
+        be compared with the output. ``fit`` trains a deep copy moved to ``device_`` and
+        ``compute_dtype``, starting from the module's own weights; the module passed is
+        unchanged.
     device : str, default='auto'
         ``'auto'`` (CUDA, else MPS, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
         Resolved at ``fit``; nothing touches CUDA before.
+    compute_dtype : {'float32', 'float64'} or None, default=None
+        The floating-point type of the model and its arithmetic, chosen when the model is
+        created (``fit``, or the first ``partial_fit``; continued training keeps it). None
+        follows the training data: float64 data train a float64 model, anything else a
+        float32 one (MPS has no float64). ``'float32'`` fits faster on a CPU and far faster
+        on most GPUs at the same held-out loss, but its line searches cannot resolve the
+        loss near a minimum as finely, so codes end further from the flow's endpoint
+        (docs/performance.md). The outputs of ``transform``, ``inverse_transform`` and
+        ``score_samples`` keep the dtype of their input either way.
     n_threads : int or None, default=1
         torch's intra-op CPU threads while fitting and encoding, set for each call and
         restored after; -1 uses every CPU, -2 all but one; None leaves torch's setting
@@ -241,11 +251,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     Notes
     -----
-    The torch model takes the dtype of the first ``X`` it is fitted on: float64 data train a
-    float64 model (float32 on MPS, which has no float64), any other dtype a float32 one.
-    Outputs always come back in the dtype of the input. Pass float32 data for speed, above
-    all on consumer GPUs, whose float64 throughput is a small fraction of their float32
-    throughput.
+    By default the torch model takes the dtype of the first ``X`` it is fitted on: float64
+    data train a float64 model (float32 on MPS, which has no float64), any other dtype a
+    float32 one; ``compute_dtype`` overrides that. Outputs always come back in the dtype of
+    the input. Use float32 for speed, above all on consumer GPUs, whose float64 throughput
+    is a small fraction of their float32 throughput.
 
     With ``allow_nan=True`` a sample's code depends on its observed entries alone, so
     encoding a masked sample gives the same code as encoding only its observed features with
@@ -315,7 +325,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     _transform_uses_loss = True
     # Models saved before these parameters existed stopped on their loss curves and trained
     # without a step cap on their training flows.
-    _values_before_parameter = {"stop_rule": "loss", "fit_max_steps": None}
+    _values_before_parameter = {
+        **BaseFlowEstimator._values_before_parameter,
+        "stop_rule": "loss",
+        "fit_max_steps": None,
+    }
 
     def __init__(
         self,
@@ -358,6 +372,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         warm_start=False,
         decoder=None,
         device="auto",
+        compute_dtype=None,
         n_threads=1,
         random_state=None,
         verbose=0,
@@ -379,6 +394,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             n_iter_no_change=n_iter_no_change,
             warm_start=warm_start,
             device=device,
+            compute_dtype=compute_dtype,
             n_threads=n_threads,
             random_state=random_state,
             verbose=verbose,
@@ -701,6 +717,6 @@ default=0.75, 1.0, 1000.0, 1.1, 30
                 " the data "
                 f"overflow the model's {str(self._model_dtype).replace('torch.', '')} "
                 "arithmetic. Scale the data the way the training data were scaled, or refit "
-                "the model on float64 data."
+                "the model with compute_dtype='float64'."
             )
         return result.z, result.loss

@@ -275,6 +275,35 @@ def test_model_dtype_policy():
     assert _base.model_dtype(np.dtype(np.float64), "cuda:0") == torch.float64
     assert _base.model_dtype(np.dtype(np.float64), "mps") == torch.float32  # no float64 there
     assert _base.model_dtype(np.dtype(np.float32), "cpu") == torch.float32
+    for data in (np.float32, np.float64, np.int64):
+        for device in ("cpu", "cuda:0", "mps"):
+            assert _base.model_dtype(np.dtype(data), device, "float32") == torch.float32
+        assert _base.model_dtype(np.dtype(data), "cpu", "float64") == torch.float64
+    with pytest.raises(ValueError, match="compute_dtype='float64' cannot run on MPS"):
+        _base.model_dtype(np.dtype(np.float32), "mps", "float64")
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+@pytest.mark.parametrize("compute_dtype", ["float32", "float64"])
+def test_compute_dtype_sets_the_models_whatever_the_data(cls, compute_dtype, X, small):
+    expected = getattr(torch, compute_dtype)
+    for data in (X, X.astype(np.float32)):
+        est = cls(**small, compute_dtype=compute_dtype).fit(data)
+        assert next(est.decoder_.parameters()).dtype == expected
+        codes = est.transform(data)
+        assert codes.dtype == data.dtype and est.score_samples(data).dtype == data.dtype
+        assert est.inverse_transform(codes).dtype == data.dtype
+        assert np.isfinite(codes).all()
+    # Continued training keeps the model's dtype.
+    est.set_params(compute_dtype=None).partial_fit(X)
+    assert next(est.decoder_.parameters()).dtype == expected
+
+
+def test_float32_arithmetic_on_float64_data_matches_float32_data(X, small):
+    # compute_dtype='float32' is the same model as converting the data first.
+    a = GradientFlowEncoder(**small, compute_dtype="float32").fit(X)
+    b = GradientFlowEncoder(**small).fit(X.astype(np.float32))
+    np.testing.assert_array_equal(a.transform(X), b.transform(X.astype(np.float32)))
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
