@@ -50,14 +50,8 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         only the decoder is given, the mirror MLP encoder reads the flattened samples.
     device : str, default='auto'
     compute_dtype : {'float32', 'float64'} or None, default=None
-        The floating-point type of the model and its arithmetic, chosen when the model is
-        created (``fit``, or the first ``partial_fit``; continued training keeps it). None
-        follows the training data: float64 data train a float64 model, anything else a
-        float32 one (MPS has no float64). ``'float32'`` fits faster on a CPU and far faster
-        on most GPUs at the same held-out loss, but its line searches cannot resolve the
-        loss near a minimum as finely, so codes end further from the flow's endpoint
-        (docs/performance.md). The outputs of ``transform``, ``inverse_transform`` and
-        ``score_samples`` keep the dtype of their input either way.
+        The floating-point type of the model and its arithmetic; None follows the training
+        data (see ``GradientFlowEncoder``).
     n_threads : int or None, default=1
         torch's intra-op CPU threads while fitting and encoding (see ``GradientFlowEncoder``).
     random_state : int, RandomState instance or None, default=None
