@@ -3,8 +3,8 @@
 A gradient flow encoder needs no encoder network: a sample's code is found by minimising
 its reconstruction loss, and with ``allow_nan=True`` that loss covers the observed pixels
 only. ``GradientFlowImputer`` fits such an encoder on incomplete images and reads each
-missing pixel off the decoder's reconstruction (here averaged over several codes per
-image: ``n_starts`` and ``n_draws``).
+missing pixel off the decoder's reconstruction (here averaged over the codes reached
+from eight starts per image, ``n_starts``).
 
 The script hides 30% of the pixels of scikit-learn's digits (scaled to [0, 1]) at random,
 fits the imputers on the incomplete training images, then hides pixels of held-out images
@@ -94,12 +94,11 @@ def main():
         )
         imputers = {
             # MAP codes under a prior fitted to the training codes, and the mean completion
-            # over 8 starts and 4 draws around each code: hedges where the holes are large.
+            # over 8 starts: hedges where the holes are large.
             "GFE": GradientFlowImputer(
                 encoder=encoder.set_params(**search.best_params_),
                 code_prior=1.0,
                 n_starts=8,
-                n_draws=4,
                 random_state=0,
             ),
             "KNN": KNNImputer(),
