@@ -4,8 +4,7 @@ Usage::
 
     python benchmarks/bench_imputation.py [--datasets digits mnist fashion-mnist]
         [--n-train 5000] [--n-test 1000] [--epochs N] [--n-components K]
-        [--fit-max-steps {N,none}] [--code-prior C] [--n-starts S] [--n-draws D]
-        [--draw-scale R] [--methods GFE KNN ...]
+        [--fit-max-steps {N,none}] [--code-prior C] [--n-starts S] [--methods GFE KNN ...]
         [--out docs/imputation] [--threads 1]
 
 Protocol (one run, one seed). Every imputer is fitted once per data set on the training
@@ -22,8 +21,7 @@ learning_rate=1e-3, batch_size=128, fit_stop_tol=1e-2, fit_max_steps=None)`` and
 and components of ``GFE_SETTINGS`` (``--epochs``, ``--n-components`` and ``--fit-max-steps``
 override them for every data set), other parameters default (decoder 150-300-600,
 ``stop_tol=1e-4``), float32, and the imputer's ``code_prior`` (``--code-prior``, default 0:
-no prior on the codes), ``n_starts``, ``n_draws`` and ``draw_scale`` (``--n-starts``,
-``--n-draws``, ``--draw-scale``; defaults 1, 0, 0.25); the same imputer
+no prior on the codes) and ``n_starts`` (``--n-starts``, default 1); the same imputer
 fitted on the complete training images (what training on incomplete data costs);
 ``AutoEncoderBaseline`` with the same decoder and code size (batch 32, learning rate
 5e-4), trained for
@@ -126,16 +124,7 @@ class ZeroFilledAutoencoder:
         return np.where(np.isnan(X), guess, X)
 
 
-def make_imputers(
-    n_components,
-    epochs,
-    seed,
-    fit_max_steps=None,
-    code_prior=0.0,
-    n_starts=1,
-    n_draws=0,
-    draw_scale=0.25,
-):
+def make_imputers(n_components, epochs, seed, fit_max_steps=None, code_prior=0.0, n_starts=1):
     # batch_size, fit_stop_tol and fit_max_steps default to the values of the published run
     # (0.3.0's defaults; 0.4 caps the training flows at 25 steps: --fit-max-steps 25).
     encoder = GradientFlowEncoder(
@@ -155,8 +144,6 @@ def make_imputers(
         keep_empty_features=True,
         code_prior=code_prior,
         n_starts=n_starts,
-        n_draws=n_draws,
-        draw_scale=draw_scale,
         random_state=seed,
     )
     return {
@@ -202,8 +189,6 @@ def run_dataset(name, args, rng):
     settings.setdefault("fit_max_steps", None)
     settings["code_prior"] = args.code_prior
     settings["n_starts"] = args.n_starts
-    settings["n_draws"] = args.n_draws
-    settings["draw_scale"] = args.draw_scale
     result = {
         "n_train": len(X_train),
         "n_test": len(X_test),
@@ -219,8 +204,6 @@ def run_dataset(name, args, rng):
         settings["fit_max_steps"],
         settings["code_prior"],
         settings["n_starts"],
-        settings["n_draws"],
-        settings["draw_scale"],
     )
     for method, imputer in imputers.items():
         if method not in args.methods:
@@ -304,11 +287,6 @@ def print_tables(name, result):
         + ("" if gfe["fit_max_steps"] is None else f", fit_max_steps={gfe['fit_max_steps']}")
         + (f", code_prior={gfe['code_prior']:g}" if gfe["code_prior"] else "")
         + (f", n_starts={gfe['n_starts']}" if gfe.get("n_starts", 1) > 1 else "")
-        + (
-            f", n_draws={gfe['n_draws']}, draw_scale={gfe['draw_scale']:g}"
-            if gfe.get("n_draws", 0)
-            else ""
-        )
         + ")\n"
     )
     metrics = (
@@ -387,15 +365,6 @@ def main():
         type=int,
         default=1,
         help="GradientFlowImputer's n_starts for the GFE (default 1: the encoder's own start)",
-    )
-    parser.add_argument(
-        "--n-draws",
-        type=int,
-        default=0,
-        help="GradientFlowImputer's n_draws for the GFE (default 0: decode the codes themselves)",
-    )
-    parser.add_argument(
-        "--draw-scale", type=float, default=0.25, help="GradientFlowImputer's draw_scale"
     )
     parser.add_argument(
         "--no-accuracy",

@@ -64,18 +64,8 @@ class GradientFlowImputer(_BaseImputer):
         decoder's outputs at the codes reached: where the observed entries fit several
         completions (a hidden block), the mean hedges between them, as an average of
         neighbours does, instead of committing to one. Costs ``n_starts`` encodings.
-    n_draws : int, default=0
-        With ``n_draws`` above 0, the missing entries get the mean of the decoder's outputs
-        at ``n_draws`` perturbations of every code reached, ``code + draw_offsets_[j]``
-        (Gaussian, drawn by ``fit``), instead of its output at the code itself. Like
-        ``n_starts`` it hedges between the completions that the observed entries leave
-        open, here the nearby ones; decoding costs little next to encoding.
-    draw_scale : float, default=0.25
-        Spread of those perturbations, in units of each component's spread over the
-        training codes (``code_scale_``).
     random_state : int, RandomState instance or None, default=None
-        Draws the extra starts of ``n_starts`` and the perturbations of ``n_draws``; an int
-        makes ``fit`` reproducible.
+        Draws the extra starts of ``n_starts``; an int makes ``fit`` reproducible.
 
     Attributes
     ----------
@@ -88,13 +78,10 @@ class GradientFlowImputer(_BaseImputer):
     code_mean_, code_scale_ : ndarray of shape (n_components,) or None
         Mean and standard deviation of each code component over up to 1,000 training
         samples encoded without the prior (a constant component gets scale 1); None when
-        ``code_prior`` is 0, ``n_starts`` 1 and ``n_draws`` 0.
+        ``code_prior`` is 0 and ``n_starts`` is 1.
     start_codes_ : ndarray of shape (n_starts, n_components)
         Where ``transform``'s flows start: zeros, then draws from
         ``N(code_mean_, diag(code_scale_**2))``.
-    draw_offsets_ : ndarray of shape (n_draws, n_components) or None
-        The perturbations of ``n_draws``, from ``N(0, diag((draw_scale * code_scale_)**2))``;
-        None when ``n_draws`` is 0.
     indicator_ : MissingIndicator
         Indicator used to add binary indicators for missing values; None when
         ``add_indicator`` is False.
@@ -133,8 +120,6 @@ class GradientFlowImputer(_BaseImputer):
         "encoder": [GradientFlowEncoder, None],
         "code_prior": [Interval(Real, 0, None, closed="left")],
         "n_starts": [Interval(Integral, 1, None, closed="left")],
-        "n_draws": [Interval(Integral, 0, None, closed="left")],
-        "draw_scale": [Interval(Real, 0, None, closed="left")],
         "random_state": ["random_state"],
     }
 
@@ -147,8 +132,6 @@ class GradientFlowImputer(_BaseImputer):
         keep_empty_features=False,
         code_prior=0.0,
         n_starts=1,
-        n_draws=0,
-        draw_scale=0.25,
         random_state=None,
     ):
         super().__init__(
@@ -159,8 +142,6 @@ class GradientFlowImputer(_BaseImputer):
         self.encoder = encoder
         self.code_prior = code_prior
         self.n_starts = n_starts
-        self.n_draws = n_draws
-        self.draw_scale = draw_scale
         self.random_state = random_state
 
     def _encoder_template(self):
@@ -210,21 +191,17 @@ class GradientFlowImputer(_BaseImputer):
         self.encoder_ = encoder
         self.code_mean_ = self.code_scale_ = None
         self.start_codes_ = np.zeros((1, encoder.n_components), dtype=X.dtype)
-        self.draw_offsets_ = None
-        if self.code_prior > 0 or self.n_starts > 1 or self.n_draws > 0:
+        if self.code_prior > 0 or self.n_starts > 1:
             train = X_valid[seen]
             rows = np.linspace(0, len(train) - 1, min(len(train), CODE_PRIOR_SAMPLES))
             codes = encoder.transform(train[np.unique(rows.astype(int))])
             spread = codes.std(axis=0)
             self.code_mean_, self.code_scale_ = codes.mean(axis=0), np.where(spread > 0, spread, 1)
-            rng = check_random_state(self.random_state)
-            draws = rng.standard_normal((self.n_starts - 1, encoder.n_components))
+            draws = check_random_state(self.random_state).standard_normal(
+                (self.n_starts - 1, encoder.n_components)
+            )
             starts = self.code_mean_ + self.code_scale_ * draws
             self.start_codes_ = np.vstack([self.start_codes_, starts.astype(X.dtype)])
-            if self.n_draws > 0:
-                draws = rng.standard_normal((self.n_draws, encoder.n_components))
-                offsets = self.draw_scale * self.code_scale_ * draws
-                self.draw_offsets_ = offsets.astype(X.dtype)
         self._valid_mask = valid
         super()._fit_indicator(mask)
         return self
@@ -265,22 +242,17 @@ class GradientFlowImputer(_BaseImputer):
         return super()._concatenate_indicator(X_valid, indicator)
 
     def _mean_reconstruction(self, rows):
-        """The decoder's output at each row's codes from every start (and their
-        perturbations ``draw_offsets_``), averaged."""
+        """The decoder's output at each row's codes from every start, averaged over starts."""
         encoder = self.encoder_
         prior = None
         if self.code_prior > 0:
             prior = (self.code_mean_, self.code_scale_, self.code_prior)
-        offsets = self.draw_offsets_
-        if offsets is None:
-            offsets = np.zeros((1, self.start_codes_.shape[1]))
-        total = 0.0
+        total = None
         for i, start in enumerate(self.start_codes_):
             codes = encoder._transform_from(rows, start if i else None, prior)
-            for offset in offsets:
-                # A zero offset adds nothing: the codes themselves are decoded.
-                total = total + encoder.inverse_transform(codes + offset.astype(codes.dtype))
-        return total / (len(self.start_codes_) * len(offsets))
+            decoded = encoder.inverse_transform(codes)
+            total = decoded if total is None else total + decoded
+        return total / len(self.start_codes_)
 
     def get_feature_names_out(self, input_features=None):
         """Get output feature names for transformation.

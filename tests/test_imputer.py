@@ -53,7 +53,6 @@ def with_holes(X, fraction=0.3, seed=0):
         GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
         GradientFlowImputer(encoder=small_encoder(loss="mse"), code_prior=1.0),
         GradientFlowImputer(encoder=small_encoder(loss="mse"), n_starts=3, random_state=0),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), n_draws=2, random_state=0),
     ]
 )
 def test_sklearn_compatible_imputer(estimator, check):
@@ -368,30 +367,3 @@ def test_n_starts_draws_are_reproducible_and_keep_rows_batch_invariant(X):
     )
     assert not np.allclose(imputer.start_codes_, make(random_state=1).fit(holes).start_codes_)
     np.testing.assert_array_equal(imputer.transform(holes[:5]), imputer.transform(holes)[:5])
-
-
-def test_n_draws_averages_decodes_around_each_code(X):
-    holes = with_holes(X, 0.5)
-    imputer = GradientFlowImputer(
-        encoder=small_encoder(), n_starts=2, n_draws=3, draw_scale=0.5, random_state=0
-    ).fit(holes)
-    offsets, encoder = imputer.draw_offsets_, imputer.encoder_
-    assert offsets.shape == (3, 2) and np.abs(offsets).min() > 0
-    # The offsets are drawn at the scale asked for (3 draws: only the order of magnitude).
-    assert np.all(np.abs(offsets).max(axis=0) < 5 * 0.5 * imputer.code_scale_)
-    codes = [encoder._transform_from(holes, s, None) for s in imputer.start_codes_]
-    expected = np.mean([encoder.inverse_transform(c + o) for c in codes for o in offsets], axis=0)
-    filled, missing = imputer.transform(holes), np.isnan(holes)
-    np.testing.assert_allclose(filled[missing], expected[missing], rtol=1e-6, atol=1e-9)
-    np.testing.assert_array_equal(imputer.transform(holes[:5]), filled[:5])
-
-
-def test_n_draws_at_scale_zero_or_zero_draws_decodes_the_codes_themselves(X):
-    holes = with_holes(X)
-    make = partial(GradientFlowImputer, encoder=small_encoder(), n_starts=2, random_state=0)
-    plain = make().fit(holes)
-    assert plain.draw_offsets_ is None
-    unmoved = make(n_draws=2, draw_scale=0.0).fit(holes)
-    np.testing.assert_array_equal(unmoved.draw_offsets_, np.zeros((2, 2)))
-    np.testing.assert_allclose(unmoved.transform(holes), plain.transform(holes), rtol=1e-12)
-    assert not np.allclose(make(n_draws=2).fit(holes).transform(holes), plain.transform(holes))
