@@ -466,9 +466,15 @@ class BaseFlowEstimator(
         self._check_target_range(X)
         rng = self._rng if incremental and not first else check_random_state(self.random_state)
         attributes["_rng"] = rng
+        dtype = model_dtype(X.dtype, device, self.compute_dtype) if first else self._model_dtype
+        if self.learning_rate > torch.finfo(dtype).max:
+            raise ValueError(
+                f"learning_rate={self.learning_rate!r} overflows the model's "
+                f"{str(dtype).replace('torch.', '')} arithmetic (largest value "
+                f"{torch.finfo(dtype).max:.3g}). Use a learning rate below 1; 1e-3 is typical."
+            )
         if first:
             generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-            dtype = model_dtype(X.dtype, device, self.compute_dtype)
             attributes.update(self._new_model(X.shape[1], hidden, generator, dtype, device))
         X_val = None
         if self.early_stopping:  # refuses data too small to split

@@ -99,7 +99,22 @@ def test_float32_overflow_is_named_whatever_the_learning_rate(cls, X, small):
         est.fit(huge)
     with pytest.raises(NotFittedError):
         check_is_fitted(est)
-    cls(**small, loss="mse").fit(huge.astype(np.float64))  # the suggested fix works
+    cls(**small, loss="mse", compute_dtype="float64").fit(huge)  # the suggested fix works
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_learning_rate_beyond_the_model_dtype_is_refused_by_name(cls, X, small):
+    est = cls(**small, learning_rate=1e300)
+    with pytest.raises(ValueError, match=r"learning_rate=1e\+300 overflows the model's float32"):
+        est.fit(X.astype(np.float32))
+    with pytest.raises(NotFittedError):
+        check_is_fitted(est)
+    fitted = cls(**small).fit(X.astype(np.float32))
+    before = [p.detach().clone() for m in fitted._modules() for p in m.parameters()]
+    with pytest.raises(ValueError, match="overflows the model's float32"):
+        fitted.set_params(learning_rate=1e300).partial_fit(X)  # the fitted model's dtype
+    after = [p.detach() for m in fitted._modules() for p in m.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(after, before))
 
 
 @pytest.mark.parametrize("method", ["transform", "score"])
