@@ -144,6 +144,18 @@ class GradientFlowImputer(_BaseImputer):
         self.n_starts = n_starts
         self.random_state = random_state
 
+    # Parameters added since imputers were first pickled, with the values that make an
+    # imputer pickled before them behave as it did.
+    _values_before_parameter = {"code_prior": 0.0, "n_starts": 1, "random_state": None}
+
+    def __setstate__(self, state):
+        state = {**self._values_before_parameter, **state}
+        if "encoder_" in state:  # fitted before these attributes existed: one start, no prior
+            state.setdefault("code_mean_", None)
+            state.setdefault("code_scale_", None)
+            state.setdefault("start_codes_", np.zeros((1, state["encoder_"].n_components)))
+        super().__setstate__(state)
+
     def _encoder_template(self):
         return GradientFlowEncoder(loss="mse") if self.encoder is None else self.encoder
 

@@ -367,3 +367,18 @@ def test_n_starts_draws_are_reproducible_and_keep_rows_batch_invariant(X):
     )
     assert not np.allclose(imputer.start_codes_, make(random_state=1).fit(holes).start_codes_)
     np.testing.assert_array_equal(imputer.transform(holes[:5]), imputer.transform(holes)[:5])
+
+
+def test_an_imputer_pickled_before_code_prior_and_n_starts_imputes_as_it_did(X):
+    import pickle
+
+    holes = with_holes(X)
+    imputer = GradientFlowImputer(encoder=small_encoder()).fit(holes)
+    expected = imputer.transform(holes)
+    old = pickle.loads(pickle.dumps(imputer))
+    for name in ("code_prior", "n_starts", "random_state", "code_mean_", "code_scale_"):
+        del old.__dict__[name]
+    del old.__dict__["start_codes_"]
+    loaded = pickle.loads(pickle.dumps(old))
+    np.testing.assert_array_equal(loaded.transform(holes), expected)
+    assert loaded.get_params()["n_starts"] == 1 and loaded.code_prior == 0.0
