@@ -209,8 +209,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         created (``fit``, or the first ``partial_fit``; continued training keeps it). None
         follows the training data: float64 data train a float64 model, anything else a
         float32 one (MPS has no float64). ``'float32'`` fits faster on a CPU and far faster
-        on most GPUs at the same held-out loss, but its line searches cannot resolve the
-        loss near a minimum as finely, so codes end further from the flow's endpoint
+        on most GPUs at the same held-out loss, and encodes as close to the flow's endpoint
         (docs/performance.md). The outputs of ``transform``, ``inverse_transform`` and
         ``score_samples`` keep the dtype of their input either way.
     n_threads : int or None, default=1

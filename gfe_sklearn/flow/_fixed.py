@@ -6,12 +6,9 @@ from dataclasses import dataclass
 import torch
 
 from ._fields import linear_grid, log_grid
-from ._solver import Solver
+from ._solver import ROUNDING_RISE, Solver
 
 GRIDS = {"linear": linear_grid, "log": log_grid}
-
-# Units in the last place a descending flow's loss may rise by in a step from rounding alone.
-ROUNDING_RISE = 64
 
 
 class StiffnessWarning(RuntimeWarning):

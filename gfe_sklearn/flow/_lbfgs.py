@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from ._solver import Solver
+from ._solver import ROUNDING_RISE, Solver
 
 
 class LBFGS(Solver):
@@ -54,8 +54,7 @@ class LBFGS(Solver):
         problem = run.problem
         n, k = run["state"].shape
         like = run["state"]
-        # The loss is a mean of many entries: its rounding error is some dozens of epsilons.
-        rounding = 64 * torch.finfo(like.dtype).eps
+        rounding = ROUNDING_RISE * torch.finfo(like.dtype).eps
         run["S"] = like.new_zeros(n, self.history, k)
         run["Y"] = like.new_zeros(n, self.history, k)
         run["step"] = torch.ones_like(run["t"])

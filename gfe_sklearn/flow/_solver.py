@@ -6,6 +6,10 @@ Its constructor's keyword arguments are its options (``solver_options``), so eac
 default.
 """
 
+# Units in the last place a descending flow's loss may rise by in a step from rounding
+# alone: the loss is a mean of many entries, whose rounding errors add up.
+ROUNDING_RISE = 64
+
 
 class Solver:
     """Integrates the active rows of an ``ActiveSet`` until each one finishes.

@@ -7,6 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gfe_sklearn.flow import ALPHAS, FLOWS, LOSSES, SOLVERS, encode, horizon, solver_options
+from gfe_sklearn.flow._solver import ROUNDING_RISE
 
 from .problems import binary_targets, goes_to_endpoint, linear_decoder, mlp_decoder
 
@@ -67,7 +68,11 @@ def test_amd_never_increases_any_samples_loss(
     history = res.loss_history.numpy()
     for column in history.T:
         curve = column[~np.isnan(column)]
-        assert np.all(np.diff(curve) < 0), curve
+        # Rounding aside: near the minimum a step that flattens the slope is accepted even
+        # where the loss cannot tell it from the last.
+        slack = ROUNDING_RISE * np.finfo(curve.dtype).eps * np.abs(curve[:-1])
+        assert np.all(np.diff(curve) <= slack), curve
+        assert curve[-1] < curve[0]
     np.testing.assert_allclose(history[res.n_steps.numpy(), np.arange(6)], res.loss.numpy())
 
 

@@ -145,7 +145,9 @@ def test_reported_loss_is_the_loss_of_the_returned_code(problem, solver_flow):
 
 @PROPERTY
 @given(problem=problems(), flow=st.sampled_from(sorted(FLOWS)))
-def test_amd_ends_no_higher_than_z0_and_its_accepted_losses_strictly_decrease(problem, flow):
+def test_amd_ends_no_higher_than_z0_and_its_accepted_losses_never_rise_beyond_rounding(
+    problem, flow
+):
     decoder, target, n_components, loss = problem
     res = _encode(decoder, target, n_components, loss, "amd", flow, record_history=True)
     with torch.no_grad():
@@ -156,7 +158,10 @@ def test_amd_ends_no_higher_than_z0_and_its_accepted_losses_strictly_decrease(pr
     for column, steps, final in zip(history.T, res.n_steps.numpy(), res.loss.numpy()):
         curve = column[~np.isnan(column)]
         assert len(curve) == steps + 1
-        assert np.all(np.diff(curve) < 0), curve
+        # A step is accepted when it lowers the loss, or, near the minimum, where the loss
+        # changes by less than its rounding, when it flattens the slope (docs/engine.md).
+        slack = ROUNDING_RISE * np.finfo(curve.dtype).eps * np.abs(curve[:-1])
+        assert np.all(np.diff(curve) <= slack), curve
         assert curve[-1] == final
 
 
