@@ -6,6 +6,7 @@ import torch
 
 from ._base import BaseFlowEstimator
 from .flow import LOSSES
+from .flow._problem import rowwise
 from .nn import make_decoder, make_encoder
 
 
@@ -196,6 +197,12 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         return LOSSES[self.loss](self.decoder_(self._run_encoder(self.encoder_, target)), target)
 
     def _encode(self, target, with_loss):
-        codes = self._run_encoder(self.encoder_, target)
-        loss = LOSSES[self.loss](self.decoder_(codes), target) if with_loss else None
+        # In the row counts that round every row alike, as the flow's engine: a sample's code
+        # and loss are the same bit for bit whatever batch it is in.
+        chunk = self._row_chunk()
+        codes = rowwise(lambda t: self._run_encoder(self.encoder_, t), target, chunk=chunk)
+        loss = None
+        if with_loss:
+            loss_fn = LOSSES[self.loss]
+            loss = rowwise(lambda z, t: loss_fn(self.decoder_(z), t), codes, target, chunk=chunk)
         return codes, loss

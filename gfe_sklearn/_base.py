@@ -30,6 +30,7 @@ from ._device import resolve_device, torch_threads
 from ._persistence import PersistenceMixin
 from ._progress import progress_bar
 from .flow import LOSSES
+from .flow._problem import resolve_row_chunk, rowwise
 from .nn import ACTIVATIONS
 
 OPTIMIZERS = {
@@ -195,6 +196,10 @@ class BaseFlowEstimator(
     _values_before_parameter = {}
 
     _optimizers = OPTIMIZERS
+
+    def _row_chunk(self):
+        """Rows per module call at inference, as the flow's engine evaluates them."""
+        return resolve_row_chunk("auto", self.device_)
 
     # -- what a subclass provides -------------------------------------------------------
 
@@ -786,13 +791,18 @@ class BaseFlowEstimator(
             )
         to_data = LOSSES[self.loss].to_data
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
+
+        def decode(codes):
+            return to_data(self.decoder_(codes)).reshape(codes.shape[0], -1)
+
         with torch.no_grad(), torch_threads(self.n_threads):
             chunks = []
             for start in range(0, Z.shape[0], step):
                 codes = torch.tensor(
                     Z[start : start + step], dtype=self._model_dtype, device=self.device_
                 )
-                chunks.append(to_data(self.decoder_(codes)).reshape(codes.shape[0], -1).cpu())
+                # Row counts that round every row alike: a row decodes the same in any batch.
+                chunks.append(rowwise(decode, codes, chunk=self._row_chunk()).cpu())
         return torch.cat(chunks).numpy().astype(Z.dtype, copy=False)
 
     def score_samples(self, X):

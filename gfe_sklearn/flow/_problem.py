@@ -26,6 +26,27 @@ def padded_rows(n, chunk):
     return min(chunk, max(MIN_ROW_CHUNK, 1 << (n - 1).bit_length()))
 
 
+def rowwise(fn, *tensors, chunk):
+    """``fn(*tensors)`` evaluated in calls of the row counts that round every row alike.
+
+    Full chunks of ``chunk`` rows and the remainder padded with zero rows (``padded_rows``),
+    so that each row's result is the same bit for bit whatever batch it is in; ``chunk=None``
+    is one call. ``fn`` treats rows independently and returns one row per input row.
+    """
+    if chunk is None:
+        return fn(*tensors)
+    n = tensors[0].shape[0]
+    results = []
+    for start in range(0, n, chunk):
+        parts = [t[start : start + chunk] for t in tensors]
+        rows = parts[0].shape[0]
+        pad = padded_rows(rows, chunk) - rows
+        if pad:
+            parts = [torch.cat([p, p.new_zeros(pad, *p.shape[1:])]) for p in parts]
+        results.append(fn(*parts)[:rows])
+    return torch.cat(results)
+
+
 def resolve_row_chunk(row_chunk, device):
     """Rows per decoder call: ``'auto'`` picks by device type, None means one call."""
     if row_chunk == "auto":
@@ -104,20 +125,7 @@ class EncodingProblem:
         return loss, grad
 
     def _chunked_loss(self, z, target):
-        n = z.shape[0]
-        chunk = self.row_chunk
-        if chunk is None:
-            return self._loss(z, target)
-        losses = []
-        for start in range(0, n, chunk):
-            zc, tc = z[start : start + chunk], target[start : start + chunk]
-            rows = zc.shape[0]
-            pad = padded_rows(rows, chunk) - rows
-            if pad:
-                zc = torch.cat([zc, zc.new_zeros(pad, zc.shape[1])])
-                tc = torch.cat([tc, tc.new_zeros(pad, *tc.shape[1:])])
-            losses.append(self._loss(zc, tc)[:rows])
-        return torch.cat(losses)
+        return rowwise(self._loss, z, target, chunk=self.row_chunk)
 
     def derivative(self, t, state, grad, rows):
         """The flow's derivative at ``state``, given the loss gradient there."""
