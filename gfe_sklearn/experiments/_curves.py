@@ -20,7 +20,7 @@ from ._training import (
     make_model,
     scored_fields,
 )
-from ._units import CheckpointRecords, Unit, run_unit
+from ._units import Unit, run_checkpointed_unit
 
 NAME = "curves"
 TITLE = "Learning curves: images seen and wall time (fig. 1)"
@@ -112,17 +112,16 @@ def _run_unit(ctx, label, dataset, X_train, X_val, seed, kind):
         )
         return fields, message
 
-    records = CheckpointRecords(ctx, due, measure)
-    return run_unit(
+    return run_checkpointed_unit(
         ctx,
+        due=due,
+        measure=measure,
+        checkpoints=points,
         name=f"{kind}-{dataset}-seed{seed}",
         label=label,
-        finished=records.all_stored(points),
         make=lambda: make_model(kind, args, seed),
         X=X_train,
         stream=DrawStream(len(X_train), sampler_rng(seed, 0)),
-        checkpoints=points,
-        on_checkpoint=records.take,
     )
 
 

@@ -11,7 +11,7 @@ from ._training import (
     scored_fields,
     subset,
 )
-from ._units import CheckpointRecords, Unit, run_unit
+from ._units import Unit, run_checkpointed_unit
 
 NAME = "data-efficiency"
 TITLE = "Data efficiency (table 1)"
@@ -91,17 +91,16 @@ def _run_unit(ctx, label, data, X_test, seed, kind):
         )
         return fields, message
 
-    records = CheckpointRecords(ctx, due, measure)
-    return run_unit(
+    return run_checkpointed_unit(
         ctx,
+        due=due,
+        measure=measure,
+        checkpoints=args.budgets,
         name=f"{kind}-{data.name}-seed{seed}",
         label=label,
-        finished=records.all_stored(args.budgets),
         make=lambda: make_model(kind, args, seed),
         X=data.X_train,
         stream=draw_stream(data, seed),
-        checkpoints=args.budgets,
-        on_checkpoint=records.take,
         skipped="all budgets done, skipped",
     )
 

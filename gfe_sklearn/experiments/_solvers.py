@@ -14,7 +14,7 @@ from ._common import (
     save_figure,
 )
 from ._training import DrawStream, holdout, load_dataset, make_model, scored_fields
-from ._units import CheckpointRecords, Unit, run_unit
+from ._units import Unit, run_checkpointed_unit
 
 NAME = "solvers"
 TITLE = "Solvers and gradient modes (fig. 2 of [1], fig. 3 of [2])"
@@ -181,17 +181,16 @@ def _run_unit(ctx, label, dataset, X_train, X_val, seed, variant):
     def make():
         return make_model("gfe", args, seed, n_steps=args.n_steps, **VARIANTS[variant][1])
 
-    records = CheckpointRecords(ctx, due, measure)
-    return run_unit(
+    return run_checkpointed_unit(
         ctx,
+        due=due,
+        measure=measure,
+        checkpoints=checkpoints,
         name=f"{variant}-{dataset}-seed{seed}",
         label=label,
-        finished=records.all_stored(checkpoints),
         make=make,
         X=X_train,
         stream=DrawStream(len(X_train), sampler_rng(seed, 0)),
-        checkpoints=checkpoints,
-        on_checkpoint=records.take,
     )
 
 

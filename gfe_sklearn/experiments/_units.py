@@ -92,6 +92,22 @@ class CheckpointRecords:
         return False
 
 
+def run_checkpointed_unit(ctx, *, due, measure, checkpoints, **unit):
+    """``run_unit`` for a unit whose records are taken at its checkpoints (``CheckpointRecords``).
+
+    ``due`` and ``measure`` are ``CheckpointRecords``'; the unit is finished once every
+    checkpoint's records are stored. ``unit`` holds ``run_unit``'s other arguments.
+    """
+    records = CheckpointRecords(ctx, due, measure)
+    return run_unit(
+        ctx,
+        finished=records.all_stored(checkpoints),
+        checkpoints=checkpoints,
+        on_checkpoint=records.take,
+        **unit,
+    )
+
+
 def run_unit(
     ctx,
     *,

@@ -18,7 +18,7 @@ from gfe_sklearn.experiments._cli import resolve_options
 from gfe_sklearn.experiments._common import Interrupted, InterruptGuard, Reporter, Store
 from gfe_sklearn.experiments._snapshot import DrawStream
 from gfe_sklearn.experiments._training import Context
-from gfe_sklearn.experiments._units import CheckpointRecords, Unit, run_unit, run_units
+from gfe_sklearn.experiments._units import Unit, run_checkpointed_unit, run_units
 
 from .conftest import read_units
 
@@ -81,17 +81,16 @@ def tiny_unit(ctx, label, name, *, fail=False, wait_for=None, fresh=True):
                 until(lambda: Path(wait_for).exists())
         return {"seen": model.n_samples_seen_, "score": float(model.score(X))}, f"{label} {key}"
 
-    records = CheckpointRecords(ctx, due, measure)
-    return run_unit(
+    return run_checkpointed_unit(
         ctx,
+        due=due,
+        measure=measure,
+        checkpoints=CHECKPOINTS,
         name=name,
         label=label,
-        finished=records.all_stored(CHECKPOINTS),
         make=make,
         X=X,
         stream=DrawStream(len(X), np.random.default_rng(0)),
-        checkpoints=CHECKPOINTS,
-        on_checkpoint=records.take,
     )
 
 

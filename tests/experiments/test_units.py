@@ -7,7 +7,7 @@ from gfe_sklearn import AutoEncoderBaseline
 from gfe_sklearn.experiments._common import Interrupted, InterruptGuard, Reporter, Store
 from gfe_sklearn.experiments._snapshot import DrawStream
 from gfe_sklearn.experiments._training import Context
-from gfe_sklearn.experiments._units import CheckpointRecords, record_once, run_unit
+from gfe_sklearn.experiments._units import record_once, run_checkpointed_unit, run_unit
 
 X = np.random.default_rng(0).random((40, 16))
 CHECKPOINTS = [10, 20]
@@ -51,17 +51,16 @@ class Measure:
 
 
 def run(ctx, measure, make=make, finish=None):
-    records = CheckpointRecords(ctx, due, measure)
-    run_unit(
+    run_checkpointed_unit(
         ctx,
+        due=due,
+        measure=measure,
+        checkpoints=CHECKPOINTS,
         name="u",
         label="unit u",
-        finished=records.all_stored(CHECKPOINTS),
         make=make,
         X=X,
         stream=DrawStream(len(X), np.random.default_rng(0)),
-        checkpoints=CHECKPOINTS,
-        on_checkpoint=records.take,
         finish=finish,
     )
 
