@@ -85,6 +85,7 @@ def main():
             learning_rate=5e-4,
             batch_size=5,
             device="cpu",
+            compute_dtype=None,
             random_state=0,
         )
         start = time.perf_counter()

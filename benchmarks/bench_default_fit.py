@@ -2,16 +2,17 @@
 
 Usage::
 
-    python benchmarks/bench_default_fit.py [--with-0.2] [--repeats 1]
+    python benchmarks/bench_default_fit.py [--with-0.4] [--with-0.2] [--repeats 1]
 
 Scales the 1,797 digits to [0, 1] (MinMaxScaler fitted on a 75% training split, clipped;
 float64, as a user's pipeline gives them), fits each model with its default parameters on
 the training split and transforms the held-out 25%. Prints fit seconds (wall and CPU),
 transform seconds, epochs, the held-out BCE (minus ``score``) and each fit time as a ratio to
-the autoencoder's, all in one run. ``--with-0.2`` adds GradientFlowEncoder with the defaults
-of version 0.2 (AMD, batches of 32, lr 5e-4, 20 epochs, training flows to 1e-3), which takes
-several minutes. PCA (20 components) has no BCE; its held-out mean squared reconstruction
-error is printed.
+the autoencoder's, all in one run. ``--with-0.4`` adds both estimators with version 0.4's
+arithmetic (the data's dtype, float64 here: ``compute_dtype=None``); ``--with-0.2`` adds
+GradientFlowEncoder with the defaults of version 0.2 (AMD, batches of 32, lr 5e-4, 20
+epochs, training flows to 1e-3, float64), which takes several minutes. PCA (20
+components) has no BCE; its held-out mean squared reconstruction error is printed.
 """
 
 import argparse
@@ -37,6 +38,7 @@ DEFAULTS_0_2 = {
     "learning_rate": 5e-4,
     "max_iter": 20,
     "fit_stop_tol": 1e-3,
+    "compute_dtype": None,
 }
 
 
@@ -65,6 +67,12 @@ def main():
         action="store_true",
         help="also fit GradientFlowEncoder with version 0.2's defaults",
     )
+    parser.add_argument(
+        "--with-0.4",
+        dest="before",
+        action="store_true",
+        help="also fit both estimators in the data's dtype, as version 0.4 did",
+    )
     parser.add_argument("--repeats", type=int, default=1)
     args = parser.parse_args()
     print(
@@ -82,6 +90,13 @@ def main():
         "AutoEncoderBaseline()": lambda: AutoEncoderBaseline(random_state=0),
         "GradientFlowEncoder()": lambda: GradientFlowEncoder(random_state=0),
     }
+    if args.before:
+        models["AutoEncoderBaseline(<0.4: float64>)"] = lambda: AutoEncoderBaseline(
+            compute_dtype=None, random_state=0
+        )
+        models["GradientFlowEncoder(<0.4: float64>)"] = lambda: GradientFlowEncoder(
+            compute_dtype=None, random_state=0
+        )
     if args.old:
         models["GradientFlowEncoder(<0.2 defaults>)"] = lambda: GradientFlowEncoder(
             **DEFAULTS_0_2, random_state=0

@@ -76,6 +76,7 @@ def main():
             learning_rate=5e-4,
             batch_size=5,
             max_iter=1,
+            compute_dtype=None,
             random_state=0,
             device="cpu",
         )

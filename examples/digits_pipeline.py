@@ -72,7 +72,6 @@ def main():
 
     X, y = load_digits(return_X_y=True)
     X, y = X[: args.n_samples], y[: args.n_samples]
-    X = X.astype(np.float32)  # float32 data train float32 torch models: twice as fast
     k = args.n_components
     common = dict(n_components=k, random_state=0, device="auto")
     encoders = {

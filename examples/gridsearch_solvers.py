@@ -2,7 +2,7 @@
 example.
 
 ``MinMaxScaler(clip=True)`` keeps held-out rows inside ``[0, 1]``, which ``loss='bce'``
-models; float32 data train a float32 model; ``verbose=1`` prints a line per training epoch.
+models; ``verbose=1`` prints a line per training epoch.
 Each candidate solver is fitted on three folds and the best one refitted on all the data::
 
     python examples/gridsearch_solvers.py
@@ -10,7 +10,6 @@ Each candidate solver is fitted on three folds and the best one refitted on all 
 
 import argparse
 
-import numpy as np
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
@@ -35,7 +34,6 @@ def main():
 
     X, y = load_digits(return_X_y=True)
     X, y = X[: args.n_samples], y[: args.n_samples]
-    X = X.astype(np.float32)  # float32 data train a float32 model, about twice as fast
     gfe = GradientFlowEncoder(
         n_components=10, hidden_layer_sizes=(32, 64), max_samples=args.max_samples, verbose=1
     )

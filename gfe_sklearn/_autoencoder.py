@@ -50,7 +50,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         A decoder to train instead of the MLP, with ``GradientFlowEncoder``'s contract. When
         only the decoder is given, the mirror MLP encoder reads the flattened samples.
     device : str, default='auto'
-    compute_dtype : {'float32', 'float64'} or None, default=None
+    compute_dtype : {'float32', 'float64'} or None, default='float32'
         The floating-point type of the model and its arithmetic; None follows the training
         data (see ``GradientFlowEncoder``).
     n_threads : int or None, default=1
@@ -120,7 +120,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         encoder=None,
         decoder=None,
         device="auto",
-        compute_dtype=None,
+        compute_dtype="float32",
         n_threads=1,
         random_state=None,
         verbose=0,

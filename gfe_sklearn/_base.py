@@ -193,7 +193,7 @@ class BaseFlowEstimator(
 
     # Parameters added after models were first saved, with the value that reproduces how a
     # model saved before them behaves, where that differs from today's default.
-    _values_before_parameter = {}
+    _values_before_parameter = {"compute_dtype": None}
 
     _optimizers = OPTIMIZERS
 

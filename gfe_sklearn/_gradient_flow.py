@@ -204,13 +204,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     device : str, default='auto'
         ``'auto'`` (CUDA, else MPS, else CPU), ``'cpu'``, ``'cuda'``, ``'cuda:N'`` or ``'mps'``.
         Resolved at ``fit``; nothing touches CUDA before.
-    compute_dtype : {'float32', 'float64'} or None, default=None
+    compute_dtype : {'float32', 'float64'} or None, default='float32'
         The floating-point type of the model and its arithmetic, chosen when the model is
-        created (``fit``, or the first ``partial_fit``; continued training keeps it). None
-        follows the training data: float64 data train a float64 model, anything else a
-        float32 one (MPS has no float64). ``'float32'`` fits faster on a CPU and far faster
-        on most GPUs at the same held-out loss, and encodes as close to the flow's endpoint
-        (docs/performance.md). The outputs of ``transform``, ``inverse_transform`` and
+        created (``fit``, or the first ``partial_fit``; continued training keeps it).
+        float32 fits faster than float64 on a CPU and far faster on most GPUs, at the same
+        held-out loss and with codes as close to the flow's endpoint (docs/performance.md).
+        ``'float64'`` is for data beyond float32's range or precision; None follows the
+        training data: float64 data train a float64 model, anything else a float32 one (MPS
+        has no float64). The outputs of ``transform``, ``inverse_transform`` and
         ``score_samples`` keep the dtype of their input either way.
     n_threads : int or None, default=1
         torch's intra-op CPU threads while fitting and encoding, set for each call and
@@ -250,11 +251,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     Notes
     -----
-    By default the torch model takes the dtype of the first ``X`` it is fitted on: float64
-    data train a float64 model (float32 on MPS, which has no float64), any other dtype a
-    float32 one; ``compute_dtype`` overrides that. Outputs always come back in the dtype of
-    the input. Use float32 for speed, above all on consumer GPUs, whose float64 throughput
-    is a small fraction of their float32 throughput.
+    The torch model computes in float32 whatever the data's dtype (``compute_dtype``), and
+    outputs come back in the dtype of the input. Ask for float64 only where the data need
+    it: on consumer GPUs its throughput is a small fraction of float32's.
 
     With ``allow_nan=True`` a sample's code depends on its observed entries alone, so
     encoding a masked sample gives the same code as encoding only its observed features with
@@ -371,7 +370,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         warm_start=False,
         decoder=None,
         device="auto",
-        compute_dtype=None,
+        compute_dtype="float32",
         n_threads=1,
         random_state=None,
         verbose=0,

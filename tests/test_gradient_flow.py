@@ -159,7 +159,7 @@ def test_user_decoder_for_images(X, small):
     est = GradientFlowEncoder(**small, decoder=module).fit(X)  # X rows are flat 4x4 images
     assert isinstance(est.decoder_, _ConvDecoder) and est.decoder_ is not module
     assert all(torch.equal(p, q) for p, q in zip(module.parameters(), initial))
-    assert next(est.decoder_.parameters()).dtype == torch.float64  # follows the data
+    assert next(est.decoder_.parameters()).dtype == torch.float32  # compute_dtype's default
     assert est.transform(X).shape == (60, 2)
     assert est.inverse_transform(np.zeros((3, 2))).shape == (3, 16)
     assert np.isfinite(est.score(X))

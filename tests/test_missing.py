@@ -139,7 +139,7 @@ def test_bce_range_check_skips_missing_entries_but_not_bad_values(X, small):
 def test_missing_entries_do_not_train_their_outputs(X, small):
     # A feature that is never observed gives its output unit no gradient: RMSprop leaves its
     # weights exactly where they started, while the observed features' weights move.
-    decoder = torch.nn.Linear(2, X.shape[1], dtype=torch.float64)
+    decoder = torch.nn.Linear(2, X.shape[1])
     X = X.copy()
     X[:, 5] = np.nan
     est = GradientFlowEncoder(allow_nan=True, decoder=decoder, **small).fit(X)

@@ -147,6 +147,9 @@ def model_params(args, seed):
         learning_rate=args.learning_rate,
         batch_size=args.batch_size,
         device=args.device,
+        # The data's dtype, as every table was made with (float32 for the image loaders):
+        # a later default cannot refuse a run's resumption or move its numbers.
+        compute_dtype=None,
         random_state=int(seed),
     )
 

@@ -118,7 +118,8 @@ def test_settings_without_meaning_for_it_are_refused(setting):
 def test_estimator_with_lbfgs_encodes_like_the_flow(X, small):
     est = GradientFlowEncoder(**{**small, "solver": "lbfgs", "max_iter": 3}).fit(X)
     codes = est.transform(X)
-    flow = _flow_endpoint(est.decoder_, torch.as_tensor(X), est.n_components)
+    target = torch.as_tensor(X, dtype=next(est.decoder_.parameters()).dtype)
+    flow = _flow_endpoint(est.decoder_, target, est.n_components)
     np.testing.assert_allclose(codes, flow.z.numpy(), rtol=0, atol=1e-3 * np.abs(codes).max())
     with pytest.raises(ValueError, match="tau=10.0 cannot be used with solver='lbfgs'"):
         GradientFlowEncoder(**{**small, "solver": "lbfgs", "tau": 10.0}).fit(X)
