@@ -44,7 +44,7 @@ def test_the_readme_example_is_the_example_script():
         "pipe = make_pipeline(MinMaxScaler(clip=True), gfe, StandardScaler(), "
         "LogisticRegression())",
         "search = GridSearchCV(pipe, grid, cv=3).fit(X, y)",
-        "X = X.astype(np.float32)",
+        "X, y = load_digits(return_X_y=True)",
     ]:
         assert line in readme and line in script
 
