@@ -124,11 +124,15 @@ class ZeroFilledAutoencoder:
         return np.where(np.isnan(X), guess, X)
 
 
-def make_imputers(n_components, epochs, seed, fit_max_steps=None, code_prior=0.0, n_starts=1):
+def make_imputers(
+    n_components, epochs, seed, fit_max_steps=None, code_prior=0.0, n_starts=1, hidden=None
+):
     # batch_size, fit_stop_tol and fit_max_steps default to the values of the published run
     # (0.3.0's defaults; 0.4 caps the training flows at 25 steps: --fit-max-steps 25).
+    decoder = {} if hidden is None else {"hidden_layer_sizes": tuple(hidden)}
     encoder = GradientFlowEncoder(
         n_components=n_components,
+        **decoder,
         loss="bce",
         solver="lbfgs",
         learning_rate=1e-3,
@@ -151,6 +155,7 @@ def make_imputers(n_components, epochs, seed, fit_max_steps=None, code_prior=0.0
         "GFE (complete fit)": GradientFlowImputer(**gfe),
         "AE zero-fill": ZeroFilledAutoencoder(
             n_components=n_components,
+            **decoder,
             loss="bce",
             batch_size=32,
             learning_rate=5e-4,
@@ -189,6 +194,7 @@ def run_dataset(name, args, rng):
     settings.setdefault("fit_max_steps", None)
     settings["code_prior"] = args.code_prior
     settings["n_starts"] = args.n_starts
+    settings["hidden"] = args.hidden
     result = {
         "n_train": len(X_train),
         "n_test": len(X_test),
@@ -204,6 +210,7 @@ def run_dataset(name, args, rng):
         settings["fit_max_steps"],
         settings["code_prior"],
         settings["n_starts"],
+        settings["hidden"],
     )
     for method, imputer in imputers.items():
         if method not in args.methods:
@@ -365,6 +372,14 @@ def main():
         type=int,
         default=1,
         help="GradientFlowImputer's n_starts for the GFE (default 1: the encoder's own start)",
+    )
+    parser.add_argument(
+        "--hidden",
+        type=int,
+        nargs="+",
+        default=None,
+        help="hidden layer widths of the GFE's and the autoencoder's decoder "
+        "(default: the estimators', 150 300 600)",
     )
     parser.add_argument(
         "--no-accuracy",

@@ -157,7 +157,7 @@ def run_seed(model, args, X_train, X_test, seed):
         est = GradientFlowEncoder(
             **{**OURS, "solver": args.solver}, batch_size=BATCH, device="cpu", random_state=seed
         )
-    seen, train_seconds, rows = 0, 0.0, []
+    seen, train_seconds = 0, 0.0
     for budget in args.budgets:
         start = time.perf_counter()
         while seen < budget:
@@ -191,9 +191,9 @@ def run_seed(model, args, X_train, X_test, seed):
         }
         if other_codes is not None:
             row["test_bce_other_encoding"] = test_bce(decoder, other_codes, Xt)
-        rows.append(row)
         print(json.dumps(row), flush=True)
-    return rows
+        # Each budget's row reaches --out as it is measured: a stopped run keeps its budgets.
+        yield row
 
 
 class _Wrapped(torch.nn.Module):
@@ -225,18 +225,15 @@ def report(records, budgets, solver):
     )
     lines = [header, "|---:|---:|---:|---:|---:|---:|---:|"]
     for b in budgets:
-        speed = [
-            np.mean(
-                [r["images_per_second"] for r in records if r["model"] == m and r["images"] == b]
-                or [np.nan]
-            )
-            for m in ("theirs", "ours")
-        ]
+        speed = []
+        for m in ("theirs", "ours"):
+            rates = [r["images_per_second"] for r in records if (r["model"], r["images"]) == (m, b)]
+            speed.append(f"{np.mean(rates):.2f}" if rates else "–")
         lines.append(
             f"| {b:,} | {cell('theirs', b, 'test_bce')} | {cell('ours', b, 'test_bce')} "
             f"| {cell('theirs', b, 'test_bce_other_encoding')} "
             f"| {cell('ours', b, 'test_bce_other_encoding')} "
-            f"| {speed[0]:.2f} | {speed[1]:.2f} |"
+            f"| {speed[0]} | {speed[1]} |"
         )
     return "\n".join(lines)
 
