@@ -2,7 +2,7 @@
 
 import torch
 
-from ._solver import ROUNDING_RISE, Solver
+from ._solver import Solver, settles_within_rounding
 
 
 class AMD(Solver):
@@ -55,19 +55,18 @@ class AMD(Solver):
 
     def integrate(self, run):
         problem, flow = run.problem, run.problem.flow
-        rounding = ROUNDING_RISE * torch.finfo(run["state"].dtype).eps
         self.start(run)
         while len(run):
             state, loss, t, h = run["state"], run["loss"], run["t"], run["h"]
             trial = flow.descent_step(t, state, run["grad"], h)
-            trial_loss, trial_grad = problem.loss_and_grad(flow.position(trial), run.rows)
+            position = flow.position(trial)
+            trial_loss, trial_grad = problem.loss_and_grad(position, run.rows)
             run.count_evals()
-            moved = flow.position(trial) - flow.position(state)
+            moved = position - flow.position(state)
             slope = (run["grad"] * moved).sum(dim=1)
-            within_rounding = trial_loss <= loss + rounding * loss.abs()
-            flatter = (trial_grad * moved).sum(dim=1).abs() <= 0.9 * slope.abs()
-            accepted = (trial_loss < loss) | (
-                within_rounding & flatter & (slope < 0) & torch.isfinite(trial_loss)
+            trial_slope = (trial_grad * moved).sum(dim=1)
+            accepted = (trial_loss < loss) | settles_within_rounding(
+                loss, trial_loss, slope, trial_slope
             )
             run.record_steps(accepted, t, h, state)
 

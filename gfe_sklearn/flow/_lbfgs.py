@@ -4,7 +4,7 @@ import math
 
 import torch
 
-from ._solver import ROUNDING_RISE, Solver
+from ._solver import Solver, settles_within_rounding
 
 
 class LBFGS(Solver):
@@ -22,11 +22,8 @@ class LBFGS(Solver):
     their step in one batched decoder call, a rejected sample retries with ``shrink`` times
     its step in the next call, so each sample's decisions are the sequential algorithm's. A
     step is accepted when it lowers the loss by the Armijo fraction ``armijo`` of the
-    predicted decrease (and lowers it at all), or when the loss stays within its rounding
-    and the slope along the direction shrinks by a tenth (an approximate Wolfe condition,
-    as in Hager and Zhang's CG_DESCENT): near a minimum a step changes the loss by less
-    than its rounding, and in float32 the Armijo test alone stops codes about ten times
-    further from the minimum than in float64; slopes keep their precision there. A sample
+    predicted decrease (and lowers it at all), or, where the loss no longer resolves the
+    decrease, when ``settles_within_rounding`` accepts it (the slope test AMD uses too). A sample
     stops when its next quasi-Newton step (built from at least one step pair) would move
     its code by at most ``stop_tol / 2 * max(|z|, 1)``: near a minimum that step estimates
     the distance left, as the ``'code'`` stop rule's estimate does for the flow. It also
@@ -54,7 +51,6 @@ class LBFGS(Solver):
         problem = run.problem
         n, k = run["state"].shape
         like = run["state"]
-        rounding = ROUNDING_RISE * torch.finfo(like.dtype).eps
         run["S"] = like.new_zeros(n, self.history, k)
         run["Y"] = like.new_zeros(n, self.history, k)
         run["step"] = torch.ones_like(run["t"])
@@ -69,10 +65,8 @@ class LBFGS(Solver):
             # Strictly lower as well: in float32 near a minimum the Armijo bound rounds to the
             # loss itself, and steps that change nothing would be accepted forever.
             armijo = (trial_loss <= loss + self.armijo * step * run["slope"]) & (trial_loss < loss)
-            within_rounding = trial_loss <= loss + rounding * loss.abs()
             trial_slope = (trial_grad * direction).sum(dim=1)
-            flatter = trial_slope.abs() <= 0.9 * run["slope"].abs()
-            accepted = armijo | (within_rounding & flatter & torch.isfinite(trial_loss))
+            accepted = armijo | settles_within_rounding(loss, trial_loss, run["slope"], trial_slope)
             self._remember(run, accepted, trial - state, trial_grad - grad)
             run.accept(accepted, run["t"] + 1, trial, trial_loss, grad=trial_grad)
 

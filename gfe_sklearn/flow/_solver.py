@@ -6,9 +6,30 @@ Its constructor's keyword arguments are its options (``solver_options``), so eac
 default.
 """
 
+import torch
+
 # Units in the last place a descending flow's loss may rise by in a step from rounding
 # alone: the loss is a mean of many entries, whose rounding errors add up.
 ROUNDING_RISE = 64
+
+
+def settles_within_rounding(loss, trial_loss, slope, trial_slope):
+    """Which rows' trial steps to accept although their loss shows no decrease.
+
+    Near a minimum a step changes the loss by less than its rounding, so loss differences
+    stop telling good steps from bad ones (in float32 about ten times further from the
+    minimum than in float64); slopes keep their precision there. A step along a descent
+    direction (``slope``, the loss's derivative along it, below 0) is accepted when the loss
+    stays within its rounding and the slope at the trial point (``trial_slope``) is a tenth
+    smaller in size: an approximate Wolfe condition, as in Hager and Zhang's CG_DESCENT.
+    """
+    rounding = ROUNDING_RISE * torch.finfo(loss.dtype).eps
+    return (
+        (slope < 0)
+        & (trial_loss <= loss + rounding * loss.abs())
+        & (trial_slope.abs() <= 0.9 * slope.abs())
+        & torch.isfinite(trial_loss)
+    )
 
 
 class Solver:
