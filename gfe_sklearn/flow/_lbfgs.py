@@ -117,7 +117,7 @@ class LBFGS(Solver):
         gamma = torch.where(
             paired,
             sy[:, -1] / torch.where(paired, newest_yy, 1.0),
-            self.first_step / grad.norm(dim=1).clamp_min(1e-300),
+            self.first_step / grad.norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny),
         )
         g = grad[:, :, None]
         Sg, Yg = torch.bmm(S, g)[..., 0], torch.bmm(Y, g)[..., 0]

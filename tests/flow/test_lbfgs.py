@@ -133,3 +133,16 @@ def test_float32_codes_stop_at_rounding_instead_of_looping():
     res = encode(decoder, target, 3, solver="lbfgs", stop_tol=1e-6)
     assert res.converged.all()
     assert res.n_evals.max() < 200
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_a_code_where_the_gradient_vanishes_is_retired_at_once(dtype):
+    # A decoder that ignores its code has a zero gradient everywhere: the first step has
+    # nowhere to go. It once accepted null steps to max_steps (float64) or, with the first
+    # step's scale overflowing float32, tried NaN codes to max_backtracks.
+    decoder = torch.nn.Linear(3, 8).to(dtype)
+    torch.nn.init.zeros_(decoder.weight)
+    target = binary_targets(4, 8, seed=1).to(dtype)
+    res = encode(decoder, target, 3, solver="lbfgs")
+    assert res.n_evals.max() <= 2
+    assert res.converged.all() and torch.equal(res.z, torch.zeros_like(res.z))
