@@ -4,7 +4,8 @@ Usage::
 
     python benchmarks/bench_imputation.py [--datasets digits mnist fashion-mnist]
         [--n-train 5000] [--n-test 1000] [--epochs N] [--n-components K]
-        [--fit-max-steps {N,none}] [--code-prior C] [--n-starts S] [--methods GFE KNN ...]
+        [--fit-max-steps {N,none}] [--fit-hide-fraction F] [--code-prior C] [--n-starts S]
+        [--methods GFE KNN ...]
         [--out docs/imputation] [--threads 1]
 
 Protocol (one run, one seed). Every imputer is fitted once per data set on the training
@@ -20,7 +21,8 @@ Models: ``GradientFlowImputer`` with ``GradientFlowEncoder(loss='bce', solver='l
 learning_rate=1e-3, batch_size=128, fit_stop_tol=1e-2, fit_max_steps=None)`` and the epochs
 and components of ``GFE_SETTINGS`` (``--epochs``, ``--n-components`` and ``--fit-max-steps``
 override them for every data set), other parameters default (decoder 150-300-600,
-``stop_tol=1e-4``), float32, and the imputer's ``code_prior`` (``--code-prior``, default 0:
+``stop_tol=1e-4``), float32, ``fit_hide_fraction`` (``--fit-hide-fraction``, default 0),
+and the imputer's ``code_prior`` (``--code-prior``, default 0:
 no prior on the codes) and ``n_starts`` (``--n-starts``, default 1); the same imputer
 fitted on the complete training images (what training on incomplete data costs);
 ``AutoEncoderBaseline`` with the same decoder and code size (batch 32, learning rate
@@ -125,7 +127,14 @@ class ZeroFilledAutoencoder:
 
 
 def make_imputers(
-    n_components, epochs, seed, fit_max_steps=None, code_prior=0.0, n_starts=1, hidden=None
+    n_components,
+    epochs,
+    seed,
+    fit_max_steps=None,
+    code_prior=0.0,
+    n_starts=1,
+    hidden=None,
+    fit_hide_fraction=0.0,
 ):
     # batch_size, fit_stop_tol and fit_max_steps default to the values of the published run
     # (0.3.0's defaults; 0.4 caps the training flows at 25 steps: --fit-max-steps 25).
@@ -139,6 +148,7 @@ def make_imputers(
         batch_size=128,
         fit_stop_tol=1e-2,
         fit_max_steps=fit_max_steps,
+        fit_hide_fraction=fit_hide_fraction,
         max_iter=epochs,
         device="cpu",
         random_state=seed,
@@ -195,6 +205,7 @@ def run_dataset(name, args, rng):
     settings["code_prior"] = args.code_prior
     settings["n_starts"] = args.n_starts
     settings["hidden"] = args.hidden
+    settings["fit_hide_fraction"] = args.fit_hide_fraction
     result = {
         "n_train": len(X_train),
         "n_test": len(X_test),
@@ -211,6 +222,7 @@ def run_dataset(name, args, rng):
         settings["code_prior"],
         settings["n_starts"],
         settings["hidden"],
+        settings["fit_hide_fraction"],
     )
     for method, imputer in imputers.items():
         if method not in args.methods:
@@ -292,6 +304,11 @@ def print_tables(name, result):
         f"{result['n_test']} test images; GFE {gfe['n_components']} components, "
         f"{gfe['epochs']} epochs"
         + ("" if gfe["fit_max_steps"] is None else f", fit_max_steps={gfe['fit_max_steps']}")
+        + (
+            f", fit_hide_fraction={gfe['fit_hide_fraction']:g}"
+            if gfe.get("fit_hide_fraction")
+            else ""
+        )
         + (f", code_prior={gfe['code_prior']:g}" if gfe["code_prior"] else "")
         + (f", n_starts={gfe['n_starts']}" if gfe.get("n_starts", 1) > 1 else "")
         + ")\n"
@@ -360,6 +377,12 @@ def main():
         type=lambda text: None if text.lower() == "none" else int(text),
         default=None,
         help="the GFE's fit_max_steps (default: none, as in the published run; 0.4's is 25)",
+    )
+    parser.add_argument(
+        "--fit-hide-fraction",
+        type=float,
+        default=0.0,
+        help="the GFE's fit_hide_fraction (default 0: the flow sees every observed entry)",
     )
     parser.add_argument(
         "--code-prior",

@@ -221,6 +221,93 @@ def test_more_observed_entries_predict_hidden_ones_better():
     assert errors[1] < 0.5 * mean_guess
 
 
+# -- hiding entries from the training flows (fit_hide_fraction) ------------------------------
+
+
+def _training_flow_targets(est, X):
+    """Fit ``est`` on ``X``; return the targets its training flows saw, and their losses."""
+    seen = []
+    flow = est._flow
+
+    def spy(target, *args, **kwargs):
+        if kwargs.get("row_chunk", "auto") is None:  # the training flows' call
+            seen.append((target.clone(), kwargs.get("loss")))
+        return flow(target, *args, **kwargs)
+
+    est._flow = spy
+    est.fit(X)
+    del est._flow
+    return seen
+
+
+@pytest.mark.parametrize("allow_nan", [False, True])
+def test_training_flows_see_a_random_part_of_each_rows_entries(X, small, allow_nan):
+    data = _holes(X) if allow_nan else X
+    est = GradientFlowEncoder(fit_hide_fraction=0.8, allow_nan=allow_nan, **small)
+    seen = _training_flow_targets(est, data)
+    assert seen
+    targets = torch.cat([target for target, _ in seen]).numpy()
+    hidden = np.isnan(targets).sum() - np.isnan(data).sum() * est.n_iter_
+    # Each row hides each observed entry with a rate drawn uniformly from [0, 0.8].
+    observed = (~np.isnan(data)).sum() * est.n_iter_
+    assert 0.3 < hidden / observed < 0.5
+    assert (~np.isnan(targets)).any(axis=1).all()
+    # The flow's loss skips what is hidden; the decoder is trained on every observed entry.
+    assert all(torch.isfinite(loss(torch.zeros_like(t), t)).all() for t, loss in seen)
+
+
+def test_a_row_with_one_observed_entry_keeps_it_in_view(X, small):
+    X = X.copy()
+    X[:, 1:] = np.nan
+    est = GradientFlowEncoder(fit_hide_fraction=0.99, allow_nan=True, **small)
+    for target, _ in _training_flow_targets(est, X):
+        assert not torch.isnan(target[:, 0]).any()
+    assert np.isfinite(est.transform(X)).all()
+
+
+def test_hiding_is_off_by_default_and_reproducible(X, small):
+    plain = GradientFlowEncoder(**small).fit(X)
+    assert GradientFlowEncoder().fit_hide_fraction == 0
+    assert all(loss is None for _, loss in _training_flow_targets(GradientFlowEncoder(**small), X))
+    hiding = [GradientFlowEncoder(fit_hide_fraction=0.5, **small).fit(X) for _ in range(2)]
+    np.testing.assert_array_equal(hiding[0].transform(X), hiding[1].transform(X))
+    assert not np.array_equal(hiding[0].transform(X), plain.transform(X))
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 1.5])
+def test_hide_fraction_outside_0_1_is_refused(X, small, fraction):
+    with pytest.raises(ValueError, match="fit_hide_fraction"):
+        GradientFlowEncoder(fit_hide_fraction=fraction, **small).fit(X)
+
+
+def test_hiding_entries_in_training_predicts_hidden_ones_better():
+    # With a code larger than the data need (8 components, 2 true factors), a code found from
+    # a fifth of a sample's entries fits those alone and misses the rest; a decoder trained
+    # to predict entries its codes were not found from halves that error.
+    rng = np.random.RandomState(0)
+    basis = rng.uniform(-3, 3, size=(2, 24))
+    X = 1 / (1 + np.exp(-rng.normal(size=(300, 2)) @ basis))
+    test = X[240:].copy()
+    kept = np.random.RandomState(1).uniform(size=test.shape) < 0.2
+    test[~kept] = np.nan
+    errors = []
+    for fraction in (0.0, 0.8):
+        est = GradientFlowEncoder(
+            n_components=8,
+            hidden_layer_sizes=(32,),
+            solver="lbfgs",
+            max_iter=15,
+            learning_rate=5e-3,
+            allow_nan=True,
+            fit_hide_fraction=fraction,
+            device="cpu",
+            random_state=0,
+        ).fit(X[:240])
+        guess = est.inverse_transform(est.transform(test))
+        errors.append(np.sqrt(np.mean((guess[~kept] - X[240:][~kept]) ** 2)))
+    assert errors[1] < 0.7 * errors[0]
+
+
 def test_save_and_load_keep_allow_nan(X, small, tmp_path):
     X = _holes(X)
     est = GradientFlowEncoder(allow_nan=True, **small).fit(X)
