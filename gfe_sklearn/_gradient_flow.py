@@ -97,9 +97,10 @@ class GradientFlowEncoder(BaseFlowEstimator):
         entries at the code found from the rest (a sample keeps at least one entry in view).
         The codes of incomplete samples then fill in their missing entries better, since
         codes found from few entries no longer fit those alone: use it for imputation
-        (``GradientFlowImputer``) and for encoding samples with gaps. 0 (the default) shows
-        the flow every observed entry, as the papers do. Works with and without
-        ``allow_nan``.
+        (``GradientFlowImputer``) and for encoding samples with gaps, with codes taken at
+        the flow's endpoint (``'lbfgs'``; a short ``tau`` already keeps codes near their
+        start, and gained nothing from it). 0 (the default) shows the flow every observed
+        entry, as the papers do. Works with and without ``allow_nan``.
     solver : {'auto', 'lbfgs', 'amd', 'euler', 'rk4', 'dopri5'}, default='auto'
         How the codes are found. ``'lbfgs'``: per-sample L-BFGS, which goes straight to the
         gradient flow's endpoint in far fewer decoder evaluations than integrating the flow
