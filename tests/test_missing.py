@@ -31,6 +31,20 @@ def _holes(X, fraction=0.3, seed=0):
     return X
 
 
+def _two_factor_data():
+    """300 samples of 24 features in (0, 1) that two factors explain exactly."""
+    rng = np.random.RandomState(0)
+    basis = rng.uniform(-3, 3, size=(2, 24))
+    return 1 / (1 + np.exp(-rng.normal(size=(300, 2)) @ basis))
+
+
+def _missing_aware_encoder(**params):
+    """An L-BFGS encoder with allow_nan, trained enough to fit ``_two_factor_data``."""
+    settings = dict(hidden_layer_sizes=(32,), solver="lbfgs", max_iter=15, learning_rate=5e-3)
+    settings.update(allow_nan=True, device="cpu", random_state=0)
+    return GradientFlowEncoder(**settings, **params)
+
+
 # -- the loss --------------------------------------------------------------------------------
 
 
@@ -196,19 +210,8 @@ def test_complete_data_encode_as_without_allow_nan(X, small):
 def test_more_observed_entries_predict_hidden_ones_better():
     # The missing entries of a sample come from the decoder at the code of its observed
     # entries; a sample seen through fewer entries is predicted worse on the rest.
-    rng = np.random.RandomState(0)
-    basis = rng.uniform(-3, 3, size=(2, 24))
-    X = 1 / (1 + np.exp(-rng.normal(size=(300, 2)) @ basis))
-    est = GradientFlowEncoder(
-        n_components=2,
-        hidden_layer_sizes=(32,),
-        solver="lbfgs",
-        max_iter=15,
-        learning_rate=5e-3,
-        allow_nan=True,
-        device="cpu",
-        random_state=0,
-    ).fit(X[:240])
+    X = _two_factor_data()
+    est = _missing_aware_encoder(n_components=2).fit(X[:240])
     test, hidden = X[240:], np.arange(12, 24)
     errors = []
     for n_seen in (2, 12):
@@ -284,25 +287,13 @@ def test_hiding_entries_in_training_predicts_hidden_ones_better():
     # With a code larger than the data need (8 components, 2 true factors), a code found from
     # a fifth of a sample's entries fits those alone and misses the rest; a decoder trained
     # to predict entries its codes were not found from halves that error.
-    rng = np.random.RandomState(0)
-    basis = rng.uniform(-3, 3, size=(2, 24))
-    X = 1 / (1 + np.exp(-rng.normal(size=(300, 2)) @ basis))
+    X = _two_factor_data()
     test = X[240:].copy()
     kept = np.random.RandomState(1).uniform(size=test.shape) < 0.2
     test[~kept] = np.nan
     errors = []
     for fraction in (0.0, 0.8):
-        est = GradientFlowEncoder(
-            n_components=8,
-            hidden_layer_sizes=(32,),
-            solver="lbfgs",
-            max_iter=15,
-            learning_rate=5e-3,
-            allow_nan=True,
-            fit_hide_fraction=fraction,
-            device="cpu",
-            random_state=0,
-        ).fit(X[:240])
+        est = _missing_aware_encoder(n_components=8, fit_hide_fraction=fraction).fit(X[:240])
         guess = est.inverse_transform(est.transform(test))
         errors.append(np.sqrt(np.mean((guess[~kept] - X[240:][~kept]) ** 2)))
     assert errors[1] < 0.7 * errors[0]
