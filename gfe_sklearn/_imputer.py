@@ -37,7 +37,8 @@ class GradientFlowImputer(_BaseImputer):
         The encoder's settings. ``fit`` trains a clone with ``allow_nan=True``; the instance
         passed is not changed. None uses ``GradientFlowEncoder(loss='mse')``, which takes any
         finite data; scale such data first (``StandardScaler`` and ``MinMaxScaler`` skip
-        NaN). For data in ``[0, 1]`` such as images, ``loss='bce'`` is the papers' choice.
+        NaN). For data in ``[0, 1]`` such as images, ``loss='bce'`` is the papers' choice,
+        and ``fit_hide_fraction=0.8`` trains the decoder for imputing (docs/imputation.md).
     missing_values : int, float, str, np.nan or None, default=np.nan
         The placeholder for the missing values. All occurrences of ``missing_values`` are
         imputed.
