@@ -234,6 +234,7 @@ def run_dataset(name, args, rng):
             train_filled, train_seconds = timed(imputer.transform, train_holes)
             classifier = LogisticRegression(max_iter=300).fit(train_filled, y_train)
         entry = {
+            "code_prior": getattr(imputer, "code_prior_", None),
             "fit_s": fit_seconds,
             "impute_train_s": train_seconds,
             "impute_test_s": 0.0,
@@ -253,7 +254,8 @@ def run_dataset(name, args, rng):
         print(
             f"  {name} {method}: fit {fit_seconds:.1f} s, train "
             + ("-" if train_seconds is None else f"{train_seconds:.1f} s")
-            + f", tests {entry['impute_test_s']:.1f} s",
+            + f", tests {entry['impute_test_s']:.1f} s"
+            + ("" if entry["code_prior"] is None else f", code_prior_ {entry['code_prior']:g}"),
             flush=True,
         )
     if not args.no_accuracy:
@@ -309,7 +311,7 @@ def print_tables(name, result):
             if gfe.get("fit_hide_fraction")
             else ""
         )
-        + (f", code_prior={gfe['code_prior']:g}" if gfe["code_prior"] else "")
+        + (f", code_prior={gfe['code_prior']}" if gfe["code_prior"] else "")
         + (f", n_starts={gfe['n_starts']}" if gfe.get("n_starts", 1) > 1 else "")
         + ")\n"
     )
@@ -386,9 +388,9 @@ def main():
     )
     parser.add_argument(
         "--code-prior",
-        type=float,
+        type=lambda text: text if text == "auto" else float(text),
         default=0.0,
-        help="GradientFlowImputer's code_prior for the GFE (default 0: none)",
+        help="GradientFlowImputer's code_prior for the GFE, a weight or 'auto' (default 0: none)",
     )
     parser.add_argument(
         "--n-starts",

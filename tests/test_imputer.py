@@ -5,6 +5,7 @@ from functools import partial
 import numpy as np
 import pytest
 from sklearn.base import clone
+from sklearn.datasets import load_digits
 from sklearn.impute import KNNImputer, MissingIndicator, SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -73,8 +74,9 @@ def test_observed_entries_are_returned_unchanged(X, dtype):
 
 
 def test_missing_entries_come_from_the_encoders_reconstruction(X):
+    # Without the prior on the codes (code_prior=0), the codes are the encoder's own.
     X = with_holes(X)
-    imputer = GradientFlowImputer(encoder=small_encoder(loss="bce")).fit(X)
+    imputer = GradientFlowImputer(encoder=small_encoder(loss="bce"), code_prior=0).fit(X)
     encoder = imputer.encoder_
     expected = encoder.inverse_transform(encoder.transform(X))
     missing = np.isnan(X)
@@ -93,9 +95,9 @@ def test_encoder_is_cloned_with_allow_nan_and_left_unchanged(X):
 def test_other_placeholders_than_nan(X):
     holes = with_holes(X)
     placeholder = np.where(np.isnan(holes), -1.0, holes)
-    imputer = GradientFlowImputer(encoder=small_encoder(), missing_values=-1.0)
+    imputer = GradientFlowImputer(encoder=small_encoder(), missing_values=-1.0, random_state=0)
     by_placeholder = imputer.fit_transform(placeholder)
-    by_nan = GradientFlowImputer(encoder=small_encoder()).fit_transform(holes)
+    by_nan = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit_transform(holes)
     np.testing.assert_array_equal(by_placeholder, by_nan)
     with pytest.raises(ValueError, match="NaN"):
         imputer.transform(holes)
@@ -268,10 +270,68 @@ def test_grid_search_over_the_imputers_encoder():
 # -- the prior on the codes ------------------------------------------------------------------
 
 
-def test_code_prior_defaults_to_none():
-    imputer = GradientFlowImputer(encoder=small_encoder()).fit(with_holes(low_rank(40)))
-    assert imputer.code_prior == 0.0
+def test_code_prior_zero_encodes_without_a_prior():
+    imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=0)
+    imputer.fit(with_holes(low_rank(40)))
+    assert imputer.code_prior_ == 0.0 and imputer.code_prior_scores_ is None
     assert imputer.code_mean_ is None and imputer.code_scale_ is None
+
+
+def test_an_imputer_pickled_in_0_5_keeps_its_prior(X):
+    import pickle
+
+    holes = with_holes(X)
+    for weight in (0.0, 1.0):
+        imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=weight).fit(holes)
+        expected = imputer.transform(holes)
+        old = pickle.loads(pickle.dumps(imputer))
+        for name in ("code_prior_", "code_prior_scores_"):  # what 0.5 did not have
+            del old.__dict__[name]
+        loaded = pickle.loads(pickle.dumps(old))
+        assert loaded.code_prior_ == weight
+        np.testing.assert_array_equal(loaded.transform(holes), expected)
+
+
+# code_prior='auto' on data that two factors explain exactly, and on data whose codes overfit.
+ENCODER_FOR_TWO_FACTORS = dict(hidden_layer_sizes=(32,), max_iter=15, learning_rate=5e-3)
+
+
+def test_auto_prior_is_the_default_and_picks_the_best_weight_on_held_out_rows():
+    holes = with_holes(low_rank(n_samples=240), 0.3, seed=2)
+    imputer = GradientFlowImputer(encoder=small_encoder(**ENCODER_FOR_TWO_FACTORS), random_state=0)
+    assert imputer.code_prior == "auto"
+    imputer.fit(holes)
+    scores = imputer.code_prior_scores_
+    assert sorted(scores) == [0.0, 0.03, 0.1, 0.3, 1.0, 3.0]
+    assert imputer.code_prior_ == min(scores, key=scores.get)
+    # Two factors explain these data exactly: the prior only pulls good codes off.
+    assert imputer.code_prior_ == 0.0
+    assert scores[3.0] > 2 * scores[0.0]
+
+
+def test_auto_prior_picks_a_prior_where_codes_overfit():
+    # Digits with a barely trained decoder: codes found from 70% of the pixels fit those
+    # alone, and the picked prior predicts held-out pixels better than none.
+    X = load_digits().data[:600] / 16
+    train = with_holes(X[:500], 0.3, seed=1)
+    hidden = hide_entries(X[500:], 0.5, random_state=2)
+    encoder = GradientFlowEncoder(loss="mse", max_iter=3, device="cpu", random_state=0)
+    errors = {}
+    for code_prior in (0.0, "auto"):
+        imputer = GradientFlowImputer(encoder=encoder, code_prior=code_prior, random_state=0)
+        filled = imputer.fit(train).transform(np.where(hidden, np.nan, X[500:]))
+        errors[code_prior] = np.sqrt(np.mean((filled[hidden] - X[500:][hidden]) ** 2))
+    assert imputer.code_prior_ > 0
+    assert errors["auto"] < 0.9 * errors[0.0]
+
+
+def test_auto_prior_is_reproducible_and_needs_20_rows():
+    holes = with_holes(low_rank(n_samples=60))
+    fits = [GradientFlowImputer(encoder=small_encoder(), random_state=0).fit(holes) for _ in "ab"]
+    assert fits[0].code_prior_scores_ == fits[1].code_prior_scores_
+    np.testing.assert_array_equal(fits[0].transform(holes), fits[1].transform(holes))
+    few = GradientFlowImputer(encoder=small_encoder()).fit(holes[:19])
+    assert few.code_prior_ == 0.0 and few.code_prior_scores_ is None
 
 
 def test_code_prior_is_estimated_from_the_training_codes(X):
@@ -332,7 +392,7 @@ def test_code_prior_must_not_be_negative(X):
 
 
 def test_one_start_is_the_encoders_own_start(X):
-    imputer = GradientFlowImputer(encoder=small_encoder()).fit(with_holes(X))
+    imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=0).fit(with_holes(X))
     np.testing.assert_array_equal(imputer.start_codes_, np.zeros((1, 2)))
     assert imputer.code_mean_ is None
 
@@ -373,10 +433,13 @@ def test_an_imputer_pickled_before_code_prior_and_n_starts_imputes_as_it_did(X):
     import pickle
 
     holes = with_holes(X)
-    imputer = GradientFlowImputer(encoder=small_encoder()).fit(holes)
+    # Before these parameters, an imputer encoded without a prior, from one start.
+    imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=0).fit(holes)
     expected = imputer.transform(holes)
     old = pickle.loads(pickle.dumps(imputer))
     for name in ("code_prior", "n_starts", "random_state", "code_mean_", "code_scale_"):
+        del old.__dict__[name]
+    for name in ("code_prior_", "code_prior_scores_"):
         del old.__dict__[name]
     del old.__dict__["start_codes_"]
     loaded = pickle.loads(pickle.dumps(old))
