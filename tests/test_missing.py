@@ -268,6 +268,17 @@ def test_a_row_with_one_observed_entry_keeps_it_in_view(X, small):
     assert np.isfinite(est.transform(X)).all()
 
 
+@pytest.mark.parametrize("adjoint", ["approx", "full", "unrolled"])
+def test_hiding_trains_through_every_adjoint(X, small, adjoint):
+    # The full and unrolled adjoints differentiate the loss on every entry through a flow
+    # that saw only some of them.
+    settings = dict(solver="rk4", n_steps=5, tau=5.0, adjoint=adjoint, **small)
+    plain = GradientFlowEncoder(**settings).fit(X)
+    hiding = GradientFlowEncoder(fit_hide_fraction=0.5, **settings).fit(X)
+    assert np.isfinite(hiding.loss_curve_).all() and np.isfinite(hiding.transform(X)).all()
+    assert hiding.loss_curve_ != plain.loss_curve_
+
+
 def test_hiding_is_off_by_default_and_reproducible(X, small):
     plain = GradientFlowEncoder(**small).fit(X)
     assert GradientFlowEncoder().fit_hide_fraction == 0
