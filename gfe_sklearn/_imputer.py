@@ -17,6 +17,7 @@ from sklearn.utils.validation import (
 )
 
 from ._gradient_flow import GradientFlowEncoder
+from ._scoring import hidden_entry_error, hide_entries
 
 # Training samples whose codes estimate the prior of ``code_prior`` (evenly spaced rows): the
 # mean and spread of 20-50 components need no more, and encoding them adds to ``fit``.
@@ -308,11 +309,9 @@ class GradientFlowImputer(_BaseImputer):
         self.start_codes_ = np.vstack([self.start_codes_, starts.astype(train.dtype)])
 
     def _prior_scores(self, rows, rng):
-        """RMSE on a random share of each held-out row's observed entries, hidden from its
-        flow, for every weight of ``AUTO_PRIOR_GRID``; each row keeps one entry in view."""
-        observed = ~np.isnan(rows)
-        hidden = (rng.uniform(size=rows.shape) < AUTO_PRIOR_HIDDEN) & observed
-        hidden[~(observed & ~hidden).any(axis=1)] = False
+        """RMSE on a share of the held-out rows' observed entries, hidden from their flows,
+        for every weight of ``AUTO_PRIOR_GRID``; each row keeps one entry in view."""
+        hidden = hide_entries(rows, AUTO_PRIOR_HIDDEN, rng)
         asked = hidden.any(axis=1)
         rows, hidden = rows[asked], hidden[asked]
         if not hidden.any():
@@ -323,7 +322,7 @@ class GradientFlowImputer(_BaseImputer):
             # From every start: the prior matters more to flows from random starts (digits:
             # 0.1 picked from the usual start alone, 1 from eight, which imputed 3-12% better).
             guess = self._mean_reconstruction(seen, weight)
-            scores[weight] = float(np.sqrt(np.mean((guess[hidden] - rows[hidden]) ** 2)))
+            scores[weight] = hidden_entry_error(rows, guess, hidden, "rmse")
         return scores
 
     def get_feature_names_out(self, input_features=None):
