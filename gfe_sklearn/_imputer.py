@@ -81,8 +81,9 @@ class GradientFlowImputer(_BaseImputer):
         completions (a hidden block), the mean hedges between them, as an average of
         neighbours does, instead of committing to one. Costs ``n_starts`` encodings.
     random_state : int, RandomState instance or None, default=None
-        Draws the extra starts of ``n_starts`` and, with ``code_prior='auto'``, the held-out
-        rows and entries; an int makes ``fit`` reproducible.
+        Draws the extra starts of ``n_starts``, with ``code_prior='auto'`` the held-out
+        rows and entries, and seeds the encoder when its own ``random_state`` is None (the
+        default encoder's is); an int makes ``fit`` reproducible.
 
     Attributes
     ----------
@@ -210,7 +211,12 @@ class GradientFlowImputer(_BaseImputer):
         X, mask = self._validate(X, reset=True)
         valid = ~mask.all(axis=0)
         X[mask] = np.nan
+        rng = check_random_state(self.random_state)
         encoder = clone(self._encoder_template()).set_params(allow_nan=True)
+        if encoder.random_state is None and self.random_state is not None:
+            # Drawn only here, so that an encoder seeded by the user sees the same draws of
+            # held-out rows and starts as before this existed.
+            encoder.set_params(random_state=rng.randint(np.iinfo(np.int32).max))
         X_valid = X[:, valid]
         seen = ~np.isnan(X_valid).all(axis=1)
         if not seen.any():
@@ -219,7 +225,6 @@ class GradientFlowImputer(_BaseImputer):
                 f"(every value is missing_values={self.missing_values!r}): there is nothing "
                 "to learn the missing entries from."
             )
-        rng = check_random_state(self.random_state)
         train, held_out = X_valid[seen], None
         if self.code_prior == "auto" and len(train) >= AUTO_PRIOR_MIN_ROWS:
             order = rng.permutation(len(train))

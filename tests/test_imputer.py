@@ -334,6 +334,22 @@ def test_auto_prior_is_reproducible_and_needs_20_rows():
     assert few.code_prior_ == 0.0 and few.code_prior_scores_ is None
 
 
+def test_random_state_seeds_an_unseeded_encoder_and_leaves_a_seeded_one():
+    holes = with_holes(low_rank(n_samples=60))
+    unseeded = small_encoder(random_state=None)
+
+    def imputed(random_state, encoder=unseeded):
+        imputer = GradientFlowImputer(encoder=encoder, code_prior=0.0, random_state=random_state)
+        return imputer.fit(holes), imputer.transform(holes)
+
+    (first, a), (_, b), (_, c) = imputed(0), imputed(0), imputed(1)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert unseeded.random_state is None and first.encoder_.random_state is not None
+    seeded, _ = imputed(0, small_encoder(random_state=5))
+    assert seeded.encoder_.random_state == 5
+
+
 def test_code_prior_is_estimated_from_the_training_codes(X):
     holes = with_holes(X)
     imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=1.0).fit(holes)
