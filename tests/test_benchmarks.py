@@ -1,0 +1,47 @@
+"""Smoke runs of the benchmark scripts that the docs quote, on scikit-learn's digits."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from gfe_sklearn import GradientFlowImputer
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def bench_imputation():
+    path = BENCHMARKS / "bench_imputation.py"
+    if not path.exists():
+        pytest.skip("benchmarks/ is not beside the tests (installed package)")
+    spec = importlib.util.spec_from_file_location("bench_imputation", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_imputation_benchmark_runs_and_writes_its_tables(bench_imputation, tmp_path, monkeypatch):
+    argv = ["bench_imputation.py", "--datasets", "digits", "--epochs", "1", "--no-accuracy"]
+    argv += ["--methods", "GFE", "mean", "KNN", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench_imputation.main()
+    result = json.loads((tmp_path / "imputation.json").read_text())["digits"]
+    assert set(result["methods"]) == {"GFE", "mean", "KNN"}
+    for entry in result["methods"].values():
+        assert set(entry["patterns"]) == set(bench_imputation.PATTERNS)
+        errors = [p[m] for p in entry["patterns"].values() for m in ("rmse", "bce")]
+        assert np.all(np.isfinite(errors)) and min(errors) > 0
+    assert (tmp_path / "inpainting-digits.png").stat().st_size > 0
+
+
+def test_imputation_benchmark_defaults_method_is_the_shipped_imputer(bench_imputation):
+    imputers = bench_imputation.make_imputers(10, 1, 3)
+    shipped = GradientFlowImputer(keep_empty_features=True, random_state=3)
+    assert imputers["GFE (defaults)"].get_params() == shipped.get_params()
+    assert "GFE (defaults)" not in bench_imputation.METHODS
