@@ -421,7 +421,7 @@ def main():
         nargs="+",
         choices=METHODS + EXTRA_METHODS,
         default=list(METHODS),
-        help="the imputers to run (default: all but %s)" % ", ".join(EXTRA_METHODS),
+        help=f"the imputers to run (default: all but {', '.join(EXTRA_METHODS)})",
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
