@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_imputation.py [--datasets digits mnist fashion-mnist]
         [--n-train 5000] [--n-test 1000] [--epochs N] [--n-components K]
         [--fit-max-steps {N,none}] [--fit-hide-fraction F] [--code-prior C] [--n-starts S]
-        [--methods GFE KNN ...]
+        [--n-estimators E] [--methods GFE KNN ...]
         [--out docs/imputation] [--threads 1]
 
 Protocol (one run, one seed). Every imputer is fitted once per data set on the training
@@ -23,7 +23,8 @@ and components of ``GFE_SETTINGS`` (``--epochs``, ``--n-components`` and ``--fit
 override them for every data set), other parameters default (decoder 150-300-600,
 ``stop_tol=1e-4``), float32, ``fit_hide_fraction`` (``--fit-hide-fraction``, default 0),
 and the imputer's ``code_prior`` (``--code-prior``, default 0:
-no prior on the codes) and ``n_starts`` (``--n-starts``, default 1); the same imputer
+no prior on the codes), ``n_starts`` (``--n-starts``, default 1) and ``n_estimators``
+(``--n-estimators``, default 1: one imputer, no ensemble); the same imputer
 fitted on the complete training images (what training on incomplete data costs);
 ``AutoEncoderBaseline`` with the same decoder and code size (batch 32, learning rate
 5e-4), trained for
@@ -139,6 +140,7 @@ def make_imputers(
     n_starts=1,
     hidden=None,
     fit_hide_fraction=0.0,
+    n_estimators=1,
 ):
     # batch_size, fit_stop_tol and fit_max_steps default to the values of the published run
     # (0.3.0's defaults; 0.4 caps the training flows at 25 steps: --fit-max-steps 25).
@@ -162,6 +164,7 @@ def make_imputers(
         keep_empty_features=True,
         code_prior=code_prior,
         n_starts=n_starts,
+        n_estimators=n_estimators,
         random_state=seed,
     )
     return {
@@ -211,6 +214,7 @@ def run_dataset(name, args, rng):
     settings["n_starts"] = args.n_starts
     settings["hidden"] = args.hidden
     settings["fit_hide_fraction"] = args.fit_hide_fraction
+    settings["n_estimators"] = args.n_estimators
     result = {
         "n_train": len(X_train),
         "n_test": len(X_test),
@@ -228,6 +232,7 @@ def run_dataset(name, args, rng):
         settings["n_starts"],
         settings["hidden"],
         settings["fit_hide_fraction"],
+        settings["n_estimators"],
     )
     for method, imputer in imputers.items():
         if method not in args.methods:
@@ -318,6 +323,7 @@ def print_tables(name, result):
         )
         + (f", code_prior={gfe['code_prior']}" if gfe["code_prior"] else "")
         + (f", n_starts={gfe['n_starts']}" if gfe.get("n_starts", 1) > 1 else "")
+        + (f", n_estimators={gfe['n_estimators']}" if gfe.get("n_estimators", 1) > 1 else "")
         + ")\n"
     )
     metrics = (
@@ -402,6 +408,12 @@ def main():
         type=int,
         default=1,
         help="GradientFlowImputer's n_starts for the GFE (default 1: the encoder's own start)",
+    )
+    parser.add_argument(
+        "--n-estimators",
+        type=int,
+        default=1,
+        help="GradientFlowImputer's n_estimators for the GFE (default 1: no ensemble)",
     )
     parser.add_argument(
         "--hidden",

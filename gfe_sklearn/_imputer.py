@@ -30,6 +30,15 @@ AUTO_PRIOR_HELD_OUT = 0.1
 AUTO_PRIOR_MAX_ROWS = 500
 AUTO_PRIOR_HIDDEN = 0.3
 AUTO_PRIOR_MIN_ROWS = 20
+# What an imputer of several members shows of its first (its docstring's attributes).
+MEMBER_ATTRIBUTES = (
+    "encoder_",
+    "code_mean_",
+    "code_scale_",
+    "code_prior_",
+    "code_prior_scores_",
+    "start_codes_",
+)
 
 
 class GradientFlowImputer(_BaseImputer):
@@ -80,15 +89,27 @@ class GradientFlowImputer(_BaseImputer):
         decoder's outputs at the codes reached: where the observed entries fit several
         completions (a hidden block), the mean hedges between them, as an average of
         neighbours does, instead of committing to one. Costs ``n_starts`` encodings.
+    n_estimators : int, default=1
+        Imputers fitted on the same data from different random initialisations, whose
+        imputations are averaged (a deep ensemble; ``estimators_``). Each decoder learns
+        the data with errors of its own, and the average cancels part of them (measured
+        in docs/imputation.md), most where training data are few. The first member is the
+        imputer that ``n_estimators=1`` fits with the same ``random_state``; the others'
+        encoders are seeded from ``random_state``, whatever the encoder's own
+        ``random_state`` says, so that they differ. Costs ``n_estimators`` fits and
+        encodings.
     random_state : int, RandomState instance or None, default=None
         Draws the extra starts of ``n_starts``, with ``code_prior='auto'`` the held-out
-        rows and entries, and seeds the encoder when its own ``random_state`` is None (the
-        default encoder's is); an int makes ``fit`` reproducible.
+        rows and entries, and the seeds of the members of ``n_estimators``, and seeds the
+        encoder when its own ``random_state`` is None (the default encoder's is); an int
+        makes ``fit`` reproducible.
 
     Attributes
     ----------
     encoder_ : GradientFlowEncoder
-        The fitted encoder, on the features that ``fit`` saw at least once.
+        The fitted encoder, on the features that ``fit`` saw at least once. With
+        ``n_estimators > 1``, this and the prior and start attributes below are the first
+        member's (each member's are in ``estimators_``).
     statistics_ : ndarray of shape (`n_features_in_`,)
         The mean of each feature's observed training entries (NaN for a feature never
         observed): the values of a sample none of whose features is observed, which the flow
@@ -106,6 +127,9 @@ class GradientFlowImputer(_BaseImputer):
     start_codes_ : ndarray of shape (n_starts, n_components)
         Where ``transform``'s flows start: zeros, then draws from
         ``N(code_mean_, diag(code_scale_**2))``.
+    estimators_ : list of GradientFlowImputer
+        With ``n_estimators > 1``: the members, fitted imputers with ``n_estimators=1``
+        (without ``add_indicator``, on the placeholder NaN); not set otherwise.
     indicator_ : MissingIndicator
         Indicator used to add binary indicators for missing values; None when
         ``add_indicator`` is False.
@@ -144,6 +168,7 @@ class GradientFlowImputer(_BaseImputer):
         "encoder": [GradientFlowEncoder, None],
         "code_prior": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "n_starts": [Interval(Integral, 1, None, closed="left")],
+        "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
     }
 
@@ -156,6 +181,7 @@ class GradientFlowImputer(_BaseImputer):
         keep_empty_features=False,
         code_prior="auto",
         n_starts=1,
+        n_estimators=1,
         random_state=None,
     ):
         super().__init__(
@@ -166,11 +192,17 @@ class GradientFlowImputer(_BaseImputer):
         self.encoder = encoder
         self.code_prior = code_prior
         self.n_starts = n_starts
+        self.n_estimators = n_estimators
         self.random_state = random_state
 
     # Parameters added since imputers were first pickled, with the values that make an
     # imputer pickled before them behave as it did.
-    _values_before_parameter = {"code_prior": 0.0, "n_starts": 1, "random_state": None}
+    _values_before_parameter = {
+        "code_prior": 0.0,
+        "n_starts": 1,
+        "n_estimators": 1,
+        "random_state": None,
+    }
 
     def __setstate__(self, state):
         state = {**self._values_before_parameter, **state}
@@ -211,6 +243,22 @@ class GradientFlowImputer(_BaseImputer):
         X, mask = self._validate(X, reset=True)
         valid = ~mask.all(axis=0)
         X[mask] = np.nan
+        if self.n_estimators > 1:
+            self._fit_members(X)
+        else:
+            self._fit_alone(X, valid)
+        # The statistics need no warning about features that are never observed.
+        counts = (~mask).sum(axis=0)
+        sums = np.where(mask, 0, X).sum(axis=0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            self.statistics_ = np.where(counts > 0, sums / counts, np.nan)
+        self._valid_mask = valid
+        super()._fit_indicator(mask)
+        return self
+
+    def _fit_alone(self, X, valid):
+        """Fit the encoder, the prior and the starts on ``X`` (missing entries NaN)."""
+        self.__dict__.pop("estimators_", None)  # from an earlier fit with n_estimators > 1
         rng = check_random_state(self.random_state)
         encoder = clone(self._encoder_template()).set_params(allow_nan=True)
         if encoder.random_state is None and self.random_state is not None:
@@ -231,11 +279,6 @@ class GradientFlowImputer(_BaseImputer):
             n_held_out = min(int(np.ceil(AUTO_PRIOR_HELD_OUT * len(train))), AUTO_PRIOR_MAX_ROWS)
             train, held_out = train[order[n_held_out:]], train[order[:n_held_out]]
         encoder.fit(train)
-        # The statistics need no warning about features that are never observed.
-        counts = (~mask).sum(axis=0)
-        sums = np.where(mask, 0, X).sum(axis=0)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            self.statistics_ = np.where(counts > 0, sums / counts, np.nan)
         self.encoder_ = encoder
         self.code_prior_ = 0.0 if self.code_prior == "auto" else float(self.code_prior)
         self.code_prior_scores_ = None
@@ -243,9 +286,24 @@ class GradientFlowImputer(_BaseImputer):
         if held_out is not None:
             self.code_prior_scores_ = self._prior_scores(held_out, rng)
             self.code_prior_ = min(self.code_prior_scores_, key=self.code_prior_scores_.get)
-        self._valid_mask = valid
-        super()._fit_indicator(mask)
-        return self
+
+    def _fit_members(self, X):
+        """``estimators_``: ``n_estimators`` imputers fitted on ``X`` (missing entries NaN),
+        the first as ``n_estimators=1`` would fit it, the others with encoders seeded apart."""
+        rng = check_random_state(self.random_state)
+        member = clone(self).set_params(n_estimators=1, missing_values=np.nan, add_indicator=False)
+        members = [clone(member)]
+        template = self._encoder_template()
+        # The first pair is skipped: with an int random_state its first number is the seed
+        # the first member draws for an unseeded encoder, and twin decoders average to one.
+        seeds = rng.randint(np.iinfo(np.int32).max, size=(self.n_estimators, 2))[1:]
+        for seed in seeds:
+            encoder = clone(template).set_params(random_state=int(seed[0]))
+            members.append(clone(member).set_params(encoder=encoder, random_state=int(seed[1])))
+        self.estimators_ = [m.fit(X) for m in members]
+        first = self.estimators_[0]
+        for name in MEMBER_ATTRIBUTES:
+            setattr(self, name, getattr(first, name))
 
     def transform(self, X):
         """Fill the missing entries of ``X``; observed entries are returned unchanged.
@@ -283,8 +341,11 @@ class GradientFlowImputer(_BaseImputer):
         return super()._concatenate_indicator(X_valid, indicator)
 
     def _mean_reconstruction(self, rows, code_prior=None):
-        """The decoder's output at each row's codes from every start, averaged over starts,
-        under the prior of weight ``code_prior`` (None: ``code_prior_``)."""
+        """The decoder's output at each row's codes from every start, averaged over starts
+        (and members), under the prior of weight ``code_prior`` (None: ``code_prior_``)."""
+        members = getattr(self, "estimators_", None)
+        if members and code_prior is None:
+            return sum(m._mean_reconstruction(rows) for m in members) / len(members)
         encoder = self.encoder_
         weight = self.code_prior_ if code_prior is None else code_prior
         starts = self.start_codes_

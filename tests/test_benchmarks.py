@@ -28,11 +28,12 @@ def bench_imputation():
 
 def test_imputation_benchmark_runs_and_writes_its_tables(bench_imputation, tmp_path, monkeypatch):
     argv = ["bench_imputation.py", "--datasets", "digits", "--epochs", "1", "--no-accuracy"]
-    argv += ["--methods", "GFE", "mean", "KNN", "--out", str(tmp_path)]
+    argv += ["--n-estimators", "2", "--methods", "GFE", "mean", "KNN", "--out", str(tmp_path)]
     monkeypatch.setattr(sys, "argv", argv)
     bench_imputation.main()
     result = json.loads((tmp_path / "imputation.json").read_text())["digits"]
     assert set(result["methods"]) == {"GFE", "mean", "KNN"}
+    assert result["gfe"]["n_estimators"] == 2
     for entry in result["methods"].values():
         assert set(entry["patterns"]) == set(bench_imputation.PATTERNS)
         errors = [p[m] for p in entry["patterns"].values() for m in ("rmse", "bce")]

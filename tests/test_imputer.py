@@ -54,6 +54,7 @@ def with_holes(X, fraction=0.3, seed=0):
         GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
         GradientFlowImputer(encoder=small_encoder(loss="mse"), code_prior=1.0),
         GradientFlowImputer(encoder=small_encoder(loss="mse"), n_starts=3, random_state=0),
+        GradientFlowImputer(encoder=small_encoder(loss="mse"), n_estimators=2, random_state=0),
     ]
 )
 def test_sklearn_compatible_imputer(estimator, check):
@@ -461,3 +462,75 @@ def test_an_imputer_pickled_before_code_prior_and_n_starts_imputes_as_it_did(X):
     loaded = pickle.loads(pickle.dumps(old))
     np.testing.assert_array_equal(loaded.transform(holes), expected)
     assert loaded.get_params()["n_starts"] == 1 and loaded.code_prior == 0.0
+
+
+# -- n_estimators ----------------------------------------------------------------------------
+
+
+def test_members_average_to_the_imputation_and_the_first_is_the_lone_imputer():
+    holes = with_holes(low_rank(n_samples=60))
+    lone = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit(holes)
+    imputer = GradientFlowImputer(encoder=small_encoder(), n_estimators=3, random_state=0)
+    filled = imputer.fit(holes).transform(holes)
+    members = imputer.estimators_
+    assert len(members) == 3 and all(m.n_estimators == 1 for m in members)
+    np.testing.assert_array_equal(members[0].transform(holes), lone.transform(holes))
+    each = [m.transform(holes) for m in members]
+    np.testing.assert_allclose(filled, np.mean(each, axis=0), rtol=1e-6)
+    # The encoder passed is seeded, yet the members' decoders differ.
+    assert len({m.encoder_.random_state for m in members}) == 3
+    assert not np.allclose(each[1], each[2])
+    assert imputer.encoder_ is members[0].encoder_
+    assert imputer.code_prior_ == members[0].code_prior_
+    np.testing.assert_array_equal(filled[~np.isnan(holes)], holes[~np.isnan(holes)])
+
+
+def test_members_are_reproducible_and_a_refit_with_one_drops_them():
+    holes = with_holes(low_rank(n_samples=60))
+    unseeded = small_encoder(random_state=None)
+
+    def fitted(random_state):
+        return GradientFlowImputer(
+            encoder=unseeded, code_prior=0.0, n_estimators=2, random_state=random_state
+        ).fit(holes)
+
+    a, b, c = fitted(0), fitted(0), fitted(1)
+    np.testing.assert_array_equal(a.transform(holes), b.transform(holes))
+    assert not np.allclose(a.transform(holes), c.transform(holes))
+    # The first member's encoder seed is not reused by the second.
+    assert a.estimators_[0].encoder_.random_state != a.estimators_[1].encoder_.random_state
+    first = b.estimators_[0].transform(holes)
+    a.set_params(n_estimators=1).fit(holes)
+    assert not hasattr(a, "estimators_")
+    np.testing.assert_array_equal(a.transform(holes), first)
+
+
+def test_members_keep_the_placeholder_indicator_and_empty_features():
+    X = low_rank(n_samples=60)
+    holes = np.where(np.isnan(with_holes(X)), -1.0, X)
+    holes[:, 0] = -1.0
+    imputer = GradientFlowImputer(
+        encoder=small_encoder(),
+        missing_values=-1.0,
+        add_indicator=True,
+        keep_empty_features=True,
+        n_estimators=2,
+        random_state=0,
+    ).fit(holes)
+    filled = imputer.transform(holes)
+    n_features = X.shape[1]
+    assert filled.shape[1] > n_features
+    np.testing.assert_array_equal(filled[:, n_features:], holes == -1.0)
+    assert (filled[:, 0] == 0).all() and not (filled[:, :n_features] == -1.0).any()
+
+
+def test_an_imputer_pickled_before_n_estimators_has_one(X):
+    import pickle
+
+    holes = with_holes(X)
+    imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=0.0).fit(holes)
+    old = pickle.loads(pickle.dumps(imputer))
+    del old.__dict__["n_estimators"]
+    loaded = pickle.loads(pickle.dumps(old))
+    assert loaded.n_estimators == 1
+    np.testing.assert_array_equal(loaded.transform(holes), imputer.transform(holes))
