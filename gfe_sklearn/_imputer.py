@@ -93,11 +93,10 @@ class GradientFlowImputer(_BaseImputer):
         Imputers fitted on the same data from different random initialisations, whose
         imputations are averaged (a deep ensemble; ``estimators_``). Each decoder learns
         the data with errors of its own, and the average cancels part of them (measured
-        in docs/imputation.md), most where training data are few. The first member is the
-        imputer that ``n_estimators=1`` fits with the same ``random_state``; the others'
-        encoders are seeded from ``random_state``, whatever the encoder's own
-        ``random_state`` says, so that they differ. Costs ``n_estimators`` fits and
-        encodings.
+        in docs/imputation.md). The first member is the imputer that ``n_estimators=1``
+        fits with the same ``random_state``; the others' encoders are seeded from
+        ``random_state``, whatever the encoder's own ``random_state`` says, so that they
+        differ. Costs ``n_estimators`` fits and encodings.
     random_state : int, RandomState instance or None, default=None
         Draws the extra starts of ``n_starts``, with ``code_prior='auto'`` the held-out
         rows and entries, and the seeds of the members of ``n_estimators``, and seeds the
