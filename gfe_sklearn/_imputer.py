@@ -242,6 +242,13 @@ class GradientFlowImputer(_BaseImputer):
         X, mask = self._validate(X, reset=True)
         valid = ~mask.all(axis=0)
         X[mask] = np.nan
+        # Here, not in the members: they see the placeholder as NaN, the user's may differ.
+        if mask.all():
+            raise ValueError(
+                f"{type(self).__name__} got X of shape {X.shape} with no observed entry "
+                f"(every value is missing_values={self.missing_values!r}): there is nothing "
+                "to learn the missing entries from."
+            )
         if self.n_estimators > 1:
             self._fit_members(X)
         else:
@@ -266,12 +273,6 @@ class GradientFlowImputer(_BaseImputer):
             encoder.set_params(random_state=rng.randint(np.iinfo(np.int32).max))
         X_valid = X[:, valid]
         seen = ~np.isnan(X_valid).all(axis=1)
-        if not seen.any():
-            raise ValueError(
-                f"{type(self).__name__} got X of shape {X.shape} with no observed entry "
-                f"(every value is missing_values={self.missing_values!r}): there is nothing "
-                "to learn the missing entries from."
-            )
         train, held_out = X_valid[seen], None
         if self.code_prior == "auto" and len(train) >= AUTO_PRIOR_MIN_ROWS:
             order = rng.permutation(len(train))

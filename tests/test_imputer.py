@@ -534,3 +534,9 @@ def test_an_imputer_pickled_before_n_estimators_has_one(X):
     loaded = pickle.loads(pickle.dumps(old))
     assert loaded.n_estimators == 1
     np.testing.assert_array_equal(loaded.transform(holes), imputer.transform(holes))
+
+
+def test_members_refuse_data_without_an_observed_entry_naming_the_placeholder():
+    imputer = GradientFlowImputer(encoder=small_encoder(), missing_values=-1.0, n_estimators=2)
+    with pytest.raises(ValueError, match=r"no observed entry.*missing_values=-1\.0"):
+        imputer.fit(np.full((5, 3), -1.0))
