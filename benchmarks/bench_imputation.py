@@ -5,7 +5,7 @@ Usage::
     python benchmarks/bench_imputation.py [--datasets digits mnist fashion-mnist]
         [--n-train 5000] [--n-test 1000] [--epochs N] [--n-components K]
         [--fit-max-steps {N,none}] [--fit-hide-fraction F] [--code-prior C] [--n-starts S]
-        [--n-estimators E] [--methods GFE KNN ...]
+        [--n-estimators E] [--n-jobs J] [--methods GFE KNN ...]
         [--out docs/imputation] [--threads 1]
 
 Protocol (one run, one seed). Every imputer is fitted once per data set on the training
@@ -24,7 +24,8 @@ override them for every data set), other parameters default (decoder 150-300-600
 ``stop_tol=1e-4``), float32, ``fit_hide_fraction`` (``--fit-hide-fraction``, default 0),
 and the imputer's ``code_prior`` (``--code-prior``, default 0:
 no prior on the codes), ``n_starts`` (``--n-starts``, default 1) and ``n_estimators``
-(``--n-estimators``, default 1: one imputer, no ensemble); the same imputer
+(``--n-estimators``, default 1: one imputer, no ensemble; ``--n-jobs`` fits and runs the
+members in that many processes, with the same result); the same imputer
 fitted on the complete training images (what training on incomplete data costs);
 ``AutoEncoderBaseline`` with the same decoder and code size (batch 32, learning rate
 5e-4), trained for
@@ -141,6 +142,7 @@ def make_imputers(
     hidden=None,
     fit_hide_fraction=0.0,
     n_estimators=1,
+    n_jobs=None,
 ):
     # batch_size, fit_stop_tol and fit_max_steps default to the values of the published run
     # (0.3.0's defaults; 0.4 caps the training flows at 25 steps: --fit-max-steps 25).
@@ -165,6 +167,7 @@ def make_imputers(
         code_prior=code_prior,
         n_starts=n_starts,
         n_estimators=n_estimators,
+        n_jobs=n_jobs,
         random_state=seed,
     )
     return {
@@ -233,6 +236,7 @@ def run_dataset(name, args, rng):
         settings["hidden"],
         settings["fit_hide_fraction"],
         settings["n_estimators"],
+        args.n_jobs,
     )
     for method, imputer in imputers.items():
         if method not in args.methods:
@@ -414,6 +418,12 @@ def main():
         type=int,
         default=1,
         help="GradientFlowImputer's n_estimators for the GFE (default 1: no ensemble)",
+    )
+    parser.add_argument(
+        "--n-jobs",
+        type=int,
+        default=None,
+        help="GradientFlowImputer's n_jobs: members fitted and run in that many processes",
     )
     parser.add_argument(
         "--hidden",

@@ -9,6 +9,7 @@ from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._mask import _get_mask
 from sklearn.utils._missing import is_scalar_nan
 from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
     FLOAT_DTYPES,
     _check_feature_names_in,
@@ -97,6 +98,12 @@ class GradientFlowImputer(_BaseImputer):
         fits with the same ``random_state``; the others' encoders are seeded from
         ``random_state``, whatever the encoder's own ``random_state`` says, so that they
         differ. Costs ``n_estimators`` fits and encodings.
+    n_jobs : int or None, default=None
+        Members of ``n_estimators`` fitted and run at once, each in a process of its own
+        (joblib; None means 1 unless in a ``joblib.parallel_config`` context, -1 means all
+        CPUs). Each member keeps its encoder's ``n_threads`` torch threads, so with the
+        default of 1 thread ``n_jobs`` up to the number of cores adds no oversubscription.
+        The result does not depend on it. Without members it has no effect.
     random_state : int, RandomState instance or None, default=None
         Draws the extra starts of ``n_starts``, with ``code_prior='auto'`` the held-out
         rows and entries, and the seeds of the members of ``n_estimators``, and seeds the
@@ -168,6 +175,7 @@ class GradientFlowImputer(_BaseImputer):
         "code_prior": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "n_starts": [Interval(Integral, 1, None, closed="left")],
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
+        "n_jobs": [Integral, None],
         "random_state": ["random_state"],
     }
 
@@ -181,6 +189,7 @@ class GradientFlowImputer(_BaseImputer):
         code_prior="auto",
         n_starts=1,
         n_estimators=1,
+        n_jobs=None,
         random_state=None,
     ):
         super().__init__(
@@ -192,6 +201,7 @@ class GradientFlowImputer(_BaseImputer):
         self.code_prior = code_prior
         self.n_starts = n_starts
         self.n_estimators = n_estimators
+        self.n_jobs = n_jobs
         self.random_state = random_state
 
     # Parameters added since imputers were first pickled, with the values that make an
@@ -200,6 +210,7 @@ class GradientFlowImputer(_BaseImputer):
         "code_prior": 0.0,
         "n_starts": 1,
         "n_estimators": 1,
+        "n_jobs": None,
         "random_state": None,
     }
 
@@ -291,7 +302,9 @@ class GradientFlowImputer(_BaseImputer):
         """``estimators_``: ``n_estimators`` imputers fitted on ``X`` (missing entries NaN),
         the first as ``n_estimators=1`` would fit it, the others with encoders seeded apart."""
         rng = check_random_state(self.random_state)
-        member = clone(self).set_params(n_estimators=1, missing_values=np.nan, add_indicator=False)
+        member = clone(self).set_params(
+            n_estimators=1, n_jobs=None, missing_values=np.nan, add_indicator=False
+        )
         members = [clone(member)]
         template = self._encoder_template()
         # The first pair is skipped: with an int random_state its first number is the seed
@@ -300,7 +313,7 @@ class GradientFlowImputer(_BaseImputer):
         for seed in seeds:
             encoder = clone(template).set_params(random_state=int(seed[0]))
             members.append(clone(member).set_params(encoder=encoder, random_state=int(seed[1])))
-        self.estimators_ = [m.fit(X) for m in members]
+        self.estimators_ = Parallel(n_jobs=self.n_jobs)(delayed(m.fit)(X) for m in members)
         first = self.estimators_[0]
         for name in MEMBER_ATTRIBUTES:
             setattr(self, name, getattr(first, name))
@@ -345,7 +358,10 @@ class GradientFlowImputer(_BaseImputer):
         (and members), under the prior of weight ``code_prior`` (None: ``code_prior_``)."""
         members = getattr(self, "estimators_", None)
         if members and code_prior is None:
-            return sum(m._mean_reconstruction(rows) for m in members) / len(members)
+            parallel = Parallel(n_jobs=self.n_jobs)
+            return sum(parallel(delayed(m._mean_reconstruction)(rows) for m in members)) / len(
+                members
+            )
         encoder = self.encoder_
         weight = self.code_prior_ if code_prior is None else code_prior
         starts = self.start_codes_

@@ -28,7 +28,18 @@ def bench_imputation():
 
 def test_imputation_benchmark_runs_and_writes_its_tables(bench_imputation, tmp_path, monkeypatch):
     argv = ["bench_imputation.py", "--datasets", "digits", "--epochs", "1", "--no-accuracy"]
-    argv += ["--n-estimators", "2", "--methods", "GFE", "mean", "KNN", "--out", str(tmp_path)]
+    argv += [
+        "--n-estimators",
+        "2",
+        "--n-jobs",
+        "2",
+        "--methods",
+        "GFE",
+        "mean",
+        "KNN",
+        "--out",
+        str(tmp_path),
+    ]
     monkeypatch.setattr(sys, "argv", argv)
     bench_imputation.main()
     result = json.loads((tmp_path / "imputation.json").read_text())["digits"]

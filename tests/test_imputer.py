@@ -524,15 +524,31 @@ def test_members_keep_the_placeholder_indicator_and_empty_features():
     assert (filled[:, 0] == 0).all() and not (filled[:, :n_features] == -1.0).any()
 
 
+def test_members_in_parallel_processes_impute_as_in_one():
+    holes = with_holes(low_rank(n_samples=60))
+
+    def fitted(n_jobs):
+        return GradientFlowImputer(
+            encoder=small_encoder(), code_prior=0.0, n_estimators=2, n_jobs=n_jobs, random_state=0
+        ).fit(holes)
+
+    alone, parallel = fitted(None), fitted(2)
+    assert parallel.estimators_[1].encoder_.n_iter_ == alone.estimators_[1].encoder_.n_iter_
+    expected = alone.transform(holes)
+    np.testing.assert_array_equal(parallel.transform(holes), expected)
+    # Members fitted in one process and run in two.
+    np.testing.assert_array_equal(alone.set_params(n_jobs=2).transform(holes), expected)
+
+
 def test_an_imputer_pickled_before_n_estimators_has_one(X):
     import pickle
 
     holes = with_holes(X)
     imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=0.0).fit(holes)
     old = pickle.loads(pickle.dumps(imputer))
-    del old.__dict__["n_estimators"]
+    del old.__dict__["n_estimators"], old.__dict__["n_jobs"]
     loaded = pickle.loads(pickle.dumps(old))
-    assert loaded.n_estimators == 1
+    assert loaded.n_estimators == 1 and loaded.n_jobs is None
     np.testing.assert_array_equal(loaded.transform(holes), imputer.transform(holes))
 
 
