@@ -15,15 +15,19 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
 
-@pytest.fixture(scope="module")
-def bench_imputation():
-    path = BENCHMARKS / "bench_imputation.py"
+def load_benchmark(name):
+    path = BENCHMARKS / f"{name}.py"
     if not path.exists():
         pytest.skip("benchmarks/ is not beside the tests (installed package)")
-    spec = importlib.util.spec_from_file_location("bench_imputation", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench_imputation():
+    return load_benchmark("bench_imputation")
 
 
 def test_imputation_benchmark_runs_and_writes_its_tables(bench_imputation, tmp_path, monkeypatch):
@@ -57,3 +61,12 @@ def test_imputation_benchmark_defaults_method_is_the_shipped_imputer(bench_imput
     shipped = GradientFlowImputer(keep_empty_features=True, random_state=3)
     assert imputers["GFE (defaults)"].get_params() == shipped.get_params()
     assert "GFE (defaults)" not in bench_imputation.METHODS
+
+
+def test_imputer_jobs_benchmark_prints_ratios_at_the_same_imputation(capsys):
+    bench = load_benchmark("bench_imputer_jobs")
+    bench.main(["--epochs", "1", "--repeats", "1"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| 0 |"))
+    assert row.rstrip().endswith("| True |")
+    assert "median speed-up, fit + transform:" in out
