@@ -1,5 +1,6 @@
 """``GradientFlowImputer``: missing entries filled in from a gradient flow encoder's decoder."""
 
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -313,7 +314,12 @@ class GradientFlowImputer(_BaseImputer):
         for seed in seeds:
             encoder = clone(template).set_params(random_state=int(seed[0]))
             members.append(clone(member).set_params(encoder=encoder, random_state=int(seed[1])))
-        self.estimators_ = Parallel(n_jobs=self.n_jobs)(delayed(m.fit)(X) for m in members)
+        fitted = Parallel(n_jobs=self.n_jobs)(delayed(_fit_member)(m, X) for m in members)
+        self.estimators_ = [member for member, _ in fitted]
+        # A worker process prints its warnings where the caller cannot catch or filter them.
+        for _, caught in fitted:
+            for message, category in caught:
+                warnings.warn(message, category, stacklevel=4)
         first = self.estimators_[0]
         for name in MEMBER_ATTRIBUTES:
             setattr(self, name, getattr(first, name))
@@ -430,3 +436,11 @@ class GradientFlowImputer(_BaseImputer):
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         tags.input_tags.positive_only = get_tags(self._encoder_template()).input_tags.positive_only
         return tags
+
+
+def _fit_member(member, X):
+    """``member`` fitted on ``X``, and the warnings its fit raised, to raise in the caller."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        member.fit(X)
+    return member, [(w.message, w.category) for w in caught]

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from sklearn.base import clone
 from sklearn.datasets import load_digits
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import KNNImputer, MissingIndicator, SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
@@ -538,6 +539,15 @@ def test_members_in_parallel_processes_impute_as_in_one():
     np.testing.assert_array_equal(parallel.transform(holes), expected)
     # Members fitted in one process and run in two.
     np.testing.assert_array_equal(alone.set_params(n_jobs=2).transform(holes), expected)
+
+
+@pytest.mark.parametrize("n_jobs", [None, 2])
+def test_members_warnings_reach_the_caller(n_jobs):
+    holes = with_holes(low_rank(n_samples=60))
+    encoder = small_encoder(max_iter=1)
+    imputer = GradientFlowImputer(encoder=encoder, code_prior=0.0, n_estimators=2, n_jobs=n_jobs)
+    with pytest.warns(ConvergenceWarning, match="max_iter=1"):
+        imputer.fit(holes)
 
 
 def test_an_imputer_pickled_before_n_estimators_has_one(X):
