@@ -364,10 +364,8 @@ class GradientFlowImputer(_BaseImputer):
         (and members), under the prior of weight ``code_prior`` (None: ``code_prior_``)."""
         members = getattr(self, "estimators_", None)
         if members and code_prior is None:
-            parallel = Parallel(n_jobs=self.n_jobs)
-            return sum(parallel(delayed(m._mean_reconstruction)(rows) for m in members)) / len(
-                members
-            )
+            jobs = (delayed(m._mean_reconstruction)(rows) for m in members)
+            return sum(Parallel(n_jobs=self.n_jobs)(jobs)) / len(members)
         encoder = self.encoder_
         weight = self.code_prior_ if code_prior is None else code_prior
         starts = self.start_codes_
