@@ -6,7 +6,7 @@ import torch
 
 from ._base import BaseFlowEstimator
 from .flow import LOSSES
-from .flow._problem import rowwise
+from .flow._rows import invariant_rowwise, padded_mlp, probe_codes, probe_rows
 from .nn import make_decoder, make_encoder
 
 
@@ -200,9 +200,24 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         # In the row counts that round every row alike, as the flow's engine: a sample's code
         # and loss are the same bit for bit whatever batch it is in.
         chunk = self._row_chunk()
-        codes = rowwise(lambda t: self._run_encoder(self.encoder_, t), target, chunk=chunk)
+        encoder, decoder = padded_mlp(self.encoder_), padded_mlp(self.decoder_)
+        codes = invariant_rowwise(
+            lambda t: self._run_encoder(encoder, t),
+            target,
+            chunk=chunk,
+            owner=self.encoder_,
+            probe=(probe_rows(target),),
+        )
         loss = None
         if with_loss:
             loss_fn = LOSSES[self.loss]
-            loss = rowwise(lambda z, t: loss_fn(self.decoder_(z), t), codes, target, chunk=chunk)
+            loss = invariant_rowwise(
+                lambda z, t: loss_fn(decoder(z), t),
+                codes,
+                target,
+                chunk=chunk,
+                owner=self.decoder_,
+                probe=(probe_codes(codes.shape[1], codes), probe_rows(target)),
+                key=(loss_fn.name,),
+            )
         return codes, loss

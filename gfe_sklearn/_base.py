@@ -30,7 +30,7 @@ from ._device import resolve_device, torch_threads
 from ._persistence import PersistenceMixin
 from ._progress import progress_bar
 from .flow import LOSSES
-from .flow._problem import resolve_row_chunk, rowwise
+from .flow._rows import invariant_rowwise, padded_mlp, probe_codes, resolve_row_chunk
 from .nn import ACTIVATIONS
 
 OPTIMIZERS = {
@@ -792,8 +792,10 @@ class BaseFlowEstimator(
         to_data = LOSSES[self.loss].to_data
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
 
+        decoder = padded_mlp(self.decoder_)
+
         def decode(codes):
-            return to_data(self.decoder_(codes)).reshape(codes.shape[0], -1)
+            return to_data(decoder(codes)).reshape(codes.shape[0], -1)
 
         with torch.no_grad(), torch_threads(self.n_threads):
             chunks = []
@@ -802,7 +804,15 @@ class BaseFlowEstimator(
                     Z[start : start + step], dtype=self._model_dtype, device=self.device_
                 )
                 # Row counts that round every row alike: a row decodes the same in any batch.
-                chunks.append(rowwise(decode, codes, chunk=self._row_chunk()).cpu())
+                decoded = invariant_rowwise(
+                    decode,
+                    codes,
+                    chunk=self._row_chunk(),
+                    owner=self.decoder_,
+                    probe=(probe_codes(self._n_latent, codes),),
+                    key=(to_data,),
+                )
+                chunks.append(decoded.cpu())
         return torch.cat(chunks).numpy().astype(Z.dtype, copy=False)
 
     def score_samples(self, X):

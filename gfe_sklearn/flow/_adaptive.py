@@ -5,6 +5,7 @@ import warnings
 import torch
 
 from ._fixed import StiffnessWarning, Tableau, rk_step
+from ._rows import per_sample
 from ._solver import Solver
 
 DOPRI5_TABLEAU = Tableau(
@@ -85,7 +86,7 @@ class Dopri5(Solver):
         h1 = torch.where(
             d_max <= 1e-15,
             torch.maximum(tiny, h0 * 1e-3),
-            (0.01 / d_max.clamp_min(1e-30)) ** (1 / 5),
+            per_sample(lambda d: (0.01 / d.clamp_min(1e-30)) ** (1 / 5), d_max),
         )
         return torch.minimum(torch.minimum(100 * h0, h1), run["tau"] - t).detach()
 
@@ -110,7 +111,7 @@ class Dopri5(Solver):
             t_new = torch.where(at_end, run["tau"], t + h)
             run.accept(accepted, t_new, new_state, new_loss, k1=k_new)
             safe_ratio = torch.where(torch.isfinite(ratio), ratio, torch.full_like(ratio, 1e10))
-            factor = self.safety * safe_ratio.clamp_min(1e-10) ** (-1 / 5)
+            factor = self.safety * per_sample(lambda r: r.clamp_min(1e-10) ** (-1 / 5), safe_ratio)
             factor = factor.clamp(self.min_factor, self.max_factor)
             run["h"] = torch.minimum(h * factor, run["tau"] - run["t"]).detach()
             run["attempts"] = run["attempts"] + 1

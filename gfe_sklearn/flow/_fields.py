@@ -12,6 +12,8 @@ import math
 
 import torch
 
+from ._rows import per_sample
+
 
 def constant_alpha(t, tau):
     return torch.ones_like(t)
@@ -19,7 +21,7 @@ def constant_alpha(t, tau):
 
 def exponential_alpha(t, tau):
     """``exp(-2 t / tau)``: appendix A.2 of the papers, damps late, stiff parts of the flow."""
-    return torch.exp(-2.0 * t / tau)
+    return per_sample(torch.exp, -2.0 * t / tau)
 
 
 class GradientFlow:

@@ -2,60 +2,15 @@
 
 import torch
 
-# BLAS kernels (MKL, oneDNN, cuBLAS) pick their blocking, threading and tail handling from
-# the shape of a product, so a row's decoder output can change in its last bits with the
-# number of rows it is evaluated with; the flow can amplify that (measured: 2.8e-4 in the
-# codes), and AMD's accept/reject decisions can flip on it. The decoder therefore sees
-# only a few row counts: full chunks of ROW_CHUNK rows, and the remainder padded to the
-# next power of two from MIN_ROW_CHUNK up. Rows come out bit-identical whatever batch they
-# are in, because on MKL these power-of-two row counts round every row alike (checked for
-# the papers' decoder and small ones in tests/flow/test_problem.py, which fails loudly on
-# a platform where they do not). Padding to any multiple of 16 was not enough: at 240 or
-# 304 rows MKL rounded the papers' decoder differently, and at 256 rows its input gradient
-# (float32 and float64, one thread), so full chunks stop at 128. The small remainder sizes
-# keep the last few samples of a run from paying for 128 rows each; 128 rows evaluate the
-# papers' decoder 1.23x faster per row than 64 (one thread, float32). A GPU is latency-bound
-# at these sizes, so there one larger chunk costs less than many launches.
-ROW_CHUNK = {"cpu": 128}
-DEFAULT_ROW_CHUNK = 1024
-MIN_ROW_CHUNK = 16
-
-
-def padded_rows(n, chunk):
-    """Rows the decoder is called with for the last, partial chunk of ``n`` rows."""
-    return min(chunk, max(MIN_ROW_CHUNK, 1 << (n - 1).bit_length()))
-
-
-def rowwise(fn, *tensors, chunk):
-    """``fn(*tensors)`` evaluated in calls of the row counts that round every row alike.
-
-    Full chunks of ``chunk`` rows and the remainder padded with zero rows (``padded_rows``),
-    so that each row's result is the same bit for bit whatever batch it is in; ``chunk=None``
-    is one call. ``fn`` treats rows independently and returns one row per input row.
-    """
-    if chunk is None:
-        return fn(*tensors)
-    n = tensors[0].shape[0]
-    results = []
-    for start in range(0, n, chunk):
-        parts = [t[start : start + chunk] for t in tensors]
-        rows = parts[0].shape[0]
-        pad = padded_rows(rows, chunk) - rows
-        if pad:
-            parts = [torch.cat([p, p.new_zeros(pad, *p.shape[1:])]) for p in parts]
-        results.append(fn(*parts)[:rows])
-    return torch.cat(results)
-
-
-def resolve_row_chunk(row_chunk, device):
-    """Rows per decoder call: ``'auto'`` picks by device type, None means one call."""
-    if row_chunk == "auto":
-        return ROW_CHUNK.get(torch.device(device).type, DEFAULT_ROW_CHUNK)
-    if row_chunk is not None and (
-        isinstance(row_chunk, bool) or not isinstance(row_chunk, int) or row_chunk < 1
-    ):
-        raise ValueError(f"row_chunk must be 'auto', None or a positive int; got {row_chunk!r}.")
-    return row_chunk
+from ._rows import (
+    callable_key,
+    checked_row_chunk,
+    padded_mlp,
+    probe_codes,
+    probe_rows,
+    resolve_row_chunk,
+    rowwise,
+)
 
 
 class EncodingProblem:
@@ -76,8 +31,9 @@ class EncodingProblem:
         Keep the graph of every gradient (``create_graph``) so that results can be
         differentiated with respect to the decoder's parameters.
     row_chunk : 'auto', int or None
-        Rows per decoder call (see ``ROW_CHUNK``); None evaluates the whole active set in one
-        call: fastest, but codes then match across batches only to rounding.
+        Rows per decoder call (see ``_rows``): every row then gets the same bits whatever
+        batch it is in. None evaluates the whole active set in one call: fastest, but codes
+        then match across batches only to rounding.
     code_penalty : callable ``(z, target) -> (n,)`` or None
         A per-sample term added to the loss (e.g. ``gaussian_code_penalty``), so the flow
         minimises loss plus penalty.
@@ -102,11 +58,15 @@ class EncodingProblem:
         self.alpha = alpha
         self.tau = tau
         self.differentiable = differentiable
-        self.row_chunk = resolve_row_chunk(row_chunk, target.device)
         self.code_penalty = code_penalty
+        chunk = resolve_row_chunk(row_chunk, target.device)
+        self._evaluate = decoder if chunk is None else padded_mlp(decoder)
+        probe = (probe_codes(flow.n_components, target), probe_rows(target))
+        key = (callable_key(getattr(loss, "per_sample", loss)), callable_key(code_penalty))
+        self.row_chunk = checked_row_chunk(self._rows_loss_and_grad, probe, chunk, decoder, key)
 
     def _loss(self, z, target):
-        loss = self.loss(self.decoder(z), target)
+        loss = self.loss(self._evaluate(z), target)
         if self.code_penalty is not None:
             loss = loss + self.code_penalty(z, target)
         return loss
@@ -123,6 +83,14 @@ class EncodingProblem:
         if not self.differentiable:
             loss = loss.detach()
         return loss, grad
+
+    def _rows_loss_and_grad(self, z, target):
+        """Loss and code gradient of rows evaluated in one call, as a chunk of them is."""
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            loss = self._loss(z, target)
+            (grad,) = torch.autograd.grad(loss.sum(), z)
+        return loss.detach(), grad
 
     def _chunked_loss(self, z, target):
         return rowwise(self._loss, z, target, chunk=self.row_chunk)

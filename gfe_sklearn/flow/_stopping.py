@@ -18,6 +18,8 @@ flow time while decelerating: the rule of earlier versions, kept to reproduce th
 
 import torch
 
+from ._rows import per_sample
+
 # Units in the last place that a code may move over a window and still count as standing.
 ROUNDING_STEPS = 16
 
@@ -41,7 +43,7 @@ def code_converged(run, tol):
     t_mid = (tw[:, 1:] + tw[:, :-1]) / 2
     s0, s1, s2 = _halves(speed, run)
     t0, t1, t2 = _halves(t_mid, run)
-    log0, log1, log2 = (s.clamp_min(tiny).log() for s in (s0, s1, s2))
+    log0, log1, log2 = (per_sample(torch.log, s.clamp_min(tiny)) for s in (s0, s1, s2))
     early = (log0 - log1) / (t1 - t0).clamp_min(tiny)
     late = (log1 - log2) / (t2 - t1).clamp_min(tiny)
     # A window of two steps has no second half: its one rate is the early one.

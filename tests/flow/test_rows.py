@@ -1,0 +1,198 @@
+"""The row layout that keeps each row's result independent of the batch it is in."""
+
+import warnings
+
+import pytest
+import torch
+
+from gfe_sklearn.flow import encode
+from gfe_sklearn.flow._rows import (
+    ELEMENTWISE_BLOCK,
+    MIN_ROW_CHUNK,
+    PaddedMLP,
+    call_sizes,
+    checked_row_chunk,
+    invariant_rowwise,
+    padded_mlp,
+    padded_rows,
+    per_sample,
+    probe_codes,
+    rows_round_alike,
+)
+
+from .problems import binary_targets, mlp_decoder
+
+
+def papers_sized_decoder():
+    widths = (20, 150, 300, 600, 784)
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.ELU()]
+    return torch.nn.Sequential(*layers[:-1])
+
+
+class PositionDependent(torch.nn.Module):
+    """A decoder that rounds a row differently by its position in the call, as some math
+    libraries' kernels do (by a part in 1e6 here, so that the flow shows it)."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, z):
+        out = self.decoder(z)
+        position = torch.arange(z.shape[0], dtype=z.dtype)[:, None] % 2
+        return out * (1 + 1e-6 * position)
+
+
+@pytest.mark.parametrize("n, expected", [(1, 16), (16, 16), (17, 32), (33, 64), (64, 64)])
+def test_partial_chunks_are_padded_to_a_power_of_two(n, expected):
+    assert padded_rows(n, 64) == expected
+    assert padded_rows(3, 8) == 8
+    assert MIN_ROW_CHUNK == 16
+
+
+def test_call_sizes_are_the_powers_of_two_up_to_the_chunk():
+    assert call_sizes(128) == [16, 32, 64, 128]
+    assert call_sizes(100) == [16, 32, 64, 100]
+    assert call_sizes(8) == [8]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("widths", [(6, 32, 64), (3, 5, 7), (20, 150, 784), (10, 10)])
+def test_padded_mlp_computes_the_module(widths, dtype):
+    layers = []
+    for a, b in zip(widths[:-1], widths[1:]):
+        layers += [torch.nn.Linear(a, b), torch.nn.Softplus()]
+    module = torch.nn.Sequential(*layers[:-1]).to(dtype)
+    padded = padded_mlp(module)
+    assert isinstance(padded, PaddedMLP)
+    z = torch.randn(9, widths[0], dtype=dtype, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, expected = padded(z), module(z)
+    assert out.shape == expected.shape
+    torch.testing.assert_close(out, expected)
+
+
+def test_gradients_reach_the_modules_parameters_through_the_padding():
+    module = mlp_decoder(3, 5, hidden=6)
+    padded = padded_mlp(module)
+    z = torch.randn(4, 3, dtype=torch.float64)
+    padded(z).sum().backward()
+    through_padding = [p.grad.clone() for p in module.parameters()]
+    module.zero_grad()
+    module(z).sum().backward()
+    for got, expected in zip(through_padding, module.parameters()):
+        torch.testing.assert_close(got, expected.grad)
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2)),
+        torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Dropout()),
+        torch.nn.Sequential(torch.nn.ELU()),
+        torch.nn.Bilinear(2, 2, 2),
+    ],
+)
+def test_other_modules_are_evaluated_as_they_are(module):
+    assert padded_mlp(module) is module
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        papers_sized_decoder,
+        lambda: mlp_decoder(3, 12, hidden=20, dtype=torch.float32),
+        lambda: mlp_decoder(6, 64, hidden=32, dtype=torch.float32),
+        lambda: mlp_decoder(5, 7, hidden=10, dtype=torch.float32),
+        lambda: mlp_decoder(3, 9, hidden=5, dtype=torch.float64),
+    ],
+)
+def test_padded_mlps_round_rows_alike_on_this_platform(make):
+    """The fast path: padded to multiples of 16, these decoders (narrow and odd widths
+    included, which some math libraries' kernels round by row position) give each row the
+    same bits in every position of every call size. Where this fails the codes are still
+    bit-identical (rows are then encoded one at a time), only slower."""
+    decoder = make()
+    dtype = decoder[0].weight.dtype
+    padded = padded_mlp(decoder)
+
+    def outputs_and_input_gradients(z):
+        with torch.enable_grad():
+            z = z.detach().requires_grad_(True)
+            out = padded(z)
+            (grad,) = torch.autograd.grad((out * out).sum(), z)
+        return out.detach(), grad
+
+    probe = (probe_codes(decoder[0].in_features, torch.empty(0, dtype=dtype)),)
+    assert rows_round_alike(outputs_and_input_gradients, probe, 128)
+
+
+def test_the_check_finds_a_decoder_that_rounds_rows_by_position():
+    decoder = PositionDependent(mlp_decoder(3, 12, hidden=20))
+    probe = (probe_codes(3, torch.empty(0, dtype=torch.float64)),)
+    assert not rows_round_alike(decoder, probe, 128)
+    assert checked_row_chunk(decoder, probe, 128, owner=decoder) == 1
+    assert rows_round_alike(decoder.decoder, probe, 128)
+    assert checked_row_chunk(decoder.decoder, probe, 128, owner=decoder.decoder) == 128
+
+
+@pytest.mark.parametrize("solver", ["amd", "lbfgs", "dopri5"])
+def test_codes_stay_bit_identical_with_a_decoder_that_rounds_rows_by_position(solver):
+    decoder = PositionDependent(mlp_decoder(3, 12, hidden=20))
+    target = binary_targets(40, 12, seed=3)
+    whole = encode(decoder, target, 3, solver=solver)
+    rows = torch.tensor([33, 1, 6, 17, 24])
+    part = encode(decoder, target[rows], 3, solver=solver)
+    assert torch.equal(part.z, whole.z[rows])
+    # Without the check, the position would show in the codes.
+    unchecked = encode(decoder, target[rows], 3, solver=solver, row_chunk=None)
+    assert not torch.equal(unchecked.z, whole.z[rows])
+
+
+def test_the_verdict_is_computed_once_per_configuration():
+    decoder = mlp_decoder(3, 12, hidden=20)
+    calls = []
+
+    def fn(z):
+        calls.append(z.shape[0])
+        return decoder(z)
+
+    probe = (probe_codes(3, torch.empty(0, dtype=torch.float64)),)
+    for _ in range(3):
+        invariant_rowwise(fn, probe[0], chunk=128, owner=decoder, probe=probe, key=("fn",))
+    checks = len(calls) - 3
+    assert checks > 0
+    invariant_rowwise(fn, probe[0], chunk=128, owner=decoder, probe=probe, key=("fn",))
+    assert len(calls) - 4 == checks
+    invariant_rowwise(fn, probe[0], chunk=64, owner=decoder, probe=probe, key=("fn",))
+    assert len(calls) - 5 > checks  # another chunk is another configuration
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "fn",
+    [lambda x: x ** (-1 / 5), torch.log, torch.exp, torch.expm1],
+    ids=["pow", "log", "exp", "expm1"],
+)
+def test_per_sample_math_gives_an_entry_the_same_bits_at_any_length(fn, dtype):
+    x = torch.rand(300, dtype=dtype, generator=torch.Generator().manual_seed(0)) * 5 + 0.01
+    reference = per_sample(fn, x)
+    for n in (1, 7, 17, 31, 33, ELEMENTWISE_BLOCK, ELEMENTWISE_BLOCK + 1, 300):
+        for start in (0, 3):
+            assert torch.equal(per_sample(fn, x[start : start + n]), reference[start : start + n])
+
+
+def test_the_papers_decoder_codes_do_not_depend_on_the_batch():
+    """float32 and the papers' widths, in chunks of 16 to 128 rows."""
+    decoder = papers_sized_decoder().eval()
+    for p in decoder.parameters():
+        p.requires_grad_(False)
+    target = torch.rand(150, 784, generator=torch.Generator().manual_seed(1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole = encode(decoder, target, 20, solver="lbfgs", stop_tol=1e-3)
+        rows = torch.tensor([149, 0, 77, 128, 5])
+        part = encode(decoder, target[rows], 20, solver="lbfgs", stop_tol=1e-3)
+    assert torch.equal(part.z, whole.z[rows])
