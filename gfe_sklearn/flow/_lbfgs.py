@@ -101,12 +101,12 @@ class LBFGS(Solver):
         """Quasi-Newton directions for ``rows``; the others keep theirs.
 
         The inverse-Hessian product in the compact form of Byrd, Nocedal and Schnabel (1994):
-        a dozen batched products and two triangular solves on the ``history``-sized pair
+        a few batched products and two triangular solves on the ``history``-sized pair
         matrices instead of the two-loop recursion's four operations per pair, which cost
         more than the decoder's own evaluation at small batches.
         """
         grad, S, Y = run["grad"], run["S"], run["Y"]
-        SY = torch.bmm(S, Y.transpose(1, 2))
+        SY = _pair_products(S, Y)
         sy = torch.diagonal(SY, dim1=1, dim2=2)
         # Empty slots (no pair yet, or a pair without positive curvature) hold zeros, and a
         # unit diagonal there makes them drop out of the solves below.
@@ -119,18 +119,12 @@ class LBFGS(Solver):
             sy[:, -1] / torch.where(paired, newest_yy, 1.0),
             self.first_step / grad.norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny),
         )
-        g = grad[:, :, None]
-        Sg, Yg = torch.bmm(S, g)[..., 0], torch.bmm(Y, g)[..., 0]
+        Sg, Yg = (S * grad[:, None]).sum(-1), (Y * grad[:, None]).sum(-1)
         R = torch.triu(SY) + torch.diag_embed((~filled).to(SY.dtype))
-        YY = torch.bmm(Y, Y.transpose(1, 2))
-        p = torch.linalg.solve_triangular(R, Sg[..., None], upper=True)
-        c = sy[..., None] * p + gamma[:, None, None] * (torch.bmm(YY, p) - Yg[..., None])
-        top = torch.linalg.solve_triangular(R.transpose(1, 2), c, upper=False)
-        r = (
-            gamma[:, None] * grad
-            + torch.bmm(top.transpose(1, 2), S)[:, 0]
-            - gamma[:, None] * torch.bmm(p.transpose(1, 2), Y)[:, 0]
-        )
+        p = _solve_upper(R, Sg)
+        c = sy * p + gamma[:, None] * ((_pair_products(Y, Y) * p[:, None]).sum(-1) - Yg)
+        top = _solve_upper_transposed(R, c)
+        r = gamma[:, None] * grad + _combine(top, S) - gamma[:, None] * _combine(p, Y)
         direction = -r
         slope = (grad * direction).sum(dim=1)
         # A direction that does not descend (rounding in an ill-conditioned history) falls
@@ -148,3 +142,35 @@ class LBFGS(Solver):
         run["direction"] = torch.where(rows[:, None], direction, run["direction"])
         run["slope"] = torch.where(rows, slope, run["slope"])
         run["paired"] = torch.where(rows, paired, run["paired"])
+
+
+# The per-sample products and solves below are elementwise products and sums over each
+# sample's own entries, not batched BLAS/LAPACK calls: batched kernels process samples in
+# groups and rounded a sample's 10 x 5 products differently by its position in the batch
+# (MKL, AVX-512), which changed its codes with the batch.
+
+
+def _pair_products(A, B):
+    """``A @ B^T`` per sample: ``(n, m, k), (n, m, k) -> (n, m, m)``."""
+    return (A[:, :, None] * B[:, None]).sum(-1)
+
+
+def _combine(weights, vectors):
+    """``sum_i weights[:, i] * vectors[:, i]``: ``(n, m), (n, m, k) -> (n, k)``."""
+    return (weights[:, None] * vectors.transpose(1, 2)).sum(-1)
+
+
+def _solve_upper(R, b):
+    """``x`` with ``R x = b`` per sample, ``R`` upper triangular ``(n, m, m)``."""
+    x = torch.zeros_like(b)
+    for i in reversed(range(b.shape[1])):
+        x[:, i] = (b[:, i] - (R[:, i, i + 1 :] * x[:, i + 1 :]).sum(-1)) / R[:, i, i]
+    return x
+
+
+def _solve_upper_transposed(R, b):
+    """``x`` with ``R^T x = b`` per sample, ``R`` upper triangular ``(n, m, m)``."""
+    x = torch.zeros_like(b)
+    for i in range(b.shape[1]):
+        x[:, i] = (b[:, i] - (R[:, :i, i] * x[:, :i]).sum(-1)) / R[:, i, i]
+    return x

@@ -22,6 +22,8 @@ from gfe_sklearn.flow._rows import (
 
 from .problems import binary_targets, mlp_decoder
 
+pytestmark = pytest.mark.portability
+
 
 def papers_sized_decoder():
     widths = (20, 150, 300, 600, 784)

@@ -13,6 +13,8 @@ from .problems import (
     mlp_decoder,
 )
 
+pytestmark = pytest.mark.portability
+
 # Per-solver settings that integrate the well-conditioned test problems to convergence.
 CONVERGE = {
     "amd": {},
