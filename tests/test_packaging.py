@@ -1,0 +1,56 @@
+"""The source distribution carries what its own tests need, and they pass from it."""
+
+import shutil
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def unpacked_sdist(tmp_path_factory):
+    pytest.importorskip("build")
+    if not (ROOT / "pyproject.toml").exists():
+        pytest.skip("not run from a source tree")
+    out = tmp_path_factory.mktemp("sdist")
+    subprocess.run(
+        [sys.executable, "-m", "build", "--sdist", "--no-isolation", "-o", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (archive,) = out.glob("*.tar.gz")
+    with tarfile.open(archive) as tar:
+        tar.extractall(out, filter="data")
+    (tree,) = [p for p in out.iterdir() if p.is_dir()]
+    return tree
+
+
+def test_the_sdist_has_every_tracked_test_doc_example_and_benchmark(unpacked_sdist):
+    if shutil.which("git") is None or not (ROOT / ".git").exists():
+        pytest.skip("needs the git checkout to list tracked files")
+    listed = subprocess.run(
+        ["git", "ls-files", "tests", "docs", "examples", "benchmarks", ".ci/run", "README.md"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    missing = [name for name in listed if not (unpacked_sdist / name).exists()]
+    assert not missing, f"MANIFEST.in leaves out {missing[:5]}"
+
+
+def test_the_docs_tests_pass_from_the_sdist(unpacked_sdist):
+    # Run from the unpacked tree, so its own package and files are the ones tested.
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_docs.py"],
+        cwd=unpacked_sdist,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
