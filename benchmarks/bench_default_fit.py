@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/bench_default_fit.py [--with-0.4] [--with-0.2] [--repeats 1]
+    python benchmarks/bench_default_fit.py [--with-0.4] [--with-0.2] [--repeats 1] [--device auto]
 
 Scales the 1,797 digits to [0, 1] (MinMaxScaler fitted on a 75% training split, clipped;
 float64, as a user's pipeline gives them), fits each model with its default parameters on
@@ -74,6 +74,7 @@ def main():
         help="also fit both estimators in the data's dtype, as version 0.4 did",
     )
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="the estimators' device parameter")
     args = parser.parse_args()
     print(
         f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch "
@@ -87,8 +88,8 @@ def main():
     scaler = MinMaxScaler(clip=True).fit(X_train)
     X_train, X_test = scaler.transform(X_train), scaler.transform(X_test)
     models = {
-        "AutoEncoderBaseline()": lambda: AutoEncoderBaseline(random_state=0),
-        "GradientFlowEncoder()": lambda: GradientFlowEncoder(random_state=0),
+        "AutoEncoderBaseline()": lambda: AutoEncoderBaseline(device=args.device, random_state=0),
+        "GradientFlowEncoder()": lambda: GradientFlowEncoder(device=args.device, random_state=0),
     }
     if args.before:
         models["AutoEncoderBaseline(<0.4: float64>)"] = lambda: AutoEncoderBaseline(
