@@ -147,10 +147,12 @@ def encode(
     record_history : bool
         Keep every accepted step's time and loss (``FlowResult.t_history``/``loss_history``).
     row_chunk : 'auto', int or None
-        The decoder sees exactly this many rows per call (the last chunk padded), which
-        makes each sample's codes bit-identical whatever batch it is in. ``'auto'``: 128 on
-        CPU, 1024 elsewhere. None: one call per evaluation, faster for small batches (e.g.
-        training), identical across batches only to rounding.
+        The decoder sees this many rows per call (the last chunk padded to a power of two),
+        a plain MLP decoder on widths padded to multiples of 16, and the layout is checked
+        once per configuration, which makes each sample's codes bit-identical whatever batch
+        it is in (``flow/_rows.py``). ``'auto'``: 128 on CPU, 1024 elsewhere. None: one call
+        per evaluation, faster for small batches (e.g. training), identical across batches
+        only to rounding.
     code_penalty : callable ``(z, target) -> (batch,)`` or None
         A per-sample term added to the loss the flow minimises, such as a prior on the codes
         (``gaussian_code_penalty`` in ``flow/_losses.py``); ``FlowResult.loss`` includes it.

@@ -10,6 +10,7 @@ from gfe_sklearn.flow._rows import (
     ELEMENTWISE_BLOCK,
     MIN_ROW_CHUNK,
     PaddedMLP,
+    RowLayoutWarning,
     call_sizes,
     checked_row_chunk,
     invariant_rowwise,
@@ -198,3 +199,19 @@ def test_the_papers_decoder_codes_do_not_depend_on_the_batch():
         rows = torch.tensor([149, 0, 77, 128, 5])
         part = encode(decoder, target[rows], 20, solver="lbfgs", stop_tol=1e-3)
     assert torch.equal(part.z, whole.z[rows])
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_on_cuda_codes_match_across_batches_or_the_layout_warns(dtype):
+    decoder = mlp_decoder(6, 64, hidden=32, dtype=dtype).cuda()
+    target = binary_targets(300, 64, seed=2, dtype=dtype).cuda()
+    rows = torch.tensor([299, 0, 130, 257, 64], device="cuda")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        whole = encode(decoder, target, 6, solver="lbfgs")
+        part = encode(decoder, target[rows], 6, solver="lbfgs")
+    if any(issubclass(w.category, RowLayoutWarning) for w in caught):
+        torch.testing.assert_close(part.z, whole.z[rows])
+    else:
+        assert torch.equal(part.z, whole.z[rows])
