@@ -15,6 +15,7 @@ from ._fixed import StiffnessWarning
 from ._losses import Loss
 from ._registry import ADJOINTS, ALPHAS, FLOWS, GRIDS, LOSSES, SOLVERS, STOP_RULES
 from ._result import FlowResult
+from ._rows import RowLayoutWarning
 
 __all__ = [
     "encode",
@@ -25,6 +26,7 @@ __all__ = [
     "FlowResult",
     "Loss",
     "StiffnessWarning",
+    "RowLayoutWarning",
     "SOLVERS",
     "FLOWS",
     "ADJOINTS",
