@@ -139,8 +139,9 @@ def test_reported_loss_is_the_loss_of_the_returned_code(problem, solver_flow):
     res = _encode(decoder, target, n_components, loss, solver, flow)
     with torch.no_grad():
         direct = LOSSES[loss](decoder(res.z), target)
-    # The engine evaluates padded chunks of rows, so only rounding may differ.
-    torch.testing.assert_close(res.loss, direct, rtol=1e-12, atol=1e-14)
+    # Not exact: the engine evaluates padded widths in padded chunks of rows, a direct call
+    # sums in another order on some math libraries; float64 rounding, with a wide margin.
+    torch.testing.assert_close(res.loss, direct, rtol=1e-10, atol=1e-12)
 
 
 @PROPERTY
@@ -153,7 +154,8 @@ def test_amd_ends_no_higher_than_z0_and_its_accepted_losses_never_rise_beyond_ro
     with torch.no_grad():
         at_zero = LOSSES[loss](decoder(torch.zeros_like(res.z)), target)
     history = res.loss_history.numpy()
-    torch.testing.assert_close(res.loss_history[0], at_zero, rtol=1e-12, atol=1e-14)
+    # Not exact: the engine's padded layout against a direct call (see the test above).
+    torch.testing.assert_close(res.loss_history[0], at_zero, rtol=1e-10, atol=1e-12)
     assert torch.all(res.loss <= res.loss_history[0])
     for column, steps, final in zip(history.T, res.n_steps.numpy(), res.loss.numpy()):
         curve = column[~np.isnan(column)]
@@ -162,6 +164,7 @@ def test_amd_ends_no_higher_than_z0_and_its_accepted_losses_never_rise_beyond_ro
         # changes by less than its rounding, when it flattens the slope (docs/engine.md).
         slack = ROUNDING_RISE * np.finfo(curve.dtype).eps * np.abs(curve[:-1])
         assert np.all(np.diff(curve) <= slack), curve
+        # The history records the accepted loss itself: a copy of the returned one.
         assert curve[-1] == final
 
 
