@@ -78,6 +78,7 @@ def test_download_tries_mirrors_in_turn_and_verifies_md5(synthetic, monkeypatch)
         assert hashlib.md5((folder / name).read_bytes()).hexdigest() == spec["md5"][name]
     images, labels = synthetic.arrays["mnist", "train"]
     np.testing.assert_array_equal(y, labels)
+    # Exact: the loader divides by 255 in float32 too, and IEEE division is correctly rounded.
     np.testing.assert_array_equal(X, images.reshape(len(images), -1) / np.float32(255))
 
 

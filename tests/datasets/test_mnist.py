@@ -26,6 +26,7 @@ def test_bunch_holds_scaled_pixels_labels_and_metadata(synthetic, dataset, subse
 
     assert isinstance(bunch, Bunch)
     assert bunch.data.shape == (n, 784) and bunch.data.dtype == np.float32
+    # Exact: the loader divides by 255 in float32 too, and IEEE division is correctly rounded.
     np.testing.assert_array_equal(bunch.data, images.reshape(n, 784).astype(np.float32) / 255)
     assert bunch.data.min() == 0 and bunch.data.max() == 1
     np.testing.assert_array_equal(np.rint(bunch.data * 255), images.reshape(n, 784))
