@@ -25,6 +25,7 @@ def _fit(X, **params):
 
 def test_auto_is_lbfgs_with_the_default_settings(X):
     auto, lbfgs = _fit(X), _fit(X, solver="lbfgs")
+    # 'auto' resolves to 'lbfgs': the same seeded fit twice, identical arithmetic.
     np.testing.assert_array_equal(auto.transform(X), lbfgs.transform(X))
     assert auto.get_params()["solver"] == "auto"
 
@@ -34,6 +35,7 @@ def test_auto_is_lbfgs_with_the_default_settings(X):
 )
 def test_auto_follows_the_flow_with_amd_where_a_setting_needs_its_path(X, setting):
     auto, amd = _fit(X, **setting), _fit(X, solver="amd", **setting)
+    # 'auto' resolves to 'amd': the same seeded fit twice, identical arithmetic.
     np.testing.assert_array_equal(auto.transform(X), amd.transform(X))
 
 

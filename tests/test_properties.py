@@ -102,6 +102,7 @@ def test_codes_are_finite_n_by_n_components_in_the_dtype_of_the_data(case):
 @given(case=cases())
 def test_fit_transform_is_fit_then_transform_bitwise(case):
     est, X = case
+    # sklearn's fit_transform is fit(X).transform(X): the same seeded fit twice.
     np.testing.assert_array_equal(est.fit_transform(X), est.fit(X).transform(X))
 
 
