@@ -190,6 +190,7 @@ def test_bce_clips_new_data_outside_unit_interval_with_a_warning(cls, X, small):
         message = str(record[0].message)
         assert "2 of 960 values were outside, by up to 0.5" in message
         assert "MinMaxScaler(clip=True)" in message
+        # Clipping sets the values exactly: the same data, then the same computation.
         np.testing.assert_array_equal(out, method(clipped))
     assert bad[0, 0] == 1.25  # the caller's data are not clipped in place
     with warnings.catch_warnings():
@@ -304,7 +305,8 @@ def test_compute_dtype_sets_the_models_whatever_the_data(cls, compute_dtype, X, 
 
 
 def test_float32_arithmetic_on_float64_data_matches_float32_data(X, small):
-    # compute_dtype='float32' is the same model as converting the data first.
+    # compute_dtype='float32' is the same model as converting the data first: the conversion
+    # is correctly rounded, so both fits see the same float32 numbers and run alike.
     a = GradientFlowEncoder(**small, compute_dtype="float32").fit(X)
     b = GradientFlowEncoder(**small).fit(X.astype(np.float32))
     np.testing.assert_array_equal(a.transform(X), b.transform(X.astype(np.float32)))
@@ -330,6 +332,7 @@ def test_inference_runs_in_bounded_batches(cls, X, small, monkeypatch):
     chunked += (est.inverse_transform(whole[0]),)
     # One call per 7-row chunk, padded to the engine's smallest row count (16).
     assert len(calls) == -(-len(X) // 7) and set(calls) == {padded_rows(7, 128)}
+    # Exact in effect (float32 results): a row's bits do not depend on its batch (flow/_rows.py).
     for a, b in zip(whole, chunked):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
 
@@ -340,6 +343,7 @@ def test_sparse_input_is_densified_in_batches(cls, fmt, X, small):
     X = np.where(X > 0.6, X, 0.0)
     dense = cls(**small).fit(X)
     sparse = cls(**small).fit(sp.csr_matrix(X).asformat(fmt))
+    # Densifying copies the values: the same numbers, the same seeded fit and encoding.
     np.testing.assert_array_equal(sparse.transform(sp.csr_matrix(X)), dense.transform(X))
     assert sparse.score(sp.csr_matrix(X).asformat(fmt)) == dense.score(X)
     with pytest.warns(DataConversionWarning, match="were clipped"):
