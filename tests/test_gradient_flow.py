@@ -138,6 +138,7 @@ def test_rows_encode_alone_as_in_a_batch(X, small):
     codes = est.transform(X)
     alone = np.vstack([est.transform(X[i : i + 1]) for i in (0, 17, 59)])
     np.testing.assert_array_equal(alone, codes[[0, 17, 59]])
+    # fit_transform refits with the same seed: identical arithmetic.
     np.testing.assert_array_equal(est.fit_transform(X), codes)
 
 
@@ -184,6 +185,7 @@ def test_from_autoencoder_is_the_papers_mixed_model(X, small):
         assert torch.equal(p, q) and p is not q
     codes = mixed.transform(X)
     assert codes.shape == (60, 2) and mixed.score(X) <= 0
+    # Both estimators' inverse_transform is the base class's, on a copy of the weights.
     np.testing.assert_array_equal(mixed.inverse_transform(codes), ae.inverse_transform(codes))
     # Training the copy further (warm start) leaves the autoencoder's decoder alone.
     snapshot = [p.detach().clone() for p in ae.decoder_.parameters()]
@@ -355,12 +357,14 @@ def test_flow_diagnostics_are_those_of_transform(solver, small):
     X = np.random.RandomState(1).uniform(size=(100, 16))  # more rows than one decoder call
     est = GradientFlowEncoder(**{**small, "solver": solver}).fit(X)
     result = est.flow_diagnostics(X, record_history=True)
+    # The same flow as transform's and score_samples' (one batch here): identical arithmetic.
     np.testing.assert_array_equal(result.z.numpy(), est.transform(X))
     np.testing.assert_array_equal(-result.loss.numpy(), est.score_samples(X))
     assert result.z.device.type == "cpu" and not result.z.requires_grad
     steps = result.n_steps.numpy()
     assert result.loss_history.shape == (steps.max() + 1, 100)
     losses = result.loss_history.numpy()
+    # The history records the accepted loss itself: rel=1e-12 is exact for float32 values.
     for i in range(100):  # each history ends at the sample's returned loss, then NaN
         assert losses[steps[i], i] == pytest.approx(float(result.loss[i]), rel=1e-12)
         assert np.isnan(losses[steps[i] + 1 :, i]).all()
