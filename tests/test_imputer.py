@@ -82,6 +82,8 @@ def test_missing_entries_come_from_the_encoders_reconstruction(X):
     encoder = imputer.encoder_
     expected = encoder.inverse_transform(encoder.transform(X))
     missing = np.isnan(X)
+    # Exact: the imputer encodes a subset of the rows, bit-identical by the engine's row
+    # layout (flow/_rows.py), and one start's mean is a division by 1.
     np.testing.assert_array_equal(imputer.transform(X)[missing], expected[missing])
 
 
@@ -100,6 +102,7 @@ def test_other_placeholders_than_nan(X):
     imputer = GradientFlowImputer(encoder=small_encoder(), missing_values=-1.0, random_state=0)
     by_placeholder = imputer.fit_transform(placeholder)
     by_nan = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit_transform(holes)
+    # The placeholder is replaced by NaN first: the same data, the same seeded fit.
     np.testing.assert_array_equal(by_placeholder, by_nan)
     with pytest.raises(ValueError, match="NaN"):
         imputer.transform(holes)
@@ -384,6 +387,7 @@ def test_code_prior_pulls_codes_to_the_prior_mean(X):
     holes = with_holes(X, 0.5)
     imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=1.0).fit(holes)
     encoder, mean, scale = imputer.encoder_, imputer.code_mean_, imputer.code_scale_
+    # A prior of weight 0 adds exact zeros to each loss and gradient: the same flow.
     np.testing.assert_array_equal(
         encoder._transform_from(holes, prior=(mean, scale, 0.0)), encoder.transform(holes)
     )
@@ -503,6 +507,7 @@ def test_members_are_reproducible_and_a_refit_with_one_drops_them():
     first = b.estimators_[0].transform(holes)
     a.set_params(n_estimators=1).fit(holes)
     assert not hasattr(a, "estimators_")
+    # The first member is the imputer that n_estimators=1 fits: the same seeded fit.
     np.testing.assert_array_equal(a.transform(holes), first)
 
 
@@ -536,6 +541,8 @@ def test_members_in_parallel_processes_impute_as_in_one():
     alone, parallel = fitted(None), fitted(2)
     assert parallel.estimators_[1].encoder_.n_iter_ == alone.estimators_[1].encoder_.n_iter_
     expected = alone.transform(holes)
+    # The same seeded fits on one torch thread (n_threads=1) in another process: identical
+    # arithmetic.
     np.testing.assert_array_equal(parallel.transform(holes), expected)
     # Members fitted in one process and run in two.
     np.testing.assert_array_equal(alone.set_params(n_jobs=2).transform(holes), expected)
