@@ -71,6 +71,7 @@ def test_interrupt_keeps_finished_units_and_resuming_gives_the_same_numbers(
     assert code == 0
     resumed = read_units(out)
     assert resumed[: len(finished)] == finished  # nothing finished was redone
+    # A snapshot's round trip, then the same seeded training: identical arithmetic.
     assert bce_of(resumed) == bce_of(read_units(reference))  # bit-identical numbers
     assert json.loads((out / "data-efficiency.json").read_text())["status"] == "complete"
 

@@ -66,6 +66,7 @@ def test_a_saved_state_resumes_exactly(model, tmp_path):
     batch = X[:10]
     loaded["model"].partial_fit(batch)
     est.partial_fit(batch)
+    # A round trip, then the same update on each copy: identical arithmetic.
     np.testing.assert_array_equal(loaded["model"].transform(X), est.transform(X))
 
 
