@@ -608,6 +608,7 @@ def test_estimator_saved_before_compute_dtype_fits_in_the_datas_dtype(cls, X, sm
     assert next(cls(**small).fit(X).decoder_.parameters()).dtype == torch.float32
 
 
+@pytest.mark.portability
 @pytest.mark.parametrize("cls", ESTIMATORS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_rows_alone_give_bitwise_the_outputs_of_the_batch(cls, dtype, small):

@@ -133,6 +133,7 @@ def test_unknown_engine_names_list_the_registry(param, X, small):
     assert all(repr(name) in str(info.value) for name in registry)
 
 
+@pytest.mark.portability
 def test_rows_encode_alone_as_in_a_batch(X, small):
     est = GradientFlowEncoder(**small).fit(X)
     codes = est.transform(X)

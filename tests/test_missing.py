@@ -188,6 +188,7 @@ def test_inverse_transform_reconstructs_missing_entries(X, small):
     assert ((reconstruction >= 0) & (reconstruction <= 1)).all()
 
 
+@pytest.mark.portability
 @pytest.mark.parametrize("solver", sorted(SOLVER_SETTINGS))
 def test_masked_rows_encode_alone_as_in_a_batch(X, small, solver):
     X = _holes(X, fraction=0.5)

@@ -60,6 +60,7 @@ def test_float32_codes_get_as_close_to_least_squares_as_float64_ones():
     assert errors[torch.float32] <= 2e-4
 
 
+@pytest.mark.portability
 def test_rows_alone_give_bitwise_the_codes_of_the_batch():
     decoder = mlp_decoder(3, 12, hidden=20, seed=11)
     target = binary_targets(24, 12, seed=12)
@@ -70,6 +71,7 @@ def test_rows_alone_give_bitwise_the_codes_of_the_batch():
         assert torch.equal(part.n_evals, whole.n_evals[rows])
 
 
+@pytest.mark.portability
 def test_rows_alone_give_bitwise_the_codes_of_a_batch_of_several_chunks():
     # 300 rows: two full 128-row chunks and a padded remainder, thinning as rows finish.
     decoder = mlp_decoder(3, 12, hidden=20, seed=11, dtype=torch.float32)

@@ -181,6 +181,7 @@ def test_gradient_flow_on_a_fixed_grid_raises_no_loss_beyond_rounding(problem, s
         assert np.all(np.diff(curve) <= slack), curve
 
 
+@pytest.mark.portability
 @PROPERTY
 @given(
     problem=problems(dtypes=(torch.float32, torch.float64)),
