@@ -64,7 +64,7 @@ def timed_transform(est, X, row_chunk, repeats):
     return min(times), loss
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--solvers", nargs="+", default=sorted(SOLVERS))
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"])
@@ -73,7 +73,7 @@ def main():
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     subset = np.random.RandomState(0).choice(128, 17, replace=False)
     capability = torch.backends.cpu.get_cpu_capability()

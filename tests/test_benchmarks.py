@@ -70,3 +70,12 @@ def test_imputer_jobs_benchmark_prints_ratios_at_the_same_imputation(capsys):
     row = next(line for line in out.splitlines() if line.startswith("| 0 |"))
     assert row.rstrip().endswith("| True |")
     assert "median speed-up, fit + transform:" in out
+
+
+def test_batch_invariance_benchmark_prints_zero_differences(capsys):
+    bench = load_benchmark("bench_batch_invariance")
+    bench.main(["--solvers", "amd", "lbfgs", "--dtypes", "float32", "--repeats", "1"])
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [row[:2] for row in rows] == [["amd", "float32"], ["lbfgs", "float32"]]
+    assert all(float(row[2]) == 0.0 for row in rows)
+    assert all(float(row[5]) > 0 for row in rows)  # the ratio of the two layouts' times
