@@ -77,8 +77,10 @@ class PersistenceMixin:
         Parameters
         ----------
         path : str or path-like
-            The file to write (``.safetensors`` is a fitting suffix); it is replaced if it
-            exists.
+            The file to write (``.safetensors`` is a fitting suffix). An existing file is
+            replaced and keeps its mode, unless it is read-only (then ``PermissionError``);
+            a new one gets the mode the umask allows; a symbolic link is written through to
+            the file it points to.
         """
         write_model_file(path, *self._record())
 
@@ -105,7 +107,9 @@ class PersistenceMixin:
         ------
         ModelFileError
             The file is not a model file of this class, or holds invalid settings or
-            weights; nothing from it has run.
+            weights; nothing from it has run, and nothing its settings describe was
+            allocated before they were checked against its tensors. Only regular files of
+            at most 4 GiB are read: a FIFO, a device or a directory is refused unread.
         """
         unknown = sorted(set(modules) - set(cls._module_parameters.values()))
         if unknown:
