@@ -201,6 +201,16 @@ class BaseFlowEstimator(
         """Rows per module call at inference, as the flow's engine evaluates them."""
         return resolve_row_chunk("auto", self.device_)
 
+    @property
+    def _fitted_loss_name(self):
+        """The loss the model was fitted with, which inference and training continue with.
+
+        ``set_params(loss=...)`` after a fit takes effect at the next ``fit``: the decoder of
+        a bce model emits logits, and reading them with another loss would be wrong data.
+        """
+        fitted = getattr(self, "_fitted_architecture", None)
+        return self.loss if fitted is None else fitted["loss"]  # None: a pre-0.3 pickle
+
     # -- what a subclass provides -------------------------------------------------------
 
     @abstractmethod
@@ -285,7 +295,7 @@ class BaseFlowEstimator(
         cross-validated pipeline) maps new rows slightly outside the range, and refusing them
         would break the pipeline.
         """
-        target_range = LOSSES[self.loss].target_range
+        target_range = LOSSES[self._fitted_loss_name].target_range
         values = X.data if sp.issparse(X) else X
         if target_range is None or values.size == 0:
             return X
@@ -295,7 +305,8 @@ class BaseFlowEstimator(
             return X
         beyond = float(np.max(np.maximum(low - outside, outside - high)))
         warnings.warn(
-            f"{type(self).__name__}: loss={self.loss!r} needs {name} in [{low:g}, {high:g}]; "
+            f"{type(self).__name__}: loss={self._fitted_loss_name!r} needs {name} in "
+            f"[{low:g}, {high:g}]; "
             f"{outside.size} of {X.shape[0] * X.shape[1]} values were outside, by up to "
             f"{beyond:.3g}, and were clipped to it. A scaler fitted on other rows does this; "
             "sklearn.preprocessing.MinMaxScaler(clip=True) keeps new data in range.",
@@ -361,6 +372,8 @@ class BaseFlowEstimator(
     def partial_fit(self, X, y=None):
         """One pass over ``X`` in shuffled minibatches; creates the model on the first call.
 
+        Later calls continue the fitted model and its optimizer's state with the current
+        ``learning_rate``; a changed architecture, loss or ``optimizer`` is refused by name.
         A call that fails leaves the model as it was before the call; a ``KeyboardInterrupt``
         keeps the updates made and propagates, as described in ``fit``.
 
@@ -467,6 +480,8 @@ class BaseFlowEstimator(
         device = resolve_device(self.device) if first else self.device_
         if not first:
             self._check_same_architecture(hidden)
+            if incremental:
+                self._check_same_optimizer()
         X, attributes = self._checked_X(X, first)
         self._check_target_range(X)
         rng = self._rng if incremental and not first else check_random_state(self.random_state)
@@ -481,6 +496,8 @@ class BaseFlowEstimator(
         if first:
             generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
             attributes.update(self._new_model(X.shape[1], hidden, generator, dtype, device))
+        if not first and self.early_stopping and self.validation_scores_ is None:
+            attributes["validation_scores_"] = []  # the model was fitted without validation
         X_val = None
         if self.early_stopping:  # refuses data too small to split
             X, X_val = train_test_split(X, test_size=self.validation_fraction, random_state=rng)
@@ -509,6 +526,10 @@ class BaseFlowEstimator(
             cls, fixed = OPTIMIZERS[self.optimizer]
             params = [p for module in self._modules() for p in module.parameters()]
             self.optimizer_ = cls(params, lr=self.learning_rate, **fixed)
+        # partial_fit keeps the optimizer's state and takes today's learning_rate, so that
+        # lowering it after a divergence (as the error advises) has an effect.
+        for group in self.optimizer_.param_groups:
+            group["lr"] = self.learning_rate
 
     def _architecture(self, hidden):
         return {
@@ -536,6 +557,19 @@ class BaseFlowEstimator(
                 f"fitted model, which cannot change {sorted(changed)}. Set them back, or set "
                 "warm_start=False and call fit to train a new model."
             )
+
+    def _check_same_optimizer(self):
+        """partial_fit steps the fitted optimizer, whose state another kind cannot continue."""
+        fitted = getattr(self, "optimizer_", None)
+        if fitted is None or isinstance(fitted, OPTIMIZERS[self.optimizer][0]):
+            return
+        name = next(n for n, (cls, _) in OPTIMIZERS.items() if isinstance(fitted, cls))
+        raise ValueError(
+            f"optimizer={self.optimizer!r} differs from the fitted model's optimizer={name!r}: "
+            "partial_fit continues the fitted optimizer's state, which another optimizer "
+            f"cannot take. Set optimizer={name!r} back, or call fit with warm_start=True to "
+            "keep the weights and start a new optimizer."
+        )
 
     def _new_model(self, n_features, hidden, generator, dtype, device):
         """The attributes of a new, untrained model, after checking its modules fit ``X``."""
@@ -789,7 +823,7 @@ class BaseFlowEstimator(
                 f"Z has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
                 f"n_components={self._n_latent}."
             )
-        to_data = LOSSES[self.loss].to_data
+        to_data = LOSSES[self._fitted_loss_name].to_data
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
 
         decoder = padded_mlp(self.decoder_)

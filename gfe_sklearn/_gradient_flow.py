@@ -611,7 +611,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     def _loss(self):
         """The loss of the flow and of training: over observed entries with ``allow_nan``."""
-        loss = LOSSES[self.loss]
+        loss = LOSSES[self._fitted_loss_name]
         return loss.observed_only() if self.allow_nan else loss
 
     def _unread_parameters(self):
@@ -698,7 +698,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         cap = self.fit_max_steps if self._solver() == "lbfgs" else None
         seen, loss = target, None
         if self.fit_hide_fraction > 0:
-            seen, loss = self._hidden_from_flow(target), LOSSES[self.loss].observed_only()
+            seen = self._hidden_from_flow(target)
+            loss = LOSSES[self._fitted_loss_name].observed_only()
         result = self._flow(
             seen, self.adjoint, self.fit_stop_tol, row_chunk=None, max_steps=cap, loss=loss
         )

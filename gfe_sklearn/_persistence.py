@@ -35,6 +35,9 @@ from ._record_checks import (
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
+# The integer arrays a parameter may hold in a file (numpy's names, which np.dtype reads).
+INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
+
 _trust_legacy = contextvars.ContextVar("trust_legacy_pickles", default=False)
 
 
@@ -377,6 +380,11 @@ def _to_json(value):
         return {"dict": {key: _to_json(item) for key, item in value.items()}}
     if isinstance(value, np.random.RandomState):
         return {"RandomState": _rng_to_json(value)}
+    # Array-like sizes (hidden_layer_sizes=np.array([8, 8]) or range(...)) come back as given.
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
+        return {"ndarray": {"dtype": value.dtype.name, "values": value.tolist()}}
+    if isinstance(value, range):
+        return {"range": [value.start, value.stop, value.step]}
     raise TypeError(f"{type(value).__name__} is not storable")
 
 
@@ -393,7 +401,28 @@ def _from_json(value, where):
             return {key: _from_json(item, where) for key, item in inner.items()}
         if tag == "RandomState":
             return _rng_from_json(inner, where)
+        if tag == "ndarray" and _is_int_array(inner):
+            return np.asarray(inner["values"], dtype=inner["dtype"])
+        if tag == "range" and _is_ints(inner, length=3) and inner[2] != 0:
+            return range(*inner)
     raise ModelFileError(f"{where} holds a value this version cannot read: {value!r:.80}")
+
+
+def _is_ints(value, length=None):
+    return (
+        isinstance(value, list)
+        and (length is None or len(value) == length)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _is_int_array(value):
+    if not isinstance(value, dict) or set(value) != {"dtype", "values"}:
+        return False
+    if value["dtype"] not in INT_DTYPES or not _is_ints(value["values"]):
+        return False
+    info = np.iinfo(value["dtype"])
+    return all(info.min <= v <= info.max for v in value["values"])
 
 
 def _rng_to_json(rng):

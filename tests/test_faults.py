@@ -157,3 +157,48 @@ def test_continuing_with_a_changed_architecture_names_the_parameter(cls, param, 
     est.set_params(**{param: small.get(param, cls().get_params()[param])})
     np.testing.assert_array_equal(est.transform(X), codes)
     est.set_params(warm_start=False, **{param: value}).fit(X)  # a new model may change it
+
+
+# -- fitted means fixed: parameters changed after fit act at the next fit, or are refused ----
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_loss_changed_after_fit_changes_nothing_until_the_next_fit(cls, X, small):
+    # A bce decoder emits logits: read as mse data they would be wrong values, not data.
+    est = cls(**small, loss="bce").fit(X)
+    codes = est.transform(X)
+    decoded, score = est.inverse_transform(codes), est.score(X)
+    est.set_params(loss="mse")
+    np.testing.assert_array_equal(est.transform(X), codes)
+    np.testing.assert_array_equal(est.inverse_transform(codes), decoded)
+    assert est.score(X) == score
+    est.fit(X)  # a new fit takes the new loss
+    assert est._fitted_architecture["loss"] == "mse"
+    assert not np.array_equal(est.inverse_transform(codes), decoded)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_partial_fit_takes_a_changed_learning_rate(cls, X, small):
+    # The divergence message advises lowering learning_rate: partial_fit must heed it.
+    est = cls(**small).fit(X)
+    est.set_params(learning_rate=1e-7).partial_fit(X)
+    assert [group["lr"] for group in est.optimizer_.param_groups] == [1e-7]
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_partial_fit_refuses_a_changed_optimizer_by_name(cls, X, small):
+    est = cls(**small, optimizer="rmsprop").fit(X)
+    before, state = weights(est), est.optimizer_
+    with pytest.raises(ValueError, match=r"optimizer='adam' differs .* optimizer='rmsprop'"):
+        est.set_params(optimizer="adam").partial_fit(X)
+    assert est.optimizer_ is state and all(torch.equal(a, b) for a, b in zip(weights(est), before))
+    est.set_params(warm_start=True).fit(X)  # a warm-started fit starts a new optimizer
+    assert isinstance(est.optimizer_, torch.optim.Adam)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_early_stopping_may_be_enabled_on_a_warm_start_refit(cls, X, small):
+    est = cls(**small).fit(X)
+    assert est.validation_scores_ is None
+    est.set_params(warm_start=True, early_stopping=True, max_iter=2).fit(X)
+    assert len(est.validation_scores_) == est.n_iter_ - 2 and est.n_iter_ > 2
