@@ -45,6 +45,20 @@ RANGE_SLACK = 1e-6
 # Rows per chunk in transform, inverse_transform and score: bounds the working memory.
 INFERENCE_BATCH_SIZE = 1024
 
+# The most intra-op threads n_threads may ask for.
+MAX_THREADS = 4096
+
+
+def readable_by_numpy(X):
+    """``X``, with a bfloat16 torch tensor made float32 (exactly), which numpy cannot read.
+
+    numpy has no bfloat16; every bfloat16 value is a float32 value, and float16 data become
+    float32 as well, so the model is the one float32 data would train.
+    """
+    if isinstance(X, torch.Tensor) and X.dtype == torch.bfloat16:
+        return X.float()
+    return X
+
 
 def model_dtype(data_dtype, device, compute_dtype=None):
     """The torch dtype of a model on ``device`` fitted on data of ``data_dtype``.
@@ -136,7 +150,8 @@ class BaseFlowEstimator(
         "device": [str, torch.device],
         "compute_dtype": [StrOptions({"float32", "float64"}), None],
         "n_threads": [
-            Interval(Integral, 1, None, closed="left"),
+            # torch takes a C int; more threads than this no machine has.
+            Interval(Integral, 1, MAX_THREADS, closed="both"),
             Interval(Integral, None, -1, closed="right"),
             None,
         ],
@@ -249,7 +264,7 @@ class BaseFlowEstimator(
         # NaN passes validate_data so that _check_missing decides, with the estimator's advice.
         X = validate_data(
             self,
-            X,
+            readable_by_numpy(X),
             reset=reset,
             accept_sparse="csr",
             dtype=[np.float32, np.float64],
@@ -817,7 +832,8 @@ class BaseFlowEstimator(
         """
         check_is_fitted(self)
         self._check_usable()
-        Z = check_array(Z, dtype=[np.float32, np.float64], input_name="Z")
+        Z = check_array(readable_by_numpy(Z), dtype=[np.float32, np.float64], input_name="Z")
+        self._check_codes_fit(Z)
         if Z.shape[1] != self._n_latent:
             raise ValueError(
                 f"Z has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
@@ -847,7 +863,24 @@ class BaseFlowEstimator(
                     key=(to_data,),
                 )
                 chunks.append(decoded.cpu())
-        return torch.cat(chunks).numpy().astype(Z.dtype, copy=False)
+        decoded = torch.cat(chunks).numpy()
+        if not np.isfinite(decoded).all():
+            self._refuse_codes(Z, "decoding them overflowed")
+        return decoded.astype(Z.dtype, copy=False)
+
+    def _check_codes_fit(self, Z):
+        """Refuse codes the model's dtype cannot hold (1e300 is inf in float32, decoded NaN)."""
+        if Z.size and np.abs(Z).max() > torch.finfo(self._model_dtype).max:
+            self._refuse_codes(Z, "they do not fit")
+
+    def _refuse_codes(self, Z, problem):
+        dtype = str(self._model_dtype).replace("torch.", "")
+        raise ValueError(
+            f"{type(self).__name__} cannot decode Z (largest magnitude "
+            f"{float(np.abs(Z).max()):.3g}): {problem} the model's {dtype} arithmetic (largest "
+            f"value {torch.finfo(self._model_dtype).max:.3g}). Codes from transform are in "
+            "range; to decode larger ones, refit with compute_dtype='float64'."
+        )
 
     def score_samples(self, X):
         """Minus each sample's reconstruction loss (higher is better).

@@ -651,6 +651,19 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def _modules(self):
         return [self.decoder_]
 
+    def _check_tau_fits(self, solver, dtype):
+        # The engine runs the horizon in the model's dtype, where 1e308 is inf (float32): it
+        # would refuse "tau=inf", a value the user never set, or integrate to infinity.
+        if self.tau == "auto" or SOLVERS[solver].goes_to_endpoint:
+            return
+        largest = torch.finfo(dtype).max
+        if np.isfinite(self.tau) and self.tau > largest:
+            raise ValueError(
+                f"tau={self.tau!r} overflows the model's {str(dtype).replace('torch.', '')} "
+                f"arithmetic (largest value {largest:.3g}) with solver={solver!r}. Use a "
+                "smaller tau, or compute_dtype='float64'."
+            )
+
     def _flow(
         self,
         target,
@@ -664,6 +677,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         loss=None,
     ):
         solver = self._solver()
+        self._check_tau_fits(solver, target.dtype)
         names = solver_options(solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
         if max_steps is not None:

@@ -202,3 +202,45 @@ def test_early_stopping_may_be_enabled_on_a_warm_start_refit(cls, X, small):
     assert est.validation_scores_ is None
     est.set_params(warm_start=True, early_stopping=True, max_iter=2).fit(X)
     assert len(est.validation_scores_) == est.n_iter_ - 2 and est.n_iter_ > 2
+
+
+# -- raw errors made clear ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_bfloat16_tensors_are_read_as_the_float32_values_they_are(cls, X, small):
+    # numpy has no bfloat16; each bfloat16 value is exactly a float32 value.
+    data = torch.tensor(X, dtype=torch.bfloat16)
+    exact = data.float().numpy()
+    est = cls(**small).fit(data)
+    reference = cls(**small).fit(exact)
+    np.testing.assert_array_equal(est.transform(data), reference.transform(exact))
+    codes = torch.tensor(reference.transform(exact), dtype=torch.bfloat16)
+    np.testing.assert_array_equal(
+        est.inverse_transform(codes), reference.inverse_transform(codes.float().numpy())
+    )
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_n_threads_beyond_any_machine_is_refused_by_name(cls, X, small):
+    with pytest.raises(ValueError, match=r"'n_threads' parameter .* Got 2147483648"):
+        cls(**{**small, "n_threads": 2**31}).fit(X)
+
+
+def test_a_finite_tau_beyond_the_model_dtype_is_named(X, small):
+    # 1e308 is inf in float32: the engine would refuse "tau=inf", a value never set.
+    est = GradientFlowEncoder(**small, solver="euler", tau=1e308, compute_dtype="float32")
+    with pytest.raises(ValueError, match=r"tau=1e\+308 overflows the model's float32"):
+        est.fit(X)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_codes_beyond_the_model_dtype_are_refused_instead_of_decoded_to_nan(cls, X, small):
+    est = cls(**small, loss="mse", compute_dtype="float32").fit(X.astype(np.float32))
+    with pytest.raises(ValueError, match=r"cannot decode Z \(largest magnitude 1e\+300\)"):
+        est.inverse_transform(np.full((2, 2), 1e300))
+    with torch.no_grad():  # codes that fit float32 but overflow on decoding
+        for p in est.decoder_.parameters():
+            p.mul_(1e20)
+    with pytest.raises(ValueError, match="decoding them overflowed"):
+        est.inverse_transform(np.full((2, 2), 1e30, dtype=np.float32))
