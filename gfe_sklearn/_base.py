@@ -5,7 +5,9 @@ loop, batched inference and portable pickling live here; the two estimators only
 batch is encoded and how its training loss is formed.
 """
 
+import contextlib
 import copy
+import threading
 import time
 import warnings
 from abc import abstractmethod
@@ -81,6 +83,31 @@ def model_dtype(data_dtype, device, compute_dtype=None):
 FIT_LOOP_PARAMETERS = frozenset(
     {"max_iter", "max_samples", "tol", "n_iter_no_change", "validation_fraction", "warm_start"}
 )
+
+# Estimators with a fit or partial_fit running, by id: one call at a time per estimator. Not
+# an attribute, which copy.deepcopy and pickling would have to skip.
+_TRAINING = set()
+_TRAINING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_fit_at_a_time(estimator):
+    """Refuse a fit that starts while another of the same estimator runs (another thread):
+    both would train and record into one model, which could end "fitted" with nothing."""
+    with _TRAINING_LOCK:
+        if id(estimator) in _TRAINING:
+            raise RuntimeError(
+                f"This {type(estimator).__name__} is already being fitted by another call "
+                "(in another thread); an estimator trains one fit or partial_fit at a time. "
+                "Wait for that call to return, or fit a copy (sklearn.base.clone)."
+            )
+        _TRAINING.add(id(estimator))
+    try:
+        yield
+    finally:
+        with _TRAINING_LOCK:
+            _TRAINING.discard(id(estimator))
+
 
 # Stands for an attribute that a fit removes (feature_names_in_ after a refit on plain arrays).
 _REMOVED = object()
@@ -411,7 +438,7 @@ class BaseFlowEstimator(
         # interrupt while checking) leaves it untouched. Training changes the estimator, its
         # modules and its optimizer in place: a failure there is undone from `before`; an
         # interrupt keeps what was reached (fit's Notes), unless nothing was.
-        with torch_threads(self.n_threads):  # the decoder probe in _prepare_fit too
+        with _one_fit_at_a_time(self), torch_threads(self.n_threads):  # the probe too
             X, X_val, attributes = self._prepare_fit(X, incremental)
             before = self._state_before_fit(incremental)
             self._updates_in_call = 0

@@ -1,5 +1,7 @@
 """Failures leave nothing half-broken: a failed fit changes nothing, a broken model refuses."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -244,3 +246,31 @@ def test_codes_beyond_the_model_dtype_are_refused_instead_of_decoded_to_nan(cls,
             p.mul_(1e20)
     with pytest.raises(ValueError, match="decoding them overflowed"):
         est.inverse_transform(np.full((2, 2), 1e30, dtype=np.float32))
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_fit_started_while_another_runs_is_refused_and_the_first_completes(cls, X, small):
+    # Before: both trained one model, which could end "fitted" with n_iter_=0.
+    est = cls(**small)
+    started, release = threading.Event(), threading.Event()
+    original = est._train
+
+    def slow_train(*args):
+        started.set()
+        assert release.wait(timeout=60)
+        return original(*args)
+
+    est._train = slow_train
+    first = threading.Thread(target=est.fit, args=(X,))
+    first.start()
+    assert started.wait(timeout=60)
+    try:
+        for call in (est.fit, est.partial_fit):
+            with pytest.raises(RuntimeError, match="already being fitted by another call"):
+                call(X)
+    finally:
+        release.set()
+        first.join(timeout=60)
+    assert est.n_iter_ == small["max_iter"] and len(est.loss_curve_) == est.n_iter_
+    del est._train
+    est.partial_fit(X)  # free again once the first call has returned
