@@ -277,6 +277,13 @@ class BaseFlowEstimator(
 
     def _check_params(self):
         """Checks that ``_parameter_constraints`` cannot express (before anything changes)."""
+        for name, value in self.get_params(deep=False).items():
+            # torch and numpy count in int64: a larger count fails deep inside them.
+            if isinstance(value, Integral) and not isinstance(value, bool) and abs(value) >= 2**63:
+                raise ValueError(
+                    f"{name}={value!r} is beyond the 64-bit integers that torch and numpy "
+                    f"count in; set {name} below 2**63."
+                )
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
         if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
@@ -526,7 +533,9 @@ class BaseFlowEstimator(
                 self._check_same_optimizer()
         X, attributes = self._checked_X(X, first)
         self._check_target_range(X)
-        rng = self._rng if incremental and not first else check_random_state(self.random_state)
+        rng = getattr(self, "_rng", None) if incremental and not first else None
+        if rng is None:  # a new model, or one saved without its shuffling generator
+            rng = check_random_state(self.random_state)
         attributes["_rng"] = rng
         dtype = model_dtype(X.dtype, device, self.compute_dtype) if first else self._model_dtype
         if self.learning_rate > torch.finfo(dtype).max:

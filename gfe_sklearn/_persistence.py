@@ -239,6 +239,8 @@ class PersistenceMixin:
 
     def _module_from_json(self, name, saved, source, modules):
         given = modules.get(name)
+        if not (saved is None or _is_module_record(saved)):
+            raise ModelFileError(f"{source}: parameter {name} is invalid ({saved!r:.80}).")
         if saved is None:
             if given is not None:
                 raise ValueError(
@@ -246,9 +248,8 @@ class PersistenceMixin:
                 )
             return None
         if given is None:
-            described = saved.get("module") if isinstance(saved, dict) else saved
             raise ValueError(
-                f"{source} was fitted with a user-supplied {name} ({described!r}), which a "
+                f"{source} was fitted with a user-supplied {name} ({saved['module']!r}), which a "
                 f"model file does not store as code: build that module as before fitting and "
                 f"pass it, load(path, {name}=module); the saved weights are copied into it."
             )
@@ -291,7 +292,9 @@ class PersistenceMixin:
         self.loss_curve_ = list(fitted["loss_curve_"])
         self.validation_scores_ = fitted["validation_scores_"]
         self.optimizer_ = self._optimizer_from_json(fitted["optimizer"], tensors, source)
-        self._rng = _rng_from_json(fitted["rng"], source)
+        rng = _rng_from_json(fitted["rng"], source)
+        if rng is not None:  # None: the next partial_fit draws one from random_state
+            self._rng = rng
 
     def _checked_build(self, n_features, architecture, dtype, device, source):
         try:
@@ -406,6 +409,10 @@ def _from_json(value, where):
         if tag == "range" and _is_ints(inner, length=3) and inner[2] != 0:
             return range(*inner)
     raise ModelFileError(f"{where} holds a value this version cannot read: {value!r:.80}")
+
+
+def _is_module_record(saved):
+    return isinstance(saved, dict) and set(saved) == {"module"} and isinstance(saved["module"], str)
 
 
 def _is_ints(value, length=None):

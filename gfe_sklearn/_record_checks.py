@@ -93,7 +93,7 @@ def check_architecture(architecture, n_latent, n_tensors, source):
     if not isinstance(architecture, dict) or sorted(architecture) != sorted(ARCHITECTURE_FIELDS):
         raise ModelFileError(
             f"{source}: fitted attribute architecture must have the fields "
-            f"{list(ARCHITECTURE_FIELDS)}; it has {sorted(architecture)!r:.120}."
+            f"{list(ARCHITECTURE_FIELDS)}; it is {architecture!r:.120}."
         )
     hidden = architecture["hidden_layer_sizes"]
     valid = {
@@ -101,8 +101,9 @@ def check_architecture(architecture, n_latent, n_tensors, source):
         "hidden_layer_sizes": isinstance(hidden, tuple)
         and len(hidden) <= max(n_tensors, 100)
         and all(_is_count(size, 1, MAX_WIDTH) for size in hidden),
-        "activation": architecture["activation"] in ACTIVATIONS,
-        "loss": architecture["loss"] in LOSSES,
+        "activation": isinstance(architecture["activation"], str)
+        and architecture["activation"] in ACTIVATIONS,
+        "loss": isinstance(architecture["loss"], str) and architecture["loss"] in LOSSES,
     }
     for name, ok in valid.items():
         if not ok:
@@ -152,10 +153,9 @@ def check_tensor_table(expected, tensors, source):
 def optimizer_state(saved, fresh, tensors, source):
     """The state dict to load into ``fresh`` (a new optimizer of the saved class), checked.
 
-    Each param group field must have the type of ``fresh``'s (a number finite and not
-    negative), and each state tensor the shape of its parameter (or be a scalar, as ``step``
-    is) and finite values: a malformed state is refused here instead of failing at a later
-    ``partial_fit``.
+    Each param group field must be ``fresh``'s (``lr`` any positive number), and each state
+    tensor have the shape of its parameter (or be a scalar, as ``step`` is) and finite
+    values: a malformed state is refused here instead of failing at a later ``partial_fit``.
     """
 
     def refuse(problem):
@@ -171,7 +171,7 @@ def optimizer_state(saved, fresh, tensors, source):
         if not isinstance(group, dict) or group.get("params") != default["params"]:
             refuse("has param_groups that do not list the model's parameters")
         for key, value in group.items():
-            if key != "params" and not _like(value, default.get(key, _ANY_SCALAR)):
+            if key != "params" and not _fits_group(key, value, default.get(key, _UNKNOWN)):
                 refuse(f"has an invalid param_groups field {key}={value!r:.40}")
     if not isinstance(state, dict):
         refuse("has a state that is not a mapping")
@@ -204,30 +204,35 @@ def optimizer_state(saved, fresh, tensors, source):
     return {"state": loaded, "param_groups": groups}
 
 
-_ANY_SCALAR = object()
+def _fits_group(key, value, default):
+    """Whether a saved param group value may stand where a new optimizer has ``default``.
+
+    gfe-sklearn builds its optimizers with ``lr=learning_rate`` and fixed settings, so every
+    other field of a saved group equals a new optimizer's: another value (``centered=True``,
+    ``momentum=0.9``) would need state the file does not hold. A field this torch version
+    does not know, from a newer one, may be any plain value.
+    """
+    if key == "lr":
+        return _is_number(value) and value > 0
+    if default is _UNKNOWN:
+        return value is None or isinstance(value, (bool, str)) or _is_number(value)
+    if isinstance(default, tuple):
+        default = list(default)
+    return (
+        type(value) is type(default)
+        and value == default
+        or (_is_number(value) and _is_number(default) and value == default)
+    )
 
 
-def _like(value, default):
-    """Whether a saved param group value may stand where torch's default is ``default``."""
-    if default is _ANY_SCALAR:  # a field only the saving torch version knows
-        return value is None or isinstance(value, (bool, int, float, str))
-    if isinstance(default, bool) or default is None:
-        return value is None or isinstance(value, bool)
-    if isinstance(default, (int, float)):
-        return _is_number(value)
-    if isinstance(default, (tuple, list)):
-        return (
-            isinstance(value, list)
-            and len(value) == len(default)
-            and all(_is_number(item) for item in value)
-        )
-    return isinstance(value, type(default))
+_UNKNOWN = object()
 
 
 def _is_number(value):
+    # Integers beyond int64 do not convert to torch's C types.
     return (
         isinstance(value, (int, float))
         and not isinstance(value, bool)
         and math.isfinite(value)
-        and value >= 0
+        and 0 <= value < 2**63
     )

@@ -230,3 +230,79 @@ def test_random_edits_of_a_file_give_a_model_file_error_or_a_working_model(saved
             continue
         assert np.isfinite(codes).all()
         assert all(torch.isfinite(p).all() for p in loaded.decoder_.parameters())
+
+
+ODD_VALUES = [
+    None,
+    True,
+    -1,
+    0,
+    2**70,
+    1e308,
+    float("nan"),
+    "x",
+    [],
+    {},
+    [1, "a"],
+    {"tuple": [1, "a"]},
+    {"dict": {"a": 1}},
+    {"RandomState": None},
+]
+
+
+def _fields(content):
+    """Paths to every value of the settings, e.g. ("fitted", "architecture", "dict", "loss")."""
+    stack, paths = [((), content)], []
+    while stack:
+        path, value = stack.pop()
+        if path:
+            paths.append(path)
+        if isinstance(value, dict):
+            stack.extend(((*path, key), inner) for key, inner in value.items())
+        elif isinstance(value, list) and len(value) < 8:
+            stack.extend(((*path, index), inner) for index, inner in enumerate(value))
+    return sorted(paths, key=repr)
+
+
+@pytest.mark.parametrize("cls", [GradientFlowEncoder, AutoEncoderBaseline])
+def test_every_settings_field_edited_gives_a_model_file_error_or_a_working_model(
+    cls, X, small, tmp_path
+):
+    path = tmp_path / "model.safetensors"
+    cls(**small).fit(X).save(path)
+    original = path.read_bytes()
+    length = int.from_bytes(original[:8], "little")
+    content = json.loads(json.loads(original[8 : 8 + length])["__metadata__"]["content"])
+    generator, crashes = random.Random(0), []
+    for field in _fields(content):
+        for value in generator.sample(ODD_VALUES, 3):
+
+            def edit(settings, field=field, value=value):
+                *parents, last = field
+                for key in parents:
+                    settings = settings[key]
+                settings[last] = value
+
+            path.write_bytes(original)
+            _rewrite(path, edit_content=edit)
+            try:
+                _load_and_use(cls, path, X)
+            except Exception as error:  # noqa: BLE001 - collected to name every case
+                crashes.append(f"{'.'.join(map(str, field))}={value!r}: {error!r:.200}")
+    assert not crashes, "\n".join(crashes)
+
+
+def _load_and_use(cls, path, X):
+    """Load, encode and train on: a ModelFileError, a named refusal, or no error at all."""
+    try:
+        loaded = cls.load(path)
+    except ModelFileError:
+        return
+    try:
+        loaded.transform(X[:4])
+        loaded.partial_fit(X[:8])
+        loaded.save(path)
+    except ValueError as error:  # a refusal that names the problem (a parameter, NaN weights)
+        if type(error).__module__.startswith(("gfe_sklearn", "builtins", "sklearn")):
+            return
+        raise
