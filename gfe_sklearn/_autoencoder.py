@@ -194,7 +194,8 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         return [self.encoder_, self.decoder_]
 
     def _training_loss(self, target):
-        return LOSSES[self.loss](self.decoder_(self._run_encoder(self.encoder_, target)), target)
+        loss = LOSSES[self._fitted_loss_name]
+        return loss(self.decoder_(self._run_encoder(self.encoder_, target)), target)
 
     def _encode(self, target, with_loss):
         # In the row counts that round every row alike, as the flow's engine: a sample's code
@@ -210,7 +211,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         )
         loss = None
         if with_loss:
-            loss_fn = LOSSES[self.loss]
+            loss_fn = LOSSES[self._fitted_loss_name]
             loss = invariant_rowwise(
                 lambda z, t: loss_fn(decoder(z), t),
                 codes,

@@ -5,7 +5,9 @@ loop, batched inference and portable pickling live here; the two estimators only
 batch is encoded and how its training loss is formed.
 """
 
+import contextlib
 import copy
+import threading
 import time
 import warnings
 from abc import abstractmethod
@@ -45,6 +47,20 @@ RANGE_SLACK = 1e-6
 # Rows per chunk in transform, inverse_transform and score: bounds the working memory.
 INFERENCE_BATCH_SIZE = 1024
 
+# The most intra-op threads n_threads may ask for.
+MAX_THREADS = 4096
+
+
+def readable_by_numpy(X):
+    """``X``, with a bfloat16 torch tensor made float32 (exactly), which numpy cannot read.
+
+    numpy has no bfloat16; every bfloat16 value is a float32 value, and float16 data become
+    float32 as well, so the model is the one float32 data would train.
+    """
+    if isinstance(X, torch.Tensor) and X.dtype == torch.bfloat16:
+        return X.float()
+    return X
+
 
 def model_dtype(data_dtype, device, compute_dtype=None):
     """The torch dtype of a model on ``device`` fitted on data of ``data_dtype``.
@@ -67,6 +83,31 @@ def model_dtype(data_dtype, device, compute_dtype=None):
 FIT_LOOP_PARAMETERS = frozenset(
     {"max_iter", "max_samples", "tol", "n_iter_no_change", "validation_fraction", "warm_start"}
 )
+
+# Estimators with a fit or partial_fit running, by id: one call at a time per estimator. Not
+# an attribute, which copy.deepcopy and pickling would have to skip.
+_TRAINING = set()
+_TRAINING_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _one_fit_at_a_time(estimator):
+    """Refuse a fit that starts while another of the same estimator runs (another thread):
+    both would train and record into one model, which could end "fitted" with nothing."""
+    with _TRAINING_LOCK:
+        if id(estimator) in _TRAINING:
+            raise RuntimeError(
+                f"This {type(estimator).__name__} is already being fitted by another call "
+                "(in another thread); an estimator trains one fit or partial_fit at a time. "
+                "Wait for that call to return, or fit a copy (sklearn.base.clone)."
+            )
+        _TRAINING.add(id(estimator))
+    try:
+        yield
+    finally:
+        with _TRAINING_LOCK:
+            _TRAINING.discard(id(estimator))
+
 
 # Stands for an attribute that a fit removes (feature_names_in_ after a refit on plain arrays).
 _REMOVED = object()
@@ -136,7 +177,8 @@ class BaseFlowEstimator(
         "device": [str, torch.device],
         "compute_dtype": [StrOptions({"float32", "float64"}), None],
         "n_threads": [
-            Interval(Integral, 1, None, closed="left"),
+            # torch takes a C int; more threads than this no machine has.
+            Interval(Integral, 1, MAX_THREADS, closed="both"),
             Interval(Integral, None, -1, closed="right"),
             None,
         ],
@@ -201,6 +243,16 @@ class BaseFlowEstimator(
         """Rows per module call at inference, as the flow's engine evaluates them."""
         return resolve_row_chunk("auto", self.device_)
 
+    @property
+    def _fitted_loss_name(self):
+        """The loss the model was fitted with, which inference and training continue with.
+
+        ``set_params(loss=...)`` after a fit takes effect at the next ``fit``: the decoder of
+        a bce model emits logits, and reading them with another loss would be wrong data.
+        """
+        fitted = getattr(self, "_fitted_architecture", None)
+        return self.loss if fitted is None else fitted["loss"]  # None: a pre-0.3 pickle
+
     # -- what a subclass provides -------------------------------------------------------
 
     @abstractmethod
@@ -225,6 +277,13 @@ class BaseFlowEstimator(
 
     def _check_params(self):
         """Checks that ``_parameter_constraints`` cannot express (before anything changes)."""
+        for name, value in self.get_params(deep=False).items():
+            # torch and numpy count in int64: a larger count fails deep inside them.
+            if isinstance(value, Integral) and not isinstance(value, bool) and abs(value) >= 2**63:
+                raise ValueError(
+                    f"{name}={value!r} is beyond the 64-bit integers that torch and numpy "
+                    f"count in; set {name} below 2**63."
+                )
         sizes = self.hidden_layer_sizes
         sizes = [sizes] if isinstance(sizes, Integral) else list(sizes)
         if not all(isinstance(s, Integral) and not isinstance(s, bool) and s > 0 for s in sizes):
@@ -239,7 +298,7 @@ class BaseFlowEstimator(
         # NaN passes validate_data so that _check_missing decides, with the estimator's advice.
         X = validate_data(
             self,
-            X,
+            readable_by_numpy(X),
             reset=reset,
             accept_sparse="csr",
             dtype=[np.float32, np.float64],
@@ -285,7 +344,7 @@ class BaseFlowEstimator(
         cross-validated pipeline) maps new rows slightly outside the range, and refusing them
         would break the pipeline.
         """
-        target_range = LOSSES[self.loss].target_range
+        target_range = LOSSES[self._fitted_loss_name].target_range
         values = X.data if sp.issparse(X) else X
         if target_range is None or values.size == 0:
             return X
@@ -295,7 +354,8 @@ class BaseFlowEstimator(
             return X
         beyond = float(np.max(np.maximum(low - outside, outside - high)))
         warnings.warn(
-            f"{type(self).__name__}: loss={self.loss!r} needs {name} in [{low:g}, {high:g}]; "
+            f"{type(self).__name__}: loss={self._fitted_loss_name!r} needs {name} in "
+            f"[{low:g}, {high:g}]; "
             f"{outside.size} of {X.shape[0] * X.shape[1]} values were outside, by up to "
             f"{beyond:.3g}, and were clipped to it. A scaler fitted on other rows does this; "
             "sklearn.preprocessing.MinMaxScaler(clip=True) keeps new data in range.",
@@ -361,6 +421,8 @@ class BaseFlowEstimator(
     def partial_fit(self, X, y=None):
         """One pass over ``X`` in shuffled minibatches; creates the model on the first call.
 
+        Later calls continue the fitted model and its optimizer's state with the current
+        ``learning_rate``; a changed architecture, loss or ``optimizer`` is refused by name.
         A call that fails leaves the model as it was before the call; a ``KeyboardInterrupt``
         keeps the updates made and propagates, as described in ``fit``.
 
@@ -383,7 +445,7 @@ class BaseFlowEstimator(
         # interrupt while checking) leaves it untouched. Training changes the estimator, its
         # modules and its optimizer in place: a failure there is undone from `before`; an
         # interrupt keeps what was reached (fit's Notes), unless nothing was.
-        with torch_threads(self.n_threads):  # the decoder probe in _prepare_fit too
+        with _one_fit_at_a_time(self), torch_threads(self.n_threads):  # the probe too
             X, X_val, attributes = self._prepare_fit(X, incremental)
             before = self._state_before_fit(incremental)
             self._updates_in_call = 0
@@ -467,9 +529,13 @@ class BaseFlowEstimator(
         device = resolve_device(self.device) if first else self.device_
         if not first:
             self._check_same_architecture(hidden)
+            if incremental:
+                self._check_same_optimizer()
         X, attributes = self._checked_X(X, first)
         self._check_target_range(X)
-        rng = self._rng if incremental and not first else check_random_state(self.random_state)
+        rng = getattr(self, "_rng", None) if incremental and not first else None
+        if rng is None:  # a new model, or one saved without its shuffling generator
+            rng = check_random_state(self.random_state)
         attributes["_rng"] = rng
         dtype = model_dtype(X.dtype, device, self.compute_dtype) if first else self._model_dtype
         if self.learning_rate > torch.finfo(dtype).max:
@@ -481,6 +547,8 @@ class BaseFlowEstimator(
         if first:
             generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
             attributes.update(self._new_model(X.shape[1], hidden, generator, dtype, device))
+        if not first and self.early_stopping and self.validation_scores_ is None:
+            attributes["validation_scores_"] = []  # the model was fitted without validation
         X_val = None
         if self.early_stopping:  # refuses data too small to split
             X, X_val = train_test_split(X, test_size=self.validation_fraction, random_state=rng)
@@ -509,6 +577,10 @@ class BaseFlowEstimator(
             cls, fixed = OPTIMIZERS[self.optimizer]
             params = [p for module in self._modules() for p in module.parameters()]
             self.optimizer_ = cls(params, lr=self.learning_rate, **fixed)
+        # partial_fit keeps the optimizer's state and takes today's learning_rate, so that
+        # lowering it after a divergence (as the error advises) has an effect.
+        for group in self.optimizer_.param_groups:
+            group["lr"] = self.learning_rate
 
     def _architecture(self, hidden):
         return {
@@ -536,6 +608,19 @@ class BaseFlowEstimator(
                 f"fitted model, which cannot change {sorted(changed)}. Set them back, or set "
                 "warm_start=False and call fit to train a new model."
             )
+
+    def _check_same_optimizer(self):
+        """partial_fit steps the fitted optimizer, whose state another kind cannot continue."""
+        fitted = getattr(self, "optimizer_", None)
+        if fitted is None or isinstance(fitted, OPTIMIZERS[self.optimizer][0]):
+            return
+        name = next(n for n, (cls, _) in OPTIMIZERS.items() if isinstance(fitted, cls))
+        raise ValueError(
+            f"optimizer={self.optimizer!r} differs from the fitted model's optimizer={name!r}: "
+            "partial_fit continues the fitted optimizer's state, which another optimizer "
+            f"cannot take. Set optimizer={name!r} back, or call fit with warm_start=True to "
+            "keep the weights and start a new optimizer."
+        )
 
     def _new_model(self, n_features, hidden, generator, dtype, device):
         """The attributes of a new, untrained model, after checking its modules fit ``X``."""
@@ -783,13 +868,14 @@ class BaseFlowEstimator(
         """
         check_is_fitted(self)
         self._check_usable()
-        Z = check_array(Z, dtype=[np.float32, np.float64], input_name="Z")
+        Z = check_array(readable_by_numpy(Z), dtype=[np.float32, np.float64], input_name="Z")
+        self._check_codes_fit(Z)
         if Z.shape[1] != self._n_latent:
             raise ValueError(
                 f"Z has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
                 f"n_components={self._n_latent}."
             )
-        to_data = LOSSES[self.loss].to_data
+        to_data = LOSSES[self._fitted_loss_name].to_data
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
 
         decoder = padded_mlp(self.decoder_)
@@ -813,7 +899,24 @@ class BaseFlowEstimator(
                     key=(to_data,),
                 )
                 chunks.append(decoded.cpu())
-        return torch.cat(chunks).numpy().astype(Z.dtype, copy=False)
+        decoded = torch.cat(chunks).numpy()
+        if not np.isfinite(decoded).all():
+            self._refuse_codes(Z, "decoding them overflowed")
+        return decoded.astype(Z.dtype, copy=False)
+
+    def _check_codes_fit(self, Z):
+        """Refuse codes the model's dtype cannot hold (1e300 is inf in float32, decoded NaN)."""
+        if Z.size and np.abs(Z).max() > torch.finfo(self._model_dtype).max:
+            self._refuse_codes(Z, "they do not fit")
+
+    def _refuse_codes(self, Z, problem):
+        dtype = str(self._model_dtype).replace("torch.", "")
+        raise ValueError(
+            f"{type(self).__name__} cannot decode Z (largest magnitude "
+            f"{float(np.abs(Z).max()):.3g}): {problem} the model's {dtype} arithmetic (largest "
+            f"value {torch.finfo(self._model_dtype).max:.3g}). Codes from transform are in "
+            "range; to decode larger ones, refit with compute_dtype='float64'."
+        )
 
     def score_samples(self, X):
         """Minus each sample's reconstruction loss (higher is better).

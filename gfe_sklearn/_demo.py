@@ -10,6 +10,7 @@ claim is data efficiency: a decoder trained on flow codes learns more per image.
 
 import argparse
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -490,6 +491,13 @@ def main(argv=None):
             file=sys.stderr,
         )
         plot = False
+    if plot:  # checked now, not after the training it would come at the end of
+        problem = _unwritable(args.out)
+        if problem:
+            parser.error(
+                f"argument --out: cannot write the figure into {args.out} ({problem}); name "
+                "a folder you can write to, or pass --no-plot."
+            )
     try:
         run(
             args.dataset,
@@ -504,4 +512,18 @@ def main(argv=None):
         )
     except DatasetUnavailable as exc:
         parser.error(f"argument --dataset: {exc}")
+    except KeyboardInterrupt:
+        print("Interrupted; no figure was written.", file=sys.stderr)
+        return 130  # 128 + SIGINT, as a shell reports it
     return 0
+
+
+def _unwritable(folder):
+    """Why a file cannot be written into ``folder`` (created if missing), or None."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        return exc.strerror or str(exc)
+    return None

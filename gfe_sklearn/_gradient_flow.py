@@ -611,7 +611,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     def _loss(self):
         """The loss of the flow and of training: over observed entries with ``allow_nan``."""
-        loss = LOSSES[self.loss]
+        loss = LOSSES[self._fitted_loss_name]
         return loss.observed_only() if self.allow_nan else loss
 
     def _unread_parameters(self):
@@ -651,6 +651,19 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def _modules(self):
         return [self.decoder_]
 
+    def _check_tau_fits(self, solver, dtype):
+        # The engine runs the horizon in the model's dtype, where 1e308 is inf (float32): it
+        # would refuse "tau=inf", a value the user never set, or integrate to infinity.
+        if self.tau == "auto" or SOLVERS[solver].goes_to_endpoint:
+            return
+        largest = torch.finfo(dtype).max
+        if np.isfinite(self.tau) and self.tau > largest:
+            raise ValueError(
+                f"tau={self.tau!r} overflows the model's {str(dtype).replace('torch.', '')} "
+                f"arithmetic (largest value {largest:.3g}) with solver={solver!r}. Use a "
+                "smaller tau, or compute_dtype='float64'."
+            )
+
     def _flow(
         self,
         target,
@@ -664,6 +677,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         loss=None,
     ):
         solver = self._solver()
+        self._check_tau_fits(solver, target.dtype)
         names = solver_options(solver)
         options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
         if max_steps is not None:
@@ -698,7 +712,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         cap = self.fit_max_steps if self._solver() == "lbfgs" else None
         seen, loss = target, None
         if self.fit_hide_fraction > 0:
-            seen, loss = self._hidden_from_flow(target), LOSSES[self.loss].observed_only()
+            seen = self._hidden_from_flow(target)
+            loss = LOSSES[self._fitted_loss_name].observed_only()
         result = self._flow(
             seen, self.adjoint, self.fit_stop_tol, row_chunk=None, max_steps=cap, loss=loss
         )

@@ -9,7 +9,7 @@ from sklearn.impute._base import _BaseImputer
 from sklearn.utils import check_random_state, get_tags
 from sklearn.utils._mask import _get_mask
 from sklearn.utils._missing import is_scalar_nan
-from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils._param_validation import Interval, MissingValues, StrOptions
 from sklearn.utils.parallel import Parallel, delayed
 from sklearn.utils.validation import (
     FLOAT_DTYPES,
@@ -59,9 +59,10 @@ class GradientFlowImputer(_BaseImputer):
         finite data; scale such data first (``StandardScaler`` and ``MinMaxScaler`` skip
         NaN). For data in ``[0, 1]`` such as images, ``loss='bce'`` is the papers' choice,
         and ``fit_hide_fraction=0.8`` trains the decoder for imputing (docs/imputation.md).
-    missing_values : int, float, str, np.nan or None, default=np.nan
+    missing_values : int, float or np.nan, default=np.nan
         The placeholder for the missing values. All occurrences of ``missing_values`` are
-        imputed.
+        imputed. X is read as numbers, so ``None`` in an object array is NaN: use
+        ``np.nan`` for it.
     add_indicator : bool, default=False
         If True, a ``MissingIndicator`` transform is stacked onto the output of the
         imputer's transform, so that a downstream estimator can account for missingness.
@@ -172,6 +173,8 @@ class GradientFlowImputer(_BaseImputer):
 
     _parameter_constraints = {
         **_BaseImputer._parameter_constraints,
+        # X is read as numbers, where None becomes NaN and a string is no value at all.
+        "missing_values": [MissingValues(numeric_only=True)],
         "encoder": [GradientFlowEncoder, None],
         "code_prior": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
         "n_starts": [Interval(Integral, 1, None, closed="left")],

@@ -9,6 +9,8 @@ and it checks every field before using it, so a crafted file is refused, not obe
 import io
 import json
 import math
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -21,6 +23,13 @@ FORMAT_VERSION = 1
 
 # A header larger than this is not ours (ours are a few kB): refuse before reading it.
 MAX_HEADER_BYTES = 64 * 2**20
+
+# Reading holds the whole file in memory (twice, briefly): a larger file is refused unread.
+# The papers' MNIST models take a few MB; 4 GiB leaves room for user-supplied modules.
+MAX_FILE_BYTES = 4 * 2**30
+
+# JSON nested deeper than this is not ours (ours nests 4 levels): refused, not recursed into.
+MAX_JSON_DEPTH = 32
 
 DTYPES = {
     "F64": torch.float64,
@@ -77,10 +86,26 @@ def _parts(content, tensors):
 def read_model_file(path):
     """``(content, tensors)`` of a file written by ``write_model_file``; refuses anything else.
 
-    Raises ``ModelFileError`` naming the file and the problem for any file that is not one.
+    Raises ``ModelFileError`` naming the file and the problem for any file that is not one,
+    including anything but a regular file (a FIFO, a device, a directory) and a file larger
+    than ``MAX_FILE_BYTES``.
     """
-    with open(path, "rb") as file:
-        return _read(file, Path(path))
+    path = Path(path)
+    # O_NONBLOCK: opening a FIFO that no one writes to would otherwise wait forever; on a
+    # regular file it changes nothing, and nothing else is read.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    handle = os.open(path, flags)
+    try:
+        info = os.fstat(handle)
+        if not stat.S_ISREG(info.st_mode):
+            _refuse(path, "it is not a regular file but a FIFO, device or directory")
+        if info.st_size > MAX_FILE_BYTES:
+            _refuse(path, f"it is larger than the {MAX_FILE_BYTES // 2**30} GiB model files may be")
+    except BaseException:
+        os.close(handle)
+        raise
+    with os.fdopen(handle, "rb") as file:
+        return _read(file, path)
 
 
 def read_model_bytes(data, source):
@@ -111,11 +136,53 @@ def _refuse(path, problem):
     )
 
 
-def _parse_header(path, raw):
+def _json(path, text, what):
+    """``text`` parsed, refusing duplicate keys (the last would win silently) and deep nesting."""
     try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        _refuse(path, "its header is not JSON")
+        if isinstance(text, bytes):
+            text = text.decode("utf-8")
+        value = json.loads(text, object_pairs_hook=_no_duplicates)
+    except _DuplicateKey as error:
+        _refuse(path, f"its {what} names {error.args[0]!r} twice")
+    except RecursionError:
+        _refuse(path, f"its {what} is nested too deeply")
+    except (UnicodeDecodeError, TypeError, ValueError):
+        _refuse(path, f"its {what} is not JSON")
+    if _depth(value) > MAX_JSON_DEPTH:
+        _refuse(path, f"its {what} is nested more than {MAX_JSON_DEPTH} levels deep")
+    return value
+
+
+class _DuplicateKey(Exception):
+    pass
+
+
+def _no_duplicates(pairs):
+    result = {}
+    for key, value in pairs:
+        if key in result:
+            raise _DuplicateKey(key)
+        result[key] = value
+    return result
+
+
+def _depth(value):
+    """Nesting depth of parsed JSON, iteratively (a recursive walk could overflow the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, level)
+            stack.extend((inner, level + 1) for inner in _children(item))
+    return deepest
+
+
+def _children(item):
+    return item.values() if isinstance(item, dict) else item
+
+
+def _parse_header(path, raw):
+    header = _json(path, raw, "header")
     if not isinstance(header, dict):
         _refuse(path, "its header is not a JSON object")
     return header
@@ -124,10 +191,7 @@ def _parse_header(path, raw):
 def _parse_content(path, metadata):
     if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
         _refuse(path, "it does not say it is one")
-    try:
-        content = json.loads(metadata.get("content"))
-    except (TypeError, ValueError):
-        _refuse(path, "its settings are not JSON")
+    content = _json(path, metadata.get("content"), "settings")
     if not isinstance(content, dict):
         _refuse(path, "its settings are not a JSON object")
     version = content.get("format_version")
@@ -173,6 +237,7 @@ def _checked_entry(path, name, entry, data_size):
 
 
 def _int_list(value):
+    # torch sizes are int64: a larger number is not a size, whatever else the entry says.
     return isinstance(value, list) and all(
-        isinstance(item, int) and not isinstance(item, bool) and item >= 0 for item in value
+        isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 2**63 for item in value
     )

@@ -26,8 +26,17 @@ from ._model_file import (
     read_model_file,
     write_model_file,
 )
+from ._record_checks import (
+    check_architecture,
+    check_tensor_table,
+    checked_fitted,
+    optimizer_state,
+)
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+# The integer arrays a parameter may hold in a file (numpy's names, which np.dtype reads).
+INT_DTYPES = ("int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64")
 
 _trust_legacy = contextvars.ContextVar("trust_legacy_pickles", default=False)
 
@@ -71,8 +80,10 @@ class PersistenceMixin:
         Parameters
         ----------
         path : str or path-like
-            The file to write (``.safetensors`` is a fitting suffix); it is replaced if it
-            exists.
+            The file to write (``.safetensors`` is a fitting suffix). An existing file is
+            replaced and keeps its mode, unless it is read-only (then ``PermissionError``);
+            a new one gets the mode the umask allows; a symbolic link is written through to
+            the file it points to.
         """
         write_model_file(path, *self._record())
 
@@ -99,7 +110,9 @@ class PersistenceMixin:
         ------
         ModelFileError
             The file is not a model file of this class, or holds invalid settings or
-            weights; nothing from it has run.
+            weights; nothing from it has run, and nothing its settings describe was
+            allocated before they were checked against its tensors. Only regular files of
+            at most 4 GiB are read: a FIFO, a device or a directory is refused unread.
         """
         unknown = sorted(set(modules) - set(cls._module_parameters.values()))
         if unknown:
@@ -191,9 +204,12 @@ class PersistenceMixin:
             raise ModelFileError(f"{source} holds invalid parameters: {error}") from error
         fitted = content.get("fitted")
         if fitted is not None:
-            self._restore_fitted(_checked_fitted(fitted, source), tensors, source, device)
-        elif device is not None:
-            self.device = device
+            self._restore_fitted(checked_fitted(fitted, source), tensors, source, device)
+        else:
+            if tensors:
+                raise ModelFileError(f"{source} holds weights but no fitted model.")
+            if device is not None:
+                self.device = device
 
     def _params_from_json(self, saved, source, modules):
         if not isinstance(saved, dict):
@@ -223,6 +239,8 @@ class PersistenceMixin:
 
     def _module_from_json(self, name, saved, source, modules):
         given = modules.get(name)
+        if not (saved is None or _is_module_record(saved)):
+            raise ModelFileError(f"{source}: parameter {name} is invalid ({saved!r:.80}).")
         if saved is None:
             if given is not None:
                 raise ValueError(
@@ -230,9 +248,8 @@ class PersistenceMixin:
                 )
             return None
         if given is None:
-            described = saved.get("module") if isinstance(saved, dict) else saved
             raise ValueError(
-                f"{source} was fitted with a user-supplied {name} ({described!r}), which a "
+                f"{source} was fitted with a user-supplied {name} ({saved['module']!r}), which a "
                 f"model file does not store as code: build that module as before fitting and "
                 f"pass it, load(path, {name}=module); the saved weights are copied into it."
             )
@@ -241,26 +258,29 @@ class PersistenceMixin:
         return given
 
     def _restore_fitted(self, fitted, tensors, source, device):
+        dtype = DTYPES[fitted["dtype"]]
+        architecture = _from_json(fitted["architecture"], f"{source}: architecture")
+        check_architecture(architecture, fitted["n_latent"], len(tensors), source)
+        # Everything the file's settings describe is compared with its tensors first, on the
+        # meta device: a crafted file claiming a huge model is refused before it is built.
+        expected = self._checked_build(
+            fitted["n_features_in_"], architecture, dtype, "meta", source
+        )
+        check_tensor_table(
+            {f"{attr}.{k}": v for attr, m in expected.items() for k, v in m.state_dict().items()},
+            tensors,
+            source,
+        )
         if device is not None:
             self.device = device
             device = resolve_device(device)
         else:
             device = self._loadable_device(fitted["device_"])
-        dtype = DTYPES[fitted["dtype"]]
-        architecture = _from_json(fitted["architecture"], f"{source}: architecture")
-        try:
-            modules = self._build_modules(
-                fitted["n_features_in_"],
-                architecture,
-                torch.Generator().manual_seed(0),
-                dtype,
-                device,
-            )
-        except (TypeError, ValueError, RuntimeError) as error:
-            raise ModelFileError(f"{source} holds an invalid architecture: {error}") from error
+        modules = self._checked_build(fitted["n_features_in_"], architecture, dtype, device, source)
         for attribute, module in modules.items():
             _load_weights(module, attribute, tensors, dtype, source)
             module.eval()
+        _check_decoder_output(modules["decoder_"], fitted, dtype, device, source)
         self.__dict__.update(modules)
         self._fitted_architecture = architecture
         self._model_dtype, self.device_ = dtype, device
@@ -272,7 +292,17 @@ class PersistenceMixin:
         self.loss_curve_ = list(fitted["loss_curve_"])
         self.validation_scores_ = fitted["validation_scores_"]
         self.optimizer_ = self._optimizer_from_json(fitted["optimizer"], tensors, source)
-        self._rng = _rng_from_json(fitted["rng"], source)
+        rng = _rng_from_json(fitted["rng"], source)
+        if rng is not None:  # None: the next partial_fit draws one from random_state
+            self._rng = rng
+
+    def _checked_build(self, n_features, architecture, dtype, device, source):
+        try:
+            return self._build_modules(
+                n_features, architecture, torch.Generator().manual_seed(0), dtype, device
+            )
+        except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+            raise ModelFileError(f"{source} holds an invalid architecture: {error}") from error
 
     def _loadable_device(self, saved):
         if device_available(saved):
@@ -287,23 +317,21 @@ class PersistenceMixin:
 
     def _optimizer_from_json(self, saved, tensors, source):
         if saved is None:
+            if any(name.startswith("optimizer_.") for name in tensors):
+                raise ModelFileError(f"{source} holds optimizer tensors but no optimizer.")
             return None
         kinds = {cls.__name__: (cls, fixed) for cls, fixed in self._optimizers.values()}
-        if not isinstance(saved, dict) or saved.get("class") not in kinds:
+        if saved.get("class") not in kinds:
             raise ModelFileError(f"{source} holds an unknown optimizer state.")
         cls, fixed = kinds[saved["class"]]
         params = [p for module in self._modules() for p in module.parameters()]
         optimizer = cls(params, lr=self.learning_rate, **fixed)
-        state = {}
-        for index, keys in saved.get("state", {}).items():
-            try:
-                state[int(index)] = {
-                    key: tensors[f"optimizer_.{index}.{key}"].to(self.device_) for key in keys
-                }
-            except (KeyError, ValueError, TypeError):
-                raise ModelFileError(f"{source} holds an incomplete optimizer state.") from None
+        state = optimizer_state(saved, optimizer, tensors, source)
+        for values in state["state"].values():
+            for key, value in values.items():
+                values[key] = value.to(self.device_)
         try:
-            optimizer.load_state_dict({"state": state, "param_groups": saved["param_groups"]})
+            optimizer.load_state_dict(state)
         except (KeyError, ValueError, TypeError) as error:
             raise ModelFileError(f"{source} holds an invalid optimizer state: {error}") from error
         return optimizer
@@ -355,6 +383,11 @@ def _to_json(value):
         return {"dict": {key: _to_json(item) for key, item in value.items()}}
     if isinstance(value, np.random.RandomState):
         return {"RandomState": _rng_to_json(value)}
+    # Array-like sizes (hidden_layer_sizes=np.array([8, 8]) or range(...)) come back as given.
+    if isinstance(value, np.ndarray) and value.ndim == 1 and value.dtype.kind in "iu":
+        return {"ndarray": {"dtype": value.dtype.name, "values": value.tolist()}}
+    if isinstance(value, range):
+        return {"range": [value.start, value.stop, value.step]}
     raise TypeError(f"{type(value).__name__} is not storable")
 
 
@@ -371,7 +404,32 @@ def _from_json(value, where):
             return {key: _from_json(item, where) for key, item in inner.items()}
         if tag == "RandomState":
             return _rng_from_json(inner, where)
+        if tag == "ndarray" and _is_int_array(inner):
+            return np.asarray(inner["values"], dtype=inner["dtype"])
+        if tag == "range" and _is_ints(inner, length=3) and inner[2] != 0:
+            return range(*inner)
     raise ModelFileError(f"{where} holds a value this version cannot read: {value!r:.80}")
+
+
+def _is_module_record(saved):
+    return isinstance(saved, dict) and set(saved) == {"module"} and isinstance(saved["module"], str)
+
+
+def _is_ints(value, length=None):
+    return (
+        isinstance(value, list)
+        and (length is None or len(value) == length)
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _is_int_array(value):
+    if not isinstance(value, dict) or set(value) != {"dtype", "values"}:
+        return False
+    if value["dtype"] not in INT_DTYPES or not _is_ints(value["values"]):
+        return False
+    info = np.iinfo(value["dtype"])
+    return all(info.min <= v <= info.max for v in value["values"])
 
 
 def _rng_to_json(rng):
@@ -433,46 +491,19 @@ def _load_weights(module, attribute, tensors, dtype, source):
         ) from error
 
 
-def _is_count(value, low=0):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _is_numbers(value):
-    return isinstance(value, list) and all(
-        isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
-    )
-
-
-FITTED_FIELDS = {
-    "n_features_in_": lambda v: _is_count(v, 1),
-    "feature_names_in_": lambda v: (
-        v is None or (isinstance(v, list) and all(isinstance(n, str) for n in v))
-    ),
-    "n_iter_": _is_count,
-    "n_samples_seen_": _is_count,
-    "loss_curve_": _is_numbers,
-    "validation_scores_": lambda v: v is None or _is_numbers(v),
-    "device_": lambda v: isinstance(v, str),
-    "dtype": lambda v: v in DTYPES,
-    "n_latent": lambda v: _is_count(v, 1),
-    "sample_shape": lambda v: isinstance(v, list) and all(_is_count(s, 1) for s in v),
-    "architecture": lambda v: isinstance(v, dict),
-    "optimizer": lambda v: v is None or isinstance(v, dict),
-    "rng": lambda v: v is None or isinstance(v, list),
-}
-
-
-def _checked_fitted(fitted, source):
-    if not isinstance(fitted, dict) or set(fitted) != set(FITTED_FIELDS):
-        raise ModelFileError(f"{source} holds an incomplete record of the fitted model.")
-    for name, valid in FITTED_FIELDS.items():
-        if not valid(fitted[name]):
-            raise ModelFileError(
-                f"{source}: fitted attribute {name} is invalid ({fitted[name]!r:.80})."
-            )
-    if int(np.prod(fitted["sample_shape"])) != fitted["n_features_in_"]:
-        raise ModelFileError(f"{source}: sample_shape does not match n_features_in_.")
-    names = fitted["feature_names_in_"]
-    if names is not None and len(names) != fitted["n_features_in_"]:
-        raise ModelFileError(f"{source}: feature_names_in_ does not match n_features_in_.")
-    return fitted
+def _check_decoder_output(decoder, fitted, dtype, device, source):
+    """Refuse a file whose n_latent or sample_shape the decoder's output contradicts."""
+    code = torch.zeros(1, fitted["n_latent"], dtype=dtype, device=device)
+    try:
+        with torch.no_grad():
+            shape = list(decoder(code).shape)
+    except RuntimeError as error:
+        raise ModelFileError(
+            f"{source}: fitted attribute n_latent={fitted['n_latent']} does not fit the "
+            f"decoder: {error}"
+        ) from error
+    if shape != [1, *fitted["sample_shape"]]:
+        raise ModelFileError(
+            f"{source}: fitted attribute sample_shape={fitted['sample_shape']} does not fit "
+            f"the decoder, whose output for one code has shape {shape}."
+        )

@@ -1,5 +1,7 @@
 """Failures leave nothing half-broken: a failed fit changes nothing, a broken model refuses."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -157,3 +159,118 @@ def test_continuing_with_a_changed_architecture_names_the_parameter(cls, param, 
     est.set_params(**{param: small.get(param, cls().get_params()[param])})
     np.testing.assert_array_equal(est.transform(X), codes)
     est.set_params(warm_start=False, **{param: value}).fit(X)  # a new model may change it
+
+
+# -- fitted means fixed: parameters changed after fit act at the next fit, or are refused ----
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_loss_changed_after_fit_changes_nothing_until_the_next_fit(cls, X, small):
+    # A bce decoder emits logits: read as mse data they would be wrong values, not data.
+    est = cls(**small, loss="bce").fit(X)
+    codes = est.transform(X)
+    decoded, score = est.inverse_transform(codes), est.score(X)
+    est.set_params(loss="mse")
+    np.testing.assert_array_equal(est.transform(X), codes)
+    np.testing.assert_array_equal(est.inverse_transform(codes), decoded)
+    assert est.score(X) == score
+    est.fit(X)  # a new fit takes the new loss
+    assert est._fitted_architecture["loss"] == "mse"
+    assert not np.array_equal(est.inverse_transform(codes), decoded)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_partial_fit_takes_a_changed_learning_rate(cls, X, small):
+    # The divergence message advises lowering learning_rate: partial_fit must heed it.
+    est = cls(**small).fit(X)
+    est.set_params(learning_rate=1e-7).partial_fit(X)
+    assert [group["lr"] for group in est.optimizer_.param_groups] == [1e-7]
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_partial_fit_refuses_a_changed_optimizer_by_name(cls, X, small):
+    est = cls(**small, optimizer="rmsprop").fit(X)
+    before, state = weights(est), est.optimizer_
+    with pytest.raises(ValueError, match=r"optimizer='adam' differs .* optimizer='rmsprop'"):
+        est.set_params(optimizer="adam").partial_fit(X)
+    assert est.optimizer_ is state and all(torch.equal(a, b) for a, b in zip(weights(est), before))
+    est.set_params(warm_start=True).fit(X)  # a warm-started fit starts a new optimizer
+    assert isinstance(est.optimizer_, torch.optim.Adam)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_early_stopping_may_be_enabled_on_a_warm_start_refit(cls, X, small):
+    est = cls(**small).fit(X)
+    assert est.validation_scores_ is None
+    est.set_params(warm_start=True, early_stopping=True, max_iter=2).fit(X)
+    assert len(est.validation_scores_) == est.n_iter_ - 2 and est.n_iter_ > 2
+
+
+# -- raw errors made clear ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_bfloat16_tensors_are_read_as_the_float32_values_they_are(cls, X, small):
+    # numpy has no bfloat16; each bfloat16 value is exactly a float32 value.
+    data = torch.tensor(X, dtype=torch.bfloat16)
+    exact = data.float().numpy()
+    est = cls(**small).fit(data)
+    reference = cls(**small).fit(exact)
+    np.testing.assert_array_equal(est.transform(data), reference.transform(exact))
+    codes = torch.tensor(reference.transform(exact), dtype=torch.bfloat16)
+    np.testing.assert_array_equal(
+        est.inverse_transform(codes), reference.inverse_transform(codes.float().numpy())
+    )
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_n_threads_beyond_any_machine_is_refused_by_name(cls, X, small):
+    with pytest.raises(ValueError, match=r"'n_threads' parameter .* Got 2147483648"):
+        cls(**{**small, "n_threads": 2**31}).fit(X)
+
+
+def test_a_finite_tau_beyond_the_model_dtype_is_named(X, small):
+    # 1e308 is inf in float32: the engine would refuse "tau=inf", a value never set.
+    est = GradientFlowEncoder(**small, solver="euler", tau=1e308, compute_dtype="float32")
+    with pytest.raises(ValueError, match=r"tau=1e\+308 overflows the model's float32"):
+        est.fit(X)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_codes_beyond_the_model_dtype_are_refused_instead_of_decoded_to_nan(cls, X, small):
+    est = cls(**small, loss="mse", compute_dtype="float32").fit(X.astype(np.float32))
+    with pytest.raises(ValueError, match=r"cannot decode Z \(largest magnitude 1e\+300\)"):
+        est.inverse_transform(np.full((2, 2), 1e300))
+    with torch.no_grad():  # codes that fit float32 but overflow on decoding
+        for p in est.decoder_.parameters():
+            p.mul_(1e20)
+    with pytest.raises(ValueError, match="decoding them overflowed"):
+        est.inverse_transform(np.full((2, 2), 1e30, dtype=np.float32))
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_fit_started_while_another_runs_is_refused_and_the_first_completes(cls, X, small):
+    # Before: both trained one model, which could end "fitted" with n_iter_=0.
+    est = cls(**small)
+    started, release = threading.Event(), threading.Event()
+    original = est._train
+
+    def slow_train(*args):
+        started.set()
+        assert release.wait(timeout=60)
+        return original(*args)
+
+    est._train = slow_train
+    first = threading.Thread(target=est.fit, args=(X,))
+    first.start()
+    assert started.wait(timeout=60)
+    try:
+        for call in (est.fit, est.partial_fit):
+            with pytest.raises(RuntimeError, match="already being fitted by another call"):
+                call(X)
+    finally:
+        release.set()
+        first.join(timeout=60)
+    assert est.n_iter_ == small["max_iter"] and len(est.loss_curve_) == est.n_iter_
+    del est._train
+    est.partial_fit(X)  # free again once the first call has returned

@@ -108,6 +108,16 @@ def test_other_placeholders_than_nan(X):
         imputer.transform(holes)
 
 
+@pytest.mark.parametrize("placeholder", [None, "?"])
+def test_a_placeholder_that_numbers_cannot_hold_is_refused_by_name(X, placeholder):
+    # X is read as numbers: None would already be NaN there, and "?" no value at all.
+    holes = with_holes(X).astype(object)
+    holes[np.isnan(holes.astype(float))] = placeholder
+    imputer = GradientFlowImputer(encoder=small_encoder(), missing_values=placeholder)
+    with pytest.raises(ValueError, match=r"'missing_values' parameter .* numpy.nan"):
+        imputer.fit(holes)
+
+
 def test_rows_without_observed_entries_get_the_training_means(X):
     holes = with_holes(X)
     imputer = GradientFlowImputer(encoder=small_encoder()).fit(holes)

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 from importlib.metadata import entry_points
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,24 @@ def test_without_matplotlib_the_job_runs_and_says_how_to_get_the_figure(
     assert "pip install gfe-sklearn[plot]" in captured.err
     assert "wall time" in captured.out and "figure:" not in captured.out
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_that_cannot_be_written_is_refused_before_training(monkeypatch, capsys):
+    # Before: every model was trained, then saving the figure failed with a traceback.
+    monkeypatch.setattr(_demo, "run", lambda *a, **k: pytest.fail("training started"))
+    with pytest.raises(SystemExit) as info:
+        _demo.main(["--out", "/proc/gfe-sklearn-demo"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --out: cannot write the figure into /proc/gfe-sklearn-demo" in err
+    assert "--no-plot" in err
+
+
+def test_ctrl_c_ends_with_one_line_and_status_130(monkeypatch, capsys, tmp_path):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_demo, "run", interrupted)
+    assert _demo.main(["--out", str(tmp_path), "--no-plot"]) == 130
+    assert capsys.readouterr().err.strip() == "Interrupted; no figure was written."

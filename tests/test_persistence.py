@@ -103,6 +103,26 @@ def test_early_stopping_record_survives(X, small, tmp_path):
     assert GradientFlowEncoder.load(tmp_path / "m").validation_scores_ == est.validation_scores_
 
 
+@pytest.mark.parametrize("sizes", [np.array([8, 6]), range(8, 4, -2)], ids=["ndarray", "range"])
+def test_array_like_hidden_layer_sizes_survive_save_and_pickling(sizes, X, small, tmp_path):
+    est = _fitted(GradientFlowEncoder, X, small, hidden_layer_sizes=sizes)
+    assert est.hidden_layer_sizes is sizes  # fit reads it as (8, 6) and leaves it as given
+    est.save(tmp_path / "m")
+    for copy in (GradientFlowEncoder.load(tmp_path / "m"), pickle.loads(pickle.dumps(est))):
+        assert type(copy.hidden_layer_sizes) is type(sizes)
+        assert list(copy.hidden_layer_sizes) == [8, 6]
+        np.testing.assert_array_equal(copy.transform(X), est.transform(X))
+
+
+def test_array_like_hidden_layer_sizes_work_in_parallel_cross_validation(X, small):
+    # Parallel workers receive the estimator pickled.
+    from sklearn.model_selection import cross_val_score
+
+    est = GradientFlowEncoder(**{**small, "hidden_layer_sizes": np.array([8, 6])})
+    scores = cross_val_score(est, X, cv=2, n_jobs=2)
+    assert np.isfinite(scores).all()
+
+
 def test_joblib_and_pickle_round_trips_keep_working(X, small, tmp_path):
     est = _fitted(GradientFlowEncoder, X, small)
     joblib.dump(est, tmp_path / "m.joblib")

@@ -191,8 +191,19 @@ def _missing_message(spec, folder, missing, failures):
     return "\n".join(lines)
 
 
+# The most decompressed bytes an IDX file may hold: MNIST's largest decompresses to 47 MB.
+# A file whose header asks for more is refused before any of its payload is decompressed.
+MAX_IDX_BYTES = 2**28
+
+# numpy arrays hold at most 32 dimensions (64 from numpy 2); MNIST's files have 1 or 3.
+MAX_IDX_DIMENSIONS = 32
+
+
 def read_idx(path):
     """Decode a gzipped IDX file into a read-only numpy array.
+
+    Only what the header promises is decompressed (at most ``MAX_IDX_BYTES``), so a small
+    file that inflates to gigabytes (a gzip bomb) is refused after reading that much.
 
     Raises a ``ValueError`` naming the file when it is truncated, not gzip, or not a
     well-formed IDX file (bad magic number, or payload length not matching the header),
@@ -200,7 +211,7 @@ def read_idx(path):
     """
     try:
         with gzip.open(path, "rb") as f:
-            raw = f.read()
+            dtype, shape, payload = _read_idx_stream(f, path)
     except (EOFError, gzip.BadGzipFile, zlib.error) as exc:
         raise corrupt_file_error(path, f"it cannot be decompressed ({exc})") from exc
     except OSError as exc:  # after BadGzipFile, which is an OSError too
@@ -209,21 +220,46 @@ def read_idx(path):
             f"Cannot read {path}: {exc.strerror}. Make the file readable by this user, or "
             f"pass data_home (or set {DATA_HOME_ENV}) to a folder holding a readable copy.",
         ) from exc
+    return np.frombuffer(payload, dtype).reshape(shape)
 
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] == 0:
-        raise corrupt_file_error(path, f"bad IDX magic number {raw[:4].hex() or '(empty)'}")
-    dtype, ndim = _IDX_DTYPES[raw[2]], raw[3]
-    header_size = 4 + 4 * ndim
-    if len(raw) < header_size:
+
+def _read_idx_stream(f, path):
+    """The dtype, shape and payload bytes of an open decompressed IDX stream, checked."""
+    magic = f.read(4)
+    if len(magic) < 4 or magic[0] or magic[1] or magic[2] not in _IDX_DTYPES or not magic[3]:
+        raise corrupt_file_error(path, f"bad IDX magic number {magic.hex() or '(empty)'}")
+    dtype, ndim = _IDX_DTYPES[magic[2]], magic[3]
+    if ndim > MAX_IDX_DIMENSIONS:
+        raise corrupt_file_error(
+            path,
+            f"its header gives {ndim} dimensions, more than the {MAX_IDX_DIMENSIONS} "
+            "a numpy array may have",
+        )
+    dims = f.read(4 * ndim)
+    if len(dims) < 4 * ndim:
         raise corrupt_file_error(path, "the IDX header is cut short")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
+    shape = tuple(int(d) for d in np.frombuffer(dims, ">u4"))
+    header_size = 4 + 4 * ndim
     # Python integers: numpy's int64 product of four 2**16 dimensions wraps round to 0.
     expected = header_size + math.prod(shape) * dtype.itemsize
-    if len(raw) != expected:
+    if expected > MAX_IDX_BYTES:
         raise corrupt_file_error(
-            path, f"{len(raw)} decompressed bytes where the IDX header {shape} implies {expected}"
+            path,
+            f"the IDX header {shape} implies {expected} decompressed bytes, more than "
+            f"the {MAX_IDX_BYTES} that a file of these datasets may hold",
         )
-    return np.frombuffer(raw, dtype, offset=header_size).reshape(shape)
+    payload = f.read(expected - header_size)
+    if len(payload) < expected - header_size:
+        raise corrupt_file_error(
+            path,
+            f"{header_size + len(payload)} decompressed bytes where the IDX header "
+            f"{shape} implies {expected}",
+        )
+    if f.read(1):
+        raise corrupt_file_error(
+            path, f"more decompressed bytes than the {expected} that the IDX header {shape} implies"
+        )
+    return dtype, shape, payload
 
 
 def corrupt_file_error(path, reason):

@@ -29,6 +29,7 @@ from ._common import (
     markdown_table,
     parse_seeds,
 )
+from ._lock import lock_out_folder
 from ._training import DATASETS, PAPERS_GFE, Context, gfe_settings, make_model, model_params
 from ._units import run_units
 
@@ -84,7 +85,8 @@ unit in progress since its last snapshot. Re-running the same command with the s
 resumes: finished units are skipped. The JSON, Markdown and PNG results are rebuilt from
 units.jsonl at the end (also after an interrupt, and alone with --report-only). An --out
 holding results of different options is refused; --seeds and --dataset may change, to add
-seeds or datasets to a finished run."""
+seeds or datasets to a finished run. One run at a time uses an --out: a second one is
+refused with the first one's process id and command (OUT/.lock)."""
 
 PARALLEL_NOTE = """\
 With --n-jobs N, N units (a seed and a model, say) train at a time, each in a worker
@@ -591,6 +593,25 @@ def _command_of_results(path, default):
 
 
 def _run(args, module, command):
+    out = Path(args.out)
+    try:
+        if args.report_only:
+            if not out.is_dir():
+                raise OutFolderError(
+                    f"--report-only rebuilds the report from the results in {out}, which is "
+                    "not a folder. Check --out (the folder of the run to report on)."
+                )
+            lock = contextlib.nullcontext()
+        else:
+            lock = lock_out_folder(out, command)
+    except OutFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    with lock:  # held until this run ends; the operating system releases it after a crash
+        return _run_in(args, module, command)
+
+
+def _run_in(args, module, command):
     reporter = Reporter(args.quiet)
     try:
         store = Store(

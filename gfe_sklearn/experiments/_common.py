@@ -122,7 +122,7 @@ class Store(Records):
 
     def __init__(self, out, experiment, protocol, read_only=False, upgrade=None):
         self.out = Path(out)
-        _make_out_folder(self.out)
+        make_out_folder(self.out)
         self.experiment = experiment
         self.protocol = _jsonable(protocol)
         self.read_only = read_only
@@ -180,12 +180,16 @@ class Store(Records):
         records = []
         if not self.units_path.exists():
             return records
-        lines = self.units_path.read_text().splitlines()
+        text = self.units_path.read_text()
+        lines = text.splitlines()
+        # A last line without its newline (a cut write, a hand edit) would have the next
+        # record appended onto it: the file is rewritten whole, one record per line.
+        repair = bool(text.strip()) and not text.endswith("\n")
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as exc:
                 # Only the last line can be cut short (a crash while appending): drop it,
                 # and rewrite the file so that the next record starts on a line of its own.
@@ -201,7 +205,18 @@ class Store(Records):
                     "unit will be run again",
                     file=sys.stderr,
                 )
-                atomic_write_text(self.units_path, "".join(dumps(r) + "\n" for r in records))
+                repair = True
+                continue
+            if not isinstance(record, dict):
+                raise OutFolderError(
+                    f"Line {number} of {self.units_path} is JSON but not a unit's record (an "
+                    f"object): {line[:60]!r}. The file was edited or damaged. Restore it, "
+                    "delete that line, or use another --out."
+                )
+            records.append(record)
+        # A report rebuilt while a run appends must not rewrite the file under it.
+        if repair and not self.read_only:
+            atomic_write_text(self.units_path, "".join(dumps(r) + "\n" for r in records))
         return records
 
     def add(self, record):
@@ -218,7 +233,7 @@ class Store(Records):
         return self.out.joinpath(*parts)
 
 
-def _make_out_folder(out):
+def make_out_folder(out):
     if out.exists() and not out.is_dir():
         raise OutFolderError(
             f"--out {out} is a file, not a folder. Give --out a folder "

@@ -29,6 +29,9 @@ from ._training import Context
 # How long closing waits for the threads that serve workers (stopped workers close at once).
 _CLOSE_SECONDS = 30.0
 
+# How often a worker checks that the process that started it still runs.
+_PARENT_POLL_SECONDS = 1.0
+
 
 def run_in_workers(ctx, units, *, n_jobs, threads):
     """Run the ``Unit``s ``units`` in ``n_jobs`` worker processes of ``threads`` torch threads."""
@@ -51,7 +54,7 @@ def run_in_workers(ctx, units, *, n_jobs, threads):
             backend="loky",
             return_as="generator_unordered",
             batch_size=1,  # a unit is minutes to hours of work: never several in one task
-            initializer=_ignore_sigint,
+            initializer=start_worker,
         )(tasks())
         # Closing the generator (on Ctrl-C, say) stops every worker.
         with contextlib.closing(results):
@@ -61,9 +64,23 @@ def run_in_workers(ctx, units, *, n_jobs, threads):
                         ctx.reporter.log(f"  {label}: finished ({seconds:.1f} s)")
 
 
-def _ignore_sigint():
-    """Ctrl-C reaches the workers too: this process stops them, and they must not die first."""
+def start_worker():
+    """Set up a worker process: it ignores Ctrl-C and ends when this process ends.
+
+    Ctrl-C reaches the workers too: this process stops them, and they must not die first.
+    A process killed outright (``kill -9``) stops nothing, and its workers would train on for
+    minutes with no one to record their units: each watches its parent and exits once it is
+    gone (its parent process id then changes, to the process that adopts orphans).
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    parent = os.getppid()
+
+    def exit_with_parent():
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_SECONDS)
+        os._exit(1)  # no cleanup to run: the unit resumes from its last snapshot
+
+    threading.Thread(target=exit_with_parent, name="exit-with-parent", daemon=True).start()
 
 
 @dataclass(frozen=True)

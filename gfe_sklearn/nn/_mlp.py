@@ -51,6 +51,7 @@ def make_mlp(widths, activation="elu", *, generator=None, dtype=torch.float32, d
         A CPU generator; a fresh unseeded one when omitted.
     dtype : torch.dtype
     device : str or torch.device
+        ``'meta'`` gives the network's shapes only: no memory, no draws from ``generator``.
 
     Returns
     -------
@@ -64,6 +65,8 @@ def make_mlp(widths, activation="elu", *, generator=None, dtype=torch.float32, d
         raise ValueError(
             f"activation={activation!r} is not valid; choose one of {sorted(ACTIVATIONS)}."
         )
+    if torch.device(device).type == "meta":
+        return _meta_mlp(widths, activation, dtype)
     if generator is None:
         generator = torch.Generator()
         generator.seed()
@@ -79,6 +82,17 @@ def make_mlp(widths, activation="elu", *, generator=None, dtype=torch.float32, d
             linear.bias.uniform_(-bound, bound, generator=generator)
         layers.append(linear)
     return nn.Sequential(*layers).to(device=device, dtype=dtype)
+
+
+def _meta_mlp(widths, activation, dtype):
+    """The network's shapes without its numbers: loading checks a file's tensors against them
+    before allocating anything, and the meta device allocates nothing."""
+    layers = []
+    for i, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        if i:
+            layers.append(ACTIVATIONS[activation]())
+        layers.append(nn.Linear(n_in, n_out, device="meta", dtype=dtype))
+    return nn.Sequential(*layers)
 
 
 def make_decoder(

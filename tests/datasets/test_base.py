@@ -6,7 +6,9 @@ import io
 import math
 import struct
 import sys
+import tracemalloc
 import urllib.request
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -256,3 +258,38 @@ def test_datasets_package_imports_only_numpy_sklearn_utils_and_stdlib():
             for name in names:
                 stdlib = name.split(".")[0] in sys.stdlib_module_names
                 assert stdlib or name in ("numpy", "sklearn.utils"), f"{module.name}: {name}"
+
+
+def test_a_gzip_bomb_is_refused_after_decompressing_only_what_its_header_promises(tmp_path):
+    # Before: 64 MB of trailing zeros (64 kB gzipped) were decompressed whole, then refused.
+    compressor = zlib.compressobj(9, zlib.DEFLATED, 31)  # 31: the gzip container
+    chunks = [compressor.compress(_valid_idx())]
+    chunks += [compressor.compress(bytes(2**20)) for _ in range(64)]
+    path = tmp_path / "bomb-idx3-ubyte.gz"
+    path.write_bytes(b"".join(chunks) + compressor.flush())
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="more decompressed bytes than the 2368"):
+            _base.read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * 2**20
+
+
+@pytest.mark.parametrize(
+    "header, reason",
+    [
+        # 255 dimensions of 1: numpy cannot hold them (before: a bare numpy ValueError).
+        (bytes([0, 0, 0x08, 255]) + struct.pack(">255I", *[1] * 255), "255 dimensions"),
+        # A plausible header asking for 2.8 GB: refused before its payload is read.
+        (bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 60000, 28, 28 * 64), "more than the"),
+    ],
+    ids=["255-dimensions", "oversized"],
+)
+def test_an_idx_header_beyond_the_limits_is_refused_by_name(tmp_path, header, reason):
+    path = tmp_path / "odd-idx3-ubyte.gz"
+    write_gz(path, header + b"\x00")
+    with pytest.raises(ValueError, match=reason) as excinfo:
+        _base.read_idx(path)
+    assert str(path) in str(excinfo.value) and "delete it" in str(excinfo.value)

@@ -445,6 +445,56 @@ def test_a_corrupt_config_beside_finished_units_is_named_with_the_fix(tmp_path, 
     assert f"error: {path} cannot be read" in err and "Traceback" not in err
 
 
+def test_a_last_line_without_its_newline_is_repaired_not_appended_onto(tmp_path):
+    # Before: the next record was appended onto it ("}{"), and the run after refused the folder.
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    store.add({"seed": 0})
+    store.add({"seed": 1})
+    units = tmp_path / "units.jsonl"
+    units.write_text(units.read_text().rstrip("\n"))  # a hand edit, or a cut newline
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    store.add({"seed": 2})
+    assert [json.loads(line) for line in units.read_text().splitlines()] == [
+        {"seed": 0},
+        {"seed": 1},
+        {"seed": 2},
+    ]
+    assert Store(tmp_path, "data-efficiency", {"batch_size": 5}).records == store.records
+
+
+@pytest.mark.parametrize("line", ["[1, 2]", '"done"', "3"])
+def test_a_line_of_units_jsonl_that_is_json_but_not_a_record_is_named(tmp_path, line):
+    # Before: it was read as a record and the run ended with a traceback.
+    Store(tmp_path, "data-efficiency", {"batch_size": 5}).add({"seed": 0})
+    with open(tmp_path / "units.jsonl", "a") as units:
+        units.write(line + "\n")
+    with pytest.raises(OutFolderError, match="Line 2 of .*units.jsonl is JSON but not a unit"):
+        Store(tmp_path, "data-efficiency", {"batch_size": 5})
+
+
+def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path, capsys):
+    # Before: both trained every unit and appended duplicates, counted as seeds.
+    from gfe_sklearn.experiments._lock import lock_out_folder
+
+    argv = ["data-efficiency", "--smoke", "--quiet", "--dataset", "digits"]
+    with lock_out_folder(tmp_path, "python -m gfe_sklearn.experiments first-run"):
+        assert main([*argv, "--out", str(tmp_path)]) == 1
+        err = capsys.readouterr().err
+        assert f"error: {tmp_path} is in use by another run (process " in err
+        assert "first-run" in err and "another --out" in err
+        assert not (tmp_path / "units.jsonl").exists()
+    assert main([*argv, "--budgets", "10", "--out", str(tmp_path)]) == 0  # released
+
+
+def test_report_only_on_a_missing_folder_is_an_error_and_creates_nothing(tmp_path, capsys):
+    # Before: it created the folder, wrote an empty report and exited 0.
+    out = tmp_path / "typo"
+    argv = ["data-efficiency", "--smoke", "--quiet", "--dataset", "digits", "--report-only"]
+    assert main([*argv, "--out", str(out)]) == 1
+    assert f"{out}, which is not a folder" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_a_damaged_line_before_the_last_of_units_jsonl_is_named(tmp_path):
     # Before: a raw JSONDecodeError. (A cut-short last line is dropped with a warning.)
     store = Store(tmp_path, "data-efficiency", {"batch_size": 5})

@@ -3,6 +3,8 @@
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from functools import partial
@@ -220,3 +222,55 @@ def test_n_jobs_is_offered_where_units_run_through_the_shared_loop(capsys):
         "curves",
         "solvers",
     }
+
+
+_ORPHANED_WORKER = """
+import multiprocessing, sys, time
+from gfe_sklearn.experiments._parallel import start_worker
+
+def worker():
+    start_worker()
+    print("ready", flush=True)
+    time.sleep(600)
+
+if __name__ == "__main__":
+    child = multiprocessing.get_context("spawn").Process(target=worker)
+    child.start()
+    print(child.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux's /proc")
+def test_a_worker_ends_soon_after_its_parent_is_killed(tmp_path):
+    # Before: after kill -9 of an --n-jobs run, its workers trained on for minutes.
+    script = tmp_path / "orphan.py"
+    script.write_text(_ORPHANED_WORKER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    worker = 0
+    try:
+        worker = int(parent.stdout.readline())
+        assert parent.stdout.readline().strip() == "ready"  # the worker is set up
+        parent.kill()
+        parent.wait(timeout=WAIT_SECONDS)
+        deadline = time.monotonic() + 30
+        while _running(worker) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not _running(worker), "the worker outlived its killed parent"
+    finally:
+        parent.kill()
+        parent.wait(timeout=WAIT_SECONDS)
+        if _running(worker):
+            os.kill(worker, signal.SIGKILL)
+
+
+def _running(pid):
+    """Whether ``pid`` is a live process; a zombie awaiting its reaper has ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
