@@ -267,6 +267,10 @@ class BaseFlowEstimator(
     def _modules(self):
         """The fitted modules whose parameters are trained."""
 
+    def _fitted_modules(self):
+        """The fitted modules by attribute name, as ``_build_modules`` builds them."""
+        return {name: getattr(self, name) for name in self._module_parameters}
+
     @abstractmethod
     def _training_loss(self, target):
         """Per-sample training loss of a batch, differentiable in the trained parameters."""
@@ -595,11 +599,10 @@ class BaseFlowEstimator(
         fitted = getattr(self, "_fitted_architecture", None)
         if fitted is None:  # a model pickled before this record existed
             return
-        changed = {
-            name: (fitted[name], now)
-            for name, now in self._architecture(hidden).items()
-            if now != fitted[name]
-        }
+        # A field recorded since (code_init) has the value that models saved before it had.
+        now = self._architecture(hidden)
+        recorded = {name: fitted.get(name, self._value_before(name)) for name in now}
+        changed = {name: (recorded[name], now[name]) for name in now if now[name] != recorded[name]}
         if changed:
             name, (before, now) = next(iter(changed.items()))
             raise ValueError(

@@ -69,6 +69,9 @@ class PersistenceMixin:
     # Fitted module attribute -> the parameter that may hold a user-supplied module for it.
     _module_parameters = {"decoder_": "decoder"}
 
+    # Fields of the fitted architecture that later versions record, with their valid values.
+    _recorded_since = {}
+
     def save(self, path):
         """Write the estimator to ``path`` in a file that loading cannot make run code.
 
@@ -167,8 +170,8 @@ class PersistenceMixin:
             ) from None
 
     def _fitted_to_json(self, tensors):
-        for attribute in self._module_parameters:
-            for key, value in getattr(self, attribute).state_dict().items():
+        for attribute, module in self._fitted_modules().items():
+            for key, value in module.state_dict().items():
                 tensors[f"{attribute}.{key}"] = value
         names = getattr(self, "feature_names_in_", None)
         return {
@@ -260,7 +263,13 @@ class PersistenceMixin:
     def _restore_fitted(self, fitted, tensors, source, device):
         dtype = DTYPES[fitted["dtype"]]
         architecture = _from_json(fitted["architecture"], f"{source}: architecture")
-        check_architecture(architecture, fitted["n_latent"], len(tensors), source)
+        check_architecture(
+            architecture,
+            fitted["n_latent"],
+            len(tensors),
+            source,
+            optional=self._recorded_since,
+        )
         # Everything the file's settings describe is compared with its tensors first, on the
         # meta device: a crafted file claiming a huge model is refused before it is built.
         expected = self._checked_build(

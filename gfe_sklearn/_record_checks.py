@@ -83,18 +83,33 @@ def checked_fitted(fitted, source):
     return fitted
 
 
-def check_architecture(architecture, n_latent, n_tensors, source):
+def check_architecture(architecture, n_latent, n_tensors, source, optional=None):
     """Refuse an architecture whose fields are not those a fit records, or out of range.
+
+    ``optional`` maps fields that later versions record (files from before lack them) to
+    their valid values.
 
     ``n_tensors`` (the tensors in the file) bounds the number of layers, which the meta
     build below takes time for: each default layer has two tensors in the file. A
     user-supplied module may ignore the sizes, so a short list passes whatever the file holds.
     """
-    if not isinstance(architecture, dict) or sorted(architecture) != sorted(ARCHITECTURE_FIELDS):
+    optional = optional or {}
+    required = set(ARCHITECTURE_FIELDS)
+    if not (
+        isinstance(architecture, dict) and required <= set(architecture) <= required | set(optional)
+    ):
         raise ModelFileError(
             f"{source}: fitted attribute architecture must have the fields "
-            f"{list(ARCHITECTURE_FIELDS)}; it is {architecture!r:.120}."
+            f"{list(ARCHITECTURE_FIELDS)} (and may have {sorted(optional)}); it is "
+            f"{architecture!r:.120}."
         )
+    for name, values in optional.items():
+        if name in architecture and not (
+            isinstance(architecture[name], str) and architecture[name] in values
+        ):
+            raise ModelFileError(
+                f"{source}: architecture field {name} is invalid ({architecture[name]!r:.80})."
+            )
     hidden = architecture["hidden_layer_sizes"]
     valid = {
         "n_components": _is_count(architecture["n_components"], 1, MAX_WIDTH),

@@ -1,0 +1,143 @@
+"""``code_init``: the flows of ``transform`` start at a distilled encoder's guess, or at 0."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
+from gfe_sklearn._model_file import ModelFileError
+
+from .test_persistence import _rewrite
+
+pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    X = load_digits().data / 16.0
+    return X[:600], X[-150:]
+
+
+def _fit(train, **params):
+    settings = dict(n_components=8, hidden_layer_sizes=(32,), max_iter=5, random_state=0)
+    return GradientFlowEncoder(**{**settings, **params}, device="cpu").fit(train)
+
+
+@pytest.fixture(scope="module")
+def fitted(digits):
+    return _fit(digits[0])
+
+
+def test_the_encoder_trains_beside_the_decoder_without_changing_it(digits, fitted):
+    # The encoder draws its weights after the decoder's and its term in the training loss
+    # has the value 0, so the decoder's training is bit for bit that of a model without one.
+    plain = _fit(digits[0], code_init="zeros")
+    assert "encoder_" not in plain.__dict__
+    assert fitted.loss_curve_ == plain.loss_curve_
+    for a, b in zip(fitted.decoder_.state_dict().values(), plain.decoder_.state_dict().values()):
+        assert torch.equal(a, b)
+    # The running standardisation follows the training codes (spread of tens, not 1).
+    assert int(fitted.encoder_.code_batches) == 5 * 5  # 5 epochs of 5 batches of 128
+    assert bool((fitted.encoder_.code_scale > 1).all())
+
+
+def test_warm_starts_end_no_higher_in_no_more_evaluations(digits, fitted):
+    test = digits[1]
+    warm = fitted.flow_diagnostics(test)
+    zero = fitted.set_params(code_init="zeros").flow_diagnostics(test)
+    fitted.set_params(code_init="encoder")
+    # Both end where the stop rule finds the loss's minimum, to within its tolerance, and
+    # the warm start's is as low or lower: on this CPU 0.3269 against 0.3270, at 18.0
+    # against 21.1 evaluations; 1e-3 relative leaves room for another CPU's rounding.
+    assert warm.loss.mean() <= zero.loss.mean() * (1 + 1e-3)
+    assert warm.n_evals.double().mean() <= zero.n_evals.double().mean()
+    # The refinement makes the code: the guess alone is far from the minimum.
+    with torch.no_grad():
+        guess = fitted._start_codes(torch.as_tensor(test, dtype=torch.float32))
+    assert not torch.equal(guess, warm.z)
+    assert np.array_equal(fitted.transform(test), warm.z.numpy())
+
+
+def test_linear_mse_warm_start_ends_at_least_squares(digits):
+    # A warm start changes where the flow starts, not its endpoint: for a linear decoder
+    # with the squared error that is the least-squares code, within the stop rule's 1e-3.
+    train = digits[0]
+    est = _fit(train, hidden_layer_sizes=(), loss="mse", n_components=5)
+    assert "encoder_" in est.__dict__
+    w, b = (p.detach().double().numpy() for p in (est.decoder_[0].weight, est.decoder_[0].bias))
+    expected = np.linalg.lstsq(w, (train - b).T, rcond=None)[0].T
+    error = np.linalg.norm(est.transform(train) - expected, axis=1)
+    assert (error / np.linalg.norm(expected, axis=1)).max() < 1e-3
+
+
+def test_rows_alone_get_the_codes_of_the_batch_from_the_encoder(digits, fitted):
+    test = digits[1]
+    subset = np.random.RandomState(0).choice(len(test), 17, replace=False)
+    np.testing.assert_array_equal(fitted.transform(test[subset]), fitted.transform(test)[subset])
+
+
+def test_the_encoder_survives_save_load_and_pickling(digits, fitted, tmp_path):
+    codes = fitted.transform(digits[1])
+    fitted.save(tmp_path / "model.safetensors")
+    loaded = GradientFlowEncoder.load(tmp_path / "model.safetensors")
+    np.testing.assert_array_equal(loaded.transform(digits[1]), codes)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(fitted)).transform(digits[1]), codes)
+    assert int(loaded.encoder_.code_batches) == int(fitted.encoder_.code_batches)
+
+
+def test_a_file_from_before_code_init_loads_and_encodes_from_zero(digits, tmp_path):
+    est = _fit(digits[0], code_init="zeros")
+    path = tmp_path / "model.safetensors"
+    est.save(path)
+
+    def as_in_0_8(content):
+        del content["params"]["code_init"]
+        del content["fitted"]["architecture"]["dict"]["code_init"]
+
+    _rewrite(path, edit_content=as_in_0_8)
+    loaded = GradientFlowEncoder.load(path)
+    assert loaded.code_init == "zeros" and "encoder_" not in loaded.__dict__
+    np.testing.assert_array_equal(loaded.transform(digits[1]), est.transform(digits[1]))
+    loaded.partial_fit(digits[0][:64])  # continues as the model it was
+
+
+def test_an_invalid_recorded_code_init_is_refused_naming_the_field(digits, tmp_path):
+    path = tmp_path / "model.safetensors"
+    _fit(digits[0][:100], max_iter=1).save(path)
+    _rewrite(path, edit_content=lambda c: c["fitted"]["architecture"]["dict"].update(code_init=3))
+    with pytest.raises(ModelFileError, match="model.safetensors.*code_init"):
+        GradientFlowEncoder.load(path)
+
+
+def test_asking_a_model_without_encoder_for_its_guess_names_the_fix(digits):
+    est = _fit(digits[0][:100], max_iter=1, code_init="zeros").set_params(code_init="encoder")
+    with pytest.raises(ValueError, match="no encoder.*code_init='zeros'"):
+        est.transform(digits[1])
+    with pytest.raises(ValueError, match="code_init='encoder' differs from the fitted"):
+        est.partial_fit(digits[0][:64])
+
+
+def test_mixed_models_encode_from_zero_and_refuse_an_encoder(digits):
+    ae = AutoEncoderBaseline(
+        n_components=8, hidden_layer_sizes=(32,), max_iter=2, random_state=0, device="cpu"
+    ).fit(digits[0])
+    mixed = GradientFlowEncoder.from_autoencoder(ae)
+    assert mixed.code_init == "zeros" and "encoder_" not in mixed.__dict__
+    assert np.isfinite(mixed.transform(digits[1])).all()
+    mixed.set_params(warm_start=True, max_iter=1).fit(digits[0])  # GFE training continues
+    with pytest.raises(ValueError, match="from_autoencoder encodes from z = 0"):
+        GradientFlowEncoder.from_autoencoder(ae, code_init="encoder")
+
+
+def test_incomplete_rows_start_from_the_guess_of_their_observed_entries(digits):
+    train, test = (x.copy() for x in digits)
+    rng = np.random.RandomState(0)
+    train[rng.uniform(size=train.shape) < 0.3] = np.nan
+    test[rng.uniform(size=test.shape) < 0.3] = np.nan
+    est = _fit(train, allow_nan=True, max_iter=2)
+    codes = est.transform(test)
+    assert np.isfinite(codes).all()
+    np.testing.assert_array_equal(est.transform(test[:7]), codes[:7])
