@@ -118,6 +118,15 @@ def test_a_placeholder_that_numbers_cannot_hold_is_refused_by_name(X, placeholde
         imputer.fit(holes)
 
 
+def test_bfloat16_tensors_are_imputed_as_their_float32_values(X):
+    torch = pytest.importorskip("torch")
+    holes = torch.tensor(with_holes(X), dtype=torch.bfloat16)
+    exact = holes.float().numpy()
+    imputed = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit_transform(holes)
+    reference = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit_transform(exact)
+    np.testing.assert_array_equal(imputed, reference)
+
+
 def test_rows_without_observed_entries_get_the_training_means(X):
     holes = with_holes(X)
     imputer = GradientFlowImputer(encoder=small_encoder()).fit(holes)
