@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -484,6 +485,17 @@ def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path, c
         assert "first-run" in err and "another --out" in err
         assert not (tmp_path / "units.jsonl").exists()
     assert main([*argv, "--budgets", "10", "--out", str(tmp_path)]) == 0  # released
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_folder_that_cannot_be_written_is_refused_before_training(capsys, monkeypatch):
+    # Before: a PermissionError traceback (or, without the lock, failure after training).
+    from gfe_sklearn.experiments import _data_efficiency
+
+    monkeypatch.setattr(_data_efficiency, "load_dataset", lambda *a, **k: pytest.fail("ran"))
+    argv = ["data-efficiency", "--smoke", "--quiet", "--dataset", "digits", "--out", "/proc"]
+    assert main(argv) == 1
+    assert "error: Cannot write into the output folder /proc" in capsys.readouterr().err
 
 
 def test_report_only_on_a_missing_folder_is_an_error_and_creates_nothing(tmp_path, capsys):
