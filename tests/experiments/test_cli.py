@@ -463,6 +463,16 @@ def test_a_last_line_without_its_newline_is_repaired_not_appended_onto(tmp_path)
     assert Store(tmp_path, "data-efficiency", {"batch_size": 5}).records == store.records
 
 
+def test_records_run_together_by_an_earlier_version_are_split_not_refused(tmp_path):
+    # Before: the folder was refused, and its advice (delete the line) lost two finished units.
+    Store(tmp_path, "data-efficiency", {"batch_size": 5}).add({"seed": 0})
+    units = tmp_path / "units.jsonl"
+    units.write_text('{"seed": 0}{"seed": 1}\n{"seed": 2}{"seed": 3, "cut')
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    assert store.records == [{"seed": 0}, {"seed": 1}, {"seed": 2}]  # the cut one runs again
+    assert units.read_text() == '{"seed": 0}\n{"seed": 1}\n{"seed": 2}\n'
+
+
 @pytest.mark.parametrize("line", ["[1, 2]", '"done"', "3"])
 def test_a_line_of_units_jsonl_that_is_json_but_not_a_record_is_named(tmp_path, line):
     # Before: it was read as a record and the run ended with a traceback.
