@@ -252,7 +252,8 @@ class BaseFlowEstimator(
         a bce model emits logits, and reading them with another loss would be wrong data.
         """
         fitted = getattr(self, "_fitted_architecture", None)
-        return self.loss if fitted is None else fitted["loss"]  # None: a pre-0.3 pickle
+        # None: a model pickled before the architecture was recorded, by an old version.
+        return self.loss if fitted is None else fitted["loss"]
 
     # -- what a subclass provides -------------------------------------------------------
 
