@@ -52,13 +52,14 @@ MAX_THREADS = 4096
 
 
 def readable_by_numpy(X):
-    """``X``, with a bfloat16 torch tensor made float32 (exactly), which numpy cannot read.
+    """``X``, with a bfloat16 torch tensor made a float32 array (exactly): numpy cannot read it.
 
     numpy has no bfloat16; every bfloat16 value is a float32 value, and float16 data become
-    float32 as well, so the model is the one float32 data would train.
+    float32 as well, so the model is the one float32 data would train. An array, not a
+    tensor: scikit-learn keeps the dtype of an array, but reads a tensor's as unknown.
     """
     if isinstance(X, torch.Tensor) and X.dtype == torch.bfloat16:
-        return X.float()
+        return X.float().numpy()
     return X
 
 
@@ -251,7 +252,8 @@ class BaseFlowEstimator(
         a bce model emits logits, and reading them with another loss would be wrong data.
         """
         fitted = getattr(self, "_fitted_architecture", None)
-        return self.loss if fitted is None else fitted["loss"]  # None: a pre-0.3 pickle
+        # None: a model pickled before the architecture was recorded, by an old version.
+        return self.loss if fitted is None else fitted["loss"]
 
     # -- what a subclass provides -------------------------------------------------------
 

@@ -18,6 +18,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._base import readable_by_numpy
 from ._gradient_flow import GradientFlowEncoder
 from ._scoring import hidden_entry_error, hide_entries
 
@@ -239,7 +240,12 @@ class GradientFlowImputer(_BaseImputer):
         # A NaN is data to impute only when it is the placeholder.
         finite = "allow-nan" if is_scalar_nan(self.missing_values) else True
         X = validate_data(
-            self, X, reset=reset, dtype=FLOAT_DTYPES, ensure_all_finite=finite, copy=True
+            self,
+            readable_by_numpy(X),
+            reset=reset,
+            dtype=FLOAT_DTYPES,
+            ensure_all_finite=finite,
+            copy=True,
         )
         return X, _get_mask(X, self.missing_values)
 

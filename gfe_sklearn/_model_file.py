@@ -224,9 +224,10 @@ def _tensors(path, header, data):
 def _checked_entry(path, name, entry, data_size):
     if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
         _refuse(path, f"entry {name!r} is not a tensor description")
-    dtype, shape, offsets = DTYPES.get(entry["dtype"]), entry["shape"], entry["data_offsets"]
+    name_of_dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
+    dtype = DTYPES.get(name_of_dtype) if isinstance(name_of_dtype, str) else None
     if dtype is None:
-        _refuse(path, f"tensor {name!r} has unknown dtype {entry['dtype']!r}")
+        _refuse(path, f"tensor {name!r} has unknown dtype {name_of_dtype!r:.40}")
     if not _int_list(shape) or not _int_list(offsets) or len(offsets) != 2:
         _refuse(path, f"tensor {name!r} has a malformed shape or byte range")
     begin, end = offsets

@@ -231,13 +231,11 @@ def _fits_group(key, value, default):
         return _is_number(value) and value > 0
     if default is _UNKNOWN:
         return value is None or isinstance(value, (bool, str)) or _is_number(value)
-    if isinstance(default, tuple):
+    if isinstance(default, tuple):  # Adam's betas, a list in JSON
         default = list(default)
-    return (
-        type(value) is type(default)
-        and value == default
-        or (_is_number(value) and _is_number(default) and value == default)
-    )
+    if _is_number(default):  # 0 and 0.0 alike: JSON keeps whichever torch stored
+        return _is_number(value) and value == default
+    return type(value) is type(default) and value == default
 
 
 _UNKNOWN = object()

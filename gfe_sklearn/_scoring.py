@@ -70,6 +70,22 @@ def _final_step(estimator):
     return estimator[-1] if isinstance(estimator, Pipeline) else estimator
 
 
+def _to_input_space(estimator, prediction):
+    """An imputing pipeline's output mapped back through its earlier steps (a scaler, say),
+    so that it is compared with X, not with X as scaled."""
+    if not isinstance(estimator, Pipeline) or len(estimator) < 2:
+        return prediction
+    head = estimator[:-1]
+    if not hasattr(head, "inverse_transform"):
+        raise ValueError(
+            f"The pipeline's steps before its imputer ({[name for name, _ in head.steps]}) "
+            "have no inverse_transform, so its imputed values cannot be compared with X's "
+            "entries: score the imputer on data transformed by those steps, or use steps "
+            "that can be inverted (StandardScaler, MinMaxScaler)."
+        )
+    return head.inverse_transform(prediction)
+
+
 class _HiddenEntryScorer:
     """The callable that ``make_hidden_entry_scorer`` returns."""
 
@@ -106,7 +122,7 @@ class _HiddenEntryScorer:
                     "to predictions; an imputer drops features that were missing in every "
                     "training row unless keep_empty_features=True."
                 )
-            prediction = prediction[:, : X.shape[1]]
+            prediction = _to_input_space(estimator, prediction[:, : X.shape[1]])
         return -hidden_entry_error(X, prediction, hidden, self.metric)
 
 
@@ -127,7 +143,9 @@ def make_hidden_entry_scorer(fraction=0.2, *, metric="rmse", random_state=0):
     ``n_components`` or solver settings by how well unseen entries are predicted. It scores
     a fitted ``GradientFlowEncoder`` with ``allow_nan=True`` (or a ``Pipeline`` ending in
     one) by ``inverse_transform(transform(X_masked))``, and any imputer, e.g.
-    ``GradientFlowImputer`` or ``KNNImputer``, by its ``transform(X_masked)``.
+    ``GradientFlowImputer`` or ``KNNImputer``, by its ``transform(X_masked)``; a pipeline
+    ending in an imputer after a scaler, by its output mapped back through the scaler's
+    ``inverse_transform``, so that the error is in the units of ``X``.
 
     Parameters
     ----------

@@ -4,14 +4,14 @@ from functools import partial
 
 import numpy as np
 import pytest
-from sklearn.base import clone
+from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import KNNImputer, MissingIndicator, SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import MinMaxScaler
+from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gfe_sklearn import GradientFlowEncoder, GradientFlowImputer, make_hidden_entry_scorer
@@ -116,6 +116,15 @@ def test_a_placeholder_that_numbers_cannot_hold_is_refused_by_name(X, placeholde
     imputer = GradientFlowImputer(encoder=small_encoder(), missing_values=placeholder)
     with pytest.raises(ValueError, match=r"'missing_values' parameter .* numpy.nan"):
         imputer.fit(holes)
+
+
+def test_bfloat16_tensors_are_imputed_as_their_float32_values(X):
+    torch = pytest.importorskip("torch")
+    holes = torch.tensor(with_holes(X), dtype=torch.bfloat16)
+    exact = holes.float().numpy()
+    imputed = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit_transform(holes)
+    reference = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit_transform(exact)
+    np.testing.assert_array_equal(imputed, reference)
 
 
 def test_rows_without_observed_entries_get_the_training_means(X):
@@ -244,6 +253,29 @@ def test_scorer_rates_encoders_and_imputers_on_the_same_hidden_entries():
     pipe = make_pipeline(MinMaxScaler(), small_encoder(allow_nan=True)).fit(X)
     assert scorer(pipe, X) < 0
     assert "fraction=0.3" in repr(scorer)
+
+
+class _Shift(TransformerMixin, BaseEstimator):
+    """A transformer without inverse_transform."""
+
+    def fit(self, X, y=None):
+        return self
+
+    def transform(self, X):
+        return np.asarray(X) + 1.0
+
+
+def test_scorer_compares_a_scaled_imputing_pipeline_with_x_itself(X):
+    # Before: the pipeline's imputed values, still scaled, were compared with X unscaled.
+    # Mean imputation commutes with a standard scaler fitted on the same data.
+    scorer = make_hidden_entry_scorer(0.3, random_state=0)
+    plain = scorer(SimpleImputer().fit(X), X)
+    assert scorer(make_pipeline(StandardScaler(), SimpleImputer()).fit(X), X) == pytest.approx(
+        plain
+    )
+    no_inverse = make_pipeline(_Shift(), SimpleImputer()).fit(X)
+    with pytest.raises(ValueError, match="have no inverse_transform"):
+        scorer(no_inverse, X)
 
 
 def test_scorer_errors_name_the_problem(X):

@@ -306,3 +306,28 @@ def _load_and_use(cls, path, X):
         if type(error).__module__.startswith(("gfe_sklearn", "builtins", "sklearn")):
             return
         raise
+
+
+def test_every_tensor_table_field_edited_gives_a_model_file_error_or_a_working_model(saved, X):
+    original = saved.read_bytes()
+    length = int.from_bytes(original[:8], "little")
+    header = json.loads(original[8 : 8 + length])
+    header.pop("__metadata__")
+    generator, crashes = random.Random(1), []
+    odd = [*ODD_VALUES, "F32", "BF16", "I64", [2, 8], [8, 2], [0, 0], [0, 2**63], [1, 2, 3]]
+    for field in _fields(header):
+        for value in generator.sample(odd, 4):
+
+            def edit(table, field=field, value=value):
+                *parents, last = field
+                for key in parents:
+                    table = table[key]
+                table[last] = value
+
+            saved.write_bytes(original)
+            _rewrite(saved, edit_header=edit)
+            try:
+                _load_and_use(GradientFlowEncoder, saved, X)
+            except Exception as error:  # noqa: BLE001 - collected to name every case
+                crashes.append(f"{'.'.join(map(str, field))}={value!r}: {error!r:.200}")
+    assert not crashes, "\n".join(crashes)

@@ -188,32 +188,34 @@ class Store(Records):
         for number, line in enumerate(lines, 1):
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:
-                # Only the last line can be cut short (a crash while appending): drop it,
-                # and rewrite the file so that the next record starts on a line of its own.
+            found, error = _objects_in(line)
+            # Records run together ("}{"): appended onto a line that lacked its newline, as
+            # earlier versions did. Each is whole, so each is kept, on a line of its own.
+            repair = repair or len(found) > 1
+            if error is not None:
+                # Only the last line can be cut short (a crash while appending): drop the
+                # cut record, and rewrite the file so the next one starts on its own line.
                 if number != len(lines):
                     raise OutFolderError(
-                        f"Line {number} of {self.units_path} is not valid JSON ({exc}); a "
+                        f"Line {number} of {self.units_path} is not valid JSON ({error}); a "
                         "crash can cut short only the last line, so the file was edited or "
                         "damaged. Restore it, delete that line (its unit runs again), or use "
                         "another --out."
-                    ) from exc
+                    ) from error
                 print(
                     f"warning: dropping a truncated last line of {self.units_path}; that "
                     "unit will be run again",
                     file=sys.stderr,
                 )
                 repair = True
-                continue
-            if not isinstance(record, dict):
-                raise OutFolderError(
-                    f"Line {number} of {self.units_path} is JSON but not a unit's record (an "
-                    f"object): {line[:60]!r}. The file was edited or damaged. Restore it, "
-                    "delete that line, or use another --out."
-                )
-            records.append(record)
+            for record in found:
+                if not isinstance(record, dict):
+                    raise OutFolderError(
+                        f"Line {number} of {self.units_path} is JSON but not a unit's record "
+                        f"(an object): {line[:60]!r}. The file was edited or damaged. Restore "
+                        "it, delete that line, or use another --out."
+                    )
+            records.extend(found)
         # A report rebuilt while a run appends must not rewrite the file under it.
         if repair and not self.read_only:
             atomic_write_text(self.units_path, "".join(dumps(r) + "\n" for r in records))
@@ -231,6 +233,20 @@ class Store(Records):
 
     def path(self, *parts):
         return self.out.joinpath(*parts)
+
+
+def _objects_in(line):
+    """The JSON values on ``line``, one after another, and the error that ended them (or None)."""
+    decoder, found, index = json.JSONDecoder(), [], 0
+    while index < len(line):
+        try:
+            value, index = decoder.raw_decode(line, index)
+        except json.JSONDecodeError as error:
+            return found, error
+        found.append(value)
+        while index < len(line) and line[index].isspace():
+            index += 1
+    return found, None
 
 
 def make_out_folder(out):

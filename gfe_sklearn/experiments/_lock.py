@@ -23,7 +23,13 @@ def lock_out_folder(out, command):
     Raises ``OutFolderError`` naming the process and command that hold it.
     """
     make_out_folder(out)
-    file = open(out / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+    try:
+        file = open(out / LOCK_FILE, "a+", encoding="utf-8")  # noqa: SIM115 - held for the run
+    except OSError as exc:  # checked now, not after hours of training
+        raise OutFolderError(
+            f"Cannot write into the output folder {out}: {exc.strerror}. Give --out a "
+            "folder you can write to."
+        ) from exc
     if fcntl is None:
         return file
     try:

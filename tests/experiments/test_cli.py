@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -462,6 +463,16 @@ def test_a_last_line_without_its_newline_is_repaired_not_appended_onto(tmp_path)
     assert Store(tmp_path, "data-efficiency", {"batch_size": 5}).records == store.records
 
 
+def test_records_run_together_by_an_earlier_version_are_split_not_refused(tmp_path):
+    # Before: the folder was refused, and its advice (delete the line) lost two finished units.
+    Store(tmp_path, "data-efficiency", {"batch_size": 5}).add({"seed": 0})
+    units = tmp_path / "units.jsonl"
+    units.write_text('{"seed": 0}{"seed": 1}\n{"seed": 2}{"seed": 3, "cut')
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    assert store.records == [{"seed": 0}, {"seed": 1}, {"seed": 2}]  # the cut one runs again
+    assert units.read_text() == '{"seed": 0}\n{"seed": 1}\n{"seed": 2}\n'
+
+
 @pytest.mark.parametrize("line", ["[1, 2]", '"done"', "3"])
 def test_a_line_of_units_jsonl_that_is_json_but_not_a_record_is_named(tmp_path, line):
     # Before: it was read as a record and the run ended with a traceback.
@@ -484,6 +495,17 @@ def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path, c
         assert "first-run" in err and "another --out" in err
         assert not (tmp_path / "units.jsonl").exists()
     assert main([*argv, "--budgets", "10", "--out", str(tmp_path)]) == 0  # released
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
+def test_an_out_folder_that_cannot_be_written_is_refused_before_training(capsys, monkeypatch):
+    # Before: a PermissionError traceback (or, without the lock, failure after training).
+    from gfe_sklearn.experiments import _data_efficiency
+
+    monkeypatch.setattr(_data_efficiency, "load_dataset", lambda *a, **k: pytest.fail("ran"))
+    argv = ["data-efficiency", "--smoke", "--quiet", "--dataset", "digits", "--out", "/proc"]
+    assert main(argv) == 1
+    assert "error: Cannot write into the output folder /proc" in capsys.readouterr().err
 
 
 def test_report_only_on_a_missing_folder_is_an_error_and_creates_nothing(tmp_path, capsys):
