@@ -45,7 +45,7 @@ MODEL_PARAMETERS = (
 )
 
 # Where each sample's flow starts in transform: a distilled encoder's guess, or the origin.
-CODE_INITS = ("encoder", "zeros")
+CODE_INITS = ("zeros", "encoder")
 
 # How fast the standardisation of the codes the encoder learns follows the training codes
 # (an exponential average over batches, as batch normalisation's running statistics).
@@ -109,17 +109,18 @@ class GradientFlowEncoder(BaseFlowEstimator):
         the flow's endpoint (``'lbfgs'``; a short ``tau`` already keeps codes near their
         start, and gained nothing from it). 0 (the default) shows the flow every observed
         entry, as the papers do. Works with and without ``allow_nan``.
-    code_init : {'encoder', 'zeros'}, default='encoder'
+    code_init : {'zeros', 'encoder'}, default='zeros'
         Where the flow of each sample starts in ``transform``, ``score`` and
-        ``flow_diagnostics``. ``'encoder'``: at the guess of an encoder network (the mirror
-        image of the MLP decoder) that ``fit`` trains alongside the decoder to predict the
-        training codes the flow finds (semi-amortised inference), so the solver starts
-        near the code and ends in as low a minimum in fewer decoder evaluations
-        (docs/performance.md). ``'zeros'``: at ``z = 0``, the papers' definition. Training
-        flows start at ``z = 0`` either way, and the encoder's training changes neither
-        the decoder nor ``loss_curve_``. Set when the model is fitted: a model fitted with
-        ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one fitted with
-        ``'encoder'`` encodes from ``z = 0`` again.
+        ``flow_diagnostics``. ``'zeros'``: at ``z = 0``, the papers' definition.
+        ``'encoder'``: at the guess of an encoder network (the mirror image of the MLP
+        decoder) that ``fit`` trains alongside the decoder to predict the training codes
+        the flow finds (semi-amortised inference); the flow then refines the guess to a
+        minimum of the sample's loss. It ends lower on some data and saves evaluations on
+        some, and costs more on others (docs/performance.md), so it is not the default.
+        Training flows start at ``z = 0`` either way, and the encoder's training changes
+        neither the decoder nor ``loss_curve_``. Set when the model is fitted: a model
+        fitted with ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one
+        fitted with ``'encoder'`` encodes from ``z = 0`` again.
     solver : {'auto', 'lbfgs', 'amd', 'euler', 'rk4', 'dopri5'}, default='auto'
         How the codes are found. ``'lbfgs'``: per-sample L-BFGS, which goes straight to the
         gradient flow's endpoint in far fewer decoder evaluations than integrating the flow
@@ -367,7 +368,6 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         "stop_rule": "loss",
         "fit_max_steps": None,
         "fit_hide_fraction": 0.0,
-        "code_init": "zeros",
     }
 
     def __init__(
@@ -417,7 +417,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         verbose=0,
         allow_nan=False,
         fit_hide_fraction=0.0,
-        code_init="encoder",
+        code_init="zeros",
     ):
         super().__init__(
             n_components=n_components,

@@ -56,11 +56,10 @@ class GradientFlowImputer(_BaseImputer):
     ----------
     encoder : GradientFlowEncoder, default=None
         The encoder's settings. ``fit`` trains a clone with ``allow_nan=True``; the instance
-        passed is not changed. None uses ``GradientFlowEncoder(loss='mse',
-        code_init='zeros')``, which takes any finite data (the imputer picks its own starts);
-        scale such data first (``StandardScaler`` and ``MinMaxScaler`` skip NaN). For data in
-        ``[0, 1]`` such as images, ``loss='bce'`` is the papers' choice, and
-        ``fit_hide_fraction=0.8`` trains the decoder for imputing (docs/imputation.md).
+        passed is not changed. None uses ``GradientFlowEncoder(loss='mse')``, which takes any
+        finite data; scale such data first (``StandardScaler`` and ``MinMaxScaler`` skip
+        NaN). For data in ``[0, 1]`` such as images, ``loss='bce'`` is the papers' choice,
+        and ``fit_hide_fraction=0.8`` trains the decoder for imputing (docs/imputation.md).
     missing_values : int, float or np.nan, default=np.nan
         The placeholder for the missing values. All occurrences of ``missing_values`` are
         imputed. X is read as numbers, so ``None`` in an object array is NaN: use
@@ -231,10 +230,7 @@ class GradientFlowImputer(_BaseImputer):
         super().__setstate__(state)
 
     def _encoder_template(self):
-        # The imputer picks its own starts (n_starts): no encoder to distil.
-        if self.encoder is None:
-            return GradientFlowEncoder(loss="mse", code_init="zeros")
-        return self.encoder
+        return GradientFlowEncoder(loss="mse") if self.encoder is None else self.encoder
 
     def _validate(self, X, reset):
         # A NaN is data to impute only when it is the placeholder.

@@ -1,4 +1,5 @@
-"""``code_init``: the flows of ``transform`` start at a distilled encoder's guess, or at 0."""
+"""``code_init``: the flows of ``transform`` start at 0 (the default) or at the guess of an
+encoder distilled during ``fit``."""
 
 import pickle
 
@@ -22,7 +23,9 @@ def digits():
 
 
 def _fit(train, **params):
-    settings = dict(n_components=8, hidden_layer_sizes=(32,), max_iter=5, random_state=0)
+    settings = dict(
+        n_components=8, hidden_layer_sizes=(32,), max_iter=5, random_state=0, code_init="encoder"
+    )
     return GradientFlowEncoder(**{**settings, **params}, device="cpu").fit(train)
 
 
@@ -141,3 +144,9 @@ def test_incomplete_rows_start_from_the_guess_of_their_observed_entries(digits):
     codes = est.transform(test)
     assert np.isfinite(codes).all()
     np.testing.assert_array_equal(est.transform(test[:7]), codes[:7])
+
+
+def test_the_default_start_is_the_papers_and_builds_no_encoder(digits):
+    est = GradientFlowEncoder(n_components=4, hidden_layer_sizes=(8,), max_iter=1, device="cpu")
+    assert est.get_params()["code_init"] == "zeros"
+    assert "encoder_" not in est.fit(digits[0][:100]).__dict__
