@@ -7,7 +7,7 @@ from ._model_file import ModelFileError
 from ._persistence import trust_legacy_pickles
 from ._scoring import make_hidden_entry_scorer
 
-__version__ = "0.8.1"
+__version__ = "0.9.0"
 
 __all__ = [
     "AutoEncoderBaseline",
