@@ -4,7 +4,7 @@ import copy
 
 import torch
 
-from ._base import BaseFlowEstimator
+from ._base import BaseFlowEstimator, build_mlp
 from .flow import LOSSES
 from .flow._rows import invariant_rowwise, padded_mlp, probe_codes, probe_rows
 from .nn import make_decoder, make_encoder
@@ -155,15 +155,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         def build(module, maker):
             if module is not None:
                 return copy.deepcopy(module).to(device=device, dtype=dtype)
-            return maker(
-                architecture["n_components"],
-                architecture["hidden_layer_sizes"],
-                n_features,
-                architecture["activation"],
-                generator=generator,
-                dtype=dtype,
-                device=device,
-            )
+            return build_mlp(maker, architecture, n_features, generator, dtype, device)
 
         # The default MLP encoder reads flat rows, whatever the decoder's output shape.
         self._flat_encoder = self.encoder is None

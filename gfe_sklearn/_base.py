@@ -110,6 +110,19 @@ def _one_fit_at_a_time(estimator):
             _TRAINING.discard(id(estimator))
 
 
+def build_mlp(maker, architecture, n_features, generator, dtype, device):
+    """The default decoder or encoder (``make_decoder``, ``make_encoder``) of an architecture."""
+    return maker(
+        architecture["n_components"],
+        architecture["hidden_layer_sizes"],
+        n_features,
+        architecture["activation"],
+        generator=generator,
+        dtype=dtype,
+        device=device,
+    )
+
+
 # Stands for an attribute that a fit removes (feature_names_in_ after a refit on plain arrays).
 _REMOVED = object()
 

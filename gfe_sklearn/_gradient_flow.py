@@ -13,7 +13,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoder import AutoEncoderBaseline
-from ._base import BaseFlowEstimator
+from ._base import BaseFlowEstimator, build_mlp
 from ._device import resolve_device, torch_threads
 from .flow import (
     ADJOINTS,
@@ -673,36 +673,22 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         return "amd" if conflicts else "lbfgs"
 
     def _build_modules(self, n_features, architecture, generator, dtype, device):
-        if self.decoder is not None:
-            decoder = copy.deepcopy(self.decoder).to(device=device, dtype=dtype)
-        else:
-            decoder = make_decoder(
-                architecture["n_components"],
-                architecture["hidden_layer_sizes"],
-                n_features,
-                architecture["activation"],
-                generator=generator,
-                dtype=dtype,
-                device=device,
-            )
-        modules = {"decoder_": decoder}
+        def build(module, maker):
+            if module is not None:
+                return copy.deepcopy(module).to(device=device, dtype=dtype)
+            return build_mlp(maker, architecture, n_features, generator, dtype, device)
+
+        modules = {"decoder_": build(self.decoder, make_decoder)}
         if architecture.get("code_init", "zeros") == "encoder":
             # Drawn after the decoder, whose initial weights stay those of a model without one.
-            modules["encoder_"] = make_encoder(
-                architecture["n_components"],
-                architecture["hidden_layer_sizes"],
-                n_features,
-                architecture["activation"],
-                generator=generator,
-                dtype=dtype,
-                device=device,
-            )
+            encoder = build(None, make_encoder)
             k, like = architecture["n_components"], {"dtype": dtype, "device": device}
-            modules["encoder_"].register_buffer("code_mean", torch.zeros(k, **like))
-            modules["encoder_"].register_buffer("code_scale", torch.ones(k, **like))
-            modules["encoder_"].register_buffer(
+            encoder.register_buffer("code_mean", torch.zeros(k, **like))
+            encoder.register_buffer("code_scale", torch.ones(k, **like))
+            encoder.register_buffer(
                 "code_batches", torch.zeros((), dtype=torch.long, device=device)
             )
+            modules["encoder_"] = encoder
         return modules
 
     def _modules(self):
