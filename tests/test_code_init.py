@@ -150,3 +150,15 @@ def test_the_default_start_is_the_papers_and_builds_no_encoder(digits):
     est = GradientFlowEncoder(n_components=4, hidden_layer_sizes=(8,), max_iter=1, device="cpu")
     assert est.get_params()["code_init"] == "zeros"
     assert "encoder_" not in est.fit(digits[0][:100]).__dict__
+
+
+def test_a_user_decoder_of_images_gets_an_encoder_of_flat_rows(X, small, tmp_path):
+    from .test_autoencoder import _ImageDecoder
+
+    est = GradientFlowEncoder(**small, decoder=_ImageDecoder(), code_init="encoder").fit(X)
+    assert est.encoder_[0].in_features == 16  # the (1, 4, 4) images, flattened
+    codes = est.transform(X)
+    np.testing.assert_array_equal(est.transform(X[:5]), codes[:5])
+    est.save(tmp_path / "model.safetensors")
+    loaded = GradientFlowEncoder.load(tmp_path / "model.safetensors", decoder=_ImageDecoder())
+    np.testing.assert_array_equal(loaded.transform(X), codes)
