@@ -330,7 +330,8 @@ class PersistenceMixin:
                 raise ModelFileError(f"{source} holds optimizer tensors but no optimizer.")
             return None
         kinds = {cls.__name__: (cls, fixed) for cls, fixed in self._optimizers.values()}
-        if saved.get("class") not in kinds:
+        # A name, looked up by value: a crafted list or dict there cannot even be hashed.
+        if not isinstance(saved.get("class"), str) or saved["class"] not in kinds:
             raise ModelFileError(f"{source} holds an unknown optimizer state.")
         cls, fixed = kinds[saved["class"]]
         params = [p for module in self._modules() for p in module.parameters()]

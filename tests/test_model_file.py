@@ -331,3 +331,12 @@ def test_every_tensor_table_field_edited_gives_a_model_file_error_or_a_working_m
             except Exception as error:  # noqa: BLE001 - collected to name every case
                 crashes.append(f"{'.'.join(map(str, field))}={value!r}: {error!r:.200}")
     assert not crashes, "\n".join(crashes)
+
+
+@pytest.mark.parametrize("value", [{"tuple": [1, "a"]}, ["RMSprop"], 3])
+def test_an_optimizer_class_that_is_not_a_name_is_refused(saved, value):
+    # Found by the field-editing test above once the record grew a field: a dict there
+    # raised "unhashable type" from the lookup.
+    _rewrite(saved, edit_content=lambda c: c["fitted"]["optimizer"].update({"class": value}))
+    with pytest.raises(ModelFileError, match=rf"{saved.name}.*unknown optimizer state"):
+        GradientFlowEncoder.load(saved)
