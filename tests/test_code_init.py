@@ -76,6 +76,7 @@ def test_linear_mse_warm_start_ends_at_least_squares(digits):
     assert (error / np.linalg.norm(expected, axis=1)).max() < 1e-3
 
 
+@pytest.mark.portability
 def test_rows_alone_get_the_codes_of_the_batch_from_the_encoder(digits, fitted):
     test = digits[1]
     subset = np.random.RandomState(0).choice(len(test), 17, replace=False)
