@@ -30,8 +30,10 @@ autosummary_generate = True
 # into scikit-learn's documentation.
 autodoc_default_options = {
     "members": True,
-    "inherited-members": ("BaseEstimator,TransformerMixin,ClassNamePrefixFeaturesOutMixin,"
-                          "_SetOutputMixin,_MetadataRequester"),
+    "inherited-members": (
+        "BaseEstimator,TransformerMixin,ClassNamePrefixFeaturesOutMixin,"
+        "_SetOutputMixin,_MetadataRequester"
+    ),
 }
 # numpydoc lists members itself; autosummary's class template would list them twice.
 numpydoc_show_class_members = False
@@ -50,10 +52,10 @@ html_title = f"gfe-sklearn {release}"
 # cross-references: a trailing underscore would make reST look for a link target.
 numpydoc_xref_param_type = True
 numpydoc_xref_ignore = "all"
-# numpydoc's default aliases point "bool", "array-like", ... into Python's and NumPy's docs
-# through intersphinx, which would need the network at build time: keep those words plain.
-numpydoc_xref_aliases = {name: name for name, target in DEFAULT_LINKS.items()
-                         if ":ref:" in target or ":term:" in target}
+# numpydoc's default aliases point "int", "bool", "array-like", ... into Python's and
+# NumPy's docs through intersphinx, which would need the network at build time; without it
+# each renders as the unresolved target, "python:int". Every one of them stays a plain word.
+numpydoc_xref_aliases = {name: name for name in DEFAULT_LINKS}
 
 
 def _skip_metadata_request_methods(app, what, name, obj, skip, options):

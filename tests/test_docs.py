@@ -2,6 +2,7 @@
 the README's commands are the ones CI runs."""
 
 import re
+import runpy
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,17 @@ def test_every_public_name_is_in_the_api_reference(module):
     missing = sorted(public - listed - REGISTRIES)
     assert not missing, f"add {missing} to docs/api.rst"
     assert all(name in api for name in public & REGISTRIES)
+
+
+def test_parameter_types_are_plain_words_without_intersphinx():
+    # numpydoc's default aliases turn "int" into a link into Python's docs; without the
+    # network at build time (CI has none) it renders as "python:int".
+    xref = pytest.importorskip("numpydoc.xref")
+    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
+    assert "sphinx.ext.intersphinx" not in conf["extensions"]
+    aliases = conf["numpydoc_xref_aliases"]
+    linked = sorted(name for name in xref.DEFAULT_LINKS if aliases.get(name) != name)
+    assert not linked, f"{linked} would render as unresolved intersphinx targets"
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
