@@ -5,6 +5,10 @@ Markdown pages (engine, precision, persistence, performance, results) are read b
 myst-parser.
 """
 
+import shutil
+from pathlib import Path
+
+import mathjax
 from numpydoc.xref import DEFAULT_LINKS
 
 import gfe_sklearn
@@ -44,6 +48,20 @@ numpydoc_class_members_toctree = False
 myst_heading_anchors = 3
 myst_enable_extensions = ["dollarmath"]
 
+# Formulas are typeset by a copy of MathJax inside the site, not one from a CDN, so they show
+# offline. The files come from the django-static-mathjax wheel (the [docs] extra): the TeX
+# input with CommonHTML output, its fonts, the TeX extensions it loads on demand and the
+# accessibility components its menu offers; the speech maps (4 MB) are left out.
+MATHJAX = Path(mathjax.__file__).parent / "static" / "mathjax"
+MATHJAX_FILES = [
+    "LICENSE",
+    "es5/tex-chtml.js",
+    "es5/output/chtml",
+    "es5/input/tex/extensions",
+    "es5/a11y",
+]
+mathjax_path = "mathjax/tex-chtml.js"  # relative to _static
+
 html_theme = "alabaster"
 html_static_path = ["_static"]
 html_title = f"gfe-sklearn {release}"
@@ -67,5 +85,20 @@ def _skip_metadata_request_methods(app, what, name, obj, skip, options):
     return None
 
 
+def _copy_mathjax(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    target = Path(app.outdir) / "_static" / "mathjax"
+    for name in MATHJAX_FILES:
+        source = MATHJAX / name
+        destination = target / name.removeprefix("es5/")
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, destination, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(source, destination)
+
+
 def setup(app):
     app.connect("autodoc-skip-member", _skip_metadata_request_methods)
+    app.connect("build-finished", _copy_mathjax)

@@ -61,11 +61,24 @@ def test_parameter_types_are_plain_words_without_intersphinx():
     # numpydoc's default aliases turn "int" into a link into Python's docs; without the
     # network at build time (CI has none) it renders as "python:int".
     xref = pytest.importorskip("numpydoc.xref")
+    pytest.importorskip("mathjax")
     conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
     assert "sphinx.ext.intersphinx" not in conf["extensions"]
     aliases = conf["numpydoc_xref_aliases"]
     linked = sorted(name for name in xref.DEFAULT_LINKS if aliases.get(name) != name)
     assert not linked, f"{linked} would render as unresolved intersphinx targets"
+
+
+def test_formulas_are_typeset_by_a_mathjax_inside_the_site():
+    # CI and readers offline have no CDN; conf.py copies MathJax from the [docs] extra.
+    pytest.importorskip("numpydoc.xref")
+    pytest.importorskip("mathjax")
+    conf = runpy.run_path(str(ROOT / "docs" / "conf.py"))
+    assert "://" not in conf["mathjax_path"]
+    script = conf["mathjax_path"].removeprefix("mathjax/")
+    assert f"es5/{script}" in conf["MATHJAX_FILES"]
+    for name in conf["MATHJAX_FILES"]:
+        assert (conf["MATHJAX"] / name).exists(), name
 
 
 def test_ci_runs_the_readme_test_command_verbatim():
