@@ -6,6 +6,7 @@ myst-parser.
 """
 
 import shutil
+import sys
 from pathlib import Path
 
 import mathjax
@@ -24,6 +25,7 @@ extensions = [
     "sphinx.ext.mathjax",
     "numpydoc",
     "myst_parser",
+    "sphinx_gallery.gen_gallery",
 ]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "README.md"]
@@ -47,6 +49,22 @@ numpydoc_class_members_toctree = False
 # get anchors for links such as "engine.md#solvers".
 myst_heading_anchors = 3
 myst_enable_extensions = ["dollarmath"]
+
+# The examples gallery: every script of examples/, the plot_* ones run at their default
+# settings (78 s in all on two shared cores) with their figure as the thumbnail, the others
+# shown without running (each trains for minutes). The hooks live in docs/_gallery.py.
+sys.path.insert(0, str(Path(__file__).parent))
+sphinx_gallery_conf = {
+    "examples_dirs": "../examples",
+    "gallery_dirs": "auto_examples",
+    "filename_pattern": r"/plot_",
+    "within_subsection_order": "FileNameSortKey",
+    "reset_argv": "_gallery.reset_argv",
+    "reset_modules": ("matplotlib", "_gallery.one_torch_thread"),
+    "image_scrapers": ("_gallery.saved_figure_scraper",),
+    "download_all_examples": False,
+    "show_signature": False,
+}
 
 # Formulas are typeset by a copy of MathJax inside the site, not one from a CDN, so they show
 # offline. The files come from the django-static-mathjax wheel (the [docs] extra): the TeX

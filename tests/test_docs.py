@@ -81,6 +81,14 @@ def test_formulas_are_typeset_by_a_mathjax_inside_the_site():
         assert (conf["MATHJAX"] / name).exists(), name
 
 
+@pytest.mark.parametrize("path", sorted((ROOT / "examples").glob("*.py")), ids=lambda p: p.name)
+def test_every_example_opens_with_a_title_for_the_gallery(path):
+    # sphinx-gallery makes each script's docstring a page; its first line is the page title.
+    first, underline = path.read_text().split("\n")[:2]
+    title = first.removeprefix('"""')
+    assert title and underline == "=" * len(title), f"{path.name}: underline the title"
+
+
 def test_ci_runs_the_readme_test_command_verbatim():
     readme = (ROOT / "README.md").read_text()
     ci = (ROOT / ".ci" / "run").read_text()
