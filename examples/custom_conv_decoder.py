@@ -1,4 +1,5 @@
-"""A custom convolutional decoder: GFE needs only a decoder, any ``torch.nn.Module``.
+"""A custom convolutional decoder: GFE needs only a decoder, any ``torch.nn.Module``
+=================================================================================
 
 The decoder maps codes ``(n, n_components)`` to images ``(n, 1, 8, 8)`` (logits, for the
 default ``loss='bce'``); ``X`` stays two-dimensional and its rows are reshaped to the
@@ -43,7 +44,7 @@ class ConvEncoder(torch.nn.Module):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument(
         "--max-samples", type=int, default=5000, help="training images per model (default: 5000)"
     )

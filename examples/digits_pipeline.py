@@ -1,4 +1,5 @@
-"""Gradient flow codes as features: digits, GFE vs PCA vs an autoencoder.
+"""Gradient flow codes as features: digits, GFE vs PCA vs an autoencoder
+=====================================================================
 
 Each encoder compresses scikit-learn's 8x8 digits (1,797 images, bundled with
 scikit-learn, no download) to ``n_components`` numbers inside a pipeline
@@ -57,7 +58,7 @@ def run_fold(encoder, X, y, train, test):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--n-components", type=int, default=20)
     parser.add_argument("--gfe-epochs", type=int, default=5)
     parser.add_argument("--ae-epochs", type=int, default=50)

@@ -1,6 +1,7 @@
-"""A pipeline before a classifier, and a grid search over the encoder's solver: the README's
-example.
+"""A pipeline before a classifier, and a grid search over the encoder's solver
+===========================================================================
 
+The README's example.
 ``MinMaxScaler(clip=True)`` keeps held-out rows inside ``[0, 1]``, which ``loss='bce'``
 models; ``verbose=1`` prints a line per training epoch.
 Each candidate solver is fitted on three folds and the best one refitted on all the data::
@@ -20,7 +21,7 @@ from gfe_sklearn import GradientFlowEncoder
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument(
         "--max-samples", type=int, default=3000, help="training images per fit (default: 3000)"
     )

@@ -1,4 +1,5 @@
-""" "Mixed": encode by gradient flow through an autoencoder's decoder, then fine-tune it.
+"""Mixed: encode by gradient flow through an autoencoder's decoder, then fine-tune it
+==================================================================================
 
 An autoencoder trains cheaply, since encoding is one forward pass, but its encoder only
 approximates the inverse of its decoder. ``GradientFlowEncoder.from_autoencoder`` keeps the
@@ -18,7 +19,7 @@ from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument(
         "--ae-samples",
         type=int,

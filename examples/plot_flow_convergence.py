@@ -1,4 +1,5 @@
-"""Per-sample convergence of the encoding flow, through a fitted estimator.
+"""Per-sample convergence of the encoding flow, through a fitted estimator
+=======================================================================
 
 A ``GradientFlowEncoder`` is fitted on scikit-learn's digits (with ``solver='lbfgs'``, the
 fastest to train). The same trained decoder then encodes held-out digits with three flows:
@@ -30,7 +31,7 @@ FLOWS = {
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("flow_convergence.png"))
     parser.add_argument(
         "--max-samples", type=int, default=5000, help="training images (default: 5000)"

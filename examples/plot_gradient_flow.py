@@ -1,4 +1,5 @@
-"""Encoding by gradient flow, seen in a two-dimensional latent space.
+"""Encoding by gradient flow, seen in a two-dimensional latent space
+=================================================================
 
 A ``GradientFlowEncoder`` with two latent dimensions is fitted on scikit-learn's digits. For
 one held-out image ``y`` the left panel shows its loss ``l(y, D(z))`` over the latent plane
@@ -48,7 +49,7 @@ def loss_landscape(gfe, y, extent, n=120):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("gradient_flow.png"))
     parser.add_argument("--max-iter", type=int, default=30, help="training epochs")
     args = parser.parse_args()

@@ -1,4 +1,5 @@
-"""Filling in missing pixels: GradientFlowImputer next to KNNImputer on digits.
+"""Filling in missing pixels: GradientFlowImputer next to KNNImputer on digits
+===========================================================================
 
 A gradient flow encoder needs no encoder network: a sample's code is found by minimising
 its reconstruction loss, and with ``allow_nan=True`` that loss covers the observed pixels
@@ -50,7 +51,7 @@ def rmse_on_hidden(truth, filled, holes):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument(
         "--n-samples",
         type=int,

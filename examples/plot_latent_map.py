@@ -1,4 +1,5 @@
-"""Latent maps: t-SNE of the codes of GFE and of an autoencoder after the same few images.
+"""Latent maps: t-SNE of the codes of GFE and of an autoencoder after the same few images
+======================================================================================
 
 Both models train on the same number of digits; the held-out digits' codes are mapped to
 the plane by t-SNE (``gfe_sklearn.plotting.plot_latent``) and coloured by label. The
@@ -22,7 +23,7 @@ from gfe_sklearn.plotting import plot_latent, subplots
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument("--out", type=Path, default=Path("latent_map.png"))
     parser.add_argument(
         "--max-samples", type=int, default=3000, help="training images per model (default: 3000)"

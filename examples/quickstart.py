@@ -1,4 +1,5 @@
-"""Quickstart: fit a gradient flow encoder, encode, decode, score, save and load.
+"""Quickstart: fit a gradient flow encoder, encode, decode, score, save and load
+=============================================================================
 
 Digits are scaled to ``[0, 1]`` (the default ``loss='bce'`` models pixel intensities there)
 and passed as float32, which trains a float32 model, about twice as fast as float64 on a
@@ -20,7 +21,7 @@ from gfe_sklearn import GradientFlowEncoder
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.partition("\n")[0])
     parser.add_argument(
         "--max-samples", type=int, default=5000, help="training images (default: 5000)"
     )

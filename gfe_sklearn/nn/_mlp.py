@@ -33,7 +33,7 @@ def _check_widths(widths):
 
 
 def make_mlp(widths, activation="elu", *, generator=None, dtype=torch.float32, device="cpu"):
-    """A ``nn.Sequential`` of linear layers ``widths[0] -> ... -> widths[-1]``.
+    """A ``nn.Sequential`` of linear layers through ``widths[0]``, ..., ``widths[-1]`` units.
 
     The activation sits between consecutive linear layers, never after the last one.
     Weights and biases are drawn from ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))`` (PyTorch's
@@ -105,7 +105,7 @@ def make_decoder(
     dtype=torch.float32,
     device="cpu",
 ):
-    """Decoder ``n_components -> hidden_layer_sizes... -> n_features``.
+    """Decoder from ``n_components`` through ``hidden_layer_sizes`` to ``n_features`` units.
 
     Parameters
     ----------
