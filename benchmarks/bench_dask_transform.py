@@ -4,7 +4,7 @@ Usage::
 
     python benchmarks/bench_dask_transform.py [--n-rows 100000] [--n-workers 2]
         [--chunk-rows 5000] [--repeats 3] [--max-iter 5]
-        [--dataset {auto,digits,mnist}]
+        [--dataset {auto,digits,mnist}] [--dask-malloc-trim]
 
 Fits a small ``GradientFlowEncoder`` (8 components, one hidden layer of 64, ``--max-iter``
 epochs, the default solver and ``code_init``) on scikit-learn's digits scaled to [0, 1], or on
@@ -13,7 +13,9 @@ the first 2,000 MNIST training images (``--dataset mnist``; ``auto`` takes MNIST
 seeded ``dask.array.random`` array, so the workers make their own chunks and the data are
 not shipped in the graph), once with ``transform`` in this process and once with
 ``map_blocks`` on a ``LocalCluster`` of ``--n-workers`` processes with one thread each,
-the model scattered to every worker beforehand (docs/scaling.md). Every process runs
+the model scattered to every worker beforehand (docs/scaling.md). The workers start without
+the ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask sets for them by default, as docs/scaling.md
+advises (``--dask-malloc-trim`` keeps it, to measure its cost). Every process runs
 torch on one thread. Both runs are warmed up on a chunk per worker first; ``--repeats``
 alternating runs follow. Prints the seconds of each, their ratio pair by pair, and whether
 the codes are identical: the speed-up is only worth quoting at the same result. The ratio
@@ -55,9 +57,15 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-iter", type=int, default=5)
     parser.add_argument("--dataset", choices=["auto", "digits", "mnist"], default="auto")
+    parser.add_argument("--dask-malloc-trim", action="store_true")
     args = parser.parse_args(argv)
+    import dask
     import dask.array as da
     from distributed import Client, LocalCluster
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ"))
+    if not args.dask_malloc_trim:
+        environ.pop("MALLOC_TRIM_THRESHOLD_", None)
 
     # A few epochs leave training still improving: the timing, not the fit, is the point.
     warnings.filterwarnings("ignore", category=ConvergenceWarning)
@@ -73,9 +81,11 @@ def main(argv=None):
     rows = da.random.default_rng(0).random(
         (args.n_rows, images.shape[1]), chunks=(args.chunk_rows, -1)
     )
-    cluster = LocalCluster(
-        n_workers=args.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
-    )
+    # The workers' environment is read when they are created; the setting ends there.
+    with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+        cluster = LocalCluster(
+            n_workers=args.n_workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
     with cluster, Client(cluster) as client:
         start = time.perf_counter()
         estimator = client.scatter(model, broadcast=True)
@@ -94,7 +104,8 @@ def main(argv=None):
         print(
             f"{name}; transform of {args.n_rows:,} rows of {X.shape[1]} features in chunks of "
             f"{args.chunk_rows:,}; 1 process vs a LocalCluster of {args.n_workers} processes "
-            f"x 1 thread; torch {torch.__version__}; model scattered in {scatter_seconds:.2f} s"
+            f"x 1 thread, MALLOC_TRIM_THRESHOLD_={environ.get('MALLOC_TRIM_THRESHOLD_', 'unset')}; "
+            f"torch {torch.__version__}; model scattered in {scatter_seconds:.2f} s"
         )
         print("| repeat | 1 process | cluster | ratio | rows/s, cluster | identical |")
         print("|---:|---:|---:|---:|---:|---|")

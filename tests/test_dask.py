@@ -167,7 +167,10 @@ def test_a_scattered_10_mb_model_sends_no_large_graph(client):
 def test_incremental_trains_block_by_block_as_partial_fit_calls_do(client, digits):
     X = digits[0]
     incremental = wrappers.Incremental(GradientFlowEncoder(**SETTINGS), shuffle_blocks=False)
-    incremental.fit(chunked(X))
+    with distributed.get_task_stream(client) as tasks:
+        incremental.fit(chunked(X))
+    # A partial_fit task per block ran on the cluster (besides one that holds the model).
+    assert sum(str(task["key"]).startswith("('fit-") for task in tasks.data) >= 5
     local = GradientFlowEncoder(**SETTINGS)
     for start in range(0, len(X), 50):
         local.partial_fit(X[start : start + 50])
