@@ -17,9 +17,11 @@ the model scattered to every worker beforehand (docs/scaling.md). The workers st
 the ``MALLOC_TRIM_THRESHOLD_=65536`` that Dask sets for them by default, as docs/scaling.md
 advises (``--dask-malloc-trim`` keeps it, to measure its cost). Every process runs
 torch on one thread. Both runs are warmed up on a chunk per worker first; ``--repeats``
-alternating runs follow. Prints the seconds of each, their ratio pair by pair, and whether
-the codes are identical: the speed-up is only worth quoting at the same result. The ratio
-needs ``--n-workers`` free cores; on a loaded machine it says little.
+alternating runs follow. Prints the seconds of each, their ratio pair by pair, the CPU seconds each
+used (this process's; the workers' together, their Dask threads included) and whether the
+codes are identical: the speed-up is only worth quoting at the same result. The ratio needs
+``--n-workers`` free cores; on a loaded machine it says little, and the CPU seconds show
+what the cluster costs in work instead.
 """
 
 import argparse
@@ -47,6 +49,11 @@ def training_images(dataset):
 
 def transform(block, estimator):
     return estimator.transform(block)
+
+
+def worker_cpu(client):
+    """CPU seconds the workers' processes have used, all their threads together."""
+    return sum(client.run(time.process_time).values())
 
 
 def main(argv=None):
@@ -107,21 +114,24 @@ def main(argv=None):
             f"x 1 thread, MALLOC_TRIM_THRESHOLD_={environ.get('MALLOC_TRIM_THRESHOLD_', 'unset')}; "
             f"torch {torch.__version__}; model scattered in {scatter_seconds:.2f} s"
         )
-        print("| repeat | 1 process | cluster | ratio | rows/s, cluster | identical |")
-        print("|---:|---:|---:|---:|---:|---|")
+        print(
+            "| repeat | 1 process | cluster | ratio | rows/s, cluster "
+            "| CPU, 1 process | CPU, workers | identical |"
+        )
+        print("|---:|---:|---:|---:|---:|---:|---:|---|")
         ratios = []
         for repeat in range(args.repeats):
-            start = time.perf_counter()
+            cpu, start = time.process_time(), time.perf_counter()
             local = model.transform(X)
-            one = time.perf_counter() - start
-            start = time.perf_counter()
+            one, one_cpu = time.perf_counter() - start, time.process_time() - cpu
+            cpu, start = worker_cpu(client), time.perf_counter()
             remote = codes.compute()
-            many = time.perf_counter() - start
+            many, many_cpu = time.perf_counter() - start, worker_cpu(client) - cpu
             ratios.append(one / many)
             same = bool(np.array_equal(local, remote))
             print(
                 f"| {repeat} | {one:.2f} s | {many:.2f} s | {one / many:.2f}x "
-                f"| {args.n_rows / many:,.0f} | {same} |"
+                f"| {args.n_rows / many:,.0f} | {one_cpu:.2f} s | {many_cpu:.2f} s | {same} |"
             )
     print(f"median speed-up: {np.median(ratios):.2f}x")
 
