@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 import gfe_sklearn
 from gfe_sklearn import GradientFlowEncoder, GradientFlowImputer
@@ -100,7 +101,9 @@ def test_the_workers_import_the_package_under_test(client):
 def test_a_grid_search_on_the_dask_backend_equals_the_local_search(client, digits, with_classifier):
     X, y = digits
     gfe = GradientFlowEncoder(**SETTINGS)
-    estimator = make_pipeline(gfe, LogisticRegression(max_iter=500)) if with_classifier else gfe
+    estimator = (
+        make_pipeline(gfe, StandardScaler(), LogisticRegression()) if with_classifier else gfe
+    )
     prefix = "gradientflowencoder__" if with_classifier else ""
     grid = {f"{prefix}solver": ["lbfgs", "amd"]}
     # refit=False: the refit runs here either way, so it would compare nothing.
