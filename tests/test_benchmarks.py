@@ -92,3 +92,16 @@ def test_transform_levers_benchmark_prints_every_lever_against_the_autoencoder(c
     zero_start = next(row for row in rows if "(0.8)" in row[0])
     assert zero_start[-1].strip(" |") == "+0.0000"
     assert all(float(row[4]) > 0 for row in rows[1:])  # a held-out loss for every lever
+
+
+@pytest.mark.dask
+def test_dask_transform_benchmark_prints_identical_codes_and_a_ratio(capsys):
+    pytest.importorskip("distributed", reason="needs the distributed extra")
+    bench = load_benchmark("bench_dask_transform")
+    argv = ["--n-rows", "400", "--chunk-rows", "100", "--repeats", "1", "--max-iter", "1"]
+    bench.main(argv + ["--dataset", "digits"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| 0 |"))
+    assert row.rstrip().endswith("| True |")
+    assert float(row.split("|")[4].strip(" x")) > 0
+    assert "median speed-up:" in out
