@@ -273,23 +273,33 @@ def test_every_settings_field_edited_gives_a_model_file_error_or_a_working_model
     original = path.read_bytes()
     length = int.from_bytes(original[:8], "little")
     content = json.loads(json.loads(original[8 : 8 + length])["__metadata__"]["content"])
-    generator, crashes = random.Random(0), []
-    for field in _fields(content):
-        for value in generator.sample(ODD_VALUES, 3):
+    crashes = _crashes_of_edits(
+        path, original, content, ODD_VALUES, 3, seed=0, part="edit_content", cls=cls, X=X
+    )
+    assert not crashes, "\n".join(crashes)
 
-            def edit(settings, field=field, value=value):
+
+def _crashes_of_edits(path, original, tree, values, k, *, seed, part, cls, X):
+    """Each field of ``tree`` (the settings or the tensor table) set in turn to ``k`` of
+    ``values`` drawn at random: the edits whose file neither loads into a working model nor
+    is refused cleanly, described."""
+    generator, crashes = random.Random(seed), []
+    for field in _fields(tree):
+        for value in generator.sample(values, k):
+
+            def edit(node, field=field, value=value):
                 *parents, last = field
                 for key in parents:
-                    settings = settings[key]
-                settings[last] = value
+                    node = node[key]
+                node[last] = value
 
             path.write_bytes(original)
-            _rewrite(path, edit_content=edit)
+            _rewrite(path, **{part: edit})
             try:
                 _load_and_use(cls, path, X)
             except Exception as error:  # noqa: BLE001 - collected to name every case
                 crashes.append(f"{'.'.join(map(str, field))}={value!r}: {error!r:.200}")
-    assert not crashes, "\n".join(crashes)
+    return crashes
 
 
 def _load_and_use(cls, path, X):
@@ -313,23 +323,10 @@ def test_every_tensor_table_field_edited_gives_a_model_file_error_or_a_working_m
     length = int.from_bytes(original[:8], "little")
     header = json.loads(original[8 : 8 + length])
     header.pop("__metadata__")
-    generator, crashes = random.Random(1), []
     odd = [*ODD_VALUES, "F32", "BF16", "I64", [2, 8], [8, 2], [0, 0], [0, 2**63], [1, 2, 3]]
-    for field in _fields(header):
-        for value in generator.sample(odd, 4):
-
-            def edit(table, field=field, value=value):
-                *parents, last = field
-                for key in parents:
-                    table = table[key]
-                table[last] = value
-
-            saved.write_bytes(original)
-            _rewrite(saved, edit_header=edit)
-            try:
-                _load_and_use(GradientFlowEncoder, saved, X)
-            except Exception as error:  # noqa: BLE001 - collected to name every case
-                crashes.append(f"{'.'.join(map(str, field))}={value!r}: {error!r:.200}")
+    crashes = _crashes_of_edits(
+        saved, original, header, odd, 4, seed=1, part="edit_header", cls=GradientFlowEncoder, X=X
+    )
     assert not crashes, "\n".join(crashes)
 
 
