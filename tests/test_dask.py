@@ -146,11 +146,14 @@ def test_map_blocks_with_the_scattered_model_equals_in_memory(client, digits, fi
 
 
 def test_a_scattered_10_mb_model_sends_no_large_graph(client):
-    # The default decoder on 784 features: 11 MB pickled with its optimizer's state, above
-    # Dask's 10 MB threshold, so a graph that holds it warns.
+    # A decoder 784 features wide with hidden layers of 300, 600 and 1,200 units: 15 MB
+    # pickled with its optimizer's state, above Dask's 10 MB threshold, so a graph that
+    # holds it warns.
     rng = np.random.RandomState(0)
     X = rng.uniform(size=(300, 784))
-    big = GradientFlowEncoder(max_iter=1, device="cpu", random_state=0, n_threads=1).fit(X)
+    big = GradientFlowEncoder(
+        hidden_layer_sizes=(300, 600, 1200), max_iter=1, device="cpu", random_state=0, n_threads=1
+    ).fit(X)
     assert len(pickle.dumps(big)) > 10e6
     Xd = da.from_array(X[:100], chunks=(25, -1))
     chunks = (Xd.chunks[0], (big.n_components,))
