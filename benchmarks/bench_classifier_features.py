@@ -7,16 +7,17 @@ Usage::
     python benchmarks/bench_classifier_features.py --dataset digits --code-prior 0 0.1 1
 
 Each model turns images into ``--n-components`` features (default: 10 on digits, 20 on the
-others); the features go through ``StandardScaler`` into ``LogisticRegression(max_iter=3000)``
-and into ``KNeighborsClassifier()``. On digits (scaled by 16, then ``MinMaxScaler(clip=True)``
-inside each fold) the accuracies are stratified cross-validation means (``--folds``, 5); on MNIST and
-Fashion-MNIST the models are fitted on the first ``--n-train`` training images and scored on
-the first ``--n-test`` test images. Prints one table: accuracy of each classifier, held-out
-BCE (minus ``score``; the mean over folds on digits), and fit and transform seconds (wall,
-summed over folds), all measured in this run. ``GradientFlowEncoder`` runs at its defaults,
-once per ``--code-prior`` value given (``code_prior`` is its only setting changed); the
-autoencoder at its defaults; UMAP only where ``umap-learn`` is installed. ``--max-iter``
-shortens both networks' training (the tests' smoke run).
+others); the features go through ``StandardScaler`` into
+``LogisticRegression(max_iter=3000)`` and into ``KNeighborsClassifier()``. On digits (scaled
+by 16, then ``MinMaxScaler(clip=True)`` inside each fold) the accuracies are stratified
+cross-validation means (``--folds``, 5); on MNIST and Fashion-MNIST the models are fitted on
+the first ``--n-train`` training images and scored on the first ``--n-test`` test images.
+Prints one table: accuracy of each classifier, held-out BCE (minus ``score``; the mean over
+folds on digits), and fit and transform seconds (wall, summed over folds), all measured in
+this run. ``GradientFlowEncoder`` runs at its defaults, once per ``--code-prior`` value
+given (``code_prior`` is its only setting changed); the autoencoder at its defaults; UMAP
+only where ``umap-learn`` is installed. ``--max-iter`` shortens both networks' training (the
+tests' smoke run).
 """
 
 import argparse
