@@ -47,7 +47,7 @@ MODEL_PARAMETERS = (
 # Where each sample's flow starts in transform: a distilled encoder's guess, or the origin.
 CODE_INITS = ("zeros", "encoder")
 # The weight of the prior on the codes (docs/results.md, "As classifier features").
-CODE_PRIOR_DEFAULT = 0.0
+CODE_PRIOR_DEFAULT = 0.01
 
 # How fast the standardisation of the codes the encoder learns follows the training codes
 # (an exponential average over batches, as batch normalisation's running statistics).
