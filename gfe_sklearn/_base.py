@@ -24,11 +24,11 @@ from sklearn.base import (
 )
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._device import resolve_device, torch_threads
+from ._fitted_state import FITTED_FIELDS, started
 from ._persistence import PersistenceMixin
 from ._progress import progress_bar
 from .flow import LOSSES
@@ -253,6 +253,8 @@ class BaseFlowEstimator(
 
     _optimizers = OPTIMIZERS
 
+    _fitted_fields = FITTED_FIELDS
+
     def _row_chunk(self):
         """Rows per module call at inference, as the flow's engine evaluates them."""
         return resolve_row_chunk("auto", self.device_)
@@ -282,9 +284,14 @@ class BaseFlowEstimator(
     def _modules(self):
         """The fitted modules whose parameters are trained."""
 
+    # The attributes that may hold fitted modules: the names _build_modules returns.
+    _module_attributes = ("decoder_", "encoder_")
+
     def _fitted_modules(self):
-        """The fitted modules by attribute name, as ``_build_modules`` builds them."""
-        return {name: getattr(self, name) for name in self._module_parameters}
+        """The fitted modules by attribute name, as ``_build_modules`` built them."""
+        return {
+            name: self.__dict__[name] for name in self._module_attributes if name in self.__dict__
+        }
 
     @abstractmethod
     def _training_loss(self, target):
@@ -552,10 +559,11 @@ class BaseFlowEstimator(
                 self._check_same_optimizer()
         X, attributes = self._checked_X(X, first)
         self._check_target_range(X)
-        rng = getattr(self, "_rng", None) if incremental and not first else None
-        if rng is None:  # a new model, or one saved without its shuffling generator
-            rng = check_random_state(self.random_state)
-        attributes["_rng"] = rng
+        attributes.update(started(self, "fit"))
+        # partial_fit continues shuffling with the fitted generator, where the model has one.
+        if incremental and not first and getattr(self, "_rng", None) is not None:
+            attributes["_rng"] = self._rng
+        rng = attributes["_rng"]
         dtype = model_dtype(X.dtype, device, self.compute_dtype) if first else self._model_dtype
         if self.learning_rate > torch.finfo(dtype).max:
             raise ValueError(
@@ -663,6 +671,7 @@ class BaseFlowEstimator(
                 f"return (n, *sample_shape) with {n_features} values per sample."
             )
         self._check_modules(modules, probe)
+        # The 'model' fields of the fitted record, and its training record at its start.
         return {
             **modules,
             "_fitted_architecture": architecture,
@@ -670,11 +679,7 @@ class BaseFlowEstimator(
             "device_": device,
             "_n_latent": self.n_components,
             "_sample_shape": tuple(probe.shape[1:]),
-            "n_iter_": 0,
-            "n_samples_seen_": 0,
-            "loss_curve_": [],
-            "validation_scores_": [] if self.early_stopping else None,
-            "optimizer_": None,
+            **started(self, "training"),
         }
 
     def _check_modules(self, modules, probe):
@@ -832,8 +837,15 @@ class BaseFlowEstimator(
             ]
         return np.concatenate(chunks)
 
+    def _inference_options(self):
+        """Keyword arguments of ``_encode`` that hold for a whole call (not per batch)."""
+        return {}
+
     def _score_batches(self, X):
-        return -self._map_batches(X, lambda target: self._encode(target, with_loss=True)[1])
+        options = self._inference_options()
+        return -self._map_batches(
+            X, lambda target: self._encode(target, with_loss=True, **options)[1]
+        )
 
     def transform(self, X):
         """Encode ``X`` into the latent space.
@@ -856,6 +868,7 @@ class BaseFlowEstimator(
         X = self._validate_X(X, reset=False)
         if self._transform_uses_loss:
             X = self._clipped_to_target_range(X)
+        encode_options = {**self._inference_options(), **encode_options}
         codes = self._map_batches(
             X, lambda target: self._encode(target, with_loss=False, **encode_options)[0]
         )
