@@ -27,6 +27,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from ._deprecation import renamed_argument
 from ._device import resolve_device, torch_threads
 from ._fitted_state import FITTED_FIELDS, started
 from ._persistence import PersistenceMixin
@@ -885,26 +886,29 @@ class BaseFlowEstimator(
                 "compute_dtype='float64'."
             )
 
-    def inverse_transform(self, Z):
+    @renamed_argument("Z", "X", since="0.10.0", removed_in="0.12.0")
+    def inverse_transform(self, X):
         """Decode codes into data space (probabilities for ``loss='bce'``).
 
         Parameters
         ----------
-        Z : array-like of shape (n_samples, n_components)
+        X : array-like of shape (n_samples, n_components)
+            Codes, as ``transform`` returns them. Named ``Z`` before 0.10.0; ``Z=`` still
+            works, with a ``FutureWarning``, until 0.12.0.
 
         Returns
         -------
-        X : ndarray of shape (n_samples, `n_features_in_`)
-            In the dtype of ``Z`` (float32 or float64).
+        X_original : ndarray of shape (n_samples, `n_features_in_`)
+            In the dtype of ``X`` (float32 or float64).
         """
         check_is_fitted(self)
         self._check_usable()
-        Z = check_array(readable_by_numpy(Z), dtype=[np.float32, np.float64], input_name="Z")
+        Z = check_array(readable_by_numpy(X), dtype=[np.float32, np.float64], input_name="X")
         self._check_codes_fit(Z)
         if Z.shape[1] != self._n_latent:
             raise ValueError(
-                f"Z has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
-                f"n_components={self._n_latent}."
+                f"X has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
+                f"n_components={self._n_latent}: inverse_transform decodes codes."
             )
         to_data = LOSSES[self._fitted_loss_name].to_data
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
@@ -943,7 +947,7 @@ class BaseFlowEstimator(
     def _refuse_codes(self, Z, problem):
         dtype = str(self._model_dtype).replace("torch.", "")
         raise ValueError(
-            f"{type(self).__name__} cannot decode Z (largest magnitude "
+            f"{type(self).__name__} cannot decode the codes X (largest magnitude "
             f"{float(np.abs(Z).max()):.3g}): {problem} the model's {dtype} arithmetic (largest "
             f"value {torch.finfo(self._model_dtype).max:.3g}). Codes from transform are in "
             "range; to decode larger ones, refit with compute_dtype='float64'."
