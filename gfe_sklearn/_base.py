@@ -5,6 +5,8 @@ loop, batched inference and portable pickling live here; the two estimators only
 batch is encoded and how its training loss is formed.
 """
 
+from __future__ import annotations
+
 import contextlib
 import copy
 import threading
@@ -12,6 +14,7 @@ import time
 import warnings
 from abc import abstractmethod
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -35,6 +38,12 @@ from ._progress import progress_bar
 from .flow import LOSSES
 from .flow._rows import invariant_rowwise, padded_mlp, probe_codes, resolve_row_chunk
 from .nn import ACTIVATIONS
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from typing_extensions import Self
+
+    from ._typing import MatrixLike
 
 OPTIMIZERS = {
     # name: (class, fixed keyword arguments); RMSprop as in the papers' appendix B.
@@ -412,7 +421,7 @@ class BaseFlowEstimator(
     # -- fitting --------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: MatrixLike, y: None = None) -> Self:
         """Train on ``X`` for up to ``max_iter`` epochs (or ``max_samples`` images).
 
         A call that fails (refused data, divergence, data that overflow the model's dtype)
@@ -445,7 +454,7 @@ class BaseFlowEstimator(
         return self._fit(X, incremental=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: MatrixLike, y: None = None) -> Self:
         """One pass over ``X`` in shuffled minibatches; creates the model on the first call.
 
         Later calls continue the fitted model and its optimizer's state with the current
@@ -848,7 +857,7 @@ class BaseFlowEstimator(
             X, lambda target: self._encode(target, with_loss=True, **options)[1]
         )
 
-    def transform(self, X):
+    def transform(self, X: MatrixLike) -> np.ndarray:
         """Encode ``X`` into the latent space.
 
         Parameters
@@ -887,7 +896,7 @@ class BaseFlowEstimator(
             )
 
     @renamed_argument("Z", "X", since="0.10.0", removed_in="0.12.0")
-    def inverse_transform(self, X):
+    def inverse_transform(self, X: ArrayLike) -> np.ndarray:
         """Decode codes into data space (probabilities for ``loss='bce'``).
 
         Parameters
@@ -953,7 +962,7 @@ class BaseFlowEstimator(
             "range; to decode larger ones, refit with compute_dtype='float64'."
         )
 
-    def score_samples(self, X):
+    def score_samples(self, X: MatrixLike) -> np.ndarray:
         """Minus each sample's reconstruction loss (higher is better).
 
         Parameters
@@ -972,7 +981,7 @@ class BaseFlowEstimator(
         self._check_finite_output(scores, X, "scores")
         return scores.astype(X.dtype, copy=False)
 
-    def score(self, X, y=None):
+    def score(self, X: MatrixLike, y: None = None) -> float:
         """Minus the mean per-sample reconstruction loss (higher is better).
 
         For ``loss='bce'`` this is minus the papers' mean cross-entropy.

@@ -1,9 +1,13 @@
 """``GradientFlowEncoder``: a decoder-only encoder that encodes by integrating a gradient flow."""
 
+from __future__ import annotations
+
 import copy
 import dataclasses
+from collections.abc import Sequence
 from functools import partial
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -23,6 +27,7 @@ from .flow import (
     LOSSES,
     SOLVERS,
     STOP_RULES,
+    FlowResult,
     check_combination,
     encode,
     endpoint_conflicts,
@@ -31,6 +36,9 @@ from .flow import (
 from .flow._losses import gaussian_code_penalty
 from .flow._rows import invariant_rowwise, padded_mlp, probe_rows
 from .nn import make_decoder, make_encoder
+
+if TYPE_CHECKING:
+    from ._typing import Device, MatrixLike, RandomStateLike
 
 # What from_autoencoder takes over from the autoencoder.
 MODEL_PARAMETERS = (
@@ -416,53 +424,53 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def __init__(
         self,
         *,
-        n_components=20,
-        hidden_layer_sizes=(150, 300, 600),
-        activation="elu",
-        loss="bce",
-        solver="auto",
-        flow="gradient",
-        adjoint="approx",
-        tau="auto",
-        alpha="constant",
-        stop_rule="code",
-        stop_tol=1e-4,
-        fit_stop_tol=1e-2,
-        fit_max_steps=25,
-        stop_window=5,
-        nesterov_eps=1e-2,
-        beta=0.75,
-        s0=1.0,
-        s_min=0.0,
-        s_max=1000.0,
-        kappa=1.1,
-        max_backtracks=30,
-        n_steps=100,
-        grid="log",
-        rtol=1e-5,
-        atol=1e-6,
-        max_steps=1000,
-        solver_options=None,
-        optimizer="rmsprop",
-        learning_rate=2e-3,
-        batch_size=128,
-        max_iter=10,
-        max_samples=None,
-        tol=1e-4,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=3,
-        warm_start=False,
-        decoder=None,
-        device="auto",
-        compute_dtype="float32",
-        n_threads=1,
-        random_state=None,
-        verbose=0,
-        allow_nan=False,
-        fit_hide_fraction=0.0,
-        code_init="zeros",
-    ):
+        n_components: int = 20,
+        hidden_layer_sizes: int | Sequence[int] = (150, 300, 600),
+        activation: str = "elu",
+        loss: str = "bce",
+        solver: str = "auto",
+        flow: str = "gradient",
+        adjoint: str = "approx",
+        tau: float | str = "auto",
+        alpha: str = "constant",
+        stop_rule: str = "code",
+        stop_tol: float = 1e-4,
+        fit_stop_tol: float = 1e-2,
+        fit_max_steps: int | None = 25,
+        stop_window: int = 5,
+        nesterov_eps: float = 1e-2,
+        beta: float = 0.75,
+        s0: float = 1.0,
+        s_min: float | None = 0.0,
+        s_max: float = 1000.0,
+        kappa: float = 1.1,
+        max_backtracks: int = 30,
+        n_steps: int = 100,
+        grid: str = "log",
+        rtol: float = 1e-5,
+        atol: float = 1e-6,
+        max_steps: int = 1000,
+        solver_options: dict[str, float] | None = None,
+        optimizer: str = "rmsprop",
+        learning_rate: float = 2e-3,
+        batch_size: int = 128,
+        max_iter: int = 10,
+        max_samples: int | None = None,
+        tol: float = 1e-4,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 3,
+        warm_start: bool = False,
+        decoder: torch.nn.Module | None = None,
+        device: Device = "auto",
+        compute_dtype: str | None = "float32",
+        n_threads: int | None = 1,
+        random_state: RandomStateLike = None,
+        verbose: int = 0,
+        allow_nan: bool = False,
+        fit_hide_fraction: float = 0.0,
+        code_init: str = "zeros",
+    ) -> None:
         super().__init__(
             n_components=n_components,
             hidden_layer_sizes=hidden_layer_sizes,
@@ -513,7 +521,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         self.code_init = code_init
 
     @classmethod
-    def from_autoencoder(cls, autoencoder, **params):
+    def from_autoencoder(
+        cls, autoencoder: AutoEncoderBaseline, **params: Any
+    ) -> GradientFlowEncoder:
         """A fitted ``GradientFlowEncoder`` on a copy of a fitted autoencoder's decoder.
 
         Its ``transform`` encodes by gradient flow through the autoencoder's decoder: the
@@ -565,7 +575,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         gfe.__dict__.update({**started(gfe, "training"), **started(gfe, "fit")})
         return gfe
 
-    def flow_diagnostics(self, X, *, record_history=False):
+    def flow_diagnostics(self, X: MatrixLike, *, record_history: bool = False) -> FlowResult:
         """Encode ``X`` as ``transform`` does and return each sample's flow diagnostics.
 
         Parameters

@@ -8,11 +8,15 @@ modules (``decoder=``, ``encoder=``) are code: a file records only their class n
 ``load`` takes the rebuilt module from the caller.
 """
 
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import inspect
 import io
 import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +37,11 @@ from ._record_checks import (
     optimizer_state,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._typing import Device, FilePath
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # The integer arrays a parameter may hold in a file (numpy's names, which np.dtype reads).
@@ -42,7 +51,7 @@ _trust_legacy = contextvars.ContextVar("trust_legacy_pickles", default=False)
 
 
 @contextlib.contextmanager
-def trust_legacy_pickles():
+def trust_legacy_pickles() -> Iterator[None]:
     """Let pickles written by gfe-sklearn 0.2.0 or earlier load, for files you trust.
 
     Those pickles hold torch objects that only torch's full unpickler reads, which can run
@@ -75,7 +84,7 @@ class PersistenceMixin:
     # The fitted attributes and their places in the record (_fitted_state.FITTED_FIELDS).
     _fitted_fields = ()
 
-    def save(self, path):
+    def save(self, path: FilePath) -> None:
         """Write the estimator to ``path`` in a file that loading cannot make run code.
 
         Parameters and fitted attributes are stored as JSON, the weights and the optimizer's
@@ -94,7 +103,9 @@ class PersistenceMixin:
         write_model_file(path, *self._record())
 
     @classmethod
-    def load(cls, path, *, device=None, **modules):
+    def load(
+        cls, path: FilePath, *, device: Device | None = None, **modules: torch.nn.Module
+    ) -> Self:
         """An estimator saved by ``save``, read without running anything from the file.
 
         Parameters
