@@ -308,8 +308,11 @@ class BaseFlowEstimator(
         """Per-sample training loss of a batch, differentiable in the trained parameters."""
 
     @abstractmethod
-    def _encode(self, target, with_loss):
-        """Codes of a batch and, when ``with_loss``, the per-sample loss (no graph)."""
+    def _encode(self, target, with_loss, **options):
+        """Codes of a batch and, when ``with_loss``, the per-sample loss (no graph).
+
+        ``options`` are ``_inference_options()``, computed once per call for all batches.
+        """
 
     def _check_params(self):
         """Checks that ``_parameter_constraints`` cannot express (before anything changes)."""
