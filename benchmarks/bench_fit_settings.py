@@ -33,7 +33,7 @@ from sklearn.preprocessing import MinMaxScaler
 
 from gfe_sklearn import GradientFlowEncoder
 from gfe_sklearn.datasets import load_fashion_mnist, load_mnist
-from gfe_sklearn.flow import encode
+from gfe_sklearn.flow import SOLVERS, encode
 
 DEFAULT_SETTINGS = [
     "",
@@ -62,12 +62,12 @@ def parse(text):
 def training_evaluations(model, X):
     """Decoder evaluations per image of the training flows at the model's current decoder."""
     target = torch.as_tensor(X, dtype=model._model_dtype)
-    cap = model.fit_max_steps if model._solver() == "lbfgs" else None
+    cap = model.fit_max_steps if SOLVERS[model.solver_].goes_to_endpoint else None
     result = encode(
         model.decoder_.eval(),
         target,
         model.n_components,
-        solver=model._solver(),
+        solver=model.solver_,
         stop_tol=model.fit_stop_tol,
         options={} if cap is None else {"max_steps": cap},
         row_chunk=None,

@@ -1,6 +1,10 @@
 """``AutoEncoderBaseline``: the papers' comparison model, an encoder mirroring the decoder."""
 
+from __future__ import annotations
+
 import copy
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -8,6 +12,9 @@ from ._base import BaseFlowEstimator, build_mlp
 from .flow import LOSSES
 from .flow._rows import invariant_rowwise, padded_mlp, probe_codes, probe_rows
 from .nn import make_decoder, make_encoder
+
+if TYPE_CHECKING:
+    from ._typing import Device, RandomStateLike
 
 
 class AutoEncoderBaseline(BaseFlowEstimator):
@@ -103,28 +110,28 @@ class AutoEncoderBaseline(BaseFlowEstimator):
     def __init__(
         self,
         *,
-        n_components=20,
-        hidden_layer_sizes=(150, 300, 600),
-        activation="elu",
-        loss="bce",
-        optimizer="rmsprop",
-        learning_rate=5e-4,
-        batch_size=32,
-        max_iter=200,
-        max_samples=None,
-        tol=1e-4,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=10,
-        warm_start=False,
-        encoder=None,
-        decoder=None,
-        device="auto",
-        compute_dtype="float32",
-        n_threads=1,
-        random_state=None,
-        verbose=0,
-    ):
+        n_components: int = 20,
+        hidden_layer_sizes: int | Sequence[int] = (150, 300, 600),
+        activation: str = "elu",
+        loss: str = "bce",
+        optimizer: str = "rmsprop",
+        learning_rate: float = 5e-4,
+        batch_size: int = 32,
+        max_iter: int = 200,
+        max_samples: int | None = None,
+        tol: float = 1e-4,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 10,
+        warm_start: bool = False,
+        encoder: torch.nn.Module | None = None,
+        decoder: torch.nn.Module | None = None,
+        device: Device = "auto",
+        compute_dtype: str | None = "float32",
+        n_threads: int | None = 1,
+        random_state: RandomStateLike = None,
+        verbose: int = 0,
+    ) -> None:
         super().__init__(
             n_components=n_components,
             hidden_layer_sizes=hidden_layer_sizes,

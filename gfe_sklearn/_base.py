@@ -5,6 +5,8 @@ loop, batched inference and portable pickling live here; the two estimators only
 batch is encoded and how its training loss is formed.
 """
 
+from __future__ import annotations
+
 import contextlib
 import copy
 import threading
@@ -12,6 +14,7 @@ import time
 import warnings
 from abc import abstractmethod
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 import scipy.sparse as sp
@@ -24,16 +27,23 @@ from sklearn.base import (
 )
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.model_selection import train_test_split
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
+from ._deprecation import renamed_argument
 from ._device import resolve_device, torch_threads
+from ._fitted_state import FITTED_FIELDS, started
 from ._persistence import PersistenceMixin
 from ._progress import progress_bar
 from .flow import LOSSES
 from .flow._rows import invariant_rowwise, padded_mlp, probe_codes, resolve_row_chunk
 from .nn import ACTIVATIONS
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
+    from typing_extensions import Self
+
+    from ._typing import MatrixLike
 
 OPTIMIZERS = {
     # name: (class, fixed keyword arguments); RMSprop as in the papers' appendix B.
@@ -253,6 +263,8 @@ class BaseFlowEstimator(
 
     _optimizers = OPTIMIZERS
 
+    _fitted_fields = FITTED_FIELDS
+
     def _row_chunk(self):
         """Rows per module call at inference, as the flow's engine evaluates them."""
         return resolve_row_chunk("auto", self.device_)
@@ -282,17 +294,25 @@ class BaseFlowEstimator(
     def _modules(self):
         """The fitted modules whose parameters are trained."""
 
+    # The attributes that may hold fitted modules: the names _build_modules returns.
+    _module_attributes = ("decoder_", "encoder_")
+
     def _fitted_modules(self):
-        """The fitted modules by attribute name, as ``_build_modules`` builds them."""
-        return {name: getattr(self, name) for name in self._module_parameters}
+        """The fitted modules by attribute name, as ``_build_modules`` built them."""
+        return {
+            name: self.__dict__[name] for name in self._module_attributes if name in self.__dict__
+        }
 
     @abstractmethod
     def _training_loss(self, target):
         """Per-sample training loss of a batch, differentiable in the trained parameters."""
 
     @abstractmethod
-    def _encode(self, target, with_loss):
-        """Codes of a batch and, when ``with_loss``, the per-sample loss (no graph)."""
+    def _encode(self, target, with_loss, **options):
+        """Codes of a batch and, when ``with_loss``, the per-sample loss (no graph).
+
+        ``options`` are ``_inference_options()``, computed once per call for all batches.
+        """
 
     def _check_params(self):
         """Checks that ``_parameter_constraints`` cannot express (before anything changes)."""
@@ -404,7 +424,7 @@ class BaseFlowEstimator(
     # -- fitting --------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def fit(self, X, y=None):
+    def fit(self, X: MatrixLike, y: None = None) -> Self:
         """Train on ``X`` for up to ``max_iter`` epochs (or ``max_samples`` images).
 
         A call that fails (refused data, divergence, data that overflow the model's dtype)
@@ -437,7 +457,7 @@ class BaseFlowEstimator(
         return self._fit(X, incremental=False)
 
     @_fit_context(prefer_skip_nested_validation=True)
-    def partial_fit(self, X, y=None):
+    def partial_fit(self, X: MatrixLike, y: None = None) -> Self:
         """One pass over ``X`` in shuffled minibatches; creates the model on the first call.
 
         Later calls continue the fitted model and its optimizer's state with the current
@@ -552,10 +572,11 @@ class BaseFlowEstimator(
                 self._check_same_optimizer()
         X, attributes = self._checked_X(X, first)
         self._check_target_range(X)
-        rng = getattr(self, "_rng", None) if incremental and not first else None
-        if rng is None:  # a new model, or one saved without its shuffling generator
-            rng = check_random_state(self.random_state)
-        attributes["_rng"] = rng
+        attributes.update(started(self, "fit"))
+        # partial_fit continues shuffling with the fitted generator, where the model has one.
+        if incremental and not first and getattr(self, "_rng", None) is not None:
+            attributes["_rng"] = self._rng
+        rng = attributes["_rng"]
         dtype = model_dtype(X.dtype, device, self.compute_dtype) if first else self._model_dtype
         if self.learning_rate > torch.finfo(dtype).max:
             raise ValueError(
@@ -663,6 +684,7 @@ class BaseFlowEstimator(
                 f"return (n, *sample_shape) with {n_features} values per sample."
             )
         self._check_modules(modules, probe)
+        # The 'model' fields of the fitted record, and its training record at its start.
         return {
             **modules,
             "_fitted_architecture": architecture,
@@ -670,11 +692,7 @@ class BaseFlowEstimator(
             "device_": device,
             "_n_latent": self.n_components,
             "_sample_shape": tuple(probe.shape[1:]),
-            "n_iter_": 0,
-            "n_samples_seen_": 0,
-            "loss_curve_": [],
-            "validation_scores_": [] if self.early_stopping else None,
-            "optimizer_": None,
+            **started(self, "training"),
         }
 
     def _check_modules(self, modules, probe):
@@ -832,10 +850,17 @@ class BaseFlowEstimator(
             ]
         return np.concatenate(chunks)
 
-    def _score_batches(self, X):
-        return -self._map_batches(X, lambda target: self._encode(target, with_loss=True)[1])
+    def _inference_options(self):
+        """Keyword arguments of ``_encode`` that hold for a whole call (not per batch)."""
+        return {}
 
-    def transform(self, X):
+    def _score_batches(self, X):
+        options = self._inference_options()
+        return -self._map_batches(
+            X, lambda target: self._encode(target, with_loss=True, **options)[1]
+        )
+
+    def transform(self, X: MatrixLike) -> np.ndarray:
         """Encode ``X`` into the latent space.
 
         Parameters
@@ -856,6 +881,7 @@ class BaseFlowEstimator(
         X = self._validate_X(X, reset=False)
         if self._transform_uses_loss:
             X = self._clipped_to_target_range(X)
+        encode_options = {**self._inference_options(), **encode_options}
         codes = self._map_batches(
             X, lambda target: self._encode(target, with_loss=False, **encode_options)[0]
         )
@@ -872,26 +898,29 @@ class BaseFlowEstimator(
                 "compute_dtype='float64'."
             )
 
-    def inverse_transform(self, Z):
+    @renamed_argument("Z", "X", since="0.10.0", removed_in="0.12.0")
+    def inverse_transform(self, X: ArrayLike) -> np.ndarray:
         """Decode codes into data space (probabilities for ``loss='bce'``).
 
         Parameters
         ----------
-        Z : array-like of shape (n_samples, n_components)
+        X : array-like of shape (n_samples, n_components)
+            Codes, as ``transform`` returns them. Named ``Z`` before 0.10.0; ``Z=`` still
+            works, with a ``FutureWarning``, until 0.12.0.
 
         Returns
         -------
-        X : ndarray of shape (n_samples, `n_features_in_`)
-            In the dtype of ``Z`` (float32 or float64).
+        X_original : ndarray of shape (n_samples, `n_features_in_`)
+            In the dtype of ``X`` (float32 or float64).
         """
         check_is_fitted(self)
         self._check_usable()
-        Z = check_array(readable_by_numpy(Z), dtype=[np.float32, np.float64], input_name="Z")
+        Z = check_array(readable_by_numpy(X), dtype=[np.float32, np.float64], input_name="X")
         self._check_codes_fit(Z)
         if Z.shape[1] != self._n_latent:
             raise ValueError(
-                f"Z has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
-                f"n_components={self._n_latent}."
+                f"X has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
+                f"n_components={self._n_latent}: inverse_transform decodes codes."
             )
         to_data = LOSSES[self._fitted_loss_name].to_data
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
@@ -930,13 +959,13 @@ class BaseFlowEstimator(
     def _refuse_codes(self, Z, problem):
         dtype = str(self._model_dtype).replace("torch.", "")
         raise ValueError(
-            f"{type(self).__name__} cannot decode Z (largest magnitude "
+            f"{type(self).__name__} cannot decode the codes X (largest magnitude "
             f"{float(np.abs(Z).max()):.3g}): {problem} the model's {dtype} arithmetic (largest "
             f"value {torch.finfo(self._model_dtype).max:.3g}). Codes from transform are in "
             "range; to decode larger ones, refit with compute_dtype='float64'."
         )
 
-    def score_samples(self, X):
+    def score_samples(self, X: MatrixLike) -> np.ndarray:
         """Minus each sample's reconstruction loss (higher is better).
 
         Parameters
@@ -955,7 +984,7 @@ class BaseFlowEstimator(
         self._check_finite_output(scores, X, "scores")
         return scores.astype(X.dtype, copy=False)
 
-    def score(self, X, y=None):
+    def score(self, X: MatrixLike, y: None = None) -> float:
         """Minus the mean per-sample reconstruction loss (higher is better).
 
         For ``loss='bce'`` this is minus the papers' mean cross-entropy.

@@ -1,20 +1,24 @@
 """``GradientFlowEncoder``: a decoder-only encoder that encodes by integrating a gradient flow."""
 
+from __future__ import annotations
+
 import copy
 import dataclasses
+from collections.abc import Sequence
 from functools import partial
 from numbers import Integral, Real
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import scipy.sparse as sp
 import torch
-from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._autoencoder import AutoEncoderBaseline
 from ._base import BaseFlowEstimator, build_mlp
 from ._device import resolve_device, torch_threads
+from ._fitted_state import FITTED_FIELDS, FittedField, started, taken_over
 from .flow import (
     ADJOINTS,
     ALPHAS,
@@ -23,6 +27,7 @@ from .flow import (
     LOSSES,
     SOLVERS,
     STOP_RULES,
+    FlowResult,
     check_combination,
     encode,
     endpoint_conflicts,
@@ -31,6 +36,9 @@ from .flow import (
 from .flow._losses import gaussian_code_penalty, sum_of_penalties
 from .flow._rows import invariant_rowwise, padded_mlp, probe_rows
 from .nn import make_decoder, make_encoder
+
+if TYPE_CHECKING:
+    from ._typing import Device, MatrixLike, RandomStateLike
 
 # What from_autoencoder takes over from the autoencoder.
 MODEL_PARAMETERS = (
@@ -66,6 +74,33 @@ SOLVER_PARAMETERS = (
     "rtol",
     "atol",
     "max_steps",
+)
+
+# The solvers' options that are not parameters of their own, with the values each may take:
+# solver_options sets them. With SOLVER_PARAMETERS they are every option of every solver.
+SOLVER_OPTIONS = {
+    # L-BFGS: step pairs kept, first step's length in code space, Armijo fraction, backtracking
+    # factor. Its pair matrices grow with history squared per sample, and past a few dozen
+    # pairs nothing is gained: 1000 keeps a mistyped value from exhausting memory.
+    "history": Interval(Integral, 1, 1000, closed="both"),
+    "first_step": Interval(Real, 0, None, closed="neither"),
+    "armijo": Interval(Real, 0, 1, closed="neither"),
+    "shrink": Interval(Real, 0, 1, closed="neither"),
+    # Dormand-Prince's step-size controller: safety factor, smallest and largest change.
+    "safety": Interval(Real, 0, 1, closed="right"),
+    "min_factor": Interval(Real, 0, 1, closed="right"),
+    "max_factor": Interval(Real, 1, None, closed="left"),
+}
+
+# The solver training used, 'auto' resolved once per fit; files from before 0.10.0 lack it,
+# and their models trained with what their parameters resolve to.
+SOLVER_FIELD = FittedField(
+    "solver_",
+    "solver",
+    "fit",
+    lambda v: isinstance(v, str) and v in SOLVERS,
+    start=lambda estimator: estimator._resolve_solver(),
+    since="0.10.0",
 )
 
 
@@ -123,7 +158,7 @@ class GradientFlowEncoder(BaseFlowEstimator):
         neither the decoder nor ``loss_curve_``. Set when the model is fitted: a model
         fitted with ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one
         fitted with ``'encoder'`` encodes from ``z = 0`` again.
-    code_prior : float >= 0, default=CODE_PRIOR_DEFAULT
+    code_prior : float >= 0, default=0.01
         Weight of a standard Gaussian prior on the codes, in the flows of ``fit`` and of
         ``transform``, ``score`` and ``flow_diagnostics`` alike: each flow minimises the
         sample's mean loss per entry plus ``code_prior * ||z||^2 / 2`` divided by its number
@@ -175,7 +210,8 @@ class GradientFlowEncoder(BaseFlowEstimator):
         decoder evaluations (docs/performance.md; the papers' experiments use 1e-3).
     fit_max_steps : int or None, default=25
         Accepted steps after which ``'lbfgs'`` stops the encoding of a training sample (None:
-        ``max_steps``); only used when the solver is ``'lbfgs'``. Most samples reach
+        ``max_steps``); only read by a solver that goes straight to the flow's endpoint
+        (``'lbfgs'``). Most samples reach
         ``fit_stop_tol`` sooner; the slowest few of a batch would otherwise run on for as
         many steps again, in a batch too thin to use the CPU, and the decoder learns as much
         without them (docs/performance.md). ``transform`` is not capped by it.
@@ -205,6 +241,15 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     max_steps : int, default=1000
         Attempted steps per sample after which ``'dopri5'`` gives up (stiff flow), and
         accepted steps after which ``'lbfgs'`` stops.
+    solver_options : dict or None, default=None
+        The solvers' few remaining options, which are not parameters of their own; each
+        solver reads the keys it takes, as it reads the parameters above. L-BFGS:
+        ``history=10`` (step pairs it keeps, at most 1000), ``first_step=1.0`` (length of
+        its first step in code space), ``armijo=1e-4`` (the sufficient-decrease fraction)
+        and ``shrink=0.5`` (backtracking factor). Dormand-Prince: ``safety=0.9``,
+        ``min_factor=0.2`` and ``max_factor=10.0`` of its step-size controller. Unknown keys
+        are refused, naming the ones it takes. Set it whole: ``GridSearchCV`` searches over
+        dicts, e.g. ``{"solver_options": [None, {"history": 20}]}``.
     optimizer : {'rmsprop', 'adam'}, default='rmsprop'
         Optimizer of the decoder; RMSprop uses the papers' ``alpha=0.9, eps=1e-6``.
     learning_rate : float, default=2e-3
@@ -280,6 +325,10 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         squared distance to the standardised training codes.
     optimizer_ : torch.optim.Optimizer
     device_ : str
+    solver_ : str
+        The solver training used: ``solver``, with ``'auto'`` resolved (once per ``fit`` or
+        ``partial_fit``). ``transform`` resolves ``solver`` with the settings of its call,
+        which ``set_params`` may have changed since.
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
         Defined when ``X`` has string column names.
@@ -368,11 +417,13 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         "allow_nan": ["boolean"],
         "fit_hide_fraction": [Interval(Real, 0, 1, closed="left")],
         "code_init": [StrOptions(set(CODE_INITS))],
+        "solver_options": [dict, None],
         "code_prior": [Interval(Real, 0, None, closed="left")],
     }
 
     _transform_uses_loss = True
     _recorded_since = {"code_init": CODE_INITS}
+    _fitted_fields = (*FITTED_FIELDS, SOLVER_FIELD)
     # Models saved before these parameters existed stopped on their loss curves and trained
     # without a step cap on their training flows.
     _values_before_parameter = {
@@ -386,53 +437,54 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def __init__(
         self,
         *,
-        n_components=20,
-        hidden_layer_sizes=(150, 300, 600),
-        activation="elu",
-        loss="bce",
-        solver="auto",
-        flow="gradient",
-        adjoint="approx",
-        tau="auto",
-        alpha="constant",
-        stop_rule="code",
-        stop_tol=1e-4,
-        fit_stop_tol=1e-2,
-        fit_max_steps=25,
-        stop_window=5,
-        nesterov_eps=1e-2,
-        beta=0.75,
-        s0=1.0,
-        s_min=0.0,
-        s_max=1000.0,
-        kappa=1.1,
-        max_backtracks=30,
-        n_steps=100,
-        grid="log",
-        rtol=1e-5,
-        atol=1e-6,
-        max_steps=1000,
-        optimizer="rmsprop",
-        learning_rate=2e-3,
-        batch_size=128,
-        max_iter=10,
-        max_samples=None,
-        tol=1e-4,
-        early_stopping=False,
-        validation_fraction=0.1,
-        n_iter_no_change=3,
-        warm_start=False,
-        decoder=None,
-        device="auto",
-        compute_dtype="float32",
-        n_threads=1,
-        random_state=None,
-        verbose=0,
-        allow_nan=False,
-        fit_hide_fraction=0.0,
-        code_init="zeros",
-        code_prior=CODE_PRIOR_DEFAULT,
-    ):
+        n_components: int = 20,
+        hidden_layer_sizes: int | Sequence[int] = (150, 300, 600),
+        activation: str = "elu",
+        loss: str = "bce",
+        solver: str = "auto",
+        flow: str = "gradient",
+        adjoint: str = "approx",
+        tau: float | str = "auto",
+        alpha: str = "constant",
+        stop_rule: str = "code",
+        stop_tol: float = 1e-4,
+        fit_stop_tol: float = 1e-2,
+        fit_max_steps: int | None = 25,
+        stop_window: int = 5,
+        nesterov_eps: float = 1e-2,
+        beta: float = 0.75,
+        s0: float = 1.0,
+        s_min: float | None = 0.0,
+        s_max: float = 1000.0,
+        kappa: float = 1.1,
+        max_backtracks: int = 30,
+        n_steps: int = 100,
+        grid: str = "log",
+        rtol: float = 1e-5,
+        atol: float = 1e-6,
+        max_steps: int = 1000,
+        solver_options: dict[str, float] | None = None,
+        optimizer: str = "rmsprop",
+        learning_rate: float = 2e-3,
+        batch_size: int = 128,
+        max_iter: int = 10,
+        max_samples: int | None = None,
+        tol: float = 1e-4,
+        early_stopping: bool = False,
+        validation_fraction: float = 0.1,
+        n_iter_no_change: int = 3,
+        warm_start: bool = False,
+        decoder: torch.nn.Module | None = None,
+        device: Device = "auto",
+        compute_dtype: str | None = "float32",
+        n_threads: int | None = 1,
+        random_state: RandomStateLike = None,
+        verbose: int = 0,
+        allow_nan: bool = False,
+        fit_hide_fraction: float = 0.0,
+        code_init: str = "zeros",
+        code_prior: float = CODE_PRIOR_DEFAULT,
+    ) -> None:
         super().__init__(
             n_components=n_components,
             hidden_layer_sizes=hidden_layer_sizes,
@@ -477,13 +529,16 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         self.rtol = rtol
         self.atol = atol
         self.max_steps = max_steps
+        self.solver_options = solver_options
         self.allow_nan = allow_nan
         self.fit_hide_fraction = fit_hide_fraction
         self.code_init = code_init
         self.code_prior = code_prior
 
     @classmethod
-    def from_autoencoder(cls, autoencoder, **params):
+    def from_autoencoder(
+        cls, autoencoder: AutoEncoderBaseline, **params: Any
+    ) -> GradientFlowEncoder:
         """A fitted ``GradientFlowEncoder`` on a copy of a fitted autoencoder's decoder.
 
         Its ``transform`` encodes by gradient flow through the autoencoder's decoder: the
@@ -529,26 +584,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         gfe._validate_params()
         gfe._check_params()
         device = resolve_device(gfe.device) if "device" in params else autoencoder.device_
-        fitted = (
-            "n_features_in_",
-            "feature_names_in_",
-            "_model_dtype",
-            "_n_latent",
-            "_sample_shape",
-            "_fitted_architecture",
-        )
-        gfe.__dict__.update(
-            {k: autoencoder.__dict__[k] for k in fitted if k in autoencoder.__dict__}
-        )
+        # What describes the decoder is the autoencoder's; the training record starts anew.
+        gfe.__dict__.update(copy.deepcopy(taken_over(gfe, autoencoder)))
         gfe.device_ = device
         gfe.decoder_ = copy.deepcopy(autoencoder.decoder_).to(device).eval()
-        gfe.optimizer_ = None
-        gfe.n_iter_, gfe.n_samples_seen_, gfe.loss_curve_ = 0, 0, []
-        gfe.validation_scores_ = None
-        gfe._rng = check_random_state(gfe.random_state)
+        gfe.__dict__.update({**started(gfe, "training"), **started(gfe, "fit")})
         return gfe
 
-    def flow_diagnostics(self, X, *, record_history=False):
+    def flow_diagnostics(self, X: MatrixLike, *, record_history: bool = False) -> FlowResult:
         """Encode ``X`` as ``transform`` does and return each sample's flow diagnostics.
 
         Parameters
@@ -590,6 +633,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             target = self._tensor(X)
             result = self._flow(
                 target,
+                self._resolve_solver(),
                 "approx",
                 self.stop_tol,
                 record_history=record_history,
@@ -607,8 +651,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     def _check_params(self):
         hidden = super()._check_params()
+        self._check_solver_options()
         check_combination(
-            self._solver(),
+            self._resolve_solver(),
             self.alpha,
             flow=self.flow,
             adjoint=self.adjoint,
@@ -632,6 +677,32 @@ default=0.75, 1.0, 1000.0, 1.1, 30
                 "have no valid size. Lower s_min or raise s_max."
             )
         return hidden
+
+    def _check_solver_options(self):
+        options = self.solver_options or {}
+        own = sorted(set(options) & set(SOLVER_PARAMETERS))
+        if own:
+            name = own[0]
+            raise ValueError(
+                f"solver_options={options!r} holds {own}, which are parameters of their own: "
+                f"set them as such, e.g. {type(self).__name__}({name}={options[name]!r}), and "
+                f"keep solver_options for {sorted(SOLVER_OPTIONS)}."
+            )
+        unknown = sorted(str(key) for key in set(options) - set(SOLVER_OPTIONS))
+        if unknown:
+            takes = {
+                name: sorted(set(solver_options(name)) & set(SOLVER_OPTIONS)) for name in SOLVERS
+            }
+            raise ValueError(
+                f"solver_options has unknown key(s) {unknown}; it takes {sorted(SOLVER_OPTIONS)} "
+                f"({', '.join(f'{n}: {k}' for n, k in sorted(takes.items()) if k)})."
+            )
+        for name, value in options.items():
+            valid = SOLVER_OPTIONS[name]
+            if isinstance(value, bool) or not valid.is_satisfied_by(value):
+                raise ValueError(
+                    f"solver_options[{name!r}]={value!r} is invalid: it must be {valid}."
+                )
 
     _nan_advice = (
         "set allow_nan=True to treat NaN entries as missing (the flow and the "
@@ -671,11 +742,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     def _unread_parameters(self):
         """Parameters that the solver these settings resolve to never reads."""
-        solver = self._solver()
-        unread = set(SOLVER_PARAMETERS) - set(solver_options(solver))
-        return unread if solver == "lbfgs" else unread | {"fit_max_steps"}
+        solver = self._resolve_solver()
+        takes = set(solver_options(solver))
+        unread = set(SOLVER_PARAMETERS) - takes
+        if not takes & set(self.solver_options or {}):
+            unread.add("solver_options")
+        return unread if SOLVERS[solver].goes_to_endpoint else unread | {"fit_max_steps"}
 
-    def _solver(self):
+    def _resolve_solver(self):
         """The solver's name, ``'auto'`` resolved: L-BFGS unless a setting needs the flow's path."""
         if self.solver != "auto":
             return self.solver
@@ -711,9 +785,6 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         encoder = self.__dict__.get("encoder_")
         return [self.decoder_] if encoder is None else [self.decoder_, encoder]
 
-    def _fitted_modules(self):
-        return dict(zip(("decoder_", "encoder_"), self._modules()))
-
     def _architecture(self, hidden):
         return {**super()._architecture(hidden), "code_init": self.code_init}
 
@@ -730,9 +801,22 @@ default=0.75, 1.0, 1000.0, 1.1, 30
                 "smaller tau, or compute_dtype='float64'."
             )
 
+    def _inference_options(self):
+        # Resolved once per call, with the settings of the call (set_params may have
+        # changed them since fit).
+        return {"solver": self._resolve_solver()}
+
+    def _solver_settings(self, solver):
+        """The options ``solver`` takes, from the flat parameters and ``solver_options``."""
+        takes = solver_options(solver)
+        given = {name: getattr(self, name) for name in SOLVER_PARAMETERS}
+        given.update(self.solver_options or {})
+        return {name: value for name, value in given.items() if name in takes}
+
     def _flow(
         self,
         target,
+        solver,
         adjoint,
         stop_tol,
         row_chunk="auto",
@@ -742,10 +826,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         z0=None,
         loss=None,
     ):
-        solver = self._solver()
         self._check_tau_fits(solver, target.dtype)
-        names = solver_options(solver)
-        options = {name: getattr(self, name) for name in SOLVER_PARAMETERS if name in names}
+        options = self._solver_settings(solver)
         if max_steps is not None:
             options["max_steps"] = max_steps
         return encode(
@@ -783,13 +865,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         # Training batches need no bit-level batch invariance (only transform's codes do), so
         # the flow skips the fixed-size row chunks that cost up to 13x at the papers' batch 5.
         self.decoder_.eval()
-        cap = self.fit_max_steps if self._solver() == "lbfgs" else None
+        solver = self.solver_
+        cap = self.fit_max_steps if SOLVERS[solver].goes_to_endpoint else None
         seen, loss = target, None
         if self.fit_hide_fraction > 0:
             seen = self._hidden_from_flow(target)
             loss = LOSSES[self._fitted_loss_name].observed_only()
         result = self._flow(
-            seen, self.adjoint, self.fit_stop_tol, row_chunk=None, max_steps=cap, loss=loss
+            seen, solver, self.adjoint, self.fit_stop_tol, row_chunk=None, max_steps=cap, loss=loss
         )
         self.decoder_.train()
         loss = self._loss()(self.decoder_(result.z), target)
@@ -877,12 +960,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             guess, target, chunk=self._row_chunk(), owner=encoder, probe=(probe_rows(target),)
         )
 
-    def _encode(self, target, with_loss, code_penalty=None, z0=None):
+    def _encode(self, target, with_loss, solver, code_penalty=None, z0=None):
         if z0 is None:
             z0 = self._start_codes(target)
         else:
             z0 = z0.expand(target.shape[0], -1).clone()
-        result = self._flow(target, "approx", self.stop_tol, code_penalty=code_penalty, z0=z0)
+        result = self._flow(
+            target, solver, "approx", self.stop_tol, code_penalty=code_penalty, z0=z0
+        )
         if not bool(torch.isfinite(result.loss).all()):
             # AMD accepts no step from a non-finite loss: such codes would silently stay z(0).
             raise ValueError(

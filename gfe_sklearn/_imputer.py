@@ -1,7 +1,10 @@
 """``GradientFlowImputer``: missing entries filled in from a gradient flow encoder's decoder."""
 
+from __future__ import annotations
+
 import warnings
 from numbers import Integral, Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.base import _fit_context, clone
@@ -21,6 +24,11 @@ from sklearn.utils.validation import (
 from ._base import readable_by_numpy
 from ._gradient_flow import GradientFlowEncoder
 from ._scoring import hidden_entry_error, hide_entries
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._typing import MatrixLike, RandomStateLike
 
 # Training samples whose codes estimate the prior of ``code_prior`` (evenly spaced rows): the
 # mean and spread of 20-50 components need no more, and encoding them adds to ``fit``.
@@ -187,16 +195,16 @@ class GradientFlowImputer(_BaseImputer):
     def __init__(
         self,
         *,
-        encoder=None,
-        missing_values=np.nan,
-        add_indicator=False,
-        keep_empty_features=False,
-        code_prior="auto",
-        n_starts=1,
-        n_estimators=1,
-        n_jobs=None,
-        random_state=None,
-    ):
+        encoder: GradientFlowEncoder | None = None,
+        missing_values: float = np.nan,
+        add_indicator: bool = False,
+        keep_empty_features: bool = False,
+        code_prior: float | str = "auto",
+        n_starts: int = 1,
+        n_estimators: int = 1,
+        n_jobs: int | None = None,
+        random_state: RandomStateLike = None,
+    ) -> None:
         super().__init__(
             missing_values=missing_values,
             add_indicator=add_indicator,
@@ -246,7 +254,7 @@ class GradientFlowImputer(_BaseImputer):
         return X, _get_mask(X, self.missing_values)
 
     @_fit_context(prefer_skip_nested_validation=False)
-    def fit(self, X, y=None):
+    def fit(self, X: MatrixLike, y: None = None) -> Self:
         """Fit the encoder on the observed entries of ``X``.
 
         Parameters
@@ -333,7 +341,7 @@ class GradientFlowImputer(_BaseImputer):
         for name in MEMBER_ATTRIBUTES:
             setattr(self, name, getattr(first, name))
 
-    def transform(self, X):
+    def transform(self, X: MatrixLike) -> np.ndarray:
         """Fill the missing entries of ``X``; observed entries are returned unchanged.
 
         Parameters

@@ -8,11 +8,15 @@ modules (``decoder=``, ``encoder=``) are code: a file records only their class n
 ``load`` takes the rebuilt module from the caller.
 """
 
+from __future__ import annotations
+
 import contextlib
 import contextvars
 import inspect
 import io
 import warnings
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,6 +37,11 @@ from ._record_checks import (
     optimizer_state,
 )
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
+    from ._typing import Device, FilePath
+
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 # The integer arrays a parameter may hold in a file (numpy's names, which np.dtype reads).
@@ -42,7 +51,7 @@ _trust_legacy = contextvars.ContextVar("trust_legacy_pickles", default=False)
 
 
 @contextlib.contextmanager
-def trust_legacy_pickles():
+def trust_legacy_pickles() -> Iterator[None]:
     """Let pickles written by gfe-sklearn 0.2.0 or earlier load, for files you trust.
 
     Those pickles hold torch objects that only torch's full unpickler reads, which can run
@@ -72,7 +81,10 @@ class PersistenceMixin:
     # Fields of the fitted architecture that later versions record, with their valid values.
     _recorded_since = {}
 
-    def save(self, path):
+    # The fitted attributes and their places in the record (_fitted_state.FITTED_FIELDS).
+    _fitted_fields = ()
+
+    def save(self, path: FilePath) -> None:
         """Write the estimator to ``path`` in a file that loading cannot make run code.
 
         Parameters and fitted attributes are stored as JSON, the weights and the optimizer's
@@ -91,7 +103,9 @@ class PersistenceMixin:
         write_model_file(path, *self._record())
 
     @classmethod
-    def load(cls, path, *, device=None, **modules):
+    def load(
+        cls, path: FilePath, *, device: Device | None = None, **modules: torch.nn.Module
+    ) -> Self:
         """An estimator saved by ``save``, read without running anything from the file.
 
         Parameters
@@ -173,23 +187,9 @@ class PersistenceMixin:
         for attribute, module in self._fitted_modules().items():
             for key, value in module.state_dict().items():
                 tensors[f"{attribute}.{key}"] = value
-        names = getattr(self, "feature_names_in_", None)
         return {
-            "n_features_in_": int(self.n_features_in_),
-            "feature_names_in_": None if names is None else [str(n) for n in names],
-            "n_iter_": int(self.n_iter_),
-            "n_samples_seen_": int(self.n_samples_seen_),
-            "loss_curve_": [float(v) for v in self.loss_curve_],
-            "validation_scores_": None
-            if self.validation_scores_ is None
-            else [float(v) for v in self.validation_scores_],
-            "device_": str(self.device_),
-            "dtype": str(self._model_dtype).split(".")[-1],
-            "n_latent": int(self._n_latent),
-            "sample_shape": list(self._sample_shape),
-            "architecture": _to_json(self._fitted_architecture),
-            "optimizer": _optimizer_to_json(self.optimizer_, tensors),
-            "rng": _rng_to_json(getattr(self, "_rng", None)),
+            field.key: field.write(getattr(self, field.attribute, None), tensors)
+            for field in self._fitted_fields
         }
 
     def _apply_record(self, content, tensors, source, modules, device):
@@ -207,7 +207,8 @@ class PersistenceMixin:
             raise ModelFileError(f"{source} holds invalid parameters: {error}") from error
         fitted = content.get("fitted")
         if fitted is not None:
-            self._restore_fitted(checked_fitted(fitted, source), tensors, source, device)
+            checked = checked_fitted(fitted, self._fitted_fields, source)
+            self._restore_fitted(checked, tensors, source, device)
         else:
             if tensors:
                 raise ModelFileError(f"{source} holds weights but no fitted model.")
@@ -261,20 +262,24 @@ class PersistenceMixin:
         return given
 
     def _restore_fitted(self, fitted, tensors, source, device):
-        dtype = DTYPES[fitted["dtype"]]
-        architecture = _from_json(fitted["architecture"], f"{source}: architecture")
+        # What describes the modules is read first: the modules are built from it.
+        described = {
+            field.attribute: field.read(fitted[field.key], self, tensors, source)
+            for field in self._fitted_fields
+            if field.kind in ("data", "model")
+        }
+        architecture, dtype = described["_fitted_architecture"], described["_model_dtype"]
+        n_features = described["n_features_in_"]
         check_architecture(
             architecture,
-            fitted["n_latent"],
+            described["_n_latent"],
             len(tensors),
             source,
             optional=self._recorded_since,
         )
         # Everything the file's settings describe is compared with its tensors first, on the
         # meta device: a crafted file claiming a huge model is refused before it is built.
-        expected = self._checked_build(
-            fitted["n_features_in_"], architecture, dtype, "meta", source
-        )
+        expected = self._checked_build(n_features, architecture, dtype, "meta", source)
         check_tensor_table(
             {f"{attr}.{k}": v for attr, m in expected.items() for k, v in m.state_dict().items()},
             tensors,
@@ -284,26 +289,34 @@ class PersistenceMixin:
             self.device = device
             device = resolve_device(device)
         else:
-            device = self._loadable_device(fitted["device_"])
-        modules = self._checked_build(fitted["n_features_in_"], architecture, dtype, device, source)
+            device = self._loadable_device(described["device_"])
+        described["device_"] = device
+        modules = self._checked_build(n_features, architecture, dtype, device, source)
         for attribute, module in modules.items():
             _load_weights(module, attribute, tensors, dtype, source)
             module.eval()
         _check_decoder_output(modules["decoder_"], fitted, dtype, device, source)
         self.__dict__.update(modules)
-        self._fitted_architecture = architecture
-        self._model_dtype, self.device_ = dtype, device
-        self._n_latent, self._sample_shape = fitted["n_latent"], tuple(fitted["sample_shape"])
-        self.n_features_in_ = fitted["n_features_in_"]
-        if fitted["feature_names_in_"] is not None:
-            self.feature_names_in_ = np.asarray(fitted["feature_names_in_"], dtype=object)
-        self.n_iter_, self.n_samples_seen_ = fitted["n_iter_"], fitted["n_samples_seen_"]
-        self.loss_curve_ = list(fitted["loss_curve_"])
-        self.validation_scores_ = fitted["validation_scores_"]
-        self.optimizer_ = self._optimizer_from_json(fitted["optimizer"], tensors, source)
-        rng = _rng_from_json(fitted["rng"], source)
-        if rng is not None:  # None: the next partial_fit draws one from random_state
-            self._rng = rng
+        self._set_fitted(described)
+        # The training record last: the optimizer is rebuilt on the modules' parameters.
+        self._set_fitted(
+            {
+                field.attribute: field.read(fitted[field.key], self, tensors, source)
+                if field.key in fitted
+                else field.start(self)  # a file from before the field was recorded
+                for field in self._fitted_fields
+                if field.kind in ("training", "fit")
+            }
+        )
+
+    def _set_fitted(self, values):
+        """Set fitted attributes; None removes one that a file records as absent."""
+        absent = {f.attribute for f in self._fitted_fields if f.none_is_absent}
+        for name, value in values.items():
+            if value is None and name in absent:
+                self.__dict__.pop(name, None)
+            else:
+                setattr(self, name, value)
 
     def _checked_build(self, n_features, architecture, dtype, device, source):
         try:
@@ -371,6 +384,10 @@ class PersistenceMixin:
             if name not in state:
                 state[name] = self._value_before(name)
         self.__dict__.update(state)
+        if "decoder_" in state:  # fitted before the fields recorded since were set by fit
+            for field in self._fitted_fields:
+                if field.since is not None and field.attribute not in state:
+                    setattr(self, field.attribute, field.start(self))
 
 
 def _class_name(value):

@@ -22,7 +22,7 @@ MAX_WIDTH = 2**31 - 1
 ARCHITECTURE_FIELDS = ("n_components", "hidden_layer_sizes", "activation", "loss")
 
 
-def _is_count(value, low=0, high=None):
+def is_count(value, low=0, high=None):
     return (
         isinstance(value, int)
         and not isinstance(value, bool)
@@ -31,13 +31,13 @@ def _is_count(value, low=0, high=None):
     )
 
 
-def _is_numbers(value):
+def is_numbers(value):
     return isinstance(value, list) and all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in value
     )
 
 
-def _is_device(value):
+def is_device(value):
     if not isinstance(value, str):
         return False
     try:
@@ -46,33 +46,26 @@ def _is_device(value):
         return False
 
 
-FITTED_FIELDS = {
-    "n_features_in_": lambda v: _is_count(v, 1, MAX_WIDTH),
-    "feature_names_in_": lambda v: (
-        v is None or (isinstance(v, list) and all(isinstance(n, str) for n in v))
-    ),
-    "n_iter_": _is_count,
-    "n_samples_seen_": _is_count,
-    "loss_curve_": _is_numbers,
-    "validation_scores_": lambda v: v is None or _is_numbers(v),
-    "device_": _is_device,
-    "dtype": lambda v: v in ("float32", "float64"),
-    "n_latent": lambda v: _is_count(v, 1, MAX_WIDTH),
-    "sample_shape": lambda v: isinstance(v, list) and all(_is_count(s, 1, MAX_WIDTH) for s in v),
-    "architecture": lambda v: isinstance(v, dict),
-    "optimizer": lambda v: v is None or isinstance(v, dict),
-    "rng": lambda v: v is None or isinstance(v, list),
-}
+def checked_fitted(fitted, fields, source):
+    """``fitted`` (the record's JSON) when every field has the type and range it must have.
 
-
-def checked_fitted(fitted, source):
-    """``fitted`` (the record's JSON) when every field has the type and range it must have."""
-    if not isinstance(fitted, dict) or set(fitted) != set(FITTED_FIELDS):
+    ``fields`` are the estimator's ``FittedField``s; one recorded ``since`` a version may be
+    missing (a file from before it), any other must be there, and no other key may be.
+    """
+    if not isinstance(fitted, dict):
+        raise ModelFileError(f"{source} holds no record of the fitted model.")
+    unknown = sorted(set(fitted) - {f.key for f in fields})
+    if unknown:
+        raise ModelFileError(
+            f"{source} records fitted attributes {unknown[:5]} that this version does not "
+            "know: it was saved by a newer gfe-sklearn; upgrade to load it."
+        )
+    if any(f.key not in fitted for f in fields if f.since is None):
         raise ModelFileError(f"{source} holds an incomplete record of the fitted model.")
-    for name, valid in FITTED_FIELDS.items():
-        if not valid(fitted[name]):
+    for field in fields:
+        if field.key in fitted and not field.valid(fitted[field.key]):
             raise ModelFileError(
-                f"{source}: fitted attribute {name} is invalid ({fitted[name]!r:.80})."
+                f"{source}: fitted attribute {field.key} is invalid ({fitted[field.key]!r:.80})."
             )
     # math.prod, not np.prod: int64 products wrap, and a wrapped one could match.
     if math.prod(fitted["sample_shape"]) != fitted["n_features_in_"]:
@@ -112,10 +105,10 @@ def check_architecture(architecture, n_latent, n_tensors, source, optional=None)
             )
     hidden = architecture["hidden_layer_sizes"]
     valid = {
-        "n_components": _is_count(architecture["n_components"], 1, MAX_WIDTH),
+        "n_components": is_count(architecture["n_components"], 1, MAX_WIDTH),
         "hidden_layer_sizes": isinstance(hidden, tuple)
         and len(hidden) <= max(n_tensors, 100)
-        and all(_is_count(size, 1, MAX_WIDTH) for size in hidden),
+        and all(is_count(size, 1, MAX_WIDTH) for size in hidden),
         "activation": isinstance(architecture["activation"], str)
         and architecture["activation"] in ACTIVATIONS,
         "loss": isinstance(architecture["loss"], str) and architecture["loss"] in LOSSES,

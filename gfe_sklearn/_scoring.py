@@ -1,6 +1,10 @@
 """``make_hidden_entry_scorer``: score encoders and imputers on entries hidden from them."""
 
+from __future__ import annotations
+
+from collections.abc import Callable
 from numbers import Real
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.pipeline import Pipeline
@@ -9,6 +13,9 @@ from sklearn.utils._param_validation import Interval, StrOptions, validate_param
 from sklearn.utils.validation import check_array
 
 from ._base import BaseFlowEstimator
+
+if TYPE_CHECKING:
+    from ._typing import RandomStateLike
 
 # Predictions are clipped this far inside (0, 1) for the cross-entropy, so that an imputer
 # that predicts exactly 0 or 1 (a mean of binary pixels can) gets a large, finite error.
@@ -134,7 +141,9 @@ class _HiddenEntryScorer:
     },
     prefer_skip_nested_validation=True,
 )
-def make_hidden_entry_scorer(fraction=0.2, *, metric="rmse", random_state=0):
+def make_hidden_entry_scorer(
+    fraction: float = 0.2, *, metric: str = "rmse", random_state: RandomStateLike = 0
+) -> Callable:
     """A scorer that hides observed entries of ``X`` and rates how well they are predicted.
 
     The scorer hides a random ``fraction`` of the observed (non-NaN) entries of each ``X`` it

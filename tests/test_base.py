@@ -2,6 +2,7 @@
 batched inference and pickling."""
 
 import copy
+import inspect
 import pickle
 import subprocess
 import sys
@@ -162,8 +163,32 @@ def test_wrong_number_of_features(cls, X, small):
             ValueError, match=f"X has 5 features, but {cls.__name__} is expecting 16 features"
         ):
             method(X[:, :5])
-    with pytest.raises(ValueError, match="Z has 3 columns.*n_components=2"):
+    with pytest.raises(ValueError, match="X has 3 columns.*n_components=2"):
         est.inverse_transform(np.zeros((4, 3)))
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_inverse_transform_takes_X_and_its_former_name_Z_with_a_warning(cls, X, small):
+    est = cls(**small).fit(X)
+    codes = est.transform(X[:5])
+    decoded = est.inverse_transform(codes)
+    np.testing.assert_array_equal(est.inverse_transform(X=codes), decoded)
+    with pytest.warns(
+        FutureWarning,
+        match=rf"{cls.__name__}.inverse_transform\(Z=\.\.\.\) is deprecated: the argument is "
+        r"named X since 0\.10\.0, and Z= stops working in 0\.12\.0",
+    ):
+        np.testing.assert_array_equal(est.inverse_transform(Z=codes), decoded)
+    with pytest.raises(TypeError, match="got both X and its former name Z"):
+        est.inverse_transform(codes, Z=codes)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_metadata_routing_requests_nothing_of_inverse_transform(cls):
+    # With Z in its signature, scikit-learn took Z for metadata: set_inverse_transform_request(Z=).
+    assert list(inspect.signature(cls.inverse_transform).parameters) == ["self", "X"]
+    assert cls().get_metadata_routing().inverse_transform.requests == {}
+    assert not hasattr(cls, "set_inverse_transform_request")
 
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
@@ -320,7 +345,9 @@ def test_inference_runs_in_bounded_batches(cls, X, small, monkeypatch):
     sizes = []
     encode = est._encode
     monkeypatch.setattr(
-        est, "_encode", lambda t, with_loss: sizes.append(len(t)) or encode(t, with_loss)
+        est,
+        "_encode",
+        lambda t, with_loss, **kw: sizes.append(len(t)) or encode(t, with_loss, **kw),
     )
     chunked = est.transform(X), est.score_samples(X)
     assert max(sizes) == 7 and sum(sizes) == 2 * len(X)

@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -58,3 +59,31 @@ def test_the_docs_tests_pass_from_the_sdist(unpacked_sdist):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_the_wheel_ships_the_py_typed_marker(tmp_path):
+    # PEP 561: without the marker, type checkers ignore the package's annotations.
+    pytest.importorskip("build")
+    if int(metadata.version("setuptools").split(".")[0]) < 77:
+        pytest.skip("needs setuptools>=77 installed to build the wheel without isolation")
+    if not (ROOT / "pyproject.toml").exists():
+        pytest.skip("not run from a source tree")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "build",
+            "--wheel",
+            "--no-isolation",
+            "-o",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    assert "gfe_sklearn/py.typed" in names

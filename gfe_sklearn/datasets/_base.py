@@ -1,5 +1,7 @@
 """Shared machinery of the dataset loaders: data home, fetching with md5 checks, IDX decoding."""
 
+from __future__ import annotations
+
 import errno
 import gzip
 import hashlib
@@ -33,7 +35,7 @@ _IDX_DTYPES = {
 }
 
 
-def get_data_home(data_home=None):
+def get_data_home(data_home: str | os.PathLike | None = None) -> Path:
     """Return the folder that holds the gfe_sklearn datasets.
 
     The folder is, in order of precedence, ``data_home`` when given, the environment

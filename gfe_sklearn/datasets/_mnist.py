@@ -1,7 +1,10 @@
 """Loaders for MNIST, Fashion-MNIST and the segmented MNIST split."""
 
+from __future__ import annotations
+
 import numbers
 from collections.abc import Iterable
+from os import PathLike
 
 import numpy as np
 from sklearn.utils import Bunch
@@ -108,8 +111,13 @@ DATASETS = {
 
 
 def load_mnist(
-    *, subset="train", data_home=None, download_if_missing=True, return_X_y=False, digits=None
-):
+    *,
+    subset: str = "train",
+    data_home: str | PathLike | None = None,
+    download_if_missing: bool = True,
+    return_X_y: bool = False,
+    digits: Iterable[int] | None = None,
+) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load the MNIST handwritten digits, pixels scaled to [0, 1].
 
     The four gzipped IDX files are read from ``<data_home>/mnist/`` and downloaded there
@@ -190,8 +198,13 @@ def load_mnist(
 
 
 def load_fashion_mnist(
-    *, subset="train", data_home=None, download_if_missing=True, return_X_y=False, classes=None
-):
+    *,
+    subset: str = "train",
+    data_home: str | PathLike | None = None,
+    download_if_missing: bool = True,
+    return_X_y: bool = False,
+    classes: Iterable[int] | None = None,
+) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load Fashion-MNIST (Zalando article images), pixels scaled to [0, 1].
 
     The four gzipped IDX files are read from ``<data_home>/fashion-mnist/`` and downloaded
@@ -269,8 +282,12 @@ def load_fashion_mnist(
 
 
 def load_segmented_mnist(
-    *, subset="train", data_home=None, download_if_missing=True, return_X_y=False
-):
+    *,
+    subset: str = "train",
+    data_home: str | PathLike | None = None,
+    download_if_missing: bool = True,
+    return_X_y: bool = False,
+) -> Bunch | tuple[np.ndarray, np.ndarray]:
     """Load the segmented MNIST split: digits 0-4 to train on, unseen digits 5-9 to test on.
 
     ``subset="train"`` gives the MNIST training images of the digits 0-4 (30,596 images),

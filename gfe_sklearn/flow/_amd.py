@@ -32,6 +32,7 @@ class AMD(Solver):
     # The line search keeps every step safe however far the flow goes, so the horizon can
     # be long enough for a young decoder's slowly drifting codes (docs/precision.md).
     default_tau = 1e5
+    scales_by_alpha = False
 
     def __init__(self, beta=0.75, s0=1.0, s_max=1000.0, kappa=1.1, max_backtracks=30, s_min=0.0):
         self.beta = beta

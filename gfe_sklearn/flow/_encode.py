@@ -17,28 +17,45 @@ def _lookup(registry, value, parameter):
 
 def solver_options(solver):
     """Names and defaults of the options a solver accepts."""
-    params = inspect.signature(_lookup(SOLVERS, solver, "solver")).parameters
-    return {name: p.default for name, p in params.items()}
+    return _options(_lookup(SOLVERS, solver, "solver"))
 
 
 def horizon(solver, tau):
     """The flow's horizon: ``tau`` itself, or the solver's ``default_tau`` for ``'auto'``."""
-    if isinstance(tau, str) and tau == "auto":
-        return _lookup(SOLVERS, solver, "solver").default_tau
-    return tau
+    return _horizon(_lookup(SOLVERS, solver, "solver"), tau)
 
 
 def check_combination(
     solver, alpha, *, flow="gradient", adjoint="approx", stop_rule="code", tau="auto"
 ):
     """Reject settings that have no meaning together, naming the valid ones."""
-    if solver == "amd" and alpha != "constant":
-        raise ValueError(
-            f"alpha={alpha!r} cannot be used with solver='amd': AMD picks each step size by "
-            "line search, which takes over the role of alpha(t). Use alpha='constant' with "
-            f"'amd', or alpha={alpha!r} with one of {sorted(set(SOLVERS) - {'amd'})}."
-        )
-    if _endpoint(_lookup(SOLVERS, solver, "solver")):
+    _check_combination(
+        _lookup(SOLVERS, solver, "solver"),
+        alpha,
+        flow=flow,
+        adjoint=adjoint,
+        stop_rule=stop_rule,
+        tau=tau,
+    )
+
+
+# The helpers below take the solver's class, looked up once by their callers.
+
+
+def _options(solver_cls):
+    params = inspect.signature(solver_cls).parameters
+    return {name: p.default for name, p in params.items()}
+
+
+def _horizon(solver_cls, tau):
+    if isinstance(tau, str) and tau == "auto":
+        return solver_cls.default_tau
+    return tau
+
+
+def _check_combination(solver_cls, alpha, *, flow, adjoint, stop_rule, tau):
+    solver = solver_cls.name
+    if solver_cls.goes_to_endpoint:
         given = {
             "flow": flow,
             "alpha": alpha,
@@ -51,8 +68,17 @@ def check_combination(
                 f"{name}={given[name]!r} cannot be used with solver={solver!r}, which goes "
                 "straight to the gradient flow's endpoint (no flow time, no steps to "
                 f"differentiate): use {name}={needed!r}, or a flow solver "
-                f"({sorted(n for n, c in SOLVERS.items() if not _endpoint(c))})."
+                f"({sorted(n for n, c in SOLVERS.items() if not c.goes_to_endpoint)})."
             )
+    if not solver_cls.scales_by_alpha and alpha != "constant":
+        takers = sorted(
+            n for n, c in SOLVERS.items() if c.scales_by_alpha and not c.goes_to_endpoint
+        )
+        raise ValueError(
+            f"alpha={alpha!r} cannot be used with solver={solver!r}: it picks each step size "
+            "by line search, which takes over the role of alpha(t). Use alpha='constant' "
+            f"with {solver!r}, or alpha={alpha!r} with one of {takers}."
+        )
 
 
 # What a solver that goes straight to the flow's endpoint needs: the gradient flow, with no
@@ -73,10 +99,6 @@ def endpoint_conflicts(**settings):
         for name, value in settings.items()
         if not (isinstance(value, str) and value == ENDPOINT_SETTINGS[name])
     }
-
-
-def _endpoint(solver_cls):
-    return solver_cls.goes_to_endpoint
 
 
 def encode(
@@ -172,13 +194,14 @@ def encode(
             f"stop_window={stop_window!r} is too short for stop_rule='code', which measures how "
             "the code's speed decays between steps: use stop_window >= 2 (default 5)."
         )
-    check_combination(solver, alpha, flow=flow, adjoint=adjoint, stop_rule=stop_rule, tau=tau)
+    _check_combination(solver_cls, alpha, flow=flow, adjoint=adjoint, stop_rule=stop_rule, tau=tau)
     options = dict(options or {})
-    unknown = set(options) - set(solver_options(solver))
+    accepted = _options(solver_cls)
+    unknown = set(options) - set(accepted)
     if unknown:
         raise ValueError(
             f"Unknown option(s) {sorted(unknown)} for solver={solver!r}; it accepts "
-            f"{sorted(solver_options(solver))}."
+            f"{sorted(accepted)}."
         )
 
     if target.dim() < 2 or target.shape[0] == 0:
@@ -188,15 +211,18 @@ def encode(
         )
     batch = target.shape[0]
     dtype, device = target.dtype, target.device
-    tau = horizon(solver, tau)
+    tau = _horizon(solver_cls, tau)
     tau = torch.as_tensor(tau, dtype=dtype, device=device).expand(batch).clone()
-    if not bool((tau > 0).all()) or not (bool(torch.isfinite(tau).all()) or _endpoint(solver_cls)):
+    endpoint = solver_cls.goes_to_endpoint
+    if not bool((tau > 0).all()) or not (bool(torch.isfinite(tau).all()) or endpoint):
         raise ValueError(f"tau must be positive and finite; got {tau.min().item()!r}.")
     if z0 is None:
         z0 = torch.zeros(batch, n_components, dtype=dtype, device=device)
 
     flow_obj = (
-        flow_cls(n_components, eps=nesterov_eps) if flow == "nesterov" else flow_cls(n_components)
+        flow_cls(n_components, eps=nesterov_eps)
+        if flow_cls.has_friction
+        else flow_cls(n_components)
     )
     problem = EncodingProblem(
         decoder,
@@ -222,6 +248,6 @@ def encode(
         stop_rule=stop_rule,
         keep_steps=mode.keeps_steps,
         record_history=record_history,
-        windows=not _endpoint(solver_cls),
+        windows=not endpoint,
     )
     return mode.codes(solver_cls(**options), run, mode.parameters(decoder))

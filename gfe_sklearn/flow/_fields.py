@@ -29,6 +29,7 @@ class GradientFlow:
 
     name = "gradient"
     descends = True  # the exact flow never raises the loss
+    has_friction = False  # nesterov_eps is the Nesterov flow's
 
     def __init__(self, n_components):
         self.n_components = n_components
@@ -56,6 +57,7 @@ class NesterovFlow:
 
     name = "nesterov"
     descends = False  # momentum may carry the code uphill for a while
+    has_friction = True  # its friction 3 / (t + eps) takes nesterov_eps
 
     def __init__(self, n_components, eps=1e-2):
         self.n_components = n_components

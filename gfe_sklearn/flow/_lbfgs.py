@@ -36,6 +36,7 @@ class LBFGS(Solver):
     name = "lbfgs"
     default_tau = math.inf
     goes_to_endpoint = True
+    scales_by_alpha = False
 
     def __init__(
         self, history=10, first_step=1.0, armijo=1e-4, shrink=0.5, max_backtracks=30, max_steps=1000

@@ -49,12 +49,17 @@ class Solver:
         flow time and no steps to differentiate, refuses the settings of
         ``endpoint_conflicts``, and runs without the stop rules' windows (it tests its own
         convergence).
+    scales_by_alpha : bool
+        Its steps follow the time scaling ``alpha(t)`` of the flow. False for a solver that
+        picks each step size by line search (AMD), which takes over alpha's role: it
+        refuses any ``alpha`` but ``'constant'``.
     """
 
     name = None
     order = None
     default_tau = None
     goes_to_endpoint = False
+    scales_by_alpha = True
 
     def integrate(self, run):
         """Advance every active row of ``run`` (an ``ActiveSet``) until all are retired.

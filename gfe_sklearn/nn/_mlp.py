@@ -6,7 +6,10 @@ exact mirror, ``784 -> 600 -> 300 -> 150 -> 20``. Neither network ends in an act
 ``loss='bce'`` the decoder emits logits.
 """
 
+from __future__ import annotations
+
 import math
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -32,7 +35,14 @@ def _check_widths(widths):
             )
 
 
-def make_mlp(widths, activation="elu", *, generator=None, dtype=torch.float32, device="cpu"):
+def make_mlp(
+    widths: Sequence[int],
+    activation: str = "elu",
+    *,
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> nn.Sequential:
     """A ``nn.Sequential`` of linear layers through ``widths[0]``, ..., ``widths[-1]`` units.
 
     The activation sits between consecutive linear layers, never after the last one.
@@ -96,15 +106,15 @@ def _meta_mlp(widths, activation, dtype):
 
 
 def make_decoder(
-    n_components,
-    hidden_layer_sizes,
-    n_features,
-    activation="elu",
+    n_components: int,
+    hidden_layer_sizes: Sequence[int],
+    n_features: int,
+    activation: str = "elu",
     *,
-    generator=None,
-    dtype=torch.float32,
-    device="cpu",
-):
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> nn.Sequential:
     """Decoder from ``n_components`` through ``hidden_layer_sizes`` to ``n_features`` units.
 
     Parameters
@@ -140,15 +150,15 @@ def make_decoder(
 
 
 def make_encoder(
-    n_components,
-    hidden_layer_sizes,
-    n_features,
-    activation="elu",
+    n_components: int,
+    hidden_layer_sizes: Sequence[int],
+    n_features: int,
+    activation: str = "elu",
     *,
-    generator=None,
-    dtype=torch.float32,
-    device="cpu",
-):
+    generator: torch.Generator | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> nn.Sequential:
     """Encoder that mirrors ``make_decoder``: ``n_features -> ...reversed widths -> n_components``.
 
     Takes the decoder's arguments unchanged, so ``make_encoder(20, (150, 300, 600), 784)`` is
