@@ -398,7 +398,7 @@ def build_parser():
         prog="python -m gfe_sklearn" if name == "__main__.py" else name,
         description=__doc__.split("\n\n", 1)[1],
         epilog="Figures need matplotlib (pip install gfe-sklearn[plot]). The papers' full "
-        "experiments: python -m gfe_sklearn.experiments --help.",
+        "experiments run from a source checkout: python -m experiments --help.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(

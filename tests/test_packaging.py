@@ -1,9 +1,11 @@
-"""The source distribution carries what its own tests need, and they pass from it."""
+"""The source distribution carries what its own tests need, and they pass from it; the wheel
+is the library alone."""
 
 import shutil
 import subprocess
 import sys
 import tarfile
+import zipfile
 from importlib import metadata
 from pathlib import Path
 
@@ -34,11 +36,21 @@ def unpacked_sdist(tmp_path_factory):
     return tree
 
 
-def test_the_sdist_has_every_tracked_test_doc_example_and_benchmark(unpacked_sdist):
+def test_the_sdist_has_every_tracked_test_doc_example_benchmark_and_experiment(unpacked_sdist):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs the git checkout to list tracked files")
     listed = subprocess.run(
-        ["git", "ls-files", "tests", "docs", "examples", "benchmarks", ".ci/run", "README.md"],
+        [
+            "git",
+            "ls-files",
+            "tests",
+            "docs",
+            "examples",
+            "benchmarks",
+            "experiments",
+            ".ci/run",
+            "README.md",
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -58,3 +70,22 @@ def test_the_docs_tests_pass_from_the_sdist(unpacked_sdist):
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:]
+
+
+def test_the_wheel_holds_the_library_alone(unpacked_sdist, tmp_path):
+    # Built from the sdist, as a release is: a checkout's stale build/ cannot leak into it.
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o", str(tmp_path)],
+        cwd=unpacked_sdist,
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (wheel,) = tmp_path.glob("*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"gfe_sklearn"}
+    assert "gfe_sklearn/_gradient_flow.py" in names
+    # The papers' experiments and the folders beside the package run from a checkout only.
+    assert not [name for name in names if "experiments" in name or "/tests/" in name]

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from ..flow import encode, horizon, solver_options
+from gfe_sklearn.flow import encode, horizon, solver_options
+
 from ._common import (
     fmt,
     fmt_seconds,
@@ -129,7 +130,7 @@ def flow_settings(model):
 
 def flow_diagnostics(model, X):
     """Decoder evaluations per image and the mean loss along the flow, for the images ``X``."""
-    from ..plotting import flow_loss_curve
+    from gfe_sklearn.plotting import flow_loss_curve
 
     settings = flow_settings(model)
     target = torch.as_tensor(np.asarray(X), device=model.device_)
@@ -216,7 +217,7 @@ def _series(records, dataset, variant, seeds):
 
 
 def report(ctx):
-    from ..plotting import plot_curves, subplots
+    from gfe_sklearn.plotting import plot_curves, subplots
 
     args, records = ctx.args, ctx.store.records
     summary, parts = {}, []

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from experiments import EXPERIMENTS, build_parser, main
+from experiments._cli import resolve_options
+from experiments._common import Interrupted, InterruptGuard, Reporter, Store
+from experiments._snapshot import DrawStream
+from experiments._training import Context
+from experiments._units import Unit, run_checkpointed_unit, run_units
 from gfe_sklearn import AutoEncoderBaseline
-from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
-from gfe_sklearn.experiments._cli import resolve_options
-from gfe_sklearn.experiments._common import Interrupted, InterruptGuard, Reporter, Store
-from gfe_sklearn.experiments._snapshot import DrawStream
-from gfe_sklearn.experiments._training import Context
-from gfe_sklearn.experiments._units import Unit, run_checkpointed_unit, run_units
 
 from .conftest import read_units
 
@@ -226,7 +226,7 @@ def test_n_jobs_is_offered_where_units_run_through_the_shared_loop(capsys):
 
 _ORPHANED_WORKER = """
 import multiprocessing, sys, time
-from gfe_sklearn.experiments._parallel import start_worker
+from experiments._parallel import start_worker
 
 def worker():
     start_worker()

@@ -1,4 +1,4 @@
-"""``python -m gfe_sklearn.experiments <name> [options]``: the command line of the experiments."""
+"""``python -m experiments <name> [options]``: the command line of the experiments."""
 
 import argparse
 import contextlib
@@ -12,10 +12,11 @@ from pathlib import Path
 
 import torch
 
-from .. import GradientFlowEncoder
-from .._base import FIT_LOOP_PARAMETERS
-from .._device import resolve_device
-from ..flow import SOLVERS, STOP_RULES
+from gfe_sklearn import GradientFlowEncoder
+from gfe_sklearn._base import FIT_LOOP_PARAMETERS
+from gfe_sklearn._device import resolve_device
+from gfe_sklearn.flow import SOLVERS, STOP_RULES
+
 from . import _converged, _curves, _data_efficiency, _latent, _reconstructions, _solvers
 from ._common import (
     SNAPSHOTS_FOLDER,
@@ -342,7 +343,7 @@ def _add_common(parser, module):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m gfe_sklearn.experiments",
+        prog="python -m experiments",
         description="Reproduce the experiments of the gradient flow encoding papers "
         "[1, 2]. Each writes JSON, a Markdown table and PNG figures into --out.",
         epilog=f"{PAPERS}\n\n{RESUME_NOTE}",
@@ -567,7 +568,7 @@ def main(argv=None):
         resolve_options(args, module)
     except ValueError as exc:
         parser.error(str(exc))
-    command = "python -m gfe_sklearn.experiments " + shlex.join(argv)
+    command = "python -m experiments " + shlex.join(argv)
     try:
         import matplotlib  # noqa: F401  (checked now, not after hours of training)
     except ImportError:

@@ -41,7 +41,7 @@ def check_options(args):
 
 
 def run(ctx):
-    from ..plotting import reconstruct
+    from gfe_sklearn.plotting import reconstruct
 
     args, store = ctx.args, ctx.store
     for dataset in args.dataset:
@@ -69,7 +69,7 @@ def run(ctx):
 
 
 def report(ctx):
-    from ..plotting import plot_reconstructions, subplots
+    from gfe_sklearn.plotting import plot_reconstructions, subplots
 
     args, records = ctx.args, ctx.store.records
     seed = args.seeds[0]

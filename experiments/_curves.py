@@ -150,7 +150,7 @@ def _first_reaching(series, level):
 
 
 def report(ctx):
-    from ..plotting import plot_curves, subplots
+    from gfe_sklearn.plotting import plot_curves, subplots
 
     args, records = ctx.args, ctx.store.records
     summary, parts = {}, []

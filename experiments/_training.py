@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from .. import AutoEncoderBaseline, GradientFlowEncoder
-from ..datasets import load_fashion_mnist, load_mnist, load_segmented_mnist
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
+from gfe_sklearn.datasets import load_fashion_mnist, load_mnist, load_segmented_mnist
+
 from ._common import (
     Reporter,
     atomic_write_json,

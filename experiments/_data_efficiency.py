@@ -1,6 +1,7 @@
 """``data-efficiency``: test cross-entropy after a few hundred training images (table 1)."""
 
-from .. import GradientFlowEncoder
+from gfe_sklearn import GradientFlowEncoder
+
 from ._common import fmt, fmt_mean_std, fmt_seconds, markdown_table, mean_std, save_figure
 from ._training import (
     draw_stream,
@@ -135,7 +136,7 @@ def summarize(records, args):
 
 
 def report(ctx):
-    from ..plotting import plot_curves
+    from gfe_sklearn.plotting import plot_curves
 
     args = ctx.args
     titles = model_titles(args)

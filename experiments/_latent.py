@@ -56,7 +56,7 @@ def knn_accuracy(codes, labels):
 
 
 def run(ctx):
-    from ..plotting import embed
+    from gfe_sklearn.plotting import embed
 
     args, store = ctx.args, ctx.store
     for dataset in args.dataset:
@@ -88,7 +88,7 @@ def run(ctx):
 
 
 def report(ctx):
-    from ..plotting import plot_embedding, subplots
+    from gfe_sklearn.plotting import plot_embedding, subplots
 
     args, records = ctx.args, ctx.store.records
     seed = args.seeds[0]

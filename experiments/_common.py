@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import AutoEncoderBaseline, GradientFlowEncoder
-from .._files import atomic_write
-from .._progress import NullProgress, image_bar, tqdm_class
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
+from gfe_sklearn._files import atomic_write
+from gfe_sklearn._progress import NullProgress, image_bar, tqdm_class
 
 UNITS_FILE = "units.jsonl"
 CONFIG_FILE = "config.json"

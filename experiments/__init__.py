@@ -1,7 +1,7 @@
 """Reproductions of the experiments of the gradient flow encoding papers.
 
-Run ``python -m gfe_sklearn.experiments --help`` for the list, and
-``python -m gfe_sklearn.experiments <name> --help`` for the options of one:
+Run ``python -m experiments --help`` for the list, and
+``python -m experiments <name> --help`` for the options of one:
 
 * ``data-efficiency`` - table 1 of [2]: test BCE after 480 to 5760 training images, AE / GFE-amd /
   Mixed, mean ± std over seeds.

@@ -22,7 +22,8 @@ from multiprocessing.connection import Client, Listener
 from pathlib import Path
 from typing import Any
 
-from .._progress import NullProgress
+from gfe_sklearn._progress import NullProgress
+
 from ._common import InterruptGuard, Records, _jsonable
 from ._training import Context
 

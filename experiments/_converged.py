@@ -203,7 +203,7 @@ def summarize(records, args):
 
 
 def report(ctx):
-    from ..plotting import plot_bars, plot_curves, subplots
+    from gfe_sklearn.plotting import plot_bars, plot_curves, subplots
 
     args, records = ctx.args, ctx.store.records
     summary = summarize(records, args)

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from experiments import EXPERIMENTS, build_parser, main
+from experiments._common import ConfigMismatch, OutFolderError, Store, parse_seeds
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
-from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
-from gfe_sklearn.experiments._common import ConfigMismatch, OutFolderError, Store, parse_seeds
 
 from .conftest import read_units
 
@@ -25,7 +25,7 @@ def test_every_experiment_of_the_issue_is_registered():
 
 def test_help_lists_experiments_through_python_m():
     result = subprocess.run(
-        [sys.executable, "-m", "gfe_sklearn.experiments", "--help"],
+        [sys.executable, "-m", "experiments", "--help"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -109,7 +109,7 @@ def test_parse_seeds_refuses_duplicates():
 def test_smoke_defaults_are_filled_in_and_shown_in_help():
     parser = build_parser()
     args = parser.parse_args(["data-efficiency", "--smoke"])
-    from gfe_sklearn.experiments._cli import resolve_options
+    from experiments._cli import resolve_options
 
     resolve_options(args, EXPERIMENTS["data-efficiency"])
     assert args.budgets == [20, 40] and args.seeds == [0, 1] and args.n_train == 200
@@ -403,7 +403,7 @@ def test_a_config_with_a_unit_or_a_snapshot_still_refuses_another_protocol(tmp_p
 
 def test_a_run_that_failed_before_its_first_unit_does_not_block_a_corrected_run(run, monkeypatch):
     # Before: the corrected run was refused ("holds results of another protocol").
-    from gfe_sklearn.experiments import _data_efficiency
+    from experiments import _data_efficiency
 
     def no_data(*args, **kwargs):
         raise RuntimeError("the data could not be loaded")
@@ -485,10 +485,10 @@ def test_a_line_of_units_jsonl_that_is_json_but_not_a_record_is_named(tmp_path, 
 
 def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path, capsys):
     # Before: both trained every unit and appended duplicates, counted as seeds.
-    from gfe_sklearn.experiments._lock import lock_out_folder
+    from experiments._lock import lock_out_folder
 
     argv = ["data-efficiency", "--smoke", "--quiet", "--dataset", "digits"]
-    with lock_out_folder(tmp_path, "python -m gfe_sklearn.experiments first-run"):
+    with lock_out_folder(tmp_path, "python -m experiments first-run"):
         assert main([*argv, "--out", str(tmp_path)]) == 1
         err = capsys.readouterr().err
         assert f"error: {tmp_path} is in use by another run (process " in err
@@ -500,7 +500,7 @@ def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path, c
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_an_out_folder_that_cannot_be_written_is_refused_before_training(capsys, monkeypatch):
     # Before: a PermissionError traceback (or, without the lock, failure after training).
-    from gfe_sklearn.experiments import _data_efficiency
+    from experiments import _data_efficiency
 
     monkeypatch.setattr(_data_efficiency, "load_dataset", lambda *a, **k: pytest.fail("ran"))
     argv = ["data-efficiency", "--smoke", "--quiet", "--dataset", "digits", "--out", "/proc"]

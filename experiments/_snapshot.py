@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import AutoEncoderBaseline, GradientFlowEncoder, ModelFileError
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder, ModelFileError
+
 from ._common import atomic_write_json
 
 FORMAT = "gfe-sklearn-snapshot"
