@@ -656,7 +656,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def _unread_parameters(self):
         """Parameters that the solver these settings resolve to never reads."""
         solver = self._solver()
-        unread = set(SOLVER_PARAMETERS) - set(solver_options(solver))
+        unread = frozenset(SOLVER_PARAMETERS) - set(solver_options(solver))
         return unread if solver == "lbfgs" else unread | {"fit_max_steps"}
 
     def _solver(self):
