@@ -14,7 +14,8 @@ from ._common import (
     sampler_rng,
     save_figure,
 )
-from ._training import DrawStream, holdout, load_dataset, make_model, scored_fields
+from ._models import make_model
+from ._training import DrawStream, holdout, load_dataset, scored_fields
 from ._units import Unit, run_checkpointed_unit
 
 NAME = "solvers"
@@ -154,11 +155,12 @@ def units(ctx):
         X_train, _, X_val, _ = holdout(data.X_train, data.y_train, args.n_test)
         for seed in args.seeds:
             for variant in args.variants:
+                name = f"{variant}-{dataset}-seed{seed}"
                 label = f"{VARIANTS[variant][0]} seed {seed} {dataset}"
-                yield Unit(label, _run_unit, (dataset, X_train, X_val, seed, variant))
+                yield Unit(name, label, _run_unit, (dataset, X_train, X_val, seed, variant))
 
 
-def _run_unit(ctx, label, dataset, X_train, X_val, seed, variant):
+def _run_unit(ctx, name, label, dataset, X_train, X_val, seed, variant):
     args = ctx.args
     checkpoints = [i * args.batch_size for i in _checkpoints(args)]
 
@@ -187,7 +189,7 @@ def _run_unit(ctx, label, dataset, X_train, X_val, seed, variant):
         due=due,
         measure=measure,
         checkpoints=checkpoints,
-        name=f"{variant}-{dataset}-seed{seed}",
+        name=name,
         label=label,
         make=make,
         X=X_train,
