@@ -48,7 +48,7 @@ def test_bce(decoder, codes, X):
         return float(F.binary_cross_entropy_with_logits(decoder(codes), X).item())
 
 
-# The papers' protocol (lr 5e-4) and GFE-amd, as gfe_sklearn.experiments runs it.
+# The papers' protocol (lr 5e-4) and GFE-amd, as `python -m experiments` runs it.
 OURS = {"solver": "amd", "fit_stop_tol": 1e-3, "learning_rate": 5e-4}
 
 

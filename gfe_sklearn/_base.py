@@ -421,6 +421,61 @@ class BaseFlowEstimator(
         tags.non_deterministic = False
         return tags
 
+    # -- checking settings ------------------------------------------------------------------
+
+    def check_params(self):
+        """Check the parameters as ``fit`` does first, without fitting anything.
+
+        A long job can refuse a bad setting (an ``s0`` above ``s_max``, a device this machine
+        lacks) before it starts, instead of at its first fit.
+
+        Returns
+        -------
+        self : object
+            The estimator, unchanged.
+
+        Raises
+        ------
+        ValueError or TypeError
+            The error ``fit`` would raise, naming the parameter, its value and the fix.
+
+        Examples
+        --------
+        >>> from gfe_sklearn import GradientFlowEncoder
+        >>> GradientFlowEncoder(solver="amd", s0=2.0, s_max=1.0).check_params()
+        Traceback (most recent call last):
+            ...
+        ValueError: s0=2.0 exceeds s_max=1.0: AMD's first trial step must not exceed its
+        largest one. Lower s0 or raise s_max.
+        """
+        self._validate_params()
+        self._check_params()
+        resolve_device(self.device)
+        return self
+
+    def partial_fit_params(self):
+        """The parameters that ``partial_fit`` reads with these settings, by name.
+
+        ``get_params(deep=False)`` less the parameters of ``fit``'s epoch loop (``max_iter``,
+        ``max_samples``, ``tol``, ``n_iter_no_change``, ``validation_fraction``,
+        ``warm_start``) and, for ``GradientFlowEncoder``, the constants of the solvers other
+        than the one these settings use (``rtol`` under AMD, say). Changing a parameter left
+        out changes nothing that ``partial_fit`` does, so two estimators trained by
+        ``partial_fit`` on the same data differ only if these values do: a record of how a
+        model was trained need hold these alone.
+
+        Returns
+        -------
+        params : dict
+            Parameter names mapped to their values, in ``get_params``'s order.
+        """
+        left_out = FIT_LOOP_PARAMETERS | self._unread_parameters()
+        return {k: v for k, v in self.get_params(deep=False).items() if k not in left_out}
+
+    def _unread_parameters(self):
+        """Parameters outside fit's epoch loop that these settings never read."""
+        return frozenset()
+
     # -- fitting --------------------------------------------------------------------------
 
     @_fit_context(prefer_skip_nested_validation=True)
@@ -637,7 +692,7 @@ class BaseFlowEstimator(
             return
         # A field recorded since (code_init) has the value that models saved before it had.
         now = self._architecture(hidden)
-        recorded = {name: fitted.get(name, self._value_before(name)) for name in now}
+        recorded = {name: fitted.get(name, self.value_before_parameter(name)) for name in now}
         changed = {name: (recorded[name], now[name]) for name in now if now[name] != recorded[name]}
         if changed:
             name, (before, now) = next(iter(changed.items()))

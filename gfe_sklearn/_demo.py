@@ -23,6 +23,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from . import __version__
 from ._autoencoder import AutoEncoderBaseline
 from ._device import resolve_device
 from ._gradient_flow import GradientFlowEncoder
@@ -398,7 +399,7 @@ def build_parser():
         prog="python -m gfe_sklearn" if name == "__main__.py" else name,
         description=__doc__.split("\n\n", 1)[1],
         epilog="Figures need matplotlib (pip install gfe-sklearn[plot]). The papers' full "
-        "experiments: python -m gfe_sklearn.experiments --help.",
+        "experiments run from a source checkout: python -m experiments --help.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -452,6 +453,7 @@ def build_parser():
         help="seeds the split, the image order and the models (default: 0)",
     )
     parser.add_argument("--no-plot", action="store_true", help="write no figure")
+    parser.add_argument("--version", action="version", version=f"gfe-sklearn {__version__}")
     return parser
 
 

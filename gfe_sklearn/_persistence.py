@@ -232,13 +232,40 @@ class PersistenceMixin:
             elif name in saved:
                 params[name] = _from_json(saved[name], f"{source}: parameter {name!r}")
             else:
-                params[name] = self._value_before(name)
+                params[name] = self.value_before_parameter(name)
         return params
 
-    def _value_before(self, name):
-        """A parameter saved models lack: the value that makes them behave as they did."""
-        return self._values_before_parameter.get(
-            name, inspect.signature(type(self)).parameters[name].default
+    @classmethod
+    def value_before_parameter(cls, name):
+        """The value of parameter ``name`` that reproduces models made before it existed.
+
+        ``load`` gives it to a model file that lacks the parameter, so that the model
+        behaves as it did when it was saved. It is the parameter's default unless the
+        default changes behaviour: ``GradientFlowEncoder``'s ``stop_rule`` defaults to
+        ``'code'``, while models saved before it stopped their flows by the loss.
+
+        Parameters
+        ----------
+        name : str
+            A parameter of this class (a key of ``get_params()``).
+
+        Returns
+        -------
+        value : object
+
+        Examples
+        --------
+        >>> from gfe_sklearn import GradientFlowEncoder
+        >>> GradientFlowEncoder().stop_rule, GradientFlowEncoder.value_before_parameter("stop_rule")
+        ('code', 'loss')
+        """
+        if name not in cls._get_param_names():
+            raise ValueError(
+                f"{name!r} is not a parameter of {cls.__name__}; use one of "
+                f"{cls._get_param_names()}."
+            )
+        return cls._values_before_parameter.get(
+            name, inspect.signature(cls).parameters[name].default
         )
 
     def _module_from_json(self, name, saved, source, modules):
@@ -382,7 +409,7 @@ class PersistenceMixin:
             )
         for name in self._get_param_names():
             if name not in state:
-                state[name] = self._value_before(name)
+                state[name] = self.value_before_parameter(name)
         self.__dict__.update(state)
         if "decoder_" in state:  # fitted before the fields recorded since were set by fit
             for field in self._fitted_fields:

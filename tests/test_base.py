@@ -649,3 +649,81 @@ def test_rows_alone_give_bitwise_the_outputs_of_the_batch(cls, dtype, small):
         np.testing.assert_array_equal(est.transform(X[rows]), codes[rows])
         np.testing.assert_array_equal(est.score_samples(X[rows]), scores[rows])
         np.testing.assert_array_equal(est.inverse_transform(codes[rows]), decoded[rows])
+
+
+# -- checking settings before a fit ------------------------------------------------------
+
+REFUSED_SETTINGS = [
+    (GradientFlowEncoder, {"solver": "amd", "s0": 2.0, "s_max": 1.0}),
+    (GradientFlowEncoder, {"n_components": 0}),
+    (GradientFlowEncoder, {"stop_rule": "code", "stop_window": 1}),
+    (AutoEncoderBaseline, {"hidden_layer_sizes": (8, 0)}),
+    (AutoEncoderBaseline, {"device": "gpu"}),
+    (AutoEncoderBaseline, {"device": "cuda:99"}),
+]
+
+
+@pytest.mark.parametrize("cls, params", REFUSED_SETTINGS, ids=[str(p) for _, p in REFUSED_SETTINGS])
+def test_check_params_refuses_what_fit_refuses_and_fits_nothing(cls, params, X):
+    est = cls(**params)
+    with pytest.raises((ValueError, TypeError)) as by_fit:
+        cls(**params).fit(X)
+    with pytest.raises(type(by_fit.value)) as by_check:
+        est.check_params()
+    assert str(by_check.value) == str(by_fit.value)
+    assert not _fitted_state(est)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_check_params_passes_the_defaults_and_returns_the_estimator(cls):
+    est = cls()
+    assert est.check_params() is est and not _fitted_state(est)
+
+
+# A value other than the default for each parameter that partial_fit_params leaves out.
+OTHER_VALUES = {
+    "max_iter": 7,
+    "max_samples": 11,
+    "tol": 0.5,
+    "n_iter_no_change": 3,
+    "validation_fraction": 0.3,
+    "warm_start": True,
+    "n_steps": 3,
+    "grid": "log",
+    "rtol": 0.1,
+    "atol": 0.1,
+    "max_steps": 5,
+    "fit_max_steps": 2,
+    "solver_options": {"history": 3},
+}
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_a_parameter_partial_fit_params_leaves_out_changes_nothing_partial_fit_does(cls, X, small):
+    # A short horizon keeps AMD's flows to a few steps.
+    settings = {**small, "solver": "amd", "tau": 10.0} if cls is GradientFlowEncoder else small
+    est = cls(**settings)
+    left_out = set(est.get_params()) - set(est.partial_fit_params())
+    assert left_out <= set(OTHER_VALUES)
+    assert {"max_iter", "tol", "warm_start"} <= left_out
+    reference = cls(**settings).partial_fit(X).partial_fit(X).transform(X)
+    for name in sorted(left_out):
+        changed = cls(**settings).set_params(**{name: OTHER_VALUES[name]})
+        codes = changed.partial_fit(X).partial_fit(X).transform(X)
+        np.testing.assert_array_equal(codes, reference, err_msg=name)
+    # A parameter it keeps does change them: the comparison can tell.
+    assert "learning_rate" in est.partial_fit_params()
+    changed = cls(**settings).set_params(learning_rate=0.1)
+    assert not np.array_equal(changed.partial_fit(X).partial_fit(X).transform(X), reference)
+
+
+def test_partial_fit_params_keep_the_constants_of_the_solver_in_use():
+    amd = GradientFlowEncoder(solver="amd").partial_fit_params()
+    rk4 = GradientFlowEncoder(solver="rk4").partial_fit_params()
+    lbfgs = GradientFlowEncoder(solver="lbfgs").partial_fit_params()
+    assert "s_max" in amd and "n_steps" not in amd and "fit_max_steps" not in amd
+    assert "n_steps" in rk4 and "s_max" not in rk4
+    assert "fit_max_steps" in lbfgs
+    assert set(AutoEncoderBaseline().partial_fit_params()) == set(
+        AutoEncoderBaseline().get_params()
+    ) - set(OTHER_VALUES)

@@ -173,3 +173,12 @@ def test_ctrl_c_ends_with_one_line_and_status_130(monkeypatch, capsys, tmp_path)
     monkeypatch.setattr(_demo, "run", interrupted)
     assert _demo.main(["--out", str(tmp_path), "--no-plot"]) == 130
     assert capsys.readouterr().err.strip() == "Interrupted; no figure was written."
+
+
+def test_version_prints_the_package_version(capsys):
+    import gfe_sklearn
+
+    with pytest.raises(SystemExit) as info:
+        _demo.main(["--version"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out == f"gfe-sklearn {gfe_sklearn.__version__}\n"

@@ -337,3 +337,24 @@ def test_an_optimizer_class_that_is_not_a_name_is_refused(saved, value):
     _rewrite(saved, edit_content=lambda c: c["fitted"]["optimizer"].update({"class": value}))
     with pytest.raises(ModelFileError, match=rf"{saved.name}.*unknown optimizer state"):
         GradientFlowEncoder.load(saved)
+
+
+def test_a_file_without_a_parameter_loads_with_its_value_before_the_parameter(saved):
+    dropped = ("stop_rule", "fit_max_steps", "compute_dtype")
+
+    def edit(content):
+        for name in dropped:
+            del content["params"][name]
+
+    _rewrite(saved, edit_content=edit)
+    loaded = GradientFlowEncoder.load(saved)
+    for name in dropped:
+        assert getattr(loaded, name) == GradientFlowEncoder.value_before_parameter(name)
+    # Where the default changes behaviour, the value before it is not the default.
+    assert GradientFlowEncoder.value_before_parameter("stop_rule") == "loss"
+    assert GradientFlowEncoder().stop_rule == "code"
+
+
+def test_value_before_parameter_names_the_parameters_for_an_unknown_name():
+    with pytest.raises(ValueError, match="'stop_tolerance' is not a parameter of Gradient"):
+        GradientFlowEncoder.value_before_parameter("stop_tolerance")

@@ -1,4 +1,5 @@
-"""The source distribution carries what its own tests need, and they pass from it."""
+"""The source distribution carries what its own tests need, and they pass from it; the wheel
+is the library alone."""
 
 import shutil
 import subprocess
@@ -35,11 +36,21 @@ def unpacked_sdist(tmp_path_factory):
     return tree
 
 
-def test_the_sdist_has_every_tracked_test_doc_example_and_benchmark(unpacked_sdist):
+def test_the_sdist_has_every_tracked_test_doc_example_benchmark_and_experiment(unpacked_sdist):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("needs the git checkout to list tracked files")
     listed = subprocess.run(
-        ["git", "ls-files", "tests", "docs", "examples", "benchmarks", ".ci/run", "README.md"],
+        [
+            "git",
+            "ls-files",
+            "tests",
+            "docs",
+            "examples",
+            "benchmarks",
+            "experiments",
+            ".ci/run",
+            "README.md",
+        ],
         cwd=ROOT,
         check=True,
         capture_output=True,
@@ -61,24 +72,11 @@ def test_the_docs_tests_pass_from_the_sdist(unpacked_sdist):
     assert done.returncode == 0, done.stdout[-3000:]
 
 
-def test_the_wheel_ships_the_py_typed_marker(tmp_path):
-    # PEP 561: without the marker, type checkers ignore the package's annotations.
-    pytest.importorskip("build")
-    if int(metadata.version("setuptools").split(".")[0]) < 77:
-        pytest.skip("needs setuptools>=77 installed to build the wheel without isolation")
-    if not (ROOT / "pyproject.toml").exists():
-        pytest.skip("not run from a source tree")
+def test_the_wheel_holds_the_library_alone(unpacked_sdist, tmp_path):
+    # Built from the sdist, as a release is: a checkout's stale build/ cannot leak into it.
     subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "build",
-            "--wheel",
-            "--no-isolation",
-            "-o",
-            str(tmp_path),
-            str(ROOT),
-        ],
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "-o", str(tmp_path)],
+        cwd=unpacked_sdist,
         check=True,
         capture_output=True,
         timeout=300,
@@ -86,4 +84,10 @@ def test_the_wheel_ships_the_py_typed_marker(tmp_path):
     (wheel,) = tmp_path.glob("*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
+    # PEP 561: without the marker, type checkers ignore the package's annotations.
     assert "gfe_sklearn/py.typed" in names
+    top = {name.split("/")[0] for name in names if not name.split("/")[0].endswith(".dist-info")}
+    assert top == {"gfe_sklearn"}
+    assert "gfe_sklearn/_gradient_flow.py" in names
+    # The papers' experiments and the folders beside the package run from a checkout only.
+    assert not [name for name in names if "experiments" in name or "/tests/" in name]

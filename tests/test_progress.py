@@ -1,11 +1,10 @@
-"""The one progress bar of the estimators and the experiments."""
+"""The progress bar of the estimators."""
 
 import sys
 
 import pytest
 
-from gfe_sklearn._progress import NullProgress, TextProgress, image_bar, progress_bar
-from gfe_sklearn.experiments._common import Reporter
+from gfe_sklearn._progress import TextProgress, image_bar, progress_bar
 
 
 @pytest.fixture
@@ -37,22 +36,7 @@ def test_the_text_bar_of_a_resumed_run_counts_from_where_it_stopped(capsys):
 def test_without_tqdm_the_bars_are_the_text_bar(no_tqdm):
     assert isinstance(image_bar(10, "x"), TextProgress)
     assert isinstance(progress_bar(2, 10, "x"), TextProgress)
-    assert isinstance(Reporter().bar(10, "x"), TextProgress)
 
 
 def test_the_estimators_bar_needs_verbose_2():
     assert progress_bar(1, 10, "x") is None
-
-
-def test_a_quiet_reporter_shows_no_bar_and_no_line(no_tqdm, capsys):
-    reporter = Reporter(quiet=True)
-    bar = reporter.bar(10, "x")
-    assert isinstance(bar, NullProgress)
-    bar.update(10)
-    reporter.log("a result")
-    assert capsys.readouterr() == ("", "")
-
-
-def test_a_reporter_without_tqdm_prints_its_lines(no_tqdm, capsys):
-    Reporter().log("  a result")
-    assert capsys.readouterr().err == "  a result\n"

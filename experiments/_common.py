@@ -1,9 +1,11 @@
 """Shared plumbing of the experiments: results store, atomic writes, progress, interrupts.
 
-An experiment is a list of *units* (one seed, model and budget, say). A unit's record is
-appended to ``units.jsonl`` in the output folder the moment it is finished, so an interrupt
-loses nothing finished, and a re-run with the same ``--out`` skips every unit already there.
-The final JSON, Markdown and PNG files are rebuilt from those records and written atomically.
+An experiment is a list of *units* (one seed and model, say), each taking records (a score
+at a budget, say). A unit appends each record to its own file, ``units/<unit>.jsonl`` in the
+output folder, the moment it is taken, so an interrupt loses nothing finished, and a re-run
+with the same ``--out`` skips every record already there. The unit files are merged into
+``units.jsonl`` when the units stop, whether they finished or not. The final JSON, Markdown
+and PNG files are rebuilt from the records and written atomically.
 """
 
 import contextlib
@@ -11,6 +13,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import signal
 import sys
 import time
@@ -18,11 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import AutoEncoderBaseline, GradientFlowEncoder
-from .._files import atomic_write
-from .._progress import NullProgress, image_bar, tqdm_class
+from ._models import ESTIMATORS
 
 UNITS_FILE = "units.jsonl"
+UNITS_FOLDER = "units"
 CONFIG_FILE = "config.json"
 SNAPSHOTS_FOLDER = "snapshots"
 
@@ -31,10 +33,23 @@ SNAPSHOTS_FOLDER = "snapshots"
 
 
 def atomic_write_bytes(path, data):
-    """Write ``data`` to ``path`` whole or not at all, creating its folder."""
+    """Write ``data`` to ``path`` whole or not at all, creating its folder.
+
+    The bytes reach the disk in a file beside ``path`` that then replaces it: a crash leaves
+    the old file or the new one, never half of one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, [data])
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        with open(temporary, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path, text):
@@ -104,6 +119,26 @@ class Records:
         return self.find(**key) is not None
 
 
+class UnitRecords(Records):
+    """The store as one unit sees it: the records so far, and a file of its own for its records.
+
+    It shares ``records`` with the store in this process; a worker process gets a copy with
+    its unit, and its file is the only one it writes.
+    """
+
+    def __init__(self, records, path):
+        self.records = records
+        self.path = Path(path)
+
+    def add(self, record):
+        """Append a record to the unit's file and flush it to disk."""
+        record = _jsonable(record)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _append(self.path, [record])
+        self.records.append(record)
+        return record
+
+
 class Store(Records):
     """Finished units of one experiment, on disk in ``out``.
 
@@ -111,7 +146,8 @@ class Store(Records):
     protocol differs is refused, so results of different protocols never mix. A folder with
     no finished unit and no training state to resume (a run that failed before its first
     unit) holds nothing the protocol protects: its ``config.json`` is replaced.
-    ``units.jsonl`` holds one JSON record per finished unit, appended and flushed at once.
+    ``units.jsonl`` holds one JSON record per line, appended and flushed at once; a unit's
+    records go to ``units/<unit>.jsonl`` (``unit``) until ``merge_units`` appends them.
 
     ``read_only`` (rebuilding a report, no new units) compares the options but not the
     package defaults, and adopts the protocol recorded in the folder: a package upgrade
@@ -128,8 +164,16 @@ class Store(Records):
         self.read_only = read_only
         self._upgrade = upgrade or (lambda recorded: recorded)
         self.units_path = self.out / UNITS_FILE
+        self.units_folder = self.out / UNITS_FOLDER
         self._check_config()
-        self.records = self._read_records()
+        # A report rebuilt while a run appends must not rewrite the file under it.
+        self.records = read_records(self.units_path, repair=not read_only)
+        self._in_file = {dumps(record) for record in self.records}
+        if read_only:
+            for path in self._unit_files():
+                self._keep(read_records(path, repair=False))
+        else:
+            self.merge_units()  # those of a run killed before it merged them
 
     def _check_config(self):
         path = self.out / CONFIG_FILE
@@ -158,8 +202,9 @@ class Store(Records):
     def _holds_results(self):
         """Whether finished units or a training state to resume rely on ``config.json``."""
         units = self.units_path.exists() and self.units_path.read_text().strip()
+        unit_files = any(path.stat().st_size for path in self._unit_files())
         snapshots = self.out / SNAPSHOTS_FOLDER
-        return bool(units) or any(p.is_file() for p in snapshots.rglob("*"))
+        return bool(units) or unit_files or any(p.is_file() for p in snapshots.rglob("*"))
 
     def _read_config(self, path):
         try:
@@ -176,63 +221,109 @@ class Store(Records):
             "or delete that folder to start over."
         )
 
-    def _read_records(self):
-        records = []
-        if not self.units_path.exists():
-            return records
-        text = self.units_path.read_text()
-        lines = text.splitlines()
-        # A last line without its newline (a cut write, a hand edit) would have the next
-        # record appended onto it: the file is rewritten whole, one record per line.
-        repair = bool(text.strip()) and not text.endswith("\n")
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            found, error = _objects_in(line)
-            # Records run together ("}{"): appended onto a line that lacked its newline, as
-            # earlier versions did. Each is whole, so each is kept, on a line of its own.
-            repair = repair or len(found) > 1
-            if error is not None:
-                # Only the last line can be cut short (a crash while appending): drop the
-                # cut record, and rewrite the file so the next one starts on its own line.
-                if number != len(lines):
-                    raise OutFolderError(
-                        f"Line {number} of {self.units_path} is not valid JSON ({error}); a "
-                        "crash can cut short only the last line, so the file was edited or "
-                        "damaged. Restore it, delete that line (its unit runs again), or use "
-                        "another --out."
-                    ) from error
-                print(
-                    f"warning: dropping a truncated last line of {self.units_path}; that "
-                    "unit will be run again",
-                    file=sys.stderr,
-                )
-                repair = True
-            for record in found:
-                if not isinstance(record, dict):
-                    raise OutFolderError(
-                        f"Line {number} of {self.units_path} is JSON but not a unit's record "
-                        f"(an object): {line[:60]!r}. The file was edited or damaged. Restore "
-                        "it, delete that line, or use another --out."
-                    )
-            records.extend(found)
-        # A report rebuilt while a run appends must not rewrite the file under it.
-        if repair and not self.read_only:
-            atomic_write_text(self.units_path, "".join(dumps(r) + "\n" for r in records))
-        return records
+    def _unit_files(self, names=()):
+        """The files of the units ``names`` that exist, then the others by name."""
+        first = [self.units_folder / f"{name}.jsonl" for name in names]
+        others = sorted(self.units_folder.glob("*.jsonl")) if self.units_folder.is_dir() else []
+        return [path for path in dict.fromkeys(first + others) if path.exists()]
+
+    def _keep(self, records):
+        """Add to ``records`` those it lacks; returns them."""
+        known = {dumps(record) for record in self.records}
+        new = [record for record in records if dumps(record) not in known]
+        self.records.extend(new)
+        return new
 
     def add(self, record):
-        """Append a finished unit's record to ``units.jsonl`` and flush it to disk."""
+        """Append a record to ``units.jsonl`` and flush it to disk."""
         record = _jsonable(record)
-        with open(self.units_path, "a", encoding="utf-8") as f:
-            f.write(dumps(record) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        _append(self.units_path, [record])
         self.records.append(record)
+        self._in_file.add(dumps(record))
         return record
+
+    def unit(self, name):
+        """The store of the unit ``name``, whose records go to its own file."""
+        return UnitRecords(self.records, self.units_folder / f"{name}.jsonl")
+
+    def merge_units(self, names=()):
+        """Append the unit files' records to ``units.jsonl`` and delete the files.
+
+        The units ``names`` come first, in that order (the order they ran in), then any
+        others. A record already in ``units.jsonl`` (merged by a run that stopped before it
+        deleted the file) is not appended again: no record is taken twice.
+        """
+        for path in self._unit_files(names):
+            found = read_records(path, repair=False)
+            self._keep(found)
+            new = [record for record in found if dumps(record) not in self._in_file]
+            _append(self.units_path, new)
+            self._in_file.update(dumps(record) for record in new)
+            path.unlink()
+        with contextlib.suppress(OSError):
+            self.units_folder.rmdir()  # only when empty
 
     def path(self, *parts):
         return self.out.joinpath(*parts)
+
+
+def _append(path, records):
+    """Append ``records`` to ``path``, one JSON line each, and flush them to disk."""
+    if not records:
+        return
+    with open(path, "a", encoding="utf-8") as file:
+        file.write("".join(dumps(record) + "\n" for record in records))
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def read_records(path, repair):
+    """The records of a ``.jsonl`` file (none when it is missing).
+
+    Only the last line can be cut short (a crash while appending): its record is dropped
+    with a warning, and that unit runs again. With ``repair`` a file whose last line lacks
+    its newline, or whose records run together, is rewritten one record per line.
+    """
+    path = Path(path)
+    records = []
+    if not path.exists():
+        return records
+    text = path.read_text()
+    lines = text.splitlines()
+    # A last line without its newline (a cut write, a hand edit) would have the next
+    # record appended onto it: the file is rewritten whole, one record per line.
+    rewrite = bool(text.strip()) and not text.endswith("\n")
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        found, error = _objects_in(line)
+        # Records run together ("}{"): appended onto a line that lacked its newline, as
+        # earlier versions did. Each is whole, so each is kept, on a line of its own.
+        rewrite = rewrite or len(found) > 1
+        if error is not None:
+            if number != len(lines):
+                raise OutFolderError(
+                    f"Line {number} of {path} is not valid JSON ({error}); a "
+                    "crash can cut short only the last line, so the file was edited or "
+                    "damaged. Restore it, delete that line (its unit runs again), or use "
+                    "another --out."
+                ) from error
+            print(
+                f"warning: dropping a truncated last line of {path}; that unit will be run again",
+                file=sys.stderr,
+            )
+            rewrite = True
+        for record in found:
+            if not isinstance(record, dict):
+                raise OutFolderError(
+                    f"Line {number} of {path} is JSON but not a unit's record "
+                    f"(an object): {line[:60]!r}. The file was edited or damaged. Restore "
+                    "it, delete that line, or use another --out."
+                )
+        records.extend(found)
+    if rewrite and repair:
+        atomic_write_text(path, "".join(dumps(r) + "\n" for r in records))
+    return records
 
 
 def _objects_in(line):
@@ -269,13 +360,10 @@ def make_out_folder(out):
 RECORDED_SINCE = {"estimator_settings"}
 
 
-_ESTIMATORS = {cls.__name__: cls for cls in (GradientFlowEncoder, AutoEncoderBaseline)}
-
-
 def _keeps_old_behaviour(prefix, name, value):
     """Whether ``value`` of a parameter newer than a record is what models before it did."""
-    cls = _ESTIMATORS.get(prefix.split(".")[1])
-    return cls is not None and cls()._value_before(name) == value
+    cls = ESTIMATORS.get(prefix.split(".")[1])
+    return cls is not None and cls.value_before_parameter(name) == value
 
 
 def _differences(old, new, prefix=""):
@@ -358,21 +446,69 @@ def require_at_least_one(args, *names):
 # -- progress ----------------------------------------------------------------------------------
 
 
-class Reporter:
-    """Progress bars (tqdm when installed, else plain lines) and result lines."""
+def _tqdm():
+    """``tqdm.auto.tqdm``, or None when tqdm is not installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm
 
-    def __init__(self, quiet=False):
-        self.quiet = quiet
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def close(self):
+        pass
+
+
+class _TextBar:
+    """tqdm's stand-in: a whole line every tenth of the way, which a log file keeps readable."""
+
+    def __init__(self, total, desc, initial):
+        self.total, self.desc, self.n, self._next = total, desc, initial, initial
+        self._start = time.perf_counter()
+
+    def update(self, n):
+        self.n += n
+        if self.n >= self._next or self.n >= self.total:
+            seconds = time.perf_counter() - self._start
+            print(f"  {self.desc}: {self.n}/{self.total} ({seconds:.0f} s)", file=sys.stderr)
+            self._next = self.n + max(1, self.total // 10)
+
+    def close(self):
+        pass
+
+
+class Reporter:
+    """Progress bars (tqdm when installed, else plain lines) and result lines.
+
+    ``bars=False`` (a worker process, whose bars would overwrite one another) shows a line
+    where a bar would start.
+    """
+
+    def __init__(self, quiet=False, bars=True):
+        self.quiet, self.bars = quiet, bars
 
     def bar(self, total, desc, initial=0):
+        """A bar over ``total`` images from ``initial`` (a resumed run)."""
         if self.quiet:
-            return NullProgress()
-        return image_bar(total, desc, initial)
+            return _NoBar()
+        if not self.bars:
+            self.log(f"  {desc}: training in process {os.getpid()}")
+            return _NoBar()
+        tqdm = _tqdm()
+        if tqdm is None:
+            return _TextBar(total, desc, initial)
+        return tqdm(
+            total=total, initial=initial, desc=desc, unit="img", leave=False, dynamic_ncols=True
+        )
 
     def log(self, message):
         if self.quiet:
             return
-        tqdm = tqdm_class()
+        tqdm = _tqdm()
         if tqdm is not None:
             # Through tqdm, so that the line does not cut through a bar being drawn.
             tqdm.write(message, file=sys.stderr)

@@ -3,7 +3,8 @@
 import numpy as np
 import torch
 
-from ..flow import encode, horizon, solver_options
+from gfe_sklearn.flow import encode, horizon, solver_options
+
 from ._common import (
     fmt,
     fmt_seconds,
@@ -13,7 +14,8 @@ from ._common import (
     sampler_rng,
     save_figure,
 )
-from ._training import DrawStream, holdout, load_dataset, make_model, scored_fields
+from ._models import make_model
+from ._training import DrawStream, holdout, load_dataset, scored_fields
 from ._units import Unit, run_checkpointed_unit
 
 NAME = "solvers"
@@ -129,7 +131,7 @@ def flow_settings(model):
 
 def flow_diagnostics(model, X):
     """Decoder evaluations per image and the mean loss along the flow, for the images ``X``."""
-    from ..plotting import flow_loss_curve
+    from gfe_sklearn.plotting import flow_loss_curve
 
     settings = flow_settings(model)
     target = torch.as_tensor(np.asarray(X), device=model.device_)
@@ -153,11 +155,12 @@ def units(ctx):
         X_train, _, X_val, _ = holdout(data.X_train, data.y_train, args.n_test)
         for seed in args.seeds:
             for variant in args.variants:
+                name = f"{variant}-{dataset}-seed{seed}"
                 label = f"{VARIANTS[variant][0]} seed {seed} {dataset}"
-                yield Unit(label, _run_unit, (dataset, X_train, X_val, seed, variant))
+                yield Unit(name, label, _run_unit, (dataset, X_train, X_val, seed, variant))
 
 
-def _run_unit(ctx, label, dataset, X_train, X_val, seed, variant):
+def _run_unit(ctx, name, label, dataset, X_train, X_val, seed, variant):
     args = ctx.args
     checkpoints = [i * args.batch_size for i in _checkpoints(args)]
 
@@ -186,7 +189,7 @@ def _run_unit(ctx, label, dataset, X_train, X_val, seed, variant):
         due=due,
         measure=measure,
         checkpoints=checkpoints,
-        name=f"{variant}-{dataset}-seed{seed}",
+        name=name,
         label=label,
         make=make,
         X=X_train,
@@ -216,7 +219,7 @@ def _series(records, dataset, variant, seeds):
 
 
 def report(ctx):
-    from ..plotting import plot_curves, subplots
+    from gfe_sklearn.plotting import plot_curves, subplots
 
     args, records = ctx.args, ctx.store.records
     summary, parts = {}, []

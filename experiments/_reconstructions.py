@@ -3,9 +3,9 @@
 import numpy as np
 
 from ._common import fmt, fmt_seconds, markdown_table, save_figure
+from ._models import TRAINED, titles
 from ._training import (
     DATASETS,
-    MODEL_TITLES,
     STAGE_DEFAULTS,
     STAGE_SMOKE,
     STAGES,
@@ -41,7 +41,7 @@ def check_options(args):
 
 
 def run(ctx):
-    from ..plotting import reconstruct
+    from gfe_sklearn.plotting import reconstruct
 
     args, store = ctx.args, ctx.store
     for dataset in args.dataset:
@@ -69,9 +69,10 @@ def run(ctx):
 
 
 def report(ctx):
-    from ..plotting import plot_reconstructions, subplots
+    from gfe_sklearn.plotting import plot_reconstructions, subplots
 
     args, records = ctx.args, ctx.store.records
+    title = titles(args)
     seed = args.seeds[0]
     summary, parts, rows = {}, [], []
     for dataset in args.dataset:
@@ -85,16 +86,16 @@ def report(ctx):
         figure, axes = subplots(len(STAGES), 1, panel_size=(0.55 * args.n_test + 1.4, 2.2))
         for ax, stage in zip(axes[:, 0], STAGES, strict=True):
             shown = {
-                f"{MODEL_TITLES[m]} ({found[m, stage]['images']:,})": np.asarray(
+                f"{title[m]} ({found[m, stage]['images']:,})": np.asarray(
                     found[m, stage]["reconstructions"]
                 )
-                for m in ("gfe", "ae")
+                for m in TRAINED
                 if (m, stage) in found
             }
             if not shown:
                 ax.set_axis_off()
                 continue
-            first = next(found[m, stage] for m in ("gfe", "ae") if (m, stage) in found)
+            first = next(found[m, stage] for m in TRAINED if (m, stage) in found)
             plot_reconstructions(
                 shown,
                 np.asarray(first["originals"]),
@@ -110,7 +111,7 @@ def report(ctx):
             rows.append(
                 [
                     dataset,
-                    MODEL_TITLES[model],
+                    title[model],
                     stage,
                     f"{r['images']:,}",
                     fmt(r["bce_shown"]),

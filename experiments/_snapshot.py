@@ -14,11 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import AutoEncoderBaseline, GradientFlowEncoder, ModelFileError
+from gfe_sklearn import ModelFileError
+
 from ._common import atomic_write_json
+from ._models import ESTIMATORS
 
 FORMAT = "gfe-sklearn-snapshot"
-MODELS = {cls.__name__: cls for cls in (GradientFlowEncoder, AutoEncoderBaseline)}
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_.-]+\.safetensors")
 
 
@@ -100,7 +101,7 @@ def save_state(path, state):
     tag, written = secrets.token_hex(4), []
 
     def encode(value, key):
-        if isinstance(value, tuple(MODELS.values())):
+        if isinstance(value, tuple(ESTIMATORS.values())):
             name = f"{path.stem}.{tag}.{key}.safetensors"
             value.save(path.parent / name)
             written.append(name)
@@ -126,8 +127,10 @@ def save_state(path, state):
             old.unlink(missing_ok=True)
 
 
-def load_state(path):
+def load_state(path, params=None):
     """The state ``save_state`` wrote to ``path``, or ``None`` when there is none.
+
+    ``params`` are set on every model in it (``set_params``).
 
     Raises ``SnapshotError`` naming the file and the fix when it cannot be read, and for a
     snapshot pickled by gfe-sklearn 0.2.0 or earlier (pickles can run code).
@@ -146,7 +149,7 @@ def load_state(path):
         content = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(content, dict) or content.get("format") != FORMAT:
             raise ValueError("it is not a gfe-sklearn snapshot")
-        return _decode(content["state"], path.parent)
+        return _decode(content["state"], path.parent, params or {})
     except (OSError, ValueError, TypeError, KeyError, ModelFileError) as error:
         raise SnapshotError(
             f"The training snapshot {path} cannot be read ({error}). Delete it and the "
@@ -155,21 +158,21 @@ def load_state(path):
         ) from error
 
 
-def _decode(value, folder):
+def _decode(value, folder, params):
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, list):
-        return [_decode(v, folder) for v in value]
+        return [_decode(v, folder, params) for v in value]
     if isinstance(value, dict) and len(value) in (1, 2):
         if set(value) == {"dict"} and isinstance(value["dict"], dict):
-            return {k: _decode(v, folder) for k, v in value["dict"].items()}
+            return {k: _decode(v, folder, params) for k, v in value["dict"].items()}
         if set(value) == {"stream"} and isinstance(value["stream"], dict):
             return STREAMS[value["stream"]["kind"]].from_json(value["stream"])
-        if set(value) == {"model", "class"} and value["class"] in MODELS:
+        if set(value) == {"model", "class"} and value["class"] in ESTIMATORS:
             name = value["model"]
             if not isinstance(name, str) or not _PLAIN_NAME.fullmatch(name):
                 raise ValueError(f"model file name {name!r} is not a plain file name")
-            return MODELS[value["class"]].load(folder / name)
+            return ESTIMATORS[value["class"]].load(folder / name).set_params(**params)
     raise ValueError(f"unexpected value {value!r:.80}")
 
 

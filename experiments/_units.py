@@ -1,14 +1,16 @@
 """The run-unit loop of the experiments: skip what is stored, train with snapshots, record.
 
 A unit is one model trained from scratch (one seed, model and dataset, say) and the records
-it adds to the store. On a re-run with the same ``--out``, a unit whose records are all
-stored is not trained again, an interrupted one resumes from its last snapshot, and no
-record is measured or written twice. Units are independent: ``run_units`` runs them one
-after another, or several at a time in worker processes (``--n-jobs``, ``_parallel``).
-(``latent`` and ``reconstructions`` record models that ``_training.train_stages`` trains
-once into a cache they share.)
+it takes, which go to a file of its own (``Store.unit``). On a re-run with the same
+``--out``, a unit whose records are all stored is not trained again, an interrupted one
+resumes from its last snapshot, and no record is measured or written twice. Units are
+independent: ``run_units`` runs them one after another, or several at a time in worker
+processes (``--n-jobs``, ``_parallel``), and merges their files into ``units.jsonl`` when
+they stop. (``latent`` and ``reconstructions`` record models that
+``_training.train_stages`` trains once into a cache they share.)
 """
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,40 +20,53 @@ from ._training import snapshots, train
 
 @dataclass(frozen=True)
 class Unit:
-    """One unit as ``run_units`` takes it: ``function(ctx, label, *args)`` runs it.
+    """One unit as ``run_units`` takes it: ``function(ctx, name, label, *args)`` runs it.
 
-    ``function`` is a module-level function and ``args`` plain data (arrays, numbers,
-    strings), so that a worker process can be sent the unit; ``label`` names it in the log.
+    ``name`` names its record file and its snapshots (a resumed run finds them by it),
+    ``label`` the unit in the log. ``function`` is a module-level function and ``args``
+    plain data (arrays, numbers, strings), so that a worker process can be sent the unit.
     ``function`` returns ``run_unit``'s answer: whether it trained the unit.
     """
 
+    name: str
     label: str
     function: Callable
     args: tuple[Any, ...] = ()
 
     def __call__(self, ctx):
-        return self.function(ctx, self.label, *self.args)
+        return self.function(ctx, self.name, self.label, *self.args)
 
 
 def run_units(ctx, units, *, n_jobs=1, threads=None):
     """Run the ``Unit``s ``units``: one after another here, or ``n_jobs`` at a time.
 
     With ``n_jobs`` above 1 (-1: one per CPU core) each unit runs in a worker process with
-    ``threads`` torch threads (1 when None) and the records go to this process, which alone
-    writes the store (``_parallel``). The records are those of a run with ``n_jobs=1`` and
-    the same torch threads, in the order they are taken.
+    ``threads`` torch threads (1 when None). Either way each unit writes its records to its
+    own file, and when the units stop (finished, failed or interrupted) the files are merged
+    into ``units.jsonl`` in the order the units started: the records of a run with
+    ``n_jobs=1`` and the same torch threads, in the same order.
     """
     if n_jobs == -1:
         from joblib import cpu_count
 
         n_jobs = cpu_count()
-    if n_jobs == 1:
-        for unit in units:
-            unit(ctx)
-        return
-    from ._parallel import run_in_workers
+    started = []
 
-    run_in_workers(ctx, units, n_jobs=n_jobs, threads=threads or 1)
+    def each_unit():
+        for unit in units:
+            started.append(unit.name)
+            yield unit, dataclasses.replace(ctx, store=ctx.store.unit(unit.name))
+
+    try:
+        if n_jobs == 1:
+            for unit, unit_ctx in each_unit():
+                unit(unit_ctx)
+        else:
+            from ._parallel import run_in_workers
+
+            run_in_workers(ctx, each_unit(), n_jobs=n_jobs, threads=threads or 1)
+    finally:
+        ctx.store.merge_units(started)
 
 
 def record_once(ctx, key, measure):

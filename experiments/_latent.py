@@ -3,8 +3,8 @@
 import numpy as np
 
 from ._common import fmt, fmt_seconds, markdown_table, save_figure
+from ._models import TRAINED, titles
 from ._training import (
-    MODEL_TITLES,
     STAGE_DEFAULTS,
     STAGE_SMOKE,
     STAGES,
@@ -56,7 +56,7 @@ def knn_accuracy(codes, labels):
 
 
 def run(ctx):
-    from ..plotting import embed
+    from gfe_sklearn.plotting import embed
 
     args, store = ctx.args, ctx.store
     for dataset in args.dataset:
@@ -83,14 +83,15 @@ def run(ctx):
                 }
             )
             ctx.reporter.log(
-                f"  {MODEL_TITLES[key['model']]} seed {seed} {dataset} {stage}: mapped"
+                f"  {titles(args)[key['model']]} seed {seed} {dataset} {stage}: mapped"
             )
 
 
 def report(ctx):
-    from ..plotting import plot_embedding, subplots
+    from gfe_sklearn.plotting import plot_embedding, subplots
 
     args, records = ctx.args, ctx.store.records
+    title = titles(args)
     seed = args.seeds[0]
     summary, parts, rows = {}, [], []
     for dataset in args.dataset:
@@ -103,7 +104,7 @@ def report(ctx):
             continue
         figure, axes = subplots(len(STAGES), 2, panel_size=(4.2, 4.0))
         for i, stage in enumerate(STAGES):
-            for j, model in enumerate(("gfe", "ae")):
+            for j, model in enumerate(TRAINED):
                 r = found.get((model, stage))
                 ax = axes[i, j]
                 if r is None:
@@ -113,7 +114,7 @@ def report(ctx):
                     np.asarray(r["points"]),
                     np.asarray(r["labels"]),
                     ax=ax,
-                    title=f"{MODEL_TITLES[model]}, {r['images']:,} images\n"
+                    title=f"{title[model]}, {r['images']:,} images\n"
                     f"5-NN accuracy {r['knn_accuracy']:.3f}",
                 )
                 summary.setdefault(dataset, {})[f"{model}-{stage}"] = {
@@ -122,7 +123,7 @@ def report(ctx):
                 rows.append(
                     [
                         dataset,
-                        MODEL_TITLES[model],
+                        title[model],
                         stage,
                         f"{r['images']:,}",
                         fmt(r["test_bce"]),

@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
+from experiments import EXPERIMENTS, build_parser, main
+from experiments._cli import resolve_options
+from experiments._common import Interrupted, InterruptGuard, Reporter, Store
+from experiments._snapshot import DrawStream
+from experiments._training import Context
+from experiments._units import Unit, run_checkpointed_unit, run_units
 from gfe_sklearn import AutoEncoderBaseline
-from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
-from gfe_sklearn.experiments._cli import resolve_options
-from gfe_sklearn.experiments._common import Interrupted, InterruptGuard, Reporter, Store
-from gfe_sklearn.experiments._snapshot import DrawStream
-from gfe_sklearn.experiments._training import Context
-from gfe_sklearn.experiments._units import Unit, run_checkpointed_unit, run_units
 
 from .conftest import read_units
 
@@ -30,8 +30,12 @@ CHECKPOINTS = [10, 20]
 WAIT_SECONDS = 120
 
 
+def untimed(record):
+    return {k: v for k, v in record.items() if k not in TIMINGS}
+
+
 def without_timings(records):
-    return sorted(json.dumps({k: v for k, v in r.items() if k not in TIMINGS}) for r in records)
+    return sorted(json.dumps(untimed(r)) for r in records)
 
 
 def test_n_jobs_2_takes_the_records_of_n_jobs_1(run, tmp_path):
@@ -40,10 +44,10 @@ def test_n_jobs_2_takes_the_records_of_n_jobs_1(run, tmp_path):
     code, parallel = run("converged", "--n-jobs", "2", out=tmp_path / "parallel")
     assert code == 0
     records = read_units(parallel)
-    # The same seeded units on the same torch threads (1), in other processes: identical bits.
-    assert without_timings(records) == without_timings(read_units(sequential))
-    fields = sorted(tuple(r) for r in records)  # names and order of the fields
-    assert fields == sorted(tuple(r) for r in read_units(sequential))
+    # The same seeded units on the same torch threads (1), in other processes: identical bits,
+    # in the same order, each with its fields in the same order.
+    assert [untimed(r) for r in records] == [untimed(r) for r in read_units(sequential)]
+    assert [tuple(r) for r in records] == [tuple(r) for r in read_units(sequential)]
     assert json.loads((parallel / "converged.json").read_text())["status"] == "complete"
     assert not (parallel / "snapshots").exists()
 
@@ -57,7 +61,7 @@ def test_n_jobs_2_takes_the_records_of_n_jobs_1(run, tmp_path):
 # Units for run_units, defined here (not in a test) so that worker processes can import them.
 
 
-def tiny_unit(ctx, label, name, *, fail=False, wait_for=None, fresh=True):
+def tiny_unit(ctx, name, label, *, fail=False, wait_for=None, fresh=True):
     """A unit taking records of models "a" and "b" at 10 and 20 images.
 
     ``fail``: raise while measuring "a" at 20; ``wait_for``: measuring "a" at 20 first
@@ -123,7 +127,7 @@ def reference(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as in a worker: results can depend on the thread count
     try:
-        run_units(ctx, [Unit(name, tiny_unit, (name,)) for name in ("u", "v")])
+        run_units(ctx, [Unit(name, name, tiny_unit) for name in ("u", "v")])
     finally:
         torch.set_num_threads(threads)
     return without_timings(ctx.store.records)
@@ -136,7 +140,7 @@ def keys(records):
 def test_a_failing_worker_leaves_the_store_whole_and_its_unit_resumes(tmp_path, reference):
     out = tmp_path / "failing"
     ctx = context(out)
-    failing = [Unit("u", tiny_unit, ("u",)), Unit("v", partial(tiny_unit, fail=True), ("v",))]
+    failing = [Unit("u", "u", tiny_unit), Unit("v", "v", partial(tiny_unit, fail=True))]
     with pytest.raises(RuntimeError, match="v failed"):
         run_units(ctx, failing, n_jobs=2)
     stored = read_units(out)
@@ -146,7 +150,7 @@ def test_a_failing_worker_leaves_the_store_whole_and_its_unit_resumes(tmp_path, 
     assert [k for k in keys(stored) if k[0] == "v"] == [("v", "a", 10), ("v", "b", 10)]
     assert (out / "snapshots" / "v" / "resume.json").exists()
 
-    resumed = [Unit("u", tiny_unit, ("u",)), Unit("v", partial(tiny_unit, fresh=False), ("v",))]
+    resumed = [Unit("u", "u", tiny_unit), Unit("v", "v", partial(tiny_unit, fresh=False))]
     run_units(context(out), resumed, n_jobs=2)
     assert without_timings(read_units(out)) == reference
     assert not (out / "snapshots" / "v").exists()
@@ -169,7 +173,7 @@ def test_an_interrupt_stops_every_worker_and_keeps_what_they_recorded(tmp_path, 
         until(lambda: all(path.exists() for path in waiting))
         os.kill(os.getpid(), signal.SIGINT)
 
-    blocked = [Unit(name, partial(tiny_unit, wait_for=str(go)), (name,)) for name in ("u", "v")]
+    blocked = [Unit(name, name, partial(tiny_unit, wait_for=str(go))) for name in ("u", "v")]
     with InterruptGuard() as guard:
         threading.Thread(target=interrupt, daemon=True).start()
         with pytest.raises(Interrupted):
@@ -182,7 +186,7 @@ def test_an_interrupt_stops_every_worker_and_keeps_what_they_recorded(tmp_path, 
     ctx = context(out)
     ctx.reporter = Reporter(quiet=False)
     capfd.readouterr()
-    resumed = [Unit(name, partial(tiny_unit, fresh=False), (name,)) for name in ("u", "v")]
+    resumed = [Unit(name, name, partial(tiny_unit, fresh=False)) for name in ("u", "v")]
     run_units(ctx, resumed, n_jobs=2)
     assert without_timings(read_units(out)) == reference
     # The workers' lines, printed by this process; no progress bars.
@@ -226,7 +230,7 @@ def test_n_jobs_is_offered_where_units_run_through_the_shared_loop(capsys):
 
 _ORPHANED_WORKER = """
 import multiprocessing, sys, time
-from gfe_sklearn.experiments._parallel import start_worker
+from experiments._parallel import start_worker
 
 def worker():
     start_worker()

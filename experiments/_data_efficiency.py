@@ -1,16 +1,8 @@
 """``data-efficiency``: test cross-entropy after a few hundred training images (table 1)."""
 
-from .. import GradientFlowEncoder
 from ._common import fmt, fmt_mean_std, fmt_seconds, markdown_table, mean_std, save_figure
-from ._training import (
-    draw_stream,
-    gfe_settings,
-    load_dataset,
-    make_model,
-    model_titles,
-    scored_fields,
-    subset,
-)
+from ._models import KINDS, TRAINED, encoder_of, make_model, scored_with, titles
+from ._training import draw_stream, load_dataset, scored_fields, subset
 from ._units import Unit, run_checkpointed_unit
 
 NAME = "data-efficiency"
@@ -28,7 +20,7 @@ N_TEST_HELP = "test images evaluated: a fixed random subset of the test set"
 DEFAULTS = {"dataset": ["mnist"], "seeds": ["3"], "budgets": [480, 960, 1920, 3840, 5760]}
 SMOKE = {"seeds": ["2"], "budgets": [20, 40]}
 SELECTORS = {"budgets"}
-MODELS = ("ae", "gfe", "mixed")
+MODELS = tuple(KINDS)
 
 # Reference values, not results: table 1 of [2] (Flouris et al.), MNIST, full test set.
 PAPER_TABLE_1 = {
@@ -60,32 +52,29 @@ def check_options(args):
 
 def units(ctx):
     args = ctx.args
-    titles = model_titles(args)
     for dataset in args.dataset:
         data = load_dataset(dataset, data_home=args.data_home, n_train=args.n_train)
         X_test, _ = subset(data.X_test, data.y_test, args.n_test)
         for seed in args.seeds:
-            for kind in ("gfe", "ae"):
-                label = f"{titles[kind]} seed {seed} {data.name}"
-                yield Unit(label, _run_unit, (data, X_test, seed, kind))
+            for kind in TRAINED:
+                name = f"{kind}-{data.name}-seed{seed}"
+                label = f"{KINDS[kind].title_in(args)} seed {seed} {data.name}"
+                yield Unit(name, label, _run_unit, (data, X_test, seed, kind))
 
 
-def _run_unit(ctx, label, data, X_test, seed, kind):
+def _run_unit(ctx, name, label, data, X_test, seed, kind):
     args = ctx.args
-    titles = model_titles(args)
-    scored = ("ae", "mixed") if kind == "ae" else ("gfe",)
+    scored = scored_with(kind)  # the AE's model also gives Mixed's scores
 
     def due(images):
         return [{"dataset": data.name, "seed": seed, "model": m, "images": images} for m in scored]
 
     def measure(model, state, key):
-        encoder = model
-        if key["model"] == "mixed":
-            encoder = GradientFlowEncoder.from_autoencoder(model, **gfe_settings(args))
+        encoder = encoder_of(key["model"], model, args)
         fields, value = scored_fields(encoder, X_test, "test", state, device=model.device_)
         seconds = fields["eval_seconds"]
         message = (
-            f"  {titles[key['model']]} seed {seed} {data.name} "
+            f"  {KINDS[key['model']].title_in(args)} seed {seed} {data.name} "
             f"{state['seen']} images: test BCE {value:.4f} "
             f"(trained {state['seconds']:.1f} s, scored {seconds:.1f} s)"
         )
@@ -96,7 +85,7 @@ def _run_unit(ctx, label, data, X_test, seed, kind):
         due=due,
         measure=measure,
         checkpoints=args.budgets,
-        name=f"{kind}-{data.name}-seed{seed}",
+        name=name,
         label=label,
         make=lambda: make_model(kind, args, seed),
         X=data.X_train,
@@ -135,10 +124,10 @@ def summarize(records, args):
 
 
 def report(ctx):
-    from ..plotting import plot_curves
+    from gfe_sklearn.plotting import plot_curves
 
     args = ctx.args
-    titles = model_titles(args)
+    title = titles(args)
     summary = summarize(ctx.store.records, args)
     parts = []
     for dataset, by_model in summary.items():
@@ -150,10 +139,10 @@ def report(ctx):
         header = [
             "training images",
             "AE",
-            titles["gfe"],
+            title["gfe"],
             "Mixed",
             "AE train time",
-            f"{titles['gfe']} train time",
+            f"{title['gfe']} train time",
         ]
         if paper:
             header += ["AE (paper)", "GFE-amd (paper)", "Mixed (paper)"]
@@ -168,7 +157,7 @@ def report(ctx):
                 row += [fmt(paper[m].get(images)) for m in MODELS]
             rows.append(row)
         curves = {
-            titles[m]: {
+            title[m]: {
                 "x": sorted(by_model[m]),
                 "y": [by_model[m][i]["mean"] for i in sorted(by_model[m])],
                 "yerr": [by_model[m][i]["std"] for i in sorted(by_model[m])],
@@ -176,7 +165,7 @@ def report(ctx):
             for m in MODELS
             if m in by_model
         }
-        reference = {titles[m]: (sorted(v), [v[i] for i in sorted(v)]) for m, v in paper.items()}
+        reference = {title[m]: (sorted(v), [v[i] for i in sorted(v)]) for m, v in paper.items()}
         ax = plot_curves(
             curves,
             reference=reference,

@@ -6,9 +6,8 @@ import pickle
 import numpy as np
 import pytest
 
-from gfe_sklearn import GradientFlowEncoder
-from gfe_sklearn.experiments._common import sampler_rng
-from gfe_sklearn.experiments._snapshot import (
+from experiments._common import sampler_rng
+from experiments._snapshot import (
     DrawStream,
     EpochStream,
     SnapshotError,
@@ -16,6 +15,7 @@ from gfe_sklearn.experiments._snapshot import (
     remove_state,
     save_state,
 )
+from gfe_sklearn import GradientFlowEncoder
 
 pytestmark = pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 
@@ -86,7 +86,7 @@ def test_no_state_is_none(tmp_path):
 def test_a_crash_while_saving_leaves_the_previous_state(model, tmp_path, monkeypatch):
     est, X = model
     save_state(tmp_path / "resume.json", _state(est))
-    import gfe_sklearn.experiments._snapshot as snapshot
+    import experiments._snapshot as snapshot
 
     def crash(*args):
         raise KeyboardInterrupt

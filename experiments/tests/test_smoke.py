@@ -18,7 +18,7 @@ def check_outputs(name, out):
     assert result["records"] == read_units(out)
     assert result["summary"]
     markdown = (out / f"{name}.md").read_text()
-    assert "python -m gfe_sklearn.experiments " + name in markdown
+    assert "python -m experiments " + name in markdown
     assert re.search(r"^\| .* \|$", markdown, re.MULTILINE)
     figures = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", markdown)
     assert figures

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from experiments import EXPERIMENTS, build_parser, main
+from experiments._common import ConfigMismatch, OutFolderError, Store, parse_seeds
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
-from gfe_sklearn.experiments import EXPERIMENTS, build_parser, main
-from gfe_sklearn.experiments._common import ConfigMismatch, OutFolderError, Store, parse_seeds
 
 from .conftest import read_units
 
@@ -25,7 +25,7 @@ def test_every_experiment_of_the_issue_is_registered():
 
 def test_help_lists_experiments_through_python_m():
     result = subprocess.run(
-        [sys.executable, "-m", "gfe_sklearn.experiments", "--help"],
+        [sys.executable, "-m", "experiments", "--help"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -109,7 +109,7 @@ def test_parse_seeds_refuses_duplicates():
 def test_smoke_defaults_are_filled_in_and_shown_in_help():
     parser = build_parser()
     args = parser.parse_args(["data-efficiency", "--smoke"])
-    from gfe_sklearn.experiments._cli import resolve_options
+    from experiments._cli import resolve_options
 
     resolve_options(args, EXPERIMENTS["data-efficiency"])
     assert args.budgets == [20, 40] and args.seeds == [0, 1] and args.n_train == 200
@@ -403,7 +403,7 @@ def test_a_config_with_a_unit_or_a_snapshot_still_refuses_another_protocol(tmp_p
 
 def test_a_run_that_failed_before_its_first_unit_does_not_block_a_corrected_run(run, monkeypatch):
     # Before: the corrected run was refused ("holds results of another protocol").
-    from gfe_sklearn.experiments import _data_efficiency
+    from experiments import _data_efficiency
 
     def no_data(*args, **kwargs):
         raise RuntimeError("the data could not be loaded")
@@ -485,10 +485,10 @@ def test_a_line_of_units_jsonl_that_is_json_but_not_a_record_is_named(tmp_path, 
 
 def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path, capsys):
     # Before: both trained every unit and appended duplicates, counted as seeds.
-    from gfe_sklearn.experiments._lock import lock_out_folder
+    from experiments._lock import lock_out_folder
 
     argv = ["data-efficiency", "--smoke", "--quiet", "--dataset", "digits"]
-    with lock_out_folder(tmp_path, "python -m gfe_sklearn.experiments first-run"):
+    with lock_out_folder(tmp_path, "python -m experiments first-run"):
         assert main([*argv, "--out", str(tmp_path)]) == 1
         err = capsys.readouterr().err
         assert f"error: {tmp_path} is in use by another run (process " in err
@@ -500,7 +500,7 @@ def test_a_second_run_in_the_same_folder_is_refused_naming_the_first(tmp_path, c
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc")
 def test_an_out_folder_that_cannot_be_written_is_refused_before_training(capsys, monkeypatch):
     # Before: a PermissionError traceback (or, without the lock, failure after training).
-    from gfe_sklearn.experiments import _data_efficiency
+    from experiments import _data_efficiency
 
     monkeypatch.setattr(_data_efficiency, "load_dataset", lambda *a, **k: pytest.fail("ran"))
     argv = ["data-efficiency", "--smoke", "--quiet", "--dataset", "digits", "--out", "/proc"]
@@ -526,3 +526,73 @@ def test_a_damaged_line_before_the_last_of_units_jsonl_is_named(tmp_path):
     (tmp_path / "units.jsonl").write_text(lines[0][:-3] + "\n" + lines[1] + "\n")
     with pytest.raises(OutFolderError, match="Line 1 of .*units.jsonl is not valid JSON"):
         Store(tmp_path, "data-efficiency", {"batch_size": 5})
+
+
+def test_version_names_the_package_it_runs_with(capsys):
+    import gfe_sklearn
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out == (
+        f"python -m experiments with gfe-sklearn {gfe_sklearn.__version__}\n"
+    )
+
+
+@pytest.fixture
+def torch_threads_kept():
+    """--threads sets torch's process-wide count, which the rest of the session must not keep."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("threads", [2, 1])
+def test_threads_reach_every_fit_and_score(run, monkeypatch, torch_threads_kept, threads):
+    # Before: torch's process-wide count was set, but every fit and score ran on the
+    # estimators' default of one thread, whatever --threads said.
+    import torch
+
+    original, seen = torch.nn.Linear.forward, set()
+
+    def forward(self, input):
+        seen.add(torch.get_num_threads())
+        return original(self, input)
+
+    monkeypatch.setattr(torch.nn.Linear, "forward", forward)
+    torch.set_num_threads(3 - threads)  # neither the estimators' default nor --threads
+    code, out = run("data-efficiency", "--seeds", "1", "--budgets", "10", "--threads", str(threads))
+    assert code == 0
+    assert seen == {threads}
+    # Changes no result: not part of the protocol that a resumed run must match.
+    assert "threads" not in json.loads((out / "config.json").read_text())["protocol"]
+
+
+# -- one record file per unit, merged ----------------------------------------------------
+
+
+def test_unit_files_left_by_a_killed_run_are_merged_once(tmp_path):
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    store.add({"unit": "a", "images": 10})
+    store.unit("b").add({"unit": "b", "images": 10})
+    store.unit("c").add({"unit": "c", "images": 10})
+    # As if killed after it appended c's records but before it deleted c's file.
+    with open(tmp_path / "units.jsonl", "a") as units:
+        units.write('{"unit": "c", "images": 10}\n')
+    assert (tmp_path / "units" / "b.jsonl").exists()
+    # Rebuilding a report reads the unit files and changes nothing on disk.
+    report = Store(tmp_path, "data-efficiency", {"batch_size": 5}, read_only=True)
+    assert sorted(r["unit"] for r in report.records) == ["a", "b", "c"]
+    assert (tmp_path / "units" / "b.jsonl").exists()
+    store = Store(tmp_path, "data-efficiency", {"batch_size": 5})
+    assert sorted(r["unit"] for r in store.records) == ["a", "b", "c"]
+    assert sorted(r["unit"] for r in read_units(tmp_path)) == ["a", "b", "c"]
+    assert not (tmp_path / "units").exists()
+
+
+def test_a_folder_whose_only_results_are_unit_files_still_refuses_another_protocol(tmp_path):
+    Store(tmp_path, "data-efficiency", {"batch_size": 5}).unit("b").add({"unit": "b"})
+    with pytest.raises(ConfigMismatch, match="batch_size: 5 before, 2 now"):
+        Store(tmp_path, "data-efficiency", {"batch_size": 2})

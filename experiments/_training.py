@@ -1,4 +1,4 @@
-"""Data, models and resumable training shared by the experiments (public API only)."""
+"""Data, scores and resumable training shared by the experiments."""
 
 import hashlib
 import time
@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.utils import Bunch
 
-from .. import AutoEncoderBaseline, GradientFlowEncoder
-from ..datasets import load_fashion_mnist, load_mnist, load_segmented_mnist
+from gfe_sklearn.datasets import load_fashion_mnist, load_mnist, load_segmented_mnist
+
 from ._common import (
     Reporter,
     atomic_write_json,
@@ -17,6 +17,7 @@ from ._common import (
     sampler_rng,
     stopwatch,
 )
+from ._models import TRAINED, gfe_params, make_model, model_params, runtime_params
 from ._snapshot import DrawStream, EpochStream, load_state, remove_state, save_state
 
 __all__ = ["DrawStream", "EpochStream"]  # the streams live beside their snapshot format
@@ -30,17 +31,6 @@ DATASETS = {
     "digits": ("digits (8x8)", None),
     "segmented-digits": ("segmented digits (8x8)", None),
 }
-
-MODEL_TITLES = {"ae": "AE", "gfe": "GFE-amd", "mixed": "Mixed"}
-
-
-def model_titles(args):
-    """``MODEL_TITLES`` with the GFE named by its solver when ``--solver`` is not AMD."""
-    solver = getattr(args, "solver", None)
-    if solver in (None, "amd"):
-        return dict(MODEL_TITLES)
-    return {**MODEL_TITLES, "gfe": f"GFE ({solver})"}
-
 
 # Seeds of the fixed subsets, independent of --seeds, so every seed sees the same data.
 SUBSET_SEED = 0
@@ -135,55 +125,7 @@ def one_per_class(X, y, n):
     return X[picked], y[picked]
 
 
-# -- models -------------------------------------------------------------------------------------
-
-
-def model_params(args, seed):
-    """Estimator parameters shared by the AE and GFE models of a run."""
-    return dict(
-        n_components=args.n_components,
-        hidden_layer_sizes=tuple(args.hidden),
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        batch_size=args.batch_size,
-        device=args.device,
-        # The data's dtype, as every table was made with (float32 for the image loaders):
-        # a later default cannot refuse a run's resumption or move its numbers.
-        compute_dtype=None,
-        random_state=int(seed),
-    )
-
-
-# The papers' GFE-amd with the training flows our tables were made with, whatever the
-# estimator's defaults: experiments reproduce the papers, the defaults serve everyday use.
-PAPERS_GFE = {"solver": "amd", "fit_stop_tol": 1e-3}
-
-
-def gfe_params(args):
-    """Flow settings of every GFE of a run (also the Mixed encoder's) given on the command line."""
-    return {
-        name: getattr(args, name)
-        for name in ("solver", "tau", "stop_rule", "fit_stop_tol", "s_max", "s_min")
-        if getattr(args, name, None) is not None
-    }
-
-
-def gfe_settings(args):
-    """The GFE settings of a run: the papers' (``PAPERS_GFE``) unless the command line says."""
-    return {**PAPERS_GFE, **gfe_params(args)}
-
-
-def make_model(kind, args, seed, **params):
-    """``'ae'`` or ``'gfe'`` (AMD, approximate adjoint, the papers' GFE-amd) for ``seed``.
-
-    Both draw the same initial decoder for the same seed.
-    """
-    common = {**model_params(args, seed), **params}
-    if kind == "ae":
-        return AutoEncoderBaseline(**common)
-    if kind == "gfe":
-        return GradientFlowEncoder(**{**gfe_settings(args), **common})
-    raise ValueError(f"Unknown model kind {kind!r}; use 'ae' or 'gfe'.")
+# -- scores -----------------------------------------------------------------------------------
 
 
 def bce(model, X):
@@ -220,10 +162,15 @@ def fingerprint(value):
 
 class Snapshots:
     """Files of one training run: ``resume.json`` (the latest state) and ``at-<images>.json``,
-    each with its model files (``_snapshot``: nothing in them is unpickled)."""
+    each with its model files (``_snapshot``: nothing in them is unpickled).
 
-    def __init__(self, directory, name):
+    ``params`` are set on every model loaded (``runtime_params``): this run's, not those of
+    the run that saved it.
+    """
+
+    def __init__(self, directory, name, params=None):
         self.folder = Path(directory) / name
+        self.params = params or {}
 
     def resume_path(self):
         return self.folder / "resume.json"
@@ -232,7 +179,7 @@ class Snapshots:
         return self.folder / f"at-{int(images)}.json"
 
     def load_state(self):
-        return load_state(self.resume_path())
+        return load_state(self.resume_path(), self.params)
 
     def save_state(self, state):
         save_state(self.resume_path(), state)
@@ -241,7 +188,7 @@ class Snapshots:
         save_state(self.at_path(images), state)
 
     def load_at(self, images):
-        return load_state(self.at_path(images))
+        return load_state(self.at_path(images), self.params)
 
     def discard(self, keep_models=False):
         """Delete the resume state (and the models at checkpoints unless ``keep_models``)."""
@@ -279,7 +226,7 @@ def train(
     a re-run continues where an interrupted one stopped; with ``keep_models`` the model at
     each checkpoint is also kept as ``at-<images>.json``. Returns ``(model, state)``.
     """
-    snaps = Snapshots(snapshot_dir or ctx.snapshot_dir, name)
+    snaps = snapshots(ctx, name, snapshot_dir)
     state = snaps.load_state()
     if state is None:
         state = {
@@ -338,7 +285,9 @@ def train(
 
 
 def snapshots(ctx, name, snapshot_dir=None):
-    return Snapshots(snapshot_dir or ctx.snapshot_dir, name)
+    """The snapshots of the training run ``name``, whose models load with this run's settings."""
+    params = runtime_params(ctx.args) if ctx.args is not None else None
+    return Snapshots(snapshot_dir or ctx.snapshot_dir, name, params)
 
 
 def train_stages(ctx, data, seed, kind, stages, cache_dir):
@@ -360,7 +309,7 @@ def train_stages(ctx, data, seed, kind, stages, cache_dir):
         "stream": "draws",
     }
     name = f"{kind}-{data.name}-seed{seed}-{fingerprint(key)}"
-    snaps = Snapshots(cache_dir, name)
+    snaps = snapshots(ctx, name, cache_dir)
     found = {stage: snaps.load_at(stage) for stage in stages}
     if all(entry is not None for entry in found.values()):
         return found
@@ -449,7 +398,7 @@ def check_stage_options(args):
 def stage_images(args, kind):
     return {
         "small": args.small_images,
-        "full": args.gfe_images if kind == "gfe" else args.ae_images,
+        "full": getattr(args, f"{kind}_images"),  # --gfe-images, --ae-images
     }
 
 
@@ -468,7 +417,7 @@ def pending_stage_models(ctx, data, dataset):
     are trained (or loaded from the cache) only for seeds and kinds with a stage missing.
     """
     for seed in ctx.args.seeds:
-        for kind in ("gfe", "ae"):
+        for kind in TRAINED:
             key = {"dataset": dataset, "seed": seed, "model": kind}
             if all(ctx.store.has(**key, stage=stage) for stage in STAGES):
                 continue

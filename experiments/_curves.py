@@ -12,14 +12,8 @@ from ._common import (
     sampler_rng,
     save_figure,
 )
-from ._training import (
-    MODEL_TITLES,
-    DrawStream,
-    holdout,
-    load_dataset,
-    make_model,
-    scored_fields,
-)
+from ._models import KINDS, TRAINED, make_model, titles
+from ._training import DrawStream, holdout, load_dataset, scored_fields
 from ._units import Unit, run_checkpointed_unit
 
 NAME = "curves"
@@ -45,7 +39,9 @@ DEFAULTS = {
 }
 SMOKE = {"n_test": 20, "max_images": 100, "checkpoints": 3}
 SELECTORS = set()
-MODELS = ("ae", "gfe")
+MODELS = tuple(kind for kind in KINDS if kind in TRAINED)
+# The option that sets each kind's training images.
+MAX_IMAGES = {"gfe": "max_images", "ae": "ae_max_images"}
 
 
 def add_arguments(parser):
@@ -91,15 +87,15 @@ def units(ctx):
         data = load_dataset(dataset, data_home=args.data_home, n_train=args.n_train)
         X_train, _, X_val, _ = holdout(data.X_train, data.y_train, args.n_test)
         for seed in args.seeds:
-            for kind in ("gfe", "ae"):
-                label = f"{MODEL_TITLES[kind]} seed {seed} {dataset}"
-                yield Unit(label, _run_unit, (dataset, X_train, X_val, seed, kind))
+            for kind in TRAINED:
+                name = f"{kind}-{dataset}-seed{seed}"
+                label = f"{KINDS[kind].title_in(args)} seed {seed} {dataset}"
+                yield Unit(name, label, _run_unit, (dataset, X_train, X_val, seed, kind))
 
 
-def _run_unit(ctx, label, dataset, X_train, X_val, seed, kind):
+def _run_unit(ctx, name, label, dataset, X_train, X_val, seed, kind):
     args = ctx.args
-    limit = args.max_images if kind == "gfe" else args.ae_max_images
-    points = checkpoints(limit, args.checkpoints, args.batch_size)
+    points = checkpoints(getattr(args, MAX_IMAGES[kind]), args.checkpoints, args.batch_size)
 
     def due(images):
         return [{"dataset": dataset, "seed": seed, "model": kind, "images": images}]
@@ -117,7 +113,7 @@ def _run_unit(ctx, label, dataset, X_train, X_val, seed, kind):
         due=due,
         measure=measure,
         checkpoints=points,
-        name=f"{kind}-{dataset}-seed{seed}",
+        name=name,
         label=label,
         make=lambda: make_model(kind, args, seed),
         X=X_train,
@@ -150,9 +146,10 @@ def _first_reaching(series, level):
 
 
 def report(ctx):
-    from ..plotting import plot_curves, subplots
+    from gfe_sklearn.plotting import plot_curves, subplots
 
     args, records = ctx.args, ctx.store.records
+    title = titles(args)
     summary, parts = {}, []
     for dataset in args.dataset:
         series = {m: _series(records, dataset, m, args.seeds) for m in MODELS}
@@ -166,7 +163,7 @@ def report(ctx):
             (axes[0, 1], "train_seconds", "training time (s)"),
         ):
             curves = {
-                MODEL_TITLES[m]: {"x": s[x], "y": s["val_bce"], "yerr": s["val_bce_std"]}
+                title[m]: {"x": s[x], "y": s["val_bce"], "yerr": s["val_bce_std"]}
                 for m, s in series.items()
             }
             plot_curves(
@@ -184,7 +181,7 @@ def report(ctx):
             per_image = s["train_seconds"][-1] / s["images"][-1]
             rows.append(
                 [
-                    MODEL_TITLES[m],
+                    title[m],
                     f"{s['images'][-1]:,}",
                     fmt_mean_std(s["val_bce"][-1], s["val_bce_std"][-1]),
                     fmt_seconds(s["train_seconds"][-1]),
@@ -214,7 +211,8 @@ def report(ctx):
             "First validation at or below a BCE level (images seen, training time):",
             "",
             markdown_table(
-                ["val BCE level", "AE images", "AE time", "GFE-amd images", "GFE-amd time"], reach
+                ["val BCE level"] + [f"{title[m]} {x}" for m in MODELS for x in ("images", "time")],
+                reach,
             ),
             "",
             f"![validation BCE against images seen and time]({NAME}-{dataset}.png)",

@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from experiments._common import Interrupted, InterruptGuard, Reporter, Store
+from experiments._snapshot import DrawStream
+from experiments._training import Context
+from experiments._units import record_once, run_checkpointed_unit, run_unit
 from gfe_sklearn import AutoEncoderBaseline
-from gfe_sklearn.experiments._common import Interrupted, InterruptGuard, Reporter, Store
-from gfe_sklearn.experiments._snapshot import DrawStream
-from gfe_sklearn.experiments._training import Context
-from gfe_sklearn.experiments._units import record_once, run_checkpointed_unit, run_unit
 
 X = np.random.default_rng(0).random((40, 16))
 CHECKPOINTS = [10, 20]

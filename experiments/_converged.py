@@ -12,16 +12,8 @@ from ._common import (
     sampler_rng,
     save_figure,
 )
-from ._training import (
-    DATASETS,
-    EpochStream,
-    bce,
-    holdout,
-    load_dataset,
-    make_model,
-    model_titles,
-    subset,
-)
+from ._models import KINDS, TRAINED, make_model, titles
+from ._training import DATASETS, EpochStream, bce, holdout, load_dataset, subset
 from ._units import Unit, record_once, run_unit
 
 NAME = "converged"
@@ -37,7 +29,7 @@ tested with the parameters of their best validation epoch. Images seen and train
 are those up to that epoch."""
 N_TEST_HELP = "test images evaluated: a fixed random subset of the test set"
 
-MODELS = ("ae", "gfe")
+MODELS = tuple(kind for kind in KINDS if kind in TRAINED)
 DEFAULTS = {
     "dataset": ["mnist", "segmented-mnist", "fashion-mnist"],
     "seeds": ["1"],
@@ -98,15 +90,16 @@ def units(ctx):
         X_train, _, X_val, _ = holdout(data.X_train, data.y_train, args.n_val)
         X_test, _ = subset(data.X_test, data.y_test, args.n_test)
         for seed in args.seeds:
-            for kind in sorted(args.models, reverse=True):  # GFE-amd first, as before
-                label = f"{model_titles(args)[kind]} seed {seed} {data.name}"
-                yield Unit(label, _run_unit, (data.name, X_train, X_val, X_test, seed, kind))
+            for kind in (kind for kind in TRAINED if kind in args.models):
+                name = f"{kind}-{dataset}-seed{seed}"
+                label = f"{KINDS[kind].title_in(args)} seed {seed} {data.name}"
+                yield Unit(name, label, _run_unit, (data.name, X_train, X_val, X_test, seed, kind))
 
 
-def _run_unit(ctx, label, dataset, X_train, X_val, X_test, seed, kind):
+def _run_unit(ctx, name, label, dataset, X_train, X_val, X_test, seed, kind):
     args = ctx.args
     key = {"dataset": dataset, "seed": seed, "model": kind}
-    epochs = args.gfe_epochs if kind == "gfe" else args.ae_epochs
+    epochs = getattr(args, f"{kind}_epochs")  # --gfe-epochs, --ae-epochs
     n = len(X_train)
 
     def on_checkpoint(model, state):
@@ -169,7 +162,7 @@ def _run_unit(ctx, label, dataset, X_train, X_val, X_test, seed, kind):
 
     return run_unit(
         ctx,
-        name=f"{kind}-{dataset}-seed{seed}",
+        name=name,
         label=label,
         finished=ctx.store.has(**key, kind="final"),
         make=lambda: make_model(kind, args, seed),
@@ -203,7 +196,7 @@ def summarize(records, args):
 
 
 def report(ctx):
-    from ..plotting import plot_bars, plot_curves, subplots
+    from gfe_sklearn.plotting import plot_bars, plot_curves, subplots
 
     args, records = ctx.args, ctx.store.records
     summary = summarize(records, args)
@@ -224,7 +217,7 @@ def report(ctx):
             rows.append(
                 [
                     DATASETS[dataset][0],
-                    model_titles(args)[model],
+                    titles(args)[model],
                     fmt_mean_std(e["test_bce"], e["test_bce_std"]),
                     f"{e['images']:,.0f}",
                     f"{e['epochs']:.3g}",
@@ -237,17 +230,17 @@ def report(ctx):
     if not rows:
         return {"table": summary}, "No finished units yet."
 
-    titles = {m: model_titles(args)[m] for m in args.models}
+    title = titles(args)
     values = {
-        titles[m]: {DATASETS[d][0]: s[m]["test_bce"] for d, s in summary.items() if m in s}
+        title[m]: {DATASETS[d][0]: s[m]["test_bce"] for d, s in summary.items() if m in s}
         for m in args.models
     }
     errors = {
-        titles[m]: {DATASETS[d][0]: s[m]["test_bce_std"] for d, s in summary.items() if m in s}
+        title[m]: {DATASETS[d][0]: s[m]["test_bce_std"] for d, s in summary.items() if m in s}
         for m in args.models
     }
     reference = {
-        titles[m]: {DATASETS[d][0]: PAPER_TABLE_2[d][m] for d in summary if d in PAPER_TABLE_2}
+        title[m]: {DATASETS[d][0]: PAPER_TABLE_2[d][m] for d in summary if d in PAPER_TABLE_2}
         for m in args.models
     }
     ax = plot_bars(
@@ -275,7 +268,7 @@ def report(ctx):
                 key=lambda r: r["epoch"],
             )
             if epochs:
-                curves[titles[model]] = (
+                curves[title[model]] = (
                     [r["images"] for r in epochs],
                     [r["val_bce"] for r in epochs],
                 )

@@ -1,4 +1,4 @@
-"""``python -m gfe_sklearn.experiments <name> [options]``: the command line of the experiments."""
+"""``python -m experiments <name> [options]``: the command line of the experiments."""
 
 import argparse
 import contextlib
@@ -12,10 +12,10 @@ from pathlib import Path
 
 import torch
 
-from .. import GradientFlowEncoder
-from .._base import FIT_LOOP_PARAMETERS
-from .._device import resolve_device
-from ..flow import SOLVERS, STOP_RULES
+import gfe_sklearn
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
+from gfe_sklearn.flow import SOLVERS, STOP_RULES
+
 from . import _converged, _curves, _data_efficiency, _latent, _reconstructions, _solvers
 from ._common import (
     SNAPSHOTS_FOLDER,
@@ -30,7 +30,8 @@ from ._common import (
     parse_seeds,
 )
 from ._lock import lock_out_folder
-from ._training import DATASETS, PAPERS_GFE, Context, gfe_settings, make_model, model_params
+from ._models import KINDS, PAPERS_GFE, TRAINED, make_model, model_params
+from ._training import DATASETS, Context
 from ._units import run_units
 
 EXPERIMENTS = {
@@ -79,22 +80,22 @@ PAPERS = """\
 [2] The same authors. Gradient flow encoding with distance optimization adaptive step size."""
 
 RESUME_NOTE = """\
-Finished units are appended to OUT/units.jsonl as they complete, and training state is
-saved to OUT/snapshots every --snapshot-seconds, so Ctrl-C (or SIGTERM) loses at most the
-unit in progress since its last snapshot. Re-running the same command with the same --out
-resumes: finished units are skipped. The JSON, Markdown and PNG results are rebuilt from
-units.jsonl at the end (also after an interrupt, and alone with --report-only). An --out
+Each unit writes its results to OUT/units/UNIT.jsonl as it takes them, merged into
+OUT/units.jsonl when the units stop, and training state is saved to OUT/snapshots every
+--snapshot-seconds, so Ctrl-C (or SIGTERM) loses at most the unit in progress since its
+last snapshot. Re-running the same command with the same --out resumes: finished units
+are skipped. The JSON, Markdown and PNG results are rebuilt from the results at the end
+(also after an interrupt, and alone with --report-only). An --out
 holding results of different options is refused; --seeds and --dataset may change, to add
 seeds or datasets to a finished run. One run at a time uses an --out: a second one is
 refused with the first one's process id and command (OUT/.lock)."""
 
 PARALLEL_NOTE = """\
 With --n-jobs N, N units (a seed and a model, say) train at a time, each in a worker
-process with --threads torch threads (1 when not given). The records are those of the same
+process with --threads torch threads (1 when not given). The results are those of the same
 command with --n-jobs 1 and the same --threads (torch's results can depend on its thread
-count), appended to units.jsonl by this process alone as the workers take them; the lines
-are in that order. Ctrl-C or an error stops every worker: finished units stay recorded and
-the others resume from their last snapshot."""
+count), merged into units.jsonl in the same order. Ctrl-C or an error stops every worker:
+finished units stay recorded and the others resume from their last snapshot."""
 
 
 # The estimator parameter that each option sets, to name the option in an estimator's error.
@@ -170,7 +171,7 @@ def _n_jobs(text):
 def _device(text):
     """A device this machine has, checked now rather than at the first fit; kept as given."""
     try:
-        resolve_device(text)
+        AutoEncoderBaseline(device=text).check_params()
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
@@ -342,11 +343,17 @@ def _add_common(parser, module):
 
 def build_parser():
     parser = argparse.ArgumentParser(
-        prog="python -m gfe_sklearn.experiments",
+        prog="python -m experiments",
         description="Reproduce the experiments of the gradient flow encoding papers "
-        "[1, 2]. Each writes JSON, a Markdown table and PNG figures into --out.",
+        "[1, 2] from a source checkout. Each writes JSON, a Markdown table and PNG figures "
+        "into --out.",
         epilog=f"{PAPERS}\n\n{RESUME_NOTE}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"%(prog)s with gfe-sklearn {gfe_sklearn.__version__}",
     )
     sub = parser.add_subparsers(dest="experiment", metavar="EXPERIMENT", required=True)
     for name, module in EXPERIMENTS.items():
@@ -395,11 +402,9 @@ def check_model_options(args):
     The option types check each value alone; this catches what only the estimators know
     (an ``--s-max`` below AMD's first trial step, say) instead of the first fit, hours in.
     """
-    for kind in ("ae", "gfe"):
-        model = make_model(kind, args, args.seeds[0])
+    for kind in TRAINED:
         try:
-            model._validate_params()
-            model._check_params()
+            make_model(kind, args, args.seeds[0]).check_params()
         except (TypeError, ValueError) as exc:
             raise ValueError(f"{_options_named_in(str(exc))}: {exc}") from exc
 
@@ -426,17 +431,15 @@ def check_folder_options(args):
             )
 
 
-# Estimator parameters that cannot change an experiment's results: the seed's, runtime
-# settings, and fit's epoch loop (experiments train by partial_fit).
+# Estimator parameters that cannot change an experiment's results beyond those partial_fit
+# never reads (experiments train by partial_fit): the seed's and runtime settings.
 _NEVER_COMPARED = {"decoder", "encoder", "random_state", "device", "n_threads", "verbose"}
-_NEVER_COMPARED |= FIT_LOOP_PARAMETERS
 
 
 def _run_models(args):
-    return {
-        "GradientFlowEncoder": make_model("gfe", args, 0),
-        "AutoEncoderBaseline": make_model("ae", args, 0),
-    }
+    """A model of each trained kind, by estimator class, GFE first (as protocols hold them)."""
+    models = (make_model(kind, args, 0) for kind in TRAINED)
+    return {type(model).__name__: model for model in models}
 
 
 def estimator_settings(args):
@@ -444,19 +447,14 @@ def estimator_settings(args):
 
     Recorded in the protocol so that resuming a run after a default it relies on changed (a
     new ``fit_stop_tol``, say) is refused instead of mixing two settings in one table.
-    Parameters that cannot change its results are left out (``_NEVER_COMPARED``, and the
-    constants of solvers other than the run's), so that changing one does not refuse a run
-    it cannot affect; so is a default the run overrides.
+    Parameters that cannot change its results are left out (``_NEVER_COMPARED``, and those
+    that ``partial_fit_params`` leaves out: fit's epoch loop, the constants of solvers other
+    than the run's), so that changing one does not refuse a run it cannot affect.
     """
-    settings = {}
-    for name, model in _run_models(args).items():
-        unread = model._unread_parameters() if hasattr(model, "_unread_parameters") else set()
-        settings[name] = {
-            k: v
-            for k, v in model.get_params().items()
-            if k not in _NEVER_COMPARED and k not in unread
-        }
-    return settings
+    return {
+        name: {k: v for k, v in model.partial_fit_params().items() if k not in _NEVER_COMPARED}
+        for name, model in _run_models(args).items()
+    }
 
 
 def upgrade_protocol(args):
@@ -468,8 +466,11 @@ def upgrade_protocol(args):
     """
     current = estimator_settings(args)
     explicit = {
-        "GradientFlowEncoder": {**model_params(args, 0), **gfe_settings(args)},
-        "AutoEncoderBaseline": model_params(args, 0),
+        type(make_model(kind, args, 0)).__name__: {
+            **model_params(args, 0),
+            **KINDS[kind].options(args),
+        }
+        for kind in TRAINED
     }
 
     def upgrade(recorded):
@@ -567,7 +568,7 @@ def main(argv=None):
         resolve_options(args, module)
     except ValueError as exc:
         parser.error(str(exc))
-    command = "python -m gfe_sklearn.experiments " + shlex.join(argv)
+    command = "python -m experiments " + shlex.join(argv)
     try:
         import matplotlib  # noqa: F401  (checked now, not after hours of training)
     except ImportError:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from gfe_sklearn.experiments import main
+from experiments import main
 
 
 def real_data_home():

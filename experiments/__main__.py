@@ -1,4 +1,4 @@
-"""``python -m gfe_sklearn.experiments``."""
+"""``python -m experiments``."""
 
 import sys
 

@@ -1,7 +1,8 @@
 """Reproductions of the experiments of the gradient flow encoding papers.
 
-Run ``python -m gfe_sklearn.experiments --help`` for the list, and
-``python -m gfe_sklearn.experiments <name> --help`` for the options of one:
+They run from a source checkout, not from the installed package: from its root,
+``python -m experiments --help`` lists them, and ``python -m experiments <name> --help``
+gives the options of one:
 
 * ``data-efficiency`` - table 1 of [2]: test BCE after 480 to 5760 training images, AE / GFE-amd /
   Mixed, mean ± std over seeds.
@@ -19,10 +20,9 @@ Run ``python -m gfe_sklearn.experiments --help`` for the list, and
 via gradient flow. NeurIPS 2024 workshop on Machine Learning and the Physical Sciences.
 [2] The same authors. Gradient flow encoding with distance optimization adaptive step size.
 
-Each writes JSON, a Markdown report and PNG figures into ``--out``, records every finished
-unit at once in ``--out/units.jsonl`` and resumes from it when re-run. Only the public API
-(``gfe_sklearn``, ``gfe_sklearn.flow``, ``gfe_sklearn.datasets``, ``gfe_sklearn.plotting``)
-is used.
+Each writes JSON, a Markdown report and PNG figures into ``--out``, records every result at
+once (a file per unit, merged into ``--out/units.jsonl``) and resumes from them when re-run.
+Only the public API of gfe_sklearn is used (``experiments/tests/test_public_api.py``).
 """
 
 from ._cli import EXPERIMENTS, build_parser, main
