@@ -238,7 +238,7 @@ class GradientFlowImputer(_BaseImputer):
         super().__setstate__(state)
 
     def _encoder_template(self):
-        return GradientFlowEncoder(loss="mse", code_prior=0.0) if self.encoder is None else self.encoder
+        return GradientFlowEncoder(loss="mse") if self.encoder is None else self.encoder
 
     def _validate(self, X, reset):
         # A NaN is data to impute only when it is the placeholder.
