@@ -261,13 +261,14 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     distributed : {'auto', True, False}, default='auto'
         Data-parallel training when a ``torch.distributed`` process group is initialised
         (as under ``torchrun``): every rank calls ``fit`` or ``partial_fit`` with the same
-        ``X`` and parameters, encodes its share of each batch of ``batch_size`` rows, and
-        the gradients are combined so that every rank ends with the weights of the
-        one-process fit (to float rounding). ``device='auto'`` or ``'cuda'`` then puts each
+        ``X`` and parameters and encodes its share of each batch of ``batch_size`` rows;
+        the gradients are combined so that every rank ends with the same weights, those of
+        the one-process fit up to float rounding (which training amplifies, in float32 as
+        much as a change of ``n_threads`` does). ``device='auto'`` or ``'cuda'`` puts each
         rank on its own GPU (``LOCAL_RANK``), and ``save`` writes on rank 0 only
         (docs/scaling.md). ``'auto'`` trains data-parallel in a group of two ranks or more
-        and alone otherwise; ``True`` refuses to fit without a group; ``False`` trains each
-        rank's model alone, on its own data, in a group or not.
+        and alone otherwise; ``True`` refuses to fit without a group; ``False`` trains
+        each rank's model alone, on its own data, in a group or not.
 
     Attributes
     ----------
