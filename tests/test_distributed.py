@@ -20,13 +20,15 @@ import torch
 from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import GridSearchCV
 
-from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
+from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder, _distributed
 
 dist = torch.distributed
 
 pytestmark = [
     pytest.mark.distributed,
+    pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning"),
     pytest.mark.skipif(
         not (dist.is_available() and dist.is_gloo_available()),
         reason="needs torch.distributed with the gloo backend",
@@ -84,8 +86,16 @@ SCENARIOS = {
     "partial_fit": (GradientFlowEncoder(**F64, batch_size=25, random_state=4), "partial_fit x2"),
 }
 
-# A forward pass of the decoder in train mode (one per batch) at which rank 1 gets Ctrl-C.
+# A forward pass of the decoder in train mode (one per batch) at which one rank gets Ctrl-C
+# (SIGINT) or, as torchrun passes Ctrl-C on, SIGTERM.
 INTERRUPT_AT = 3
+INTERRUPTS = {"SIGINT": (1, signal.SIGINT), "SIGTERM": (0, signal.SIGTERM)}
+
+SEARCH = GridSearchCV(
+    GradientFlowEncoder(**F64, batch_size=32, max_iter=1, random_state=8),
+    {"learning_rate": [1e-3, 1e-2]},
+    cv=2,
+)
 
 
 def digits():
@@ -120,20 +130,21 @@ def record(estimator):
 
 
 class _SelfInterrupt(torch.nn.Module):
-    """A decoder that sends its process SIGINT in its ``at``-th forward pass in train mode."""
+    """A decoder that sends its process ``signum`` in its ``at``-th forward pass in train
+    mode."""
 
-    def __init__(self, at):
+    def __init__(self, at, signum):
         super().__init__()
         self.inner = torch.nn.Sequential(
             torch.nn.Linear(4, 16), torch.nn.ELU(), torch.nn.Linear(16, 64)
         )
-        self.at, self.calls = at, 0
+        self.at, self.signum, self.calls = at, signum, 0
 
     def forward(self, z):
         if self.training:
             self.calls += 1
             if self.calls == self.at:
-                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), self.signum)
         return self.inner(z)
 
 
@@ -159,17 +170,23 @@ def rank_main(out):
     except ValueError as error:
         results["different X"] = str(error)
 
-    interrupted = GradientFlowEncoder(
-        **SMALL,
-        batch_size=25,
-        max_iter=2,
-        random_state=7,
-        decoder=_SelfInterrupt(INTERRUPT_AT if rank == 1 else None),
-    )
-    try:
-        interrupted.fit(X)
-    except KeyboardInterrupt:
-        results["interrupted"] = record(interrupted)
+    for name, (interrupted_rank, signum) in INTERRUPTS.items():
+        at = INTERRUPT_AT if rank == interrupted_rank else None
+        interrupted = GradientFlowEncoder(
+            **SMALL, batch_size=25, max_iter=2, random_state=7, decoder=_SelfInterrupt(at, signum)
+        )
+        try:
+            interrupted.fit(X)
+        except KeyboardInterrupt:
+            results[name] = record(interrupted)
+        # The signals act as before the fit again.
+        results[name + " handler"] = signal.getsignal(signum) in (
+            signal.default_int_handler,
+            signal.SIG_DFL,
+        )
+
+    search = clone(SEARCH).fit(X)
+    results["search"] = (search.best_params_, list(search.cv_results_["mean_test_score"]))
 
     fitted = clone(SCENARIOS["lbfgs"][0]).set_params(max_iter=1).fit(X)
     fitted.save(Path(out) / f"saved-by-rank{rank}.safetensors")
@@ -256,12 +273,22 @@ def test_ranks_with_different_data_are_refused_by_name(ranks):
         assert "distributed=False" in result["different X"]
 
 
-def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_update(ranks):
+@pytest.mark.parametrize("name", list(INTERRUPTS))
+def test_ctrl_c_on_one_rank_stops_every_rank_after_the_same_update(ranks, name):
     _, (rank0, rank1) = ranks
-    assert_same(rank0["interrupted"], rank1["interrupted"])
+    assert_same(rank0[name], rank1[name])
     # The interrupt came in the third batch: two updates made, no epoch complete.
-    assert rank0["interrupted"]["n_samples_seen_"] == 2 * 25
-    assert rank0["interrupted"]["n_iter_"] == 0
+    assert rank0[name]["n_samples_seen_"] == 2 * 25
+    assert rank0[name]["n_iter_"] == 0
+    assert rank0[name + " handler"] and rank1[name + " handler"]
+
+
+def test_a_search_run_alike_on_every_rank_fits_each_candidate_data_parallel(ranks):
+    _, (rank0, rank1) = ranks
+    alone = clone(SEARCH).fit(digits())
+    assert rank0["search"][0] == rank1["search"][0] == alone.best_params_
+    np.testing.assert_allclose(rank0["search"][1], rank1["search"][1], rtol=0)
+    np.testing.assert_allclose(rank0["search"][1], alone.cv_results_["mean_test_score"], **TIGHT)
 
 
 def test_save_writes_on_rank_0_only(ranks):
@@ -270,6 +297,16 @@ def test_save_writes_on_rank_0_only(ranks):
     assert not (out / "saved-by-rank1.safetensors").exists()
     loaded = GradientFlowEncoder.load(out / "saved-by-rank0.safetensors")
     assert loaded.n_iter_ == 1 and loaded.distributed == "auto"
+
+
+def test_each_rank_takes_its_local_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert _distributed.local_gpu(rank=5) == 1  # torchrun's LOCAL_RANK, on any machine
+    monkeypatch.delenv("LOCAL_RANK")
+    assert _distributed.local_gpu(rank=0) == 0  # one machine, no LOCAL_RANK: the rank
+    with pytest.raises(ValueError, match="start one rank per GPU"):
+        _distributed.local_gpu(rank=2)
 
 
 def test_the_parameter_is_checked_and_cloned():
