@@ -248,6 +248,9 @@ class DataParallel:
             raise KeyboardInterrupt
         if error is not None:
             raise error
+        device = prepared[2].get("device_", getattr(estimator, "device_", None))
+        if self.backend == "nccl" and torch.device(device).type == "cuda":
+            self.device = str(device)  # a 'cuda:N' of the user's, where nccl binds this rank
         reports = [report for report, _ in gathered]
         failed = [(r, report["error"]) for r, report in enumerate(reports) if "error" in report]
         if failed:
