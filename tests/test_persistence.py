@@ -319,6 +319,21 @@ def test_user_decoder_is_passed_back_at_load(X, small, tmp_path):
         GradientFlowEncoder.load(tmp_path / "m", decoder=torch.nn.Linear(2, X.shape[1]))
 
 
+def test_a_user_decoder_with_tied_weights_saves_and_loads(X, small, tmp_path):
+    # Its state dict names one tensor twice; the safetensors package refuses tensors that
+    # share memory, so each is saved as a copy.
+    def decoder():
+        first, second = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        second.weight = first.weight
+        return torch.nn.Sequential(first, torch.nn.Tanh(), second, torch.nn.Linear(2, X.shape[1]))
+
+    est = GradientFlowEncoder(**small, decoder=decoder()).fit(X)
+    est.save(tmp_path / "m")
+    loaded = GradientFlowEncoder.load(tmp_path / "m", decoder=decoder())
+    assert loaded.decoder_[0].weight is loaded.decoder_[2].weight
+    np.testing.assert_array_equal(loaded.transform(X), est.transform(X))
+
+
 def test_a_decoder_is_refused_for_a_model_fitted_without_one(X, small, tmp_path):
     _fitted(GradientFlowEncoder, X, small).save(tmp_path / "m")
     with pytest.raises(ValueError, match="without a user-supplied decoder"):
