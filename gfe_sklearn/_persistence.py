@@ -89,7 +89,8 @@ class PersistenceMixin:
         """Write the estimator to ``path`` in a file that loading cannot make run code.
 
         Parameters and fitted attributes are stored as JSON, the weights and the optimizer's
-        state as raw tensors (the safetensors layout). Load it with ``load``; a model with a
+        state as raw tensors: a safetensors file, written by the ``safetensors`` package, whose
+        metadata holds the JSON. Load it with ``load``; a model with a
         user-supplied module (``decoder=``) stores that module's weights and class name, and
         ``load`` needs the rebuilt module. The file is written whole or not at all.
 
