@@ -64,6 +64,9 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         torch's intra-op CPU threads while fitting and encoding (see ``GradientFlowEncoder``).
     random_state : int, RandomState instance or None, default=None
     verbose : int, default=0
+    distributed : {'auto', True, False}, default='auto'
+        Data-parallel training in a ``torch.distributed`` process group, the encoder and
+        the decoder alike (see ``GradientFlowEncoder``).
 
     Attributes
     ----------
@@ -131,6 +134,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         n_threads: int | None = 1,
         random_state: RandomStateLike = None,
         verbose: int = 0,
+        distributed: bool | str = "auto",
     ) -> None:
         super().__init__(
             n_components=n_components,
@@ -153,6 +157,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
             random_state=random_state,
             verbose=verbose,
             decoder=decoder,
+            distributed=distributed,
         )
         self.encoder = encoder
 
@@ -192,7 +197,8 @@ class AutoEncoderBaseline(BaseFlowEstimator):
     def _modules(self):
         return [self.encoder_, self.decoder_]
 
-    def _training_loss(self, target):
+    def _training_loss(self, target, batch=None):
+        # Every row's loss is its own: a rank's share needs nothing from the others.
         loss = LOSSES[self._fitted_loss_name]
         return loss(self.decoder_(self._run_encoder(self.encoder_, target)), target)
 

@@ -27,11 +27,13 @@ from sklearn.base import (
 )
 from sklearn.exceptions import ConvergenceWarning, DataConversionWarning
 from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 from ._deprecation import renamed_argument
 from ._device import resolve_device, torch_threads
+from ._distributed import data_parallel
 from ._fitted_state import FITTED_FIELDS, started
 from ._persistence import PersistenceMixin
 from ._progress import progress_bar
@@ -209,6 +211,7 @@ class BaseFlowEstimator(
         "random_state": ["random_state"],
         "verbose": ["verbose"],
         "decoder": [torch.nn.Module, None],
+        "distributed": [StrOptions({"auto"}), "boolean"],
     }
 
     @abstractmethod
@@ -235,6 +238,7 @@ class BaseFlowEstimator(
         random_state,
         verbose,
         decoder,
+        distributed,
     ):
         self.n_components = n_components
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -256,6 +260,7 @@ class BaseFlowEstimator(
         self.random_state = random_state
         self.verbose = verbose
         self.decoder = decoder
+        self.distributed = distributed
 
     # Parameters added after models were first saved, with the value that reproduces how a
     # model saved before them behaves, where that differs from today's default.
@@ -304,8 +309,12 @@ class BaseFlowEstimator(
         }
 
     @abstractmethod
-    def _training_loss(self, target):
-        """Per-sample training loss of a batch, differentiable in the trained parameters."""
+    def _training_loss(self, target, batch=None):
+        """Per-sample training loss of a batch, differentiable in the trained parameters.
+
+        ``batch``: None when ``target`` is the whole batch; in data-parallel training, the
+        ``_distributed.BatchShare`` that says which rows of the global batch ``target`` holds.
+        """
 
     @abstractmethod
     def _encode(self, target, with_loss, **options):
@@ -539,13 +548,25 @@ class BaseFlowEstimator(
         # interrupt while checking) leaves it untouched. Training changes the estimator, its
         # modules and its optimizer in place: a failure there is undone from `before`; an
         # interrupt keeps what was reached (fit's Notes), unless nothing was.
-        with _one_fit_at_a_time(self), torch_threads(self.n_threads):  # the probe too
-            X, X_val, attributes = self._prepare_fit(X, incremental)
+        # In a process group every rank makes this call and trains its share of each batch
+        # (_distributed); the ranks agree on the checks, the weights and every update.
+        parallel = data_parallel(self)
+        with (
+            _one_fit_at_a_time(self),
+            torch_threads(self.n_threads),  # the probe too
+            contextlib.nullcontext() if parallel is None else parallel,
+        ):
+            if parallel is None:
+                X, X_val, attributes = self._prepare_fit(X, incremental)
+            else:
+                X, X_val, attributes = parallel.prepare(self, X, incremental)
             before = self._state_before_fit(incremental)
             self._updates_in_call = 0
             try:
                 self._start_fit(attributes, incremental)
-                self._train(X, X_val, incremental)
+                if parallel is not None:
+                    parallel.share_weights(self._modules())
+                self._train(X, X_val, incremental, parallel)
             except KeyboardInterrupt as interrupt:
                 if self._updates_in_call:
                     self._note_kept_model(interrupt)
@@ -612,15 +633,27 @@ class BaseFlowEstimator(
         if states["rng"] is not None:
             self._rng.set_state(states["rng"])
 
-    def _prepare_fit(self, X, incremental):
+    def _prepare_fit(self, X, incremental, parallel=None):
         """Check everything, building what the checks need aside; the estimator is unchanged.
 
         Returns the training rows, the validation rows (or None) and the attributes that
-        ``_start_fit`` sets.
+        ``_start_fit`` sets. With ``parallel`` (a ``_distributed.DataParallel``), the ranks
+        agree on the shuffling generator first, before any check could stop one of them.
         """
         first = not self._continues_training(incremental)
+        rng = getattr(self, "_rng", None) if incremental and not first else None
+        own_rng = rng is not None
+        if rng is None:  # a new model, or one saved without its shuffling generator
+            rng = check_random_state(self.random_state)
+        if parallel is not None:
+            rng = parallel.agreed_rng(rng, own=own_rng)
         hidden = self._check_params()
-        device = resolve_device(self.device) if first else self.device_
+        if not first:
+            device = self.device_
+        elif parallel is None:
+            device = resolve_device(self.device)
+        else:
+            device = parallel.resolve_device(self.device)
         if not first:
             self._check_same_architecture(hidden)
             if incremental:
@@ -628,10 +661,8 @@ class BaseFlowEstimator(
         X, attributes = self._checked_X(X, first)
         self._check_target_range(X)
         attributes.update(started(self, "fit"))
-        # partial_fit continues shuffling with the fitted generator, where the model has one.
-        if incremental and not first and getattr(self, "_rng", None) is not None:
-            attributes["_rng"] = self._rng
-        rng = attributes["_rng"]
+        # The generator chosen above: partial_fit's fitted one, or across ranks rank 0's.
+        attributes["_rng"] = rng
         dtype = model_dtype(X.dtype, device, self.compute_dtype) if first else self._model_dtype
         if self.learning_rate > torch.finfo(dtype).max:
             raise ValueError(
@@ -753,7 +784,7 @@ class BaseFlowEstimator(
     def _check_modules(self, modules, probe):
         """Further checks of user modules, given the decoder's output for one code."""
 
-    def _train(self, X, X_val, incremental):
+    def _train(self, X, X_val, incremental, parallel=None):
         """Run the epochs, end on the best validated weights, warn if ``max_iter`` cut it short."""
         plateau = (
             None
@@ -761,15 +792,16 @@ class BaseFlowEstimator(
             else _Plateau(self.tol, self.n_iter_no_change, keep_best_weights=X_val is not None)
         )
         try:
-            stopped = self._run_epochs(X, X_val, incremental, plateau)
+            stopped = self._run_epochs(X, X_val, incremental, plateau, parallel)
         finally:  # also after an interrupt, which keeps the model (see fit)
             if plateau is not None:
                 plateau.restore_best_weights(self._modules())
         if stopped is None and not incremental:
             self._warn_not_converged(watched_validation=X_val is not None)
 
-    def _run_epochs(self, X, X_val, incremental, plateau):
+    def _run_epochs(self, X, X_val, incremental, plateau, parallel):
         """The epoch loop; returns why it ended early ("converged", "budget") or None."""
+        reports = self.verbose and (parallel is None or parallel.rank == 0)
         budget = None if incremental else self.max_samples
         seen = 0
         for _ in range(1 if incremental else self.max_iter):
@@ -777,11 +809,17 @@ class BaseFlowEstimator(
             order = self._rng.permutation(X.shape[0])
             if budget is not None:
                 order = order[: budget - seen]
-            epoch_loss = self._run_epoch(X, order)
+            epoch_loss = self._run_epoch(X, order, parallel, reports)
             seen += order.size
-            validation = None if X_val is None else self._score_batches(X_val).mean()
+            validation = None
+            if X_val is not None and parallel is None:
+                validation = self._score_batches(X_val).mean()
+            elif X_val is not None:
+                validation = parallel.validation_score(self, X_val)
+            if parallel is not None:
+                epoch_loss, validation = parallel.agree_epoch(epoch_loss, validation)
             self._record_epoch(epoch_loss, validation)
-            if self.verbose:
+            if reports:
                 self._report_epoch(epoch_loss, validation, time.perf_counter() - start)
             if plateau is None:
                 continue
@@ -821,25 +859,23 @@ class BaseFlowEstimator(
             stacklevel=6,
         )
 
-    def _run_epoch(self, X, order):
+    def _run_epoch(self, X, order, parallel=None, reports=True):
         total = 0.0
-        bar = progress_bar(self.verbose, order.size, f"epoch {self.n_iter_ + 1}")
+        bar = progress_bar(self.verbose if reports else 0, order.size, f"epoch {self.n_iter_ + 1}")
         try:
             for start in range(0, order.size, self.batch_size):
-                target = self._tensor(X[order[start : start + self.batch_size]])
+                rows = order[start : start + self.batch_size]
                 for module in self._modules():
                     module.train()
-                batch_loss = self._training_loss(target).mean()
-                if not torch.isfinite(batch_loss):
-                    raise ValueError(self._non_finite_loss_message(batch_loss, target))
-                self.optimizer_.zero_grad(set_to_none=True)
-                batch_loss.backward()
-                self.optimizer_.step()
+                if parallel is None:
+                    batch_loss = self._update(self._tensor(X[rows]))
+                else:
+                    batch_loss = parallel.update(self, X, rows)
                 self._updates_in_call += 1
-                total += batch_loss.item() * target.shape[0]
-                self.n_samples_seen_ += target.shape[0]
+                total += batch_loss * rows.size
+                self.n_samples_seen_ += rows.size
                 if bar is not None:
-                    bar.update(target.shape[0])
+                    bar.update(rows.size)
         finally:
             # Validation scores the model as transform and score will use it, and so does
             # whoever gets the model after an error or an interrupt.
@@ -848,6 +884,16 @@ class BaseFlowEstimator(
             if bar is not None:
                 bar.close()
         return total / max(order.size, 1)
+
+    def _update(self, target):
+        """One optimizer step on the batch ``target``; returns its mean loss."""
+        batch_loss = self._training_loss(target).mean()
+        if not torch.isfinite(batch_loss):
+            raise ValueError(self._non_finite_loss_message(batch_loss, target))
+        self.optimizer_.zero_grad(set_to_none=True)
+        batch_loss.backward()
+        self.optimizer_.step()
+        return batch_loss.item()
 
     def _non_finite_loss_message(self, batch_loss, target):
         """Why the training loss is not finite, and the fix: the data, or divergence."""

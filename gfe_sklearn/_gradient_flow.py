@@ -314,6 +314,18 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         shuffling; an int makes ``fit`` and ``transform`` bit-reproducible on the CPU.
     verbose : int, default=0
         1 prints a line per epoch (loss, images seen, time); 2 adds a progress bar per epoch.
+        In data-parallel training rank 0 alone prints.
+    distributed : {'auto', True, False}, default='auto'
+        Data-parallel training when a ``torch.distributed`` process group is initialised
+        (as under ``torchrun``): every rank calls ``fit`` or ``partial_fit`` with the same
+        ``X`` and parameters and encodes its share of each batch of ``batch_size`` rows;
+        the gradients are combined so that every rank ends with the same weights, those of
+        the one-process fit up to float rounding (which training amplifies, in float32 as
+        much as a change of ``n_threads`` does). ``device='auto'`` or ``'cuda'`` puts each
+        rank on its own GPU (``LOCAL_RANK``), and ``save`` writes on rank 0 only
+        (docs/scaling.md). ``'auto'`` trains data-parallel in a group of two ranks or more
+        and alone otherwise; ``True`` refuses to fit without a group; ``False`` trains
+        each rank's model alone, on its own data, in a group or not.
 
     Attributes
     ----------
@@ -485,6 +497,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         fit_hide_fraction: float = 0.0,
         code_init: str = "zeros",
         code_prior: float = 0.0,
+        distributed: bool | str = "auto",
     ) -> None:
         super().__init__(
             n_components=n_components,
@@ -507,6 +520,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             random_state=random_state,
             verbose=verbose,
             decoder=decoder,
+            distributed=distributed,
         )
         self.solver = solver
         self.flow = flow
@@ -860,7 +874,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         prior = gaussian_code_penalty(zeros, zeros + 1, float(self.code_prior))
         return prior if penalty is None else sum_of_penalties(prior, penalty)
 
-    def _training_loss(self, target):
+    def _training_loss(self, target, batch=None):
         # The flow runs on the decoder in eval mode (rows independent); the update pass
         # sees it in train mode.
         # Training batches need no bit-level batch invariance (only transform's codes do), so
@@ -870,7 +884,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         cap = self.fit_max_steps if SOLVERS[solver].goes_to_endpoint else None
         seen, loss = target, None
         if self.fit_hide_fraction > 0:
-            seen = self._hidden_from_flow(target)
+            seen = self._hidden_from_flow(target, batch)
             loss = LOSSES[self._fitted_loss_name].observed_only()
         result = self._flow(
             seen, solver, self.adjoint, self.fit_stop_tol, row_chunk=None, max_steps=cap, loss=loss
@@ -881,21 +895,26 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             return loss
         # The encoder's term adds nothing to the loss's value (loss_curve_, early stopping)
         # and only the encoder's gradients: the codes are constants to it, as to the decoder.
-        distance = self._distillation_loss(target, result.z.detach())
+        distance = self._distillation_loss(target, result.z.detach(), batch)
         return loss + (distance - distance.detach())
 
-    def _distillation_loss(self, target, codes):
+    def _distillation_loss(self, target, codes, batch=None):
         """Each sample's squared distance from the encoder's guess to its code, measured in
-        the training codes' running standardisation, which it updates first."""
+        the training codes' running standardisation, which it updates first (with the
+        statistics of the whole batch when ``target`` is a rank's share of it)."""
         encoder = self.encoder_
         with torch.no_grad():
             encoder.code_batches += 1
             # A plain average over the first batches, then an exponential one that follows
             # the codes as the decoder learns.
             weight = max(1.0 / int(encoder.code_batches), CODE_STATS_MOMENTUM)
-            encoder.code_mean.lerp_(codes.mean(dim=0), weight)
-            if len(codes) > 1:
-                spread = codes.std(dim=0)
+            if batch is None:
+                size, mean = len(codes), codes.mean(dim=0)
+                spread = codes.std(dim=0) if size > 1 else None
+            else:
+                size, (mean, spread) = batch.size, batch.mean_std(codes)
+            encoder.code_mean.lerp_(mean, weight)
+            if size > 1:
                 encoder.code_scale.lerp_(
                     torch.where(spread > 0, spread, encoder.code_scale), weight
                 )
@@ -907,12 +926,19 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         """Flat rows with missing entries (NaN) read as 0, through ``encoder``."""
         return encoder(torch.nan_to_num(target.reshape(len(target), -1), nan=0.0))
 
-    def _hidden_from_flow(self, target):
+    def _hidden_from_flow(self, target, batch=None):
         """``target`` with a random part of each row's observed entries set to NaN
-        (``fit_hide_fraction``); a row that would lose every entry keeps them all."""
+        (``fit_hide_fraction``); a row that would lose every entry keeps them all.
+
+        A rank's share of a batch (``batch``) draws for the whole batch and keeps its rows,
+        so that the generator moves on every rank as in one process.
+        """
         observed = ~torch.isnan(target)
-        rates = self._rng.uniform(0, self.fit_hide_fraction, size=(target.shape[0], 1))
-        draws = self._rng.uniform(size=target.shape)
+        n_rows = target.shape[0] if batch is None else batch.size
+        rates = self._rng.uniform(0, self.fit_hide_fraction, size=(n_rows, 1))
+        draws = self._rng.uniform(size=(n_rows, *target.shape[1:]))
+        if batch is not None:
+            rates, draws = rates[batch.rows], draws[batch.rows]
         hidden = torch.as_tensor(draws < rates, device=target.device) & observed
         hidden[~(observed & ~hidden).any(dim=1)] = False
         return target.masked_fill(hidden, float("nan"))

@@ -1,19 +1,23 @@
 """Model files that loading cannot make run code: JSON for the settings, raw bytes for tensors.
 
-The layout is safetensors' (an 8-byte little-endian header length, a JSON header giving each
-tensor's dtype, shape and byte range, then the bytes), so any safetensors reader can inspect the
-weights. Reading parses JSON and copies bytes; it never unpickles, imports or evaluates anything,
-and it checks every field before using it, so a crafted file is refused, not obeyed.
+A model file is a safetensors file (an 8-byte little-endian header length, a JSON header giving
+each tensor's dtype, shape and byte range, then the bytes) whose ``__metadata__`` holds our
+JSON record. The ``safetensors`` package writes it and reads its tensor part: an audited,
+widely used and fuzzed parser checks the header's dtypes, shapes, byte ranges and the data's
+coverage. This module adds the limits it checks before that parser runs, our rules for the
+JSON (no duplicate keys, no deep nesting, nothing but tensor descriptions) and the checks of
+the record. Reading parses JSON and copies bytes; it never unpickles, imports or evaluates
+anything, so a crafted file is refused, not obeyed.
 """
 
-import io
 import json
-import math
 import os
 import stat
 import sys
 from pathlib import Path
 
+import safetensors
+import safetensors.torch
 import torch
 
 from ._files import atomic_write
@@ -21,7 +25,8 @@ from ._files import atomic_write
 FORMAT = "gfe-sklearn-model"
 FORMAT_VERSION = 1
 
-# A header larger than this is not ours (ours are a few kB): refuse before reading it.
+# A header larger than this is not ours (ours are a few kB): refuse before parsing it. The
+# safetensors package's own limit is 100 MB.
 MAX_HEADER_BYTES = 64 * 2**20
 
 # Reading holds the whole file in memory (twice, briefly): a larger file is refused unread.
@@ -31,6 +36,8 @@ MAX_FILE_BYTES = 4 * 2**30
 # JSON nested deeper than this is not ours (ours nests 4 levels): refused, not recursed into.
 MAX_JSON_DEPTH = 32
 
+# The dtypes a model file may hold. safetensors knows more (float8, complex, unsigned);
+# nothing we write has them, so a file that does is refused rather than handed to torch.
 DTYPES = {
     "F64": torch.float64,
     "F32": torch.float32,
@@ -45,6 +52,8 @@ DTYPES = {
 }
 DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
 
+TENSOR_FIELDS = {"dtype", "shape", "data_offsets"}
+
 
 class ModelFileError(ValueError):
     """A file that is not a readable gfe-sklearn model file; the message names the fix."""
@@ -55,32 +64,24 @@ def write_model_file(path, content, tensors):
 
     The file appears complete or not at all: it is written beside ``path`` and renamed.
     """
-    atomic_write(path, _parts(content, tensors))
+    atomic_write(path, [model_bytes(content, tensors)])
 
 
 def model_bytes(content, tensors):
-    """The bytes ``write_model_file`` writes."""
-    return b"".join(_parts(content, tensors))
+    """The bytes ``write_model_file`` writes: a safetensors file with our record as metadata."""
+    metadata = {"format": FORMAT, "content": json.dumps(content)}
+    return safetensors.torch.save(_cpu_copies(tensors), metadata=metadata)
 
 
-def _parts(content, tensors):
-    blobs, header, offset = [], {}, 0
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().to("cpu").contiguous()
+def _cpu_copies(tensors):
+    copies = {}
+    for name, tensor in tensors.items():
         if tensor.dtype not in DTYPE_NAMES:
             raise TypeError(f"tensor {name!r} has dtype {tensor.dtype}, which cannot be saved.")
-        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {
-            "dtype": DTYPE_NAMES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + len(data)],
-        }
-        blobs.append(data)
-        offset += len(data)
-    header["__metadata__"] = {"format": FORMAT, "content": json.dumps(content)}
-    encoded = json.dumps(header).encode("utf-8")
-    encoded += b" " * (-len(encoded) % 8)  # safetensors aligns the data to 8 bytes
-    return [len(encoded).to_bytes(8, "little"), encoded, *blobs]
+        # Copies, because safetensors refuses tensors that share memory (a user-supplied
+        # module with tied weights) and a file stores each name's bytes anyway.
+        copies[name] = tensor.detach().to("cpu", copy=True, memory_format=torch.contiguous_format)
+    return copies
 
 
 def read_model_file(path):
@@ -105,27 +106,29 @@ def read_model_file(path):
         os.close(handle)
         raise
     with os.fdopen(handle, "rb") as file:
-        return _read(file, path)
+        return _read(file.read(), path)
 
 
 def read_model_bytes(data, source):
     """``read_model_file`` for the file's bytes; ``source`` names them in errors."""
-    return _read(io.BytesIO(data), source)
+    return _read(data, source)
 
 
-def _read(file, path):
+def _read(data, path):
     if sys.byteorder != "little":  # the tensors are stored little-endian
         raise ModelFileError("model files can only be read on little-endian machines.")
-    size = file.seek(0, io.SEEK_END)
-    file.seek(0)
-    length = int.from_bytes(file.read(8), "little")
-    if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
+    length = int.from_bytes(data[:8], "little")
+    if len(data) < 8 or length > min(MAX_HEADER_BYTES, len(data) - 8):
         _refuse(path, "its header length does not fit the file")
-    header = _parse_header(path, file.read(length))
-    data = bytearray(file.read())
+    # Our rules for the JSON first: the safetensors parser takes the last of two equal keys
+    # silently (a reader taking the first would see other weights) and ignores unknown
+    # fields; the record lives in the metadata, which it returns only through a file name.
+    header = _parse_header(path, data[8 : 8 + length])
     content = _parse_content(path, header.pop("__metadata__", None))
-    tensors = _tensors(path, header, data)
-    return content, tensors
+    for name, entry in header.items():
+        if not isinstance(entry, dict) or set(entry) != TENSOR_FIELDS:
+            _refuse(path, f"entry {name!r} is not a tensor description")
+    return content, _tensors(path, data)
 
 
 def _refuse(path, problem):
@@ -203,42 +206,29 @@ def _parse_content(path, metadata):
     return content
 
 
-def _tensors(path, header, data):
-    tensors, spans = {}, []
-    for name, entry in header.items():
-        dtype, shape, begin, end = _checked_entry(path, name, entry, len(data))
-        spans.append((begin, end, name))
-        raw = (
-            torch.frombuffer(data, dtype=torch.uint8, count=end - begin, offset=begin)
-            if end > begin
-            else torch.empty(0, dtype=torch.uint8)
-        )
-        tensors[name] = raw.clone().view(dtype).reshape(shape)
-    spans.sort()
-    for (_, end, first), (begin, _, second) in zip(spans, spans[1:]):
-        if begin < end:
-            _refuse(path, f"tensors {first!r} and {second!r} overlap")
+def _tensors(path, data):
+    """The tensors, as the safetensors parser reads them (it checks every dtype, shape and byte
+    range against the file); each a writable copy of only the dtypes ``DTYPES`` lists."""
+    try:
+        views = safetensors.deserialize(data)
+    except safetensors.SafetensorError as error:
+        _refuse(path, f"the safetensors package refuses its tensors: {error}")
+    tensors = {}
+    while views:  # popped, so that each tensor's bytes are freed once copied
+        name, view = views.pop()
+        dtype = DTYPES.get(view["dtype"])
+        if dtype is None:
+            _refuse(
+                path,
+                f"tensor {name!r} has unknown dtype {view['dtype']!r:.40}; model files hold "
+                f"{', '.join(DTYPES)}",
+            )
+        # safetensors' sizes are unsigned 64-bit, torch's signed: a larger one is no size.
+        if not all(size < 2**63 for size in view["shape"]):
+            _refuse(path, f"tensor {name!r} has a malformed shape {view['shape']}")
+        # bytearray: a writable copy (the optimizer's state is updated in place, and torch
+        # tensors over immutable bytes would be written through).
+        raw = view["data"]
+        flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
+        tensors[name] = flat.reshape(view["shape"])
     return tensors
-
-
-def _checked_entry(path, name, entry, data_size):
-    if not isinstance(entry, dict) or set(entry) != {"dtype", "shape", "data_offsets"}:
-        _refuse(path, f"entry {name!r} is not a tensor description")
-    name_of_dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-    dtype = DTYPES.get(name_of_dtype) if isinstance(name_of_dtype, str) else None
-    if dtype is None:
-        _refuse(path, f"tensor {name!r} has unknown dtype {name_of_dtype!r:.40}")
-    if not _int_list(shape) or not _int_list(offsets) or len(offsets) != 2:
-        _refuse(path, f"tensor {name!r} has a malformed shape or byte range")
-    begin, end = offsets
-    itemsize = torch.empty(0, dtype=dtype).element_size()
-    if not 0 <= begin <= end <= data_size or end - begin != math.prod(shape) * itemsize:
-        _refuse(path, f"tensor {name!r}'s byte range does not match its shape or the file")
-    return dtype, shape, begin, end
-
-
-def _int_list(value):
-    # torch sizes are int64: a larger number is not a size, whatever else the entry says.
-    return isinstance(value, list) and all(
-        isinstance(item, int) and not isinstance(item, bool) and 0 <= item < 2**63 for item in value
-    )

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ._device import device_available, resolve_device
+from ._distributed import writes_files
 from ._model_file import (
     FORMAT_VERSION,
     ModelFileError,
@@ -88,7 +89,8 @@ class PersistenceMixin:
         """Write the estimator to ``path`` in a file that loading cannot make run code.
 
         Parameters and fitted attributes are stored as JSON, the weights and the optimizer's
-        state as raw tensors (the safetensors layout). Load it with ``load``; a model with a
+        state as raw tensors: a safetensors file, written by the ``safetensors`` package, whose
+        metadata holds the JSON. Load it with ``load``; a model with a
         user-supplied module (``decoder=``) stores that module's weights and class name, and
         ``load`` needs the rebuilt module. The file is written whole or not at all.
 
@@ -99,8 +101,17 @@ class PersistenceMixin:
             replaced and keeps its mode, unless it is read-only (then ``PermissionError``);
             a new one gets the mode the umask allows; a symbolic link is written through to
             the file it points to.
+
+        Notes
+        -----
+        In a ``torch.distributed`` process group where the estimator trains data-parallel
+        (``distributed`` not False), rank 0 alone writes: the ranks hold the same model, and
+        the others return at once without waiting, so calling ``save`` on rank 0 only works
+        as well. A rank that reads the file must wait for it, e.g. with
+        ``torch.distributed.barrier()`` after ``save`` on every rank.
         """
-        write_model_file(path, *self._record())
+        if writes_files(self):
+            write_model_file(path, *self._record())
 
     @classmethod
     def load(

@@ -120,3 +120,20 @@ def test_classifier_features_benchmark_prints_and_writes_its_table(tmp_path, mon
         assert 0.5 < row["logistic"] <= 1 and 0.5 < row["kneighbors"] <= 1
         assert (row["bce"] is None) == (label == "PCA")
         assert f"| {label} | {row['logistic']:.4f} | {row['kneighbors']:.4f} |" in printed
+
+
+@pytest.mark.distributed
+def test_ddp_fit_benchmark_prints_a_ratio_at_the_same_held_out_loss(capsys):
+    dist = pytest.importorskip("torch.distributed")
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("needs torch.distributed with the gloo backend")
+    bench = load_benchmark("bench_ddp_fit")
+    bench.main(["--dataset", "digits", "--n-train", "300", "--n-test", "100", "--batch-size", "64"])
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith("| 0 |")).split("|")
+    assert float(row[4].strip(" x")) > 0
+    bce_alone, bce_ranks, difference = (float(cell) for cell in row[8:11])
+    # float32: rounding grows over training (tests/test_distributed.py), 0.2% here.
+    assert bce_ranks == pytest.approx(bce_alone, rel=2e-2)
+    assert 0 <= difference < 0.1
+    assert "median speed-up of fit:" in out

@@ -8,6 +8,7 @@ import threading
 
 import numpy as np
 import pytest
+import safetensors
 import torch
 
 import gfe_sklearn._model_file as model_file
@@ -113,12 +114,29 @@ def test_an_optimizer_state_of_the_wrong_shape_is_refused_at_load(saved):
         GradientFlowEncoder.load(saved)
 
 
-def test_a_tensor_shape_beyond_int64_is_refused(saved):
-    def edit(header):
-        header[_optimizer_tensor(header)].update(shape=[0, 10**30], data_offsets=[0, 0])
+@pytest.mark.parametrize(
+    "size, match",
+    # Beyond 64 bits the safetensors parser refuses the size; between 2**63 and 2**64 it
+    # reads it, and torch's signed sizes cannot hold it.
+    [(10**30, "safetensors package refuses"), (2**63, "malformed shape")],
+)
+def test_a_tensor_shape_beyond_int64_is_refused(saved, size, match):
+    def edit(header):  # an empty tensor, so that its size is all that is wrong
+        header["decoder_.9.weight"] = {"dtype": "F32", "shape": [0, size], "data_offsets": [0, 0]}
 
     _rewrite(saved, edit_header=edit)
-    with pytest.raises(ModelFileError, match=rf"{saved.name}.*malformed shape"):
+    with pytest.raises(ModelFileError, match=rf"{saved.name}.*{match}"):
+        GradientFlowEncoder.load(saved)
+
+
+def test_a_dtype_the_safetensors_parser_reads_but_model_files_never_hold_is_refused(saved):
+    def edit(header):  # same bytes, read as unsigned integers
+        entry = header[_optimizer_tensor(header)]
+        entry["dtype"] = {"F32": "U32", "F64": "U64"}[entry["dtype"]]
+
+    _rewrite(saved, edit_header=edit)
+    safetensors.deserialize(saved.read_bytes())  # a valid layout: the check is ours
+    with pytest.raises(ModelFileError, match=rf"{saved.name}.*unknown dtype 'U(32|64)'"):
         GradientFlowEncoder.load(saved)
 
 
@@ -133,13 +151,11 @@ def test_a_tensor_the_architecture_has_no_place_for_is_refused(saved):
 
 @pytest.mark.parametrize("where", ["header", "settings"])
 def test_duplicate_keys_are_refused(saved, where):
-    # The last of two equal keys would win silently; the safetensors library refuses them.
+    # The last of two equal keys would win silently, and the safetensors parser takes it.
     header, rest = _header_and_rest(saved)
     if where == "header":
         entry = json.dumps(json.loads(header)["decoder_.0.bias"])
-        header = header.replace(
-            '{"decoder_.0.bias"', f'{{"decoder_.0.bias": {entry}, "decoder_.0.bias"'
-        )
+        header = f'{{"decoder_.0.bias": {entry}, {header.lstrip()[1:]}'
         name = "decoder_.0.bias"
     else:
         parsed = json.loads(header)
@@ -150,6 +166,7 @@ def test_duplicate_keys_are_refused(saved, where):
         assert parsed["__metadata__"]["content"] != content
         header, name = json.dumps(parsed), "format_version"
     _write_header(saved, header, rest)
+    safetensors.deserialize(saved.read_bytes())  # accepted there: the check is ours
     with pytest.raises(ModelFileError, match=rf"{saved.name}.*{name!r} twice"):
         GradientFlowEncoder.load(saved)
 

@@ -5,15 +5,27 @@ import json
 import os
 import pickle
 import sys
+from pathlib import Path
 
 import joblib
 import numpy as np
 import pytest
+import safetensors
+import safetensors.torch
 import torch
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import MinMaxScaler
 
 import gfe_sklearn._files as files
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder, trust_legacy_pickles
-from gfe_sklearn._model_file import ModelFileError
+from gfe_sklearn._model_file import (
+    ModelFileError,
+    model_bytes,
+    read_model_bytes,
+    read_model_file,
+)
+
+DATA = Path(__file__).parent / "data"
 
 ESTIMATORS = [GradientFlowEncoder, AutoEncoderBaseline]
 
@@ -129,13 +141,152 @@ def test_joblib_and_pickle_round_trips_keep_working(X, small, tmp_path):
     np.testing.assert_array_equal(joblib.load(tmp_path / "m.joblib").transform(X), est.transform(X))
 
 
-def test_file_is_readable_by_safetensors(X, small, tmp_path):
-    safetensors_torch = pytest.importorskip("safetensors.torch")
+def test_file_is_read_by_safe_open_with_the_record_intact(X, small, tmp_path):
     est = _fitted(AutoEncoderBaseline, X, small)
     est.save(tmp_path / "m.safetensors")
-    weights = safetensors_torch.load_file(str(tmp_path / "m.safetensors"))
+    content, tensors = est._record()
+    with safetensors.safe_open(tmp_path / "m.safetensors", framework="pt") as file:
+        metadata = file.metadata()
+        assert metadata["format"] == "gfe-sklearn-model"
+        assert json.loads(metadata["content"]) == json.loads(json.dumps(content))
+        assert sorted(file.keys()) == sorted(tensors)
+        for name, value in tensors.items():
+            assert _same_bits(file.get_tensor(name), value), name
+    weights = safetensors.torch.load_file(str(tmp_path / "m.safetensors"))
     for name, value in est.decoder_.state_dict().items():
         assert torch.equal(weights[f"decoder_.{name}"], value)
+
+
+def _same_bits(first, second):
+    return (
+        first.dtype == second.dtype
+        and first.shape == second.shape
+        and torch.equal(first.reshape(-1).view(torch.uint8), second.reshape(-1).view(torch.uint8))
+    )
+
+
+# gfe-sklearn wrote model files with its own code until 0.10.0 and with the safetensors
+# package since. The two helpers below are that writer and a plain reader of the layout.
+
+_LAYOUT_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def _old_model_bytes(content, tensors):
+    """A model file as gfe-sklearn's own writer made it (keys sorted, spaces after separators,
+    the header padded to 8 bytes, the metadata last)."""
+    names = {dtype: name for name, dtype in _LAYOUT_DTYPES.items()}
+    blobs, header, offset = [], {}, 0
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {
+            "dtype": names[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(data)],
+        }
+        blobs.append(data)
+        offset += len(data)
+    header["__metadata__"] = {"format": "gfe-sklearn-model", "content": json.dumps(content)}
+    encoded = json.dumps(header).encode("utf-8")
+    encoded += b" " * (-len(encoded) % 8)
+    return b"".join([len(encoded).to_bytes(8, "little"), encoded, *blobs])
+
+
+def _plain_read(raw):
+    """``(content, tensors)`` of a model file, decoded by hand from the layout."""
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    content = json.loads(header.pop("__metadata__")["content"])
+    data = raw[8 + length :]
+    tensors = {}
+    for name, entry in header.items():
+        begin, end = entry["data_offsets"]
+        flat = torch.frombuffer(bytearray(data[begin:end]), dtype=_LAYOUT_DTYPES[entry["dtype"]])
+        tensors[name] = flat.reshape(entry["shape"])
+    return content, tensors
+
+
+def _read_equal(first, second):
+    (content, tensors), (other_content, other_tensors) = first, second
+    return (
+        content == other_content
+        and sorted(tensors) == sorted(other_tensors)
+        and all(_same_bits(tensors[name], other_tensors[name]) for name in tensors)
+    )
+
+
+def test_a_file_written_before_the_safetensors_package_loads_bit_identically(X, tmp_path):
+    # Written by gfe-sklearn's own writer (commit dcc704d, 0.10.0 in development):
+    # GradientFlowEncoder(n_components=2, hidden_layer_sizes=(4,), max_iter=2, batch_size=8,
+    # device="cpu", random_state=0) fitted on RandomState(0).uniform(size=(24, 6)).
+    old = DATA / "gfe-before-safetensors.safetensors"
+    assert _read_equal(read_model_file(old), _plain_read(old.read_bytes()))
+    loaded = GradientFlowEncoder.load(old)
+    assert loaded.n_features_in_ == 6 and loaded.solver_ == "lbfgs"
+    loaded.save(tmp_path / "new.safetensors")
+    assert (tmp_path / "new.safetensors").read_bytes() != old.read_bytes()  # another layout
+    assert _read_equal(read_model_file(old), read_model_file(tmp_path / "new.safetensors"))
+    again = GradientFlowEncoder.load(tmp_path / "new.safetensors")
+    data = np.random.RandomState(1).uniform(size=(16, 6))
+    np.testing.assert_array_equal(again.transform(data), loaded.transform(data))
+    again.partial_fit(data)
+    loaded.partial_fit(data)
+    assert _states_equal(again.decoder_, loaded.decoder_)
+
+
+@pytest.mark.parametrize("cls", ESTIMATORS)
+def test_the_old_writer_and_the_safetensors_package_write_the_same_record(cls, X, small):
+    # GradientFlowEncoder with an encoder, so that both classes write encoder_ tensors.
+    params = {"code_init": "encoder"} if cls is GradientFlowEncoder else {}
+    est = _fitted(cls, X, small, **params)
+    record = est._record()
+    old, new = _old_model_bytes(*record), model_bytes(*record)
+    assert old != new  # compact JSON, metadata first: bytes differ, content does not
+    assert _read_equal(read_model_bytes(old, "old"), read_model_bytes(new, "new"))
+    assert _read_equal(read_model_bytes(old, "old"), _plain_read(new))
+    for raw in (old, new):
+        assert sorted(safetensors.torch.load(raw)) == sorted(record[1])
+
+
+@pytest.mark.parametrize(
+    "cls, trusted",
+    [
+        (GradientFlowEncoder, "gfe_sklearn._gradient_flow.GradientFlowEncoder"),
+        (AutoEncoderBaseline, "gfe_sklearn._autoencoder.AutoEncoderBaseline"),
+    ],
+)
+def test_skops_round_trips_a_pipeline_trusting_only_the_estimator_class(
+    cls, trusted, X, small, tmp_path
+):
+    # docs/persistence.md gives this route and these names.
+    sio = pytest.importorskip("skops.io")
+    pipe = make_pipeline(MinMaxScaler(clip=True), cls(**small)).fit(X)
+    sio.dump(pipe, tmp_path / "pipe.skops")
+    assert sio.get_untrusted_types(file=tmp_path / "pipe.skops") == [trusted]
+    with pytest.raises(sio.exceptions.UntrustedTypesFoundException):
+        sio.load(tmp_path / "pipe.skops")
+    loaded = sio.load(tmp_path / "pipe.skops", trusted=[trusted])
+    np.testing.assert_array_equal(loaded.transform(X), pipe.transform(X))
+
+
+def test_skops_refuses_a_model_with_a_user_supplied_module(X, small, tmp_path):
+    # docs/persistence.md says so and sends such models to save/load instead.
+    sio = pytest.importorskip("skops.io")
+    decoder = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.Tanh(), torch.nn.Linear(8, 16))
+    est = GradientFlowEncoder(**small, decoder=decoder).fit(X)
+    with pytest.raises(RuntimeError, match="TensorBase"):
+        sio.dump(est, tmp_path / "m.skops")
 
 
 def test_a_file_of_the_other_class_is_refused_with_its_name(X, small, tmp_path):
@@ -166,6 +317,21 @@ def test_user_decoder_is_passed_back_at_load(X, small, tmp_path):
     np.testing.assert_array_equal(loaded.transform(X), est.transform(X))
     with pytest.raises(ModelFileError, match="do not fit"):
         GradientFlowEncoder.load(tmp_path / "m", decoder=torch.nn.Linear(2, X.shape[1]))
+
+
+def test_a_user_decoder_with_tied_weights_saves_and_loads(X, small, tmp_path):
+    # Its state dict names one tensor twice; the safetensors package refuses tensors that
+    # share memory, so each is saved as a copy.
+    def decoder():
+        first, second = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+        second.weight = first.weight
+        return torch.nn.Sequential(first, torch.nn.Tanh(), second, torch.nn.Linear(2, X.shape[1]))
+
+    est = GradientFlowEncoder(**small, decoder=decoder()).fit(X)
+    est.save(tmp_path / "m")
+    loaded = GradientFlowEncoder.load(tmp_path / "m", decoder=decoder())
+    assert loaded.decoder_[0].weight is loaded.decoder_[2].weight
+    np.testing.assert_array_equal(loaded.transform(X), est.transform(X))
 
 
 def test_a_decoder_is_refused_for_a_model_fitted_without_one(X, small, tmp_path):
@@ -291,20 +457,51 @@ def _first_tensor(header):
 
 
 @pytest.mark.parametrize(
-    "edit, match",
+    "edit, names",
     [
-        (lambda h: h[_first_tensor(h)].update(dtype="O"), "unknown dtype"),
-        (lambda h: h[_first_tensor(h)].update(shape=[-1]), "malformed"),
-        (lambda h: h[_first_tensor(h)].update(shape=[10**12]), "byte range"),
-        (lambda h: h[_first_tensor(h)].update(data_offsets=[0, 10**12]), "byte range"),
-        (lambda h: h[_first_tensor(h)].update(extra="x"), "not a tensor description"),
-        (lambda h: h["__metadata__"].update(format="pickle"), "does not say"),
-        (lambda h: h.update({"decoder_.0.weight": h[_first_tensor(h)]}), "overlap"),
+        (lambda h: h[_first_tensor(h)].update(dtype="O"), None),
+        (lambda h: h[_first_tensor(h)].update(shape=[-1]), None),
+        (lambda h: h[_first_tensor(h)].update(shape=[10**12]), None),
+        (lambda h: h[_first_tensor(h)].update(data_offsets=[0, 10**12]), None),
+        (
+            lambda h: h.update({"decoder_.0.weight": h[_first_tensor(h)]}),
+            ("decoder_.0.bias", "decoder_.0.weight"),
+        ),
+    ],
+    ids=[
+        "unknown dtype",
+        "negative size",
+        "shape beyond its bytes",
+        "bytes beyond the file",
+        "overlapping bytes",
     ],
 )
-def test_crafted_tensor_descriptions_are_refused(saved, edit, match):
+def test_crafted_tensor_descriptions_are_refused_by_the_safetensors_parser(saved, edit, names):
+    # The safetensors package checks the tensor table; its reason reaches the user inside
+    # our error, which names the file (its wording varies with its version).
     _rewrite(saved, edit_header=edit)
-    with pytest.raises(ModelFileError, match=match):
+    with pytest.raises(safetensors.SafetensorError) as reason:
+        safetensors.deserialize(saved.read_bytes())
+    pattern = rf"{saved.name} is not a gfe-sklearn model file \(the safetensors package refuses"
+    with pytest.raises(ModelFileError, match=pattern) as refusal:
+        GradientFlowEncoder.load(saved)
+    # Which of two overlapping tensors the parser names varies from one call to the next.
+    names = names or ("",)
+    reasons = {str(reason.value).replace(first, other) for first in names for other in names}
+    assert any(reason in str(refusal.value) for reason in reasons)
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (lambda h: h[_first_tensor(h)].update(extra="x"), "not a tensor description"),
+        (lambda h: h["__metadata__"].update(format="pickle"), "does not say"),
+    ],
+)
+def test_headers_the_safetensors_parser_accepts_but_we_never_write_are_refused(saved, edit, match):
+    _rewrite(saved, edit_header=edit)
+    safetensors.deserialize(saved.read_bytes())  # valid safetensors: the check is ours
+    with pytest.raises(ModelFileError, match=rf"{saved.name}.*{match}"):
         GradientFlowEncoder.load(saved)
 
 
