@@ -316,9 +316,9 @@ def test_linear_mse_model_at_default_settings_encodes_to_the_map_code(
     assert error.max() < 1e-3
     if code_prior:  # the prior moved the endpoint by more than the promise's tolerance
         least_squares = np.linalg.lstsq(w, (X - b).T, rcond=None)[0].T
-        assert np.linalg.norm(least_squares - expected, axis=1).max() > 1e-2 * np.abs(
-            expected
-        ).max()
+        assert (
+            np.linalg.norm(least_squares - expected, axis=1).max() > 1e-2 * np.abs(expected).max()
+        )
 
 
 def test_model_pickled_before_the_code_stop_rule_keeps_its_loss_rule(X, small):
