@@ -107,6 +107,21 @@ def test_dask_transform_benchmark_prints_identical_codes_and_a_ratio(capsys):
     assert "median speed-up:" in out
 
 
+def test_classifier_features_benchmark_prints_and_writes_its_table(tmp_path, monkeypatch, capsys):
+    bench = load_benchmark("bench_classifier_features")
+    out = tmp_path / "features.json"
+    argv = ["bench_classifier_features.py", "--max-iter", "1", "--folds", "2", "--code-prior", "1"]
+    argv += ["--models", "GFE code_prior=1", "PCA", "--json", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench.main()
+    rows, printed = json.loads(out.read_text())["rows"], capsys.readouterr().out
+    assert list(rows) == ["GFE code_prior=1", "PCA"]
+    for label, row in rows.items():
+        assert 0.5 < row["logistic"] <= 1 and 0.5 < row["kneighbors"] <= 1
+        assert (row["bce"] is None) == (label == "PCA")
+        assert f"| {label} | {row['logistic']:.4f} | {row['kneighbors']:.4f} |" in printed
+
+
 @pytest.mark.distributed
 def test_ddp_fit_benchmark_prints_a_ratio_at_the_same_held_out_loss(capsys):
     dist = pytest.importorskip("torch.distributed")

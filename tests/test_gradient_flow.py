@@ -281,13 +281,18 @@ def test_clone_and_cross_val_score(Xy, small):
     assert scores.shape == (3,) and np.isfinite(scores).all()
 
 
+@pytest.mark.parametrize("code_prior", [0.0, 1.0])
 @pytest.mark.parametrize("compute_dtype", [None, "float32"])
 @pytest.mark.parametrize("solver", sorted(SOLVERS))
-def test_linear_mse_model_at_default_settings_encodes_to_least_squares(solver, compute_dtype):
+def test_linear_mse_model_at_default_settings_encodes_to_the_map_code(
+    solver, compute_dtype, code_prior
+):
     # The precision promise of the default stop rule, through the estimator: a linear
-    # decoder (no hidden layer) with the squared error has the least-squares code as the
-    # flow's endpoint. It holds in float32 arithmetic too, where the line searches of AMD and
-    # L-BFGS once stopped at 1.1e-3 and 1.2e-3 (the loss's rounding hid the last steps).
+    # decoder (no hidden layer) with the squared error has the ridge code as the flow's
+    # endpoint, minimising mean((W z + b - x)^2) + code_prior * ||z||^2 / (2 n): the
+    # least-squares code without the prior. It holds in float32 arithmetic too, where the
+    # line searches of AMD and L-BFGS once stopped at 1.1e-3 and 1.2e-3 (the loss's rounding
+    # hid the last steps).
     from sklearn.datasets import load_digits
 
     X = MinMaxScaler().fit_transform(load_digits().data[:300])
@@ -300,13 +305,20 @@ def test_linear_mse_model_at_default_settings_encodes_to_least_squares(solver, c
         device="cpu",
         random_state=0,
         compute_dtype=compute_dtype,
+        code_prior=code_prior,
     ).fit(X)
     layer = est.decoder_[0]
     w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
-    expected = np.linalg.lstsq(w, (X - b).T, rcond=None)[0].T
+    normal = w.T @ w + code_prior / 2 * np.eye(5)
+    expected = np.linalg.solve(normal, w.T @ (X - b).T).T
     codes = est.transform(X)
     error = np.linalg.norm(codes - expected, axis=1) / np.linalg.norm(expected, axis=1)
     assert error.max() < 1e-3
+    if code_prior:  # the prior moved the endpoint by more than the promise's tolerance
+        least_squares = np.linalg.lstsq(w, (X - b).T, rcond=None)[0].T
+        assert (
+            np.linalg.norm(least_squares - expected, axis=1).max() > 1e-2 * np.abs(expected).max()
+        )
 
 
 def test_model_pickled_before_the_code_stop_rule_keeps_its_loss_rule(X, small):
@@ -360,7 +372,11 @@ def test_flow_diagnostics_are_those_of_transform(solver, small):
     result = est.flow_diagnostics(X, record_history=True)
     # The same flow as transform's and score_samples' (one batch here): identical arithmetic.
     np.testing.assert_array_equal(result.z.numpy(), est.transform(X))
-    np.testing.assert_array_equal(-result.loss.numpy(), est.score_samples(X))
+    # The diagnostics report the loss the flow minimised, score_samples the reconstruction:
+    # they differ by the prior's term.
+    z = result.z.double().numpy()
+    prior = est.code_prior * 0.5 * (z**2).sum(axis=1) / X.shape[1]
+    np.testing.assert_allclose(-result.loss.numpy() + prior, est.score_samples(X), rtol=1e-5)
     assert result.z.device.type == "cpu" and not result.z.requires_grad
     steps = result.n_steps.numpy()
     assert result.loss_history.shape == (steps.max() + 1, 100)

@@ -67,6 +67,27 @@ def test_gfe_and_the_ae_train_on_the_same_images(monkeypatch):
         np.testing.assert_array_equal(X_gfe, X_ae)
 
 
+def test_code_prior_reaches_gfe_and_not_mixed(monkeypatch):
+    scored = []
+    real = _demo.GradientFlowEncoder.score
+
+    def spy(self, *args, **kwargs):
+        scored.append((self.n_iter_ > 0, self.code_prior))  # Mixed trained no epoch itself
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(_demo.GradientFlowEncoder, "score", spy)
+    _demo.run(
+        "digits",
+        budgets=[16],
+        n_test=30,
+        code_prior=0.25,
+        device="cpu",
+        plot=False,
+        log=lambda line: None,
+    )
+    assert set(scored) == {(True, 0.25), (False, 0.0)}
+
+
 def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit) as info:
         _demo.main(["--help"])
@@ -76,6 +97,7 @@ def test_help_explains_every_option(capsys):
         "--dataset",
         "--budgets",
         "--solver",
+        "--code-prior",
         "--device",
         "--out",
         "--n-test",
@@ -98,6 +120,8 @@ def test_help_explains_every_option(capsys):
         (["--n-test", "0"], "argument --n-test: expected a positive whole number"),
         (["--n-test", "1500"], "argument --n-test: digits has 1,797 images"),
         (["--seed", "-1"], "argument --seed: expected a whole number"),
+        (["--code-prior", "-0.1"], "argument --code-prior: expected a finite number >= 0"),
+        (["--code-prior", "some"], "argument --code-prior: expected a number"),
         (["--colour"], "unrecognized arguments: --colour"),
     ],
 )

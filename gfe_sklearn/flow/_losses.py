@@ -138,5 +138,14 @@ def gaussian_code_penalty(mean, scale, strength):
     return partial(_gaussian_code_penalty, mean, scale, strength)
 
 
+def _sum_of_penalties(penalties, z, target):
+    return sum(penalty(z, target) for penalty in penalties)
+
+
+def sum_of_penalties(*penalties):
+    """Per-sample code penalties added up, as one ``code_penalty`` for ``encode``."""
+    return partial(_sum_of_penalties, penalties)
+
+
 BCE = Loss("bce", bce_with_logits, torch.sigmoid, (0.0, 1.0), _bce_terms)
 MSE = Loss("mse", squared_error, lambda output: output, None, _squared_terms)
