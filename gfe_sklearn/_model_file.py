@@ -70,7 +70,24 @@ def write_model_file(path, content, tensors):
 def model_bytes(content, tensors):
     """The bytes ``write_model_file`` writes: a safetensors file with our record as metadata."""
     metadata = {"format": FORMAT, "content": json.dumps(content)}
-    return safetensors.torch.save(_cpu_copies(tensors), metadata=metadata)
+    return _in_our_order(safetensors.torch.save(_cpu_copies(tensors), metadata=metadata))
+
+
+def _in_our_order(data):
+    """``data`` with its header's metadata first and in a fixed order.
+
+    safetensors writes the metadata map in an order that changes from call to call, so one
+    model would give other bytes at each save and pickle: files that differ for nothing, and
+    hashes (joblib's, scikit-learn's parameter checks) that say a model changed when it
+    did not. The tensors' entries and bytes stay as safetensors laid them out.
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8 : 8 + size])
+    metadata = header.pop("__metadata__")
+    ordered = {"__metadata__": dict(sorted(metadata.items())), **header}
+    text = json.dumps(ordered, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)  # the alignment safetensors keeps for the bytes after it
+    return len(text).to_bytes(8, "little") + text + data[8 + size :]
 
 
 def _cpu_copies(tensors):
