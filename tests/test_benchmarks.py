@@ -137,3 +137,99 @@ def test_ddp_fit_benchmark_prints_a_ratio_at_the_same_held_out_loss(capsys):
     assert bce_ranks == pytest.approx(bce_alone, rel=2e-2)
     assert 0 <= difference < 0.1
     assert "median speed-up of fit:" in out
+
+
+@pytest.fixture(scope="module")
+def anchors():
+    return load_benchmark("imputation_anchors")
+
+
+def low_rank_unit_data(n_rows, n_features, rank, seed):
+    """A rank-``rank`` matrix squashed into [0, 1], with a little noise."""
+    rng = np.random.RandomState(seed)
+    X = rng.randn(n_rows, rank) @ rng.randn(rank, n_features) / np.sqrt(rank)
+    return 1 / (1 + np.exp(-X)) + 0.01 * rng.randn(n_rows, n_features)
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("MissForestImputer", dict(n_estimators=3, max_iter=2)),
+        ("SoftImputer", {}),
+        ("MIWAEImputer", dict(observation="studentt", posterior="studentt")),
+        ("MIWAEImputer", dict(observation="gaussian", posterior="gaussian")),
+        ("MIWAEImputer", dict(observation="bernoulli", posterior="studentt")),
+    ],
+)
+def test_anchor_imputers_fill_only_the_holes_of_new_rows(anchors, name, params):
+    if name == "MIWAEImputer":
+        params = dict(params, n_latent=2, hidden=16, epochs=2, n_impute_samples=16)
+    X = np.clip(low_rank_unit_data(80, 8, 2, seed=0), 0, 1)
+    holes = np.where(np.random.RandomState(1).uniform(size=X.shape) < 0.3, np.nan, X)
+    imputer = getattr(anchors, name)(**params, min_value=0, max_value=1, random_state=0)
+    imputer.fit(holes[:60])
+    filled = imputer.transform(holes[60:])
+    missing = np.isnan(holes[60:])
+    assert filled.shape == (20, 8) and np.all(np.isfinite(filled))
+    assert np.array_equal(filled[~missing], holes[60:][~missing])
+    assert filled.min() >= 0 and filled.max() <= 1
+    again = getattr(anchors, name)(**params, min_value=0, max_value=1, random_state=0)
+    assert np.array_equal(again.fit(holes[:60]).transform(holes[60:]), filled)
+
+
+def test_soft_imputer_recovers_a_planted_low_rank_matrix(anchors):
+    rng = np.random.RandomState(0)
+    X = rng.randn(300, 3) @ rng.randn(3, 30) + 0.05 * rng.randn(300, 30) + 1
+    holes = np.where(rng.uniform(size=X.shape) < 0.4, np.nan, X)
+    imputer = anchors.SoftImputer(random_state=0).fit(holes[:200])
+    filled = imputer.transform(holes[200:])
+    missing = np.isnan(holes[200:])
+    error = np.sqrt(np.mean((filled - X[200:])[missing] ** 2))
+    mean_error = np.sqrt(np.mean((imputer.mean_ - X[200:])[missing] ** 2))
+    assert error < 0.1 * mean_error
+    assert 3 <= imputer.rank_ and 0 < imputer.shrinkage_ < 1
+
+
+def test_soft_imputer_transform_is_the_fixed_point_of_fill_and_project(anchors):
+    rng = np.random.RandomState(1)
+    X = rng.randn(120, 4) @ rng.randn(4, 12) + 0.3 * rng.randn(120, 12)
+    holes = np.where(rng.uniform(size=X.shape) < 0.5, np.nan, X)
+    imputer = anchors.SoftImputer(shrinkage=0.2).fit(holes[:100])
+    new = holes[100:]
+    missing = np.isnan(new)
+    V, ratios = imputer.components_.T, imputer.ratios_
+    centred = np.where(missing, 0.0, new - imputer.mean_)
+    for _ in range(2000):  # the EM-style iteration: fill, project onto the shrunk subspace
+        centred = np.where(missing, ((centred @ V) * ratios) @ V.T, new - imputer.mean_)
+    assert imputer.rank_ > 0
+    np.testing.assert_allclose(imputer.transform(new), centred + imputer.mean_, atol=1e-10)
+
+
+def test_miwae_log_densities_match_scipy(anchors):
+    stats = pytest.importorskip("scipy.stats")
+    torch = pytest.importorskip("torch")
+    x, loc, scale, df = (torch.tensor(v, dtype=torch.float64) for v in (1.7, -0.3, 0.8, 4.5))
+    t = anchors._student_t_log_prob(x, loc, scale, df)
+    normal = anchors._normal_log_prob(x, loc, scale)
+    assert float(t) == pytest.approx(stats.t.logpdf(1.7, 4.5, loc=-0.3, scale=0.8), rel=1e-12)
+    assert float(normal) == pytest.approx(stats.norm.logpdf(1.7, loc=-0.3, scale=0.8), rel=1e-12)
+
+
+def test_imputation_benchmark_runs_the_anchors_on_a_table(bench_imputation, tmp_path, monkeypatch):
+    argv = ["bench_imputation.py", "--datasets", "diabetes", "--miwae-epochs", "2"]
+    argv += ["--methods", "mean", "MissForest-style", "SoftImpute", "MIWAE", "--out", str(tmp_path)]
+    monkeypatch.setattr(sys, "argv", argv)
+    bench_imputation.main()
+    result = json.loads((tmp_path / "imputation.json").read_text())["diabetes"]
+    assert list(result["methods"]) == ["mean", "MissForest-style", "SoftImpute", "MIWAE"]
+    assert result["patterns"] == list(bench_imputation.TABLE_PATTERNS)
+    assert result["n_train"] + result["n_test"] == 442 and result["n_features"] == 10
+    mean_rmse = {p: s["rmse"] for p, s in result["methods"]["mean"]["patterns"].items()}
+    for entry in result["methods"].values():
+        assert set(entry["patterns"]) == set(bench_imputation.TABLE_PATTERNS)
+        for pattern, scores in entry["patterns"].items():
+            assert 0 < scores["rmse"] < 2 * mean_rmse[pattern]
+            assert -1 < scores["r2"] < 1 and scores["fit_s"] >= 0
+        assert entry["fit_s"] == pytest.approx(sum(s["fit_s"] for s in entry["patterns"].values()))
+    soft = result["methods"]["SoftImpute"]["patterns"]
+    assert all(soft[p]["rmse"] < mean_rmse[p] for p in soft)
