@@ -398,7 +398,8 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
     min_value, max_value : float, default=-inf, inf
         Imputations are clipped to this range.
     random_state : int or None, default=None
-        Seeds a local ``torch.Generator`` (initial weights, batches, samples).
+        Seeds a local ``torch.Generator`` (initial weights, batches, samples); ``transform``
+        draws its samples from a generator seeded anew at each call.
 
     Attributes
     ----------
@@ -466,11 +467,11 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
             self.shift_ = _column_means(X)
             spread = np.sqrt(_column_means((X - self.shift_) ** 2))
             self.scale_ = np.where(spread > 1e-12, spread, 1.0)
-        seed = check_random_state(self.random_state).randint(np.iinfo(np.int32).max)
-        self.generator_ = torch.Generator().manual_seed(int(seed))
+        self.seed_ = int(check_random_state(self.random_state).randint(np.iinfo(np.int32).max))
+        generator = torch.Generator().manual_seed(self.seed_)
         d, h = self.n_latent, self.hidden
-        self.encoder_ = _mlp([p, h, h, h, _POSTERIORS[self.posterior] * d], self.generator_)
-        self.decoder_ = _mlp([d, h, h, _OBSERVATIONS[self.observation] * p], self.generator_)
+        self.encoder_ = _mlp([p, h, h, h, _POSTERIORS[self.posterior] * d], generator)
+        self.decoder_ = _mlp([d, h, h, _OBSERVATIONS[self.observation] * p], generator)
         self.fill_ = torch.zeros(p, requires_grad=bool(self.learn_fill))
         parameters = [*self.encoder_.parameters(), *self.decoder_.parameters()]
         if self.learn_fill:
@@ -480,10 +481,12 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
         self.loss_curve_ = []
         start = time.perf_counter()
         for _ in range(self.epochs):
-            order = torch.randperm(n, generator=self.generator_)
+            order = torch.randperm(n, generator=generator)
             total = 0.0
             for batch in torch.split(order, self.batch_size):
-                log_w, _ = self._log_weights(values[batch], observed[batch], self.n_importance)
+                log_w, _ = self._log_weights(
+                    values[batch], observed[batch], self.n_importance, generator
+                )
                 bound = torch.logsumexp(log_w, dim=0) - math.log(self.n_importance)
                 loss = -bound.mean()
                 optimizer.zero_grad()
@@ -496,19 +499,19 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
         self.n_epochs_ = len(self.loss_curve_)
         return self
 
-    def _log_weights(self, values, observed, n_samples):
+    def _log_weights(self, values, observed, n_samples, generator):
         """Log importance weights (samples, rows) and the decoder's means (samples, rows, p)."""
         d, p = self.n_latent, values.shape[1]
         encoded = self.encoder_(values + (1 - observed) * self.fill_)
         loc = encoded[:, :d]
         scale = torch.nn.functional.softplus(encoded[:, d : 2 * d])
         shape = (n_samples, *loc.shape)
-        noise = torch.randn(shape, generator=self.generator_)
+        noise = torch.randn(shape, generator=generator)
         if self.posterior == "studentt":
             df = _MIN_DF + torch.nn.functional.softplus(encoded[:, 2 * d :])
             # A Student-t draw is a normal over sqrt(chi2(df) / df), chi2(df) = 2 Gamma(df / 2);
             # torch's gamma sampler is differentiable in its shape (implicit reparameterisation).
-            gamma = torch._standard_gamma(df.expand(shape) / 2, generator=self.generator_)
+            gamma = torch._standard_gamma(df.expand(shape) / 2, generator=generator)
             z = loc + scale * noise * torch.rsqrt(2 * gamma / df)
             log_q = _student_t_log_prob(z, loc, scale, df).sum(-1)
         else:
@@ -538,10 +541,12 @@ class MIWAEImputer(TransformerMixin, BaseEstimator):
         L = self.n_impute_samples
         chunk = max(1, 2**17 // L)
         guesses = []
+        # Each call draws the same samples: imputing the same rows twice gives the same values.
+        generator = torch.Generator().manual_seed(self.seed_ + 1)
         with torch.no_grad():
             for rows in range(0, len(values), chunk):
                 log_w, mean = self._log_weights(
-                    values[rows : rows + chunk], observed[rows : rows + chunk], L
+                    values[rows : rows + chunk], observed[rows : rows + chunk], L, generator
                 )
                 weights = torch.softmax(log_w, dim=0)
                 guesses.append(torch.einsum("lr,lrp->rp", weights, mean).double().numpy())

@@ -173,6 +173,7 @@ def test_anchor_imputers_fill_only_the_holes_of_new_rows(anchors, name, params):
     assert filled.shape == (20, 8) and np.all(np.isfinite(filled))
     assert np.array_equal(filled[~missing], holes[60:][~missing])
     assert filled.min() >= 0 and filled.max() <= 1
+    assert np.array_equal(imputer.transform(holes[60:]), filled)
     again = getattr(anchors, name)(**params, min_value=0, max_value=1, random_state=0)
     assert np.array_equal(again.fit(holes[:60]).transform(holes[60:]), filled)
 
