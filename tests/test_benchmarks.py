@@ -234,3 +234,6 @@ def test_imputation_benchmark_runs_the_anchors_on_a_table(bench_imputation, tmp_
         assert entry["fit_s"] == pytest.approx(sum(s["fit_s"] for s in entry["patterns"].values()))
     soft = result["methods"]["SoftImpute"]["patterns"]
     assert all(soft[p]["rmse"] < mean_rmse[p] for p in soft)
+    assert all(0 < soft[p]["fitted"]["shrinkage"] < 1 for p in soft)
+    miwae = result["methods"]["MIWAE"]["patterns"]
+    assert [miwae[p]["fitted"]["epochs"] for p in miwae] == [2, 2]
