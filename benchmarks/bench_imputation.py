@@ -538,11 +538,17 @@ def print_table_tables(name, result):
     methods = list(result["methods"])
     patterns = result["patterns"]
     gfe = result["gfe"]
+    trained = {"GFE", "GFE (complete fit)", "AE zero-fill"} & set(methods)
     print(
         f"\n### {name} ({result['n_train']} training rows x {result['n_features']} features, "
         f"min-max scaled; every imputer fitted per pattern on the training rows missing that "
-        f"share completely at random; {result['n_test']} test rows; GFE {gfe['n_components']} "
-        f"components, {gfe['epochs']} epochs, loss {gfe['loss']}, code_prior {gfe['code_prior']}"
+        f"share completely at random; {result['n_test']} test rows"
+        + (
+            f"; GFE {gfe['n_components']} components, {gfe['epochs']} epochs, loss "
+            f"{gfe['loss']}, code_prior {gfe['code_prior']}"
+            if trained
+            else ""
+        )
         + (f"; MIWAE {result['miwae']['epochs']} epochs" if "miwae" in result else "")
         + ")\n"
     )
