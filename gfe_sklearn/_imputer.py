@@ -41,6 +41,14 @@ AUTO_PRIOR_HELD_OUT = 0.1
 AUTO_PRIOR_MAX_ROWS = 500
 AUTO_PRIOR_HIDDEN = 0.3
 AUTO_PRIOR_MIN_ROWS = 20
+# The encoder trained when none is given (docs/imputation.md, "The default imputer"): a
+# decoder trained to predict entries its codes did not see imputes better, and small data
+# need more epochs than the encoder's default 10 to train it: at least DEFAULT_MIN_SAMPLES
+# samples are seen. The training-loss plateau would end it early: hiding entries makes that
+# loss noisy, so the number of samples ends training instead.
+DEFAULT_HIDE_FRACTION = 0.8
+DEFAULT_MIN_EPOCHS = 10
+DEFAULT_MIN_SAMPLES = 15_000
 # What an imputer of several members shows of its first (its docstring's attributes).
 MEMBER_ATTRIBUTES = (
     "encoder_",
@@ -237,8 +245,17 @@ class GradientFlowImputer(_BaseImputer):
             state.setdefault("code_prior_scores_", None)
         super().__setstate__(state)
 
-    def _encoder_template(self):
-        return GradientFlowEncoder(loss="mse") if self.encoder is None else self.encoder
+    def _encoder_template(self, n_rows=None):
+        """The encoder to clone: the user's, or the default one, trained on ``n_rows`` rows."""
+        if self.encoder is not None:
+            return self.encoder
+        encoder = GradientFlowEncoder(fit_hide_fraction=DEFAULT_HIDE_FRACTION)
+        if n_rows:
+            epochs = max(DEFAULT_MIN_EPOCHS, -(-DEFAULT_MIN_SAMPLES // n_rows))
+            encoder.set_params(
+                max_iter=epochs, max_samples=epochs * n_rows, n_iter_no_change=epochs
+            )
+        return encoder
 
     def _validate(self, X, reset):
         # A NaN is data to impute only when it is the placeholder.
@@ -295,11 +312,11 @@ class GradientFlowImputer(_BaseImputer):
         """Fit the encoder, the prior and the starts on ``X`` (missing entries NaN)."""
         self.__dict__.pop("estimators_", None)  # from an earlier fit with n_estimators > 1
         rng = check_random_state(self.random_state)
-        encoder = clone(self._encoder_template()).set_params(allow_nan=True)
-        if encoder.random_state is None and self.random_state is not None:
+        seed = None
+        if self._encoder_template().random_state is None and self.random_state is not None:
             # Drawn only here, so that an encoder seeded by the user sees the same draws of
             # held-out rows and starts as before this existed.
-            encoder.set_params(random_state=rng.randint(np.iinfo(np.int32).max))
+            seed = rng.randint(np.iinfo(np.int32).max)
         X_valid = X[:, valid]
         seen = ~np.isnan(X_valid).all(axis=1)
         train, held_out = X_valid[seen], None
@@ -307,6 +324,9 @@ class GradientFlowImputer(_BaseImputer):
             order = rng.permutation(len(train))
             n_held_out = min(int(np.ceil(AUTO_PRIOR_HELD_OUT * len(train))), AUTO_PRIOR_MAX_ROWS)
             train, held_out = train[order[n_held_out:]], train[order[:n_held_out]]
+        encoder = clone(self._encoder_template(len(train))).set_params(allow_nan=True)
+        if seed is not None:
+            encoder.set_params(random_state=seed)
         encoder.fit(train)
         self.encoder_ = encoder
         self.code_prior_ = 0.0 if self.code_prior == "auto" else float(self.code_prior)
@@ -329,6 +349,9 @@ class GradientFlowImputer(_BaseImputer):
         # the first member draws for an unseeded encoder, and twin decoders average to one.
         seeds = rng.randint(np.iinfo(np.int32).max, size=(self.n_estimators, 2))[1:]
         for seed in seeds:
+            if self.encoder is None:  # each member sizes the default encoder's training
+                members.append(clone(member).set_params(random_state=int(seed[1])))
+                continue
             encoder = clone(template).set_params(random_state=int(seed[0]))
             members.append(clone(member).set_params(encoder=encoder, random_state=int(seed[1])))
         fitted = Parallel(n_jobs=self.n_jobs)(delayed(_fit_member)(m, X) for m in members)
