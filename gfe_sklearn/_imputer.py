@@ -64,10 +64,11 @@ class GradientFlowImputer(_BaseImputer):
     ----------
     encoder : GradientFlowEncoder, default=None
         The encoder's settings. ``fit`` trains a clone with ``allow_nan=True``; the instance
-        passed is not changed. None uses ``GradientFlowEncoder(loss='mse')``, which takes any
-        finite data; scale such data first (``StandardScaler`` and ``MinMaxScaler`` skip
-        NaN). For data in ``[0, 1]`` such as images, ``loss='bce'`` is the papers' choice,
-        and ``fit_hide_fraction=0.8`` trains the decoder for imputing (docs/imputation.md).
+        passed is not changed. None uses ``GradientFlowEncoder()``, whose ``loss='auto'``
+        trains with ``'bce'`` (the papers' choice) where every observed entry lies in
+        ``[0, 1]``, as in images, and with ``'mse'`` on any other finite data; scale such
+        data first (``StandardScaler`` and ``MinMaxScaler`` skip NaN). For images,
+        ``fit_hide_fraction=0.8`` trains the decoder for imputing (docs/imputation.md).
     missing_values : int, float or np.nan, default=np.nan
         The placeholder for the missing values. All occurrences of ``missing_values`` are
         imputed. X is read as numbers, so ``None`` in an object array is NaN: use
@@ -238,7 +239,7 @@ class GradientFlowImputer(_BaseImputer):
         super().__setstate__(state)
 
     def _encoder_template(self):
-        return GradientFlowEncoder(loss="mse") if self.encoder is None else self.encoder
+        return GradientFlowEncoder() if self.encoder is None else self.encoder
 
     def _validate(self, X, reset):
         # A NaN is data to impute only when it is the placeholder.
