@@ -706,9 +706,7 @@ class BaseFlowEstimator(
             )
         if first:
             generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-            attributes.update(
-                self._new_model(X.shape[1], hidden, loss, generator, dtype, device)
-            )
+            attributes.update(self._new_model(X.shape[1], hidden, loss, generator, dtype, device))
         if not first and self.early_stopping and self.validation_scores_ is None:
             attributes["validation_scores_"] = []  # the model was fitted without validation
         X_val = None
