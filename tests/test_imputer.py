@@ -51,11 +51,12 @@ def with_holes(X, fraction=0.3, seed=0):
 
 @parametrize_with_checks(
     [
-        GradientFlowImputer(encoder=small_encoder(loss="mse")),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), code_prior=1.0),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), n_starts=3, random_state=0),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), n_estimators=2, random_state=0),
+        # The default loss='auto', as the default encoder's: any table, bce on [0, 1].
+        GradientFlowImputer(encoder=small_encoder()),
+        GradientFlowImputer(encoder=small_encoder(), add_indicator=True),
+        GradientFlowImputer(encoder=small_encoder(), code_prior=1.0),
+        GradientFlowImputer(encoder=small_encoder(), n_starts=3, random_state=0),
+        GradientFlowImputer(encoder=small_encoder(), n_estimators=2, random_state=0),
     ]
 )
 def test_sklearn_compatible_imputer(estimator, check):
@@ -93,7 +94,7 @@ def test_encoder_is_cloned_with_allow_nan_and_left_unchanged(X):
     assert imputer.encoder_ is not encoder
     assert imputer.encoder_.allow_nan and not encoder.allow_nan
     assert not hasattr(encoder, "decoder_")
-    assert GradientFlowImputer()._encoder_template().loss == "mse"
+    assert GradientFlowImputer()._encoder_template().loss == "auto"
 
 
 def test_other_placeholders_than_nan(X):
