@@ -72,7 +72,9 @@ def test_sklearn_compatible_estimator(estimator, check):
 # transform and score clip what fit, without its range check, accepted; the warning is noise.
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.DataConversionWarning")
 def test_bce_failures_are_only_the_range_check(cls, monkeypatch):
-    monkeypatch.setattr(BaseFlowEstimator, "_check_target_range", lambda self, X, loss, name="X": None)
+    monkeypatch.setattr(
+        BaseFlowEstimator, "_check_target_range", lambda self, X, loss, name="X": None
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", SkipTestWarning)
