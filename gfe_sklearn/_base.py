@@ -396,8 +396,8 @@ class BaseFlowEstimator(
                 f"it, so {name} must lie in [{low:g}, {high:g}]"
             )
             fix = (
-                "or fit a new model on such data (warm_start=False), for which loss='auto' "
-                "chooses 'mse' (as loss='mse' does)"
+                "or fit a new model (warm_start=False) on such data, for which loss='auto' "
+                "chooses 'mse' (or set loss='mse')"
             )
         else:
             which = f"loss={loss!r} needs {name} in [{low:g}, {high:g}]"
