@@ -1,10 +1,11 @@
 """A custom convolutional decoder: GFE needs only a decoder, any ``torch.nn.Module``
 =================================================================================
 
-The decoder maps codes ``(n, n_components)`` to images ``(n, 1, 8, 8)`` (logits, for the
-default ``loss='bce'``); ``X`` stays two-dimensional and its rows are reshaped to the
-decoder's output shape. ``fit`` trains a copy of the module, so the one passed in is left
-as it was. The same module, with a mirror-image encoder, trains an autoencoder::
+The decoder maps codes ``(n, n_components)`` to images ``(n, 1, 8, 8)`` (logits: on pixels
+in ``[0, 1]`` the default ``loss='auto'`` chooses ``'bce'``); ``X`` stays two-dimensional
+and its rows are reshaped to the decoder's output shape. ``fit`` trains a copy of the
+module, so the one passed in is left as it was. The same module, with a mirror-image
+encoder, trains an autoencoder::
 
     python examples/custom_conv_decoder.py
 """

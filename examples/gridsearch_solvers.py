@@ -2,8 +2,8 @@
 ===========================================================================
 
 The README's example.
-``MinMaxScaler(clip=True)`` keeps held-out rows inside ``[0, 1]``, which ``loss='bce'``
-models; ``verbose=1`` prints a line per training epoch.
+``MinMaxScaler(clip=True)`` keeps held-out rows inside ``[0, 1]``, where the default
+``loss='auto'`` trains with ``'bce'``; ``verbose=1`` prints a line per training epoch.
 Each candidate solver is fitted on three folds and the best one refitted on all the data::
 
     python examples/gridsearch_solvers.py

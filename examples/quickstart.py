@@ -1,10 +1,10 @@
 """Quickstart: fit a gradient flow encoder, encode, decode, score, save and load
 =============================================================================
 
-Digits are scaled to ``[0, 1]`` (the default ``loss='bce'`` models pixel intensities there)
-and passed as float32, which trains a float32 model, about twice as fast as float64 on a
-CPU. ``max_samples`` stops training after that many images; ``verbose=1`` prints a line
-per epoch::
+Digits are scaled to ``[0, 1]``, where the default ``loss='auto'`` chooses ``'bce'`` (the
+papers' cross-entropy of pixel intensities), and passed as float32, which trains a float32
+model, about twice as fast as float64 on a CPU. ``max_samples`` stops training after that
+many images; ``verbose=1`` prints a line per epoch::
 
     python examples/quickstart.py
 """

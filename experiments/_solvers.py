@@ -118,7 +118,7 @@ def flow_settings(model):
         solver=params["solver"],
         flow=params["flow"],
         adjoint="approx",
-        loss=params["loss"],
+        loss=model.loss_,  # the fitted model's: 'auto' resolved at its fit
         tau=horizon(params["solver"], params["tau"]),
         alpha=params["alpha"],
         stop_rule=params["stop_rule"],

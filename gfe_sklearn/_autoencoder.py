@@ -34,8 +34,11 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         Decoder widths from the latent side to the data side; the encoder uses them reversed.
     activation : {'elu', 'relu', 'leaky_relu', 'gelu', 'silu', 'softplus', 'tanh', \
 'sigmoid', 'identity'}, default='elu'
-    loss : {'bce', 'mse'}, default='bce'
+    loss : {'auto', 'bce', 'mse'}, default='auto'
         ``'bce'`` needs ``X`` in ``[0, 1]`` (e.g. after ``MinMaxScaler(clip=True)``).
+        ``'auto'`` is ``'bce'`` where every observed entry of the first fit's ``X`` lies in
+        ``[0, 1]`` and ``'mse'`` otherwise (see ``GradientFlowEncoder``); ``loss_`` records
+        the choice.
     optimizer : {'rmsprop', 'adam'}, default='rmsprop'
         RMSprop uses the papers' ``alpha=0.9, eps=1e-6``.
     learning_rate : float, default=5e-4
@@ -73,6 +76,9 @@ class AutoEncoderBaseline(BaseFlowEstimator):
     encoder_ : torch.nn.Module
     decoder_ : torch.nn.Module
     optimizer_ : torch.optim.Optimizer
+    loss_ : {'bce', 'mse'}
+        The loss the model trains and scores with: ``loss``, with ``'auto'`` resolved at
+        the first fit (see ``GradientFlowEncoder``).
     device_ : str
     n_features_in_ : int
     feature_names_in_ : ndarray of shape (`n_features_in_`,)
@@ -116,7 +122,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         n_components: int = 20,
         hidden_layer_sizes: int | Sequence[int] = (150, 300, 600),
         activation: str = "elu",
-        loss: str = "bce",
+        loss: str = "auto",
         optimizer: str = "rmsprop",
         learning_rate: float = 5e-4,
         batch_size: int = 32,
@@ -199,7 +205,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
 
     def _training_loss(self, target, batch=None):
         # Every row's loss is its own: a rank's share needs nothing from the others.
-        loss = LOSSES[self._fitted_loss_name]
+        loss = LOSSES[self.loss_]
         return loss(self.decoder_(self._run_encoder(self.encoder_, target)), target)
 
     def _encode(self, target, with_loss):
@@ -216,7 +222,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
         )
         loss = None
         if with_loss:
-            loss_fn = LOSSES[self._fitted_loss_name]
+            loss_fn = LOSSES[self.loss_]
             loss = invariant_rowwise(
                 lambda z, t: loss_fn(decoder(z), t),
                 codes,

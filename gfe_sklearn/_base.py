@@ -122,6 +122,22 @@ def _one_fit_at_a_time(estimator):
             _TRAINING.discard(id(estimator))
 
 
+def _values_range(X, target_range):
+    """``(lowest, highest)`` of the observed (non-NaN) values of ``X`` where some lie outside
+    ``target_range`` (by more than rounding, ``RANGE_SLACK``), else None."""
+    values = X.data if sp.issparse(X) else X
+    if target_range is None or values.size == 0:
+        return None
+    low, high = target_range
+    with warnings.catch_warnings():  # every value NaN: nothing observed lies outside
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lowest, highest = float(np.nanmin(values)), float(np.nanmax(values))
+    # Rounding in scalers (MinMaxScaler gives 1.0000000000000002) is not an error.
+    if lowest < low - RANGE_SLACK or highest > high + RANGE_SLACK:
+        return lowest, highest
+    return None
+
+
 def build_mlp(maker, architecture, n_features, generator, dtype, device):
     """The default decoder or encoder (``make_decoder``, ``make_encoder``) of an architecture."""
     return maker(
@@ -189,7 +205,7 @@ class BaseFlowEstimator(
         "n_components": [Interval(Integral, 1, None, closed="left")],
         "hidden_layer_sizes": ["array-like", Interval(Integral, 1, None, closed="left")],
         "activation": [StrOptions(set(ACTIVATIONS))],
-        "loss": [StrOptions(set(LOSSES))],
+        "loss": [StrOptions(set(LOSSES) | {"auto"})],
         "optimizer": [StrOptions(set(OPTIMIZERS))],
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
@@ -274,17 +290,6 @@ class BaseFlowEstimator(
         """Rows per module call at inference, as the flow's engine evaluates them."""
         return resolve_row_chunk("auto", self.device_)
 
-    @property
-    def _fitted_loss_name(self):
-        """The loss the model was fitted with, which inference and training continue with.
-
-        ``set_params(loss=...)`` after a fit takes effect at the next ``fit``: the decoder of
-        a bce model emits logits, and reading them with another loss would be wrong data.
-        """
-        fitted = getattr(self, "_fitted_architecture", None)
-        # None: a model pickled before the architecture was recorded, by an old version.
-        return self.loss if fitted is None else fitted["loss"]
-
     # -- what a subclass provides -------------------------------------------------------
 
     @abstractmethod
@@ -365,25 +370,43 @@ class BaseFlowEstimator(
                 f"Input X contains NaN, which {type(self).__name__} refuses: {self._nan_advice}"
             )
 
-    def _check_target_range(self, X, name="X"):
-        """Refuse data outside the loss's range (``[0, 1]`` for ``bce``), changing nothing."""
-        target_range = LOSSES[self.loss].target_range
-        values = X.data if sp.issparse(X) else X
-        if target_range is None or values.size == 0:
+    def _chosen_loss(self, X):
+        """The loss of a new model fitted on ``X``: ``loss``, with ``'auto'`` resolved.
+
+        ``'auto'`` is ``'bce'`` where ``loss='bce'`` would accept ``X`` (every observed
+        entry in ``[0, 1]``, to rounding), ``'mse'`` otherwise.
+        """
+        if self.loss != "auto":
+            return self.loss
+        return "bce" if _values_range(X, LOSSES["bce"].target_range) is None else "mse"
+
+    def _check_target_range(self, X, loss, name="X"):
+        """Refuse data outside the range of ``loss`` (``[0, 1]`` for ``bce``), changing nothing."""
+        target_range = LOSSES[loss].target_range
+        outside = _values_range(X, target_range)
+        if outside is None:
             return
-        low, high = target_range
-        lowest, highest = float(np.nanmin(values)), float(np.nanmax(values))
-        # Rounding in scalers (MinMaxScaler gives 1.0000000000000002) is not an error.
-        if lowest < low - RANGE_SLACK or highest > high + RANGE_SLACK:
-            # "Negative values in data passed to" is scikit-learn's wording for positive_only.
-            problem = "Negative values" if lowest < 0 <= low else "Values out of range"
-            raise ValueError(
-                f"{problem} in data passed to {type(self).__name__} ({name}): loss="
-                f"{self.loss!r} needs {name} in [{low:g}, {high:g}], but {name} has values in "
-                f"[{lowest:.4g}, {highest:.4g}]. Scale the data with "
-                "sklearn.preprocessing.MinMaxScaler(clip=True) (clip keeps new data in range), "
-                "or use loss='mse'."
+        (low, high), (lowest, highest) = target_range, outside
+        # "Negative values in data passed to" is scikit-learn's wording for positive_only.
+        problem = "Negative values" if lowest < 0 <= low else "Values out of range"
+        if self.loss == "auto":  # only a fitted model's choice can be refused
+            which = (
+                f"loss='auto' chose {loss!r} at this model's first fit (its data lay in "
+                f"[{low:g}, {high:g}]), and continued training (partial_fit, warm_start) keeps "
+                f"it, so {name} must lie in [{low:g}, {high:g}]"
             )
+            fix = (
+                "or fit a new model (warm_start=False) on such data, for which loss='auto' "
+                "chooses 'mse' (or set loss='mse')"
+            )
+        else:
+            which = f"loss={loss!r} needs {name} in [{low:g}, {high:g}]"
+            fix = "or use loss='mse'"
+        raise ValueError(
+            f"{problem} in data passed to {type(self).__name__} ({name}): {which}, but {name} "
+            f"has values in [{lowest:.4g}, {highest:.4g}]. Scale the data with "
+            f"sklearn.preprocessing.MinMaxScaler(clip=True) (clip keeps new data in range), {fix}."
+        )
 
     def _clipped_to_target_range(self, X, name="X"):
         """``X`` clipped into the loss's range for ``transform`` and ``score``, with a warning.
@@ -392,7 +415,7 @@ class BaseFlowEstimator(
         cross-validated pipeline) maps new rows slightly outside the range, and refusing them
         would break the pipeline.
         """
-        target_range = LOSSES[self._fitted_loss_name].target_range
+        target_range = LOSSES[self.loss_].target_range
         values = X.data if sp.issparse(X) else X
         if target_range is None or values.size == 0:
             return X
@@ -402,7 +425,7 @@ class BaseFlowEstimator(
             return X
         beyond = float(np.max(np.maximum(low - outside, outside - high)))
         warnings.warn(
-            f"{type(self).__name__}: loss={self._fitted_loss_name!r} needs {name} in "
+            f"{type(self).__name__}: {self._fitted_loss_description()} needs {name} in "
             f"[{low:g}, {high:g}]; "
             f"{outside.size} of {X.shape[0] * X.shape[1]} values were outside, by up to "
             f"{beyond:.3g}, and were clipped to it. A scaler fitted on other rows does this; "
@@ -416,6 +439,14 @@ class BaseFlowEstimator(
             return X
         return np.clip(X, low, high)
 
+    def _fitted_loss_description(self):
+        """How messages name the fitted loss: ``loss='bce'``, or 'auto' and its choice."""
+        if self.loss == "auto":
+            return f"loss='auto', which chose {self.loss_!r} at the first fit,"
+        if self.loss != self.loss_:  # set_params after the fit, which acts at the next
+            return f"the fitted model's loss {self.loss_!r}"
+        return f"loss={self.loss_!r}"
+
     @property
     def _n_features_out(self):
         return self._n_latent
@@ -424,8 +455,9 @@ class BaseFlowEstimator(
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         tags.input_tags.allow_nan = False
-        low = (LOSSES[self.loss].target_range or (-np.inf,))[0]
-        tags.input_tags.positive_only = low >= 0
+        # The parameter's: 'auto' fits any data (a fitted bce model clips new data).
+        target_range = None if self.loss == "auto" else LOSSES[self.loss].target_range
+        tags.input_tags.positive_only = (target_range or (-np.inf,))[0] >= 0
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         tags.non_deterministic = False
         return tags
@@ -659,7 +691,9 @@ class BaseFlowEstimator(
             if incremental:
                 self._check_same_optimizer()
         X, attributes = self._checked_X(X, first)
-        self._check_target_range(X)
+        # Continued training keeps the model's loss: 'auto' chose it at the first fit.
+        loss = self._chosen_loss(X) if first else self._continued_loss()
+        self._check_target_range(X, loss)
         attributes.update(started(self, "fit"))
         # The generator chosen above: partial_fit's fitted one, or across ranks rank 0's.
         attributes["_rng"] = rng
@@ -672,7 +706,7 @@ class BaseFlowEstimator(
             )
         if first:
             generator = torch.Generator().manual_seed(int(rng.randint(np.iinfo(np.int32).max)))
-            attributes.update(self._new_model(X.shape[1], hidden, generator, dtype, device))
+            attributes.update(self._new_model(X.shape[1], hidden, loss, generator, dtype, device))
         if not first and self.early_stopping and self.validation_scores_ is None:
             attributes["validation_scores_"] = []  # the model was fitted without validation
         X_val = None
@@ -708,13 +742,18 @@ class BaseFlowEstimator(
         for group in self.optimizer_.param_groups:
             group["lr"] = self.learning_rate
 
-    def _architecture(self, hidden):
+    def _architecture(self, hidden, loss):
+        """What describes the modules; ``loss`` is the resolved one (``loss_``)."""
         return {
             "n_components": self.n_components,
             "hidden_layer_sizes": hidden,
             "activation": self.activation,
-            "loss": self.loss,
+            "loss": loss,
         }
+
+    def _continued_loss(self):
+        """The loss that continued training asks for: ``loss``, with 'auto' the fitted one."""
+        return self.loss_ if self.loss == "auto" else self.loss
 
     def _check_same_architecture(self, hidden):
         """Continuing to train (warm_start, partial_fit) needs the parameters of the model."""
@@ -722,7 +761,7 @@ class BaseFlowEstimator(
         if fitted is None:  # a model pickled before this record existed
             return
         # A field recorded since (code_init) has the value that models saved before it had.
-        now = self._architecture(hidden)
+        now = self._architecture(hidden, self._continued_loss())
         recorded = {name: fitted.get(name, self.value_before_parameter(name)) for name in now}
         changed = {name: (recorded[name], now[name]) for name in now if now[name] != recorded[name]}
         if changed:
@@ -747,9 +786,9 @@ class BaseFlowEstimator(
             "keep the weights and start a new optimizer."
         )
 
-    def _new_model(self, n_features, hidden, generator, dtype, device):
+    def _new_model(self, n_features, hidden, loss, generator, dtype, device):
         """The attributes of a new, untrained model, after checking its modules fit ``X``."""
-        architecture = self._architecture(hidden)
+        architecture = self._architecture(hidden, loss)
         modules = self._build_modules(n_features, architecture, generator, dtype, device)
         for module in modules.values():
             module.eval()
@@ -774,6 +813,7 @@ class BaseFlowEstimator(
         return {
             **modules,
             "_fitted_architecture": architecture,
+            "loss_": loss,
             "_model_dtype": dtype,
             "device_": device,
             "_n_latent": self.n_components,
@@ -1001,7 +1041,7 @@ class BaseFlowEstimator(
 
     @renamed_argument("Z", "X", since="0.10.0", removed_in="0.12.0")
     def inverse_transform(self, X: ArrayLike) -> np.ndarray:
-        """Decode codes into data space (probabilities for ``loss='bce'``).
+        """Decode codes into data space (probabilities where ``loss_`` is ``'bce'``).
 
         Parameters
         ----------
@@ -1023,7 +1063,7 @@ class BaseFlowEstimator(
                 f"X has {Z.shape[1]} columns, but {type(self).__name__} encodes into "
                 f"n_components={self._n_latent}: inverse_transform decodes codes."
             )
-        to_data = LOSSES[self._fitted_loss_name].to_data
+        to_data = LOSSES[self.loss_].to_data
         step = max(self.batch_size, INFERENCE_BATCH_SIZE)
 
         decoder = padded_mlp(self.decoder_)
@@ -1088,7 +1128,7 @@ class BaseFlowEstimator(
     def score(self, X: MatrixLike, y: None = None) -> float:
         """Minus the mean per-sample reconstruction loss (higher is better).
 
-        For ``loss='bce'`` this is minus the papers' mean cross-entropy.
+        Where ``loss_`` is ``'bce'`` this is minus the papers' mean cross-entropy.
 
         Parameters
         ----------

@@ -10,7 +10,8 @@ Who sets a field (``kind``):
 
 - ``'data'``: ``validate_data`` at a model's first fit, from ``X``;
 - ``'model'``: ``_new_model``, from the modules it built: it describes the decoder, so
-  ``from_autoencoder`` takes it over from the autoencoder;
+  ``from_autoencoder`` takes it over from the autoencoder; one recorded ``since`` a version
+  has a ``start`` that gives its value for files from before, from the other fields;
 - ``'training'``: the record of training, which a new model (and ``from_autoencoder``'s)
   starts at ``start(estimator)``;
 - ``'fit'``: every ``fit`` and ``partial_fit`` call, from ``start(estimator)``.
@@ -29,6 +30,7 @@ from sklearn.utils import check_random_state
 from ._persistence import DTYPES, _from_json, _optimizer_to_json, _rng_from_json, _rng_to_json
 from ._persistence import _to_json as _json_of
 from ._record_checks import MAX_WIDTH, is_count, is_device, is_numbers
+from .flow import LOSSES
 
 KINDS = ("data", "model", "training", "fit")
 
@@ -57,7 +59,9 @@ class FittedField:
         Whether a JSON value read from a file may be used.
     start : callable or None
         ``start(estimator)``: its value in a new model (``'training'``) or at each fit
-        (``'fit'``), and for files written before ``since``.
+        (``'fit'``), and for files written before ``since``. A ``'data'`` or ``'model'``
+        field has one only with ``since``: its value for files from before, read from the
+        fields those files hold (set on ``estimator`` before it is called).
     since : str or None
         The version whose files first hold it; older files lack it and load with ``start``.
     none_is_absent : bool
@@ -81,12 +85,25 @@ class FittedField:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"kind={self.kind!r} is not one of {KINDS}.")
-        if (self.start is None) != (self.kind in ("data", "model")):
+        set_from_data = self.kind in ("data", "model")
+        if self.start is None and not set_from_data:
             raise ValueError(
-                f"{self.attribute}: a {self.kind!r} field "
-                f"{'needs a' if self.start is None else 'takes no'} start: 'training' and "
-                "'fit' fields have one, 'data' and 'model' fields are set from the data."
+                f"{self.attribute}: a {self.kind!r} field needs a start: 'training' and "
+                "'fit' fields have one."
             )
+        if self.start is not None and set_from_data and self.since is None:
+            raise ValueError(
+                f"{self.attribute}: a {self.kind!r} field takes a start only with since (its "
+                "value for files from before): 'data' and 'model' fields are set from the data."
+            )
+
+
+def _loss_before_0_10(estimator):
+    """The loss of a model from before 0.10.0, which had no ``loss_``: the recorded
+    architecture's (its ``loss`` parameter unless ``set_params`` changed that after the fit),
+    or, pickled before the architecture was recorded, the parameter."""
+    architecture = estimator.__dict__.get("_fitted_architecture")
+    return estimator.loss if architecture is None else architecture["loss"]
 
 
 def _floats(values, *context):
@@ -125,6 +142,15 @@ FITTED_FIELDS = (
         lambda v: isinstance(v, str) and v in DTYPES,
         write=lambda dtype, _: str(dtype).split(".")[-1],
         read=lambda saved, *_: DTYPES[saved],
+    ),
+    # The loss the model trains and encodes with: loss, with 'auto' resolved at the first fit.
+    FittedField(
+        "loss_",
+        "loss_",
+        "model",
+        lambda v: isinstance(v, str) and v in LOSSES,
+        start=_loss_before_0_10,
+        since="0.10.0",
     ),
     FittedField("device_", "device_", "model", is_device, write=lambda device, _: str(device)),
     FittedField("_n_latent", "n_latent", "model", lambda v: is_count(v, 1, MAX_WIDTH), write=_int),

@@ -121,10 +121,14 @@ class GradientFlowEncoder(BaseFlowEstimator):
     activation : {'elu', 'relu', 'leaky_relu', 'gelu', 'silu', 'softplus', 'tanh', \
 'sigmoid', 'identity'}, default='elu'
         Nonlinearity between the decoder's linear layers.
-    loss : {'bce', 'mse'}, default='bce'
+    loss : {'auto', 'bce', 'mse'}, default='auto'
         Per-sample reconstruction loss, the mean over features. ``'bce'`` is the papers'
         cross-entropy: ``X`` must lie in ``[0, 1]`` (e.g. after ``MinMaxScaler(clip=True)``)
-        and the decoder emits logits.
+        and the decoder emits logits. ``'mse'`` takes any finite data. ``'auto'`` chooses
+        at a model's first fit (``fit``, or the first ``partial_fit``): ``'bce'`` where every
+        observed (non-NaN) entry of ``X`` lies in ``[0, 1]`` (up to rounding, 1e-6), so
+        images train as the papers' models do, and ``'mse'`` otherwise. Continued training
+        (``warm_start``, later ``partial_fit`` calls) keeps the choice; ``loss_`` records it.
     allow_nan : bool, default=False
         Treat NaN entries of ``X`` as missing instead of refusing them. The flow's loss, the
         training loss and ``score`` then use each sample's observed entries only (their mean,
@@ -337,6 +341,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         sample's flow starts in ``transform``. Trained with the decoder's optimizer on the
         squared distance to the standardised training codes.
     optimizer_ : torch.optim.Optimizer
+    loss_ : {'bce', 'mse'}
+        The loss the model trains, encodes, scores and decodes with: ``loss``, with
+        ``'auto'`` resolved at the first fit. A ``loss`` set after fitting takes effect at
+        the next ``fit`` that builds a new model (a bce decoder emits logits, which another
+        loss would read as wrong data).
     device_ : str
     solver_ : str
         The solver training used: ``solver``, with ``'auto'`` resolved (once per ``fit`` or
@@ -371,7 +380,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     well hidden entries are predicted.
 
     ``loss='bce'`` needs data in ``[0, 1]`` (the flow's target is the sample itself).
-    ``fit`` refuses data outside it; ``transform`` and ``score`` clip them into it with a
+    ``fit`` refuses data outside it, and so does continued training of a model for which
+    ``loss='auto'`` chose ``'bce'``; ``transform`` and ``score`` clip them into it with a
     ``DataConversionWarning`` that says how many values were clipped and by how much, since
     a ``MinMaxScaler`` fitted on other rows maps new data slightly outside ``[0, 1]``.
     ``MinMaxScaler(clip=True)`` keeps them inside and avoids the warning.
@@ -453,7 +463,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         n_components: int = 20,
         hidden_layer_sizes: int | Sequence[int] = (150, 300, 600),
         activation: str = "elu",
-        loss: str = "bce",
+        loss: str = "auto",
         solver: str = "auto",
         flow: str = "gradient",
         adjoint: str = "approx",
@@ -752,7 +762,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     def _loss(self):
         """The loss of the flow and of training: over observed entries with ``allow_nan``."""
-        loss = LOSSES[self._fitted_loss_name]
+        loss = LOSSES[self.loss_]
         return loss.observed_only() if self.allow_nan else loss
 
     def _unread_parameters(self):
@@ -800,8 +810,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         encoder = self.__dict__.get("encoder_")
         return [self.decoder_] if encoder is None else [self.decoder_, encoder]
 
-    def _architecture(self, hidden):
-        return {**super()._architecture(hidden), "code_init": self.code_init}
+    def _architecture(self, hidden, loss):
+        return {**super()._architecture(hidden, loss), "code_init": self.code_init}
 
     def _check_tau_fits(self, solver, dtype):
         # The engine runs the horizon in the model's dtype, where 1e308 is inf (float32): it
@@ -885,7 +895,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         seen, loss = target, None
         if self.fit_hide_fraction > 0:
             seen = self._hidden_from_flow(target, batch)
-            loss = LOSSES[self._fitted_loss_name].observed_only()
+            loss = LOSSES[self.loss_].observed_only()
         result = self._flow(
             seen, solver, self.adjoint, self.fit_stop_tol, row_chunk=None, max_steps=cap, loss=loss
         )

@@ -72,10 +72,11 @@ class GradientFlowImputer(_BaseImputer):
     ----------
     encoder : GradientFlowEncoder, default=None
         The encoder's settings. ``fit`` trains a clone with ``allow_nan=True``; the instance
-        passed is not changed. None uses ``GradientFlowEncoder(loss='mse')``, which takes any
-        finite data; scale such data first (``StandardScaler`` and ``MinMaxScaler`` skip
-        NaN). For data in ``[0, 1]`` such as images, ``loss='bce'`` is the papers' choice,
-        and ``fit_hide_fraction=0.8`` trains the decoder for imputing (docs/imputation.md).
+        passed is not changed. None uses ``GradientFlowEncoder()``, whose ``loss='auto'``
+        trains with ``'bce'`` (the papers' choice) where every observed entry lies in
+        ``[0, 1]``, as in images, and with ``'mse'`` on any other finite data; scale such
+        data first (``StandardScaler`` and ``MinMaxScaler`` skip NaN). For images,
+        ``fit_hide_fraction=0.8`` trains the decoder for imputing (docs/imputation.md).
     missing_values : int, float or np.nan, default=np.nan
         The placeholder for the missing values. All occurrences of ``missing_values`` are
         imputed. X is read as numbers, so ``None`` in an object array is NaN: use

@@ -33,6 +33,7 @@ from ._model_file import (
 )
 from ._record_checks import (
     check_architecture,
+    check_loss,
     check_tensor_table,
     checked_fitted,
     optimizer_state,
@@ -304,7 +305,7 @@ class PersistenceMixin:
         described = {
             field.attribute: field.read(fitted[field.key], self, tensors, source)
             for field in self._fitted_fields
-            if field.kind in ("data", "model")
+            if field.kind in ("data", "model") and field.key in fitted
         }
         architecture, dtype = described["_fitted_architecture"], described["_model_dtype"]
         n_features = described["n_features_in_"]
@@ -315,6 +316,7 @@ class PersistenceMixin:
             source,
             optional=self._recorded_since,
         )
+        check_loss(self.loss, fitted.get("loss_"), architecture, source)
         # Everything the file's settings describe is compared with its tensors first, on the
         # meta device: a crafted file claiming a huge model is refused before it is built.
         expected = self._checked_build(n_features, architecture, dtype, "meta", source)
@@ -336,6 +338,14 @@ class PersistenceMixin:
         _check_decoder_output(modules["decoder_"], fitted, dtype, device, source)
         self.__dict__.update(modules)
         self._set_fitted(described)
+        # Fields a file from before they were recorded lacks, from those it holds.
+        self._set_fitted(
+            {
+                field.attribute: field.start(self)
+                for field in self._fitted_fields
+                if field.kind in ("data", "model") and field.key not in fitted
+            }
+        )
         # The training record last: the optimizer is rebuilt on the modules' parameters.
         self._set_fitted(
             {

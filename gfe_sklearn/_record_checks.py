@@ -125,6 +125,29 @@ def check_architecture(architecture, n_latent, n_tensors, source, optional=None)
         )
 
 
+def check_loss(loss, fitted_loss, architecture, source):
+    """Refuse a fitted ``loss_`` that is not the architecture's, or missing where it must be.
+
+    ``loss`` is the file's parameter and ``fitted_loss`` its fitted ``loss_`` (None in a file
+    from before 0.10.0, whose models had no ``loss='auto'``); both are checked for range
+    before. The architecture records the loss the decoder was trained with, so ``loss_``
+    must be that one.
+    """
+    if fitted_loss is None:
+        if loss == "auto":
+            raise ModelFileError(
+                f"{source} holds a model of loss='auto' but not the loss it chose (fitted "
+                "attribute loss_, 'bce' or 'mse'): the file is damaged or was edited."
+            )
+        return
+    if fitted_loss != architecture["loss"]:
+        raise ModelFileError(
+            f"{source}: fitted attribute loss_={fitted_loss!r} differs from the architecture's "
+            f"loss={architecture['loss']!r}, which the decoder was trained with: the file is "
+            "damaged or was edited."
+        )
+
+
 def check_tensor_table(expected, tensors, source):
     """Refuse a file whose module tensors are not exactly ``expected`` (name -> meta tensor).
 

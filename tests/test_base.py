@@ -193,7 +193,7 @@ def test_metadata_routing_requests_nothing_of_inverse_transform(cls):
 
 @pytest.mark.parametrize("cls", ESTIMATORS)
 def test_bce_refuses_data_outside_unit_interval(cls, X, small):
-    est = cls(**small)
+    est = cls(**small, loss="bce")
     for bad, problem in ((X * 2, "Values out of range"), (X - 0.5, "Negative values")):
         with pytest.raises(ValueError, match=rf"{problem}.*MinMaxScaler.*loss='mse'"):
             est.fit(bad)
@@ -255,7 +255,7 @@ def test_every_check_runs_before_the_estimator_changes(cls, X, small, monkeypatc
     undone = []
     monkeypatch.setattr(cls, "_undo_fit", lambda self, before: undone.append(before))
     refusals = [
-        (cls(**small), X * 2, "Values out of range"),
+        (cls(**small, loss="bce"), X * 2, "Values out of range"),
         (cls(**small, early_stopping=True), X[:1], "train set will be empty"),
         (
             cls(**{**small, "n_components": 3}, decoder=torch.nn.Linear(2, 16)),

@@ -1,10 +1,11 @@
 """scikit-learn's estimator checks on both estimators, with small networks for speed.
 
-Each estimator runs the checks twice: with ``loss='mse'``, which accepts any finite data,
-every check passes; with ``loss='bce'``, whose ``fit`` refuses data outside ``[0, 1]`` (see
-``_check_target_range``), the checks that feed such data fail with that refusal and are
-listed in ``BCE_RANGE_FAILURES``. ``test_bce_failures_are_only_the_range_check`` verifies
-the reason: with the range check switched off, every one of them passes.
+Each estimator runs the checks twice: at the default ``loss='auto'``, which fits any finite
+data (with bce on data in ``[0, 1]``, mse on the rest), every check passes; with
+``loss='bce'``, whose ``fit`` refuses data outside ``[0, 1]`` (see ``_check_target_range``),
+the checks that feed such data fail with that refusal and are listed in
+``BCE_RANGE_FAILURES``. ``test_bce_failures_are_only_the_range_check`` verifies the reason:
+with the range check switched off, every one of them passes.
 """
 
 import warnings
@@ -53,7 +54,7 @@ BCE_RANGE_FAILURES = {
 
 def _instances():
     for cls in (GradientFlowEncoder, AutoEncoderBaseline):
-        yield cls(loss="mse", **SMALL)
+        yield cls(**SMALL)  # loss='auto'
         yield cls(loss="bce", **SMALL)
 
 
@@ -71,7 +72,9 @@ def test_sklearn_compatible_estimator(estimator, check):
 # transform and score clip what fit, without its range check, accepted; the warning is noise.
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.DataConversionWarning")
 def test_bce_failures_are_only_the_range_check(cls, monkeypatch):
-    monkeypatch.setattr(BaseFlowEstimator, "_check_target_range", lambda self, X, name="X": None)
+    monkeypatch.setattr(
+        BaseFlowEstimator, "_check_target_range", lambda self, X, loss, name="X": None
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", SkipTestWarning)

@@ -84,6 +84,11 @@ SCENARIOS = {
         "fit, warm fit",
     ),
     "partial_fit": (GradientFlowEncoder(**F64, batch_size=25, random_state=4), "partial_fit x2"),
+    # Every rank sees the same X, so loss='auto' chooses alike: mse for data outside [0, 1].
+    "loss='auto' on centred data": (
+        GradientFlowEncoder(**F64, batch_size=25, max_iter=2, random_state=9),
+        "fit centred",
+    ),
 }
 
 # A forward pass of the decoder in train mode (one per batch) at which one rank gets Ctrl-C
@@ -108,6 +113,8 @@ def train(estimator, calls, X):
         warnings.simplefilter("ignore", ConvergenceWarning)
         if calls == "fit":
             estimator.fit(X)
+        elif calls == "fit centred":
+            estimator.fit(X - 0.5)
         elif calls == "fit, warm fit":
             estimator.fit(X).set_params(warm_start=True, max_samples=None, max_iter=1).fit(X)
         else:
@@ -126,6 +133,7 @@ def record(estimator):
         "validation_scores_": estimator.validation_scores_,
         "n_iter_": estimator.n_iter_,
         "n_samples_seen_": estimator.n_samples_seen_,
+        "loss_": estimator.loss_,
     }
 
 
@@ -227,6 +235,7 @@ def assert_same(a, b, rtol=0.0, atol=0.0):
     if a["validation_scores_"] is not None:
         np.testing.assert_allclose(a["validation_scores_"], b["validation_scores_"], rtol=rtol)
     assert (a["n_iter_"], a["n_samples_seen_"]) == (b["n_iter_"], b["n_samples_seen_"])
+    assert a["loss_"] == b["loss_"]
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
@@ -236,6 +245,7 @@ def test_ranks_end_with_the_one_process_fit(ranks, name):
     estimator, calls = SCENARIOS[name]
     alone = record(train(clone(estimator), calls, digits()))
     assert_same(rank0[name], alone, **(FLOAT32 if name == "float32" else TIGHT))
+    assert rank0[name]["loss_"] == ("mse" if "centred" in name else "bce")
 
 
 def test_early_stopping_stops_every_rank_at_the_same_epoch(ranks):

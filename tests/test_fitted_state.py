@@ -158,5 +158,7 @@ def test_every_field_kind_and_key_is_declared_once():
         assert len({f.key for f in fields}) == len({f.attribute for f in fields}) == len(fields)
     with pytest.raises(ValueError, match="'training' field needs a start"):
         FittedField("x_", "x", "training", is_numbers)
-    with pytest.raises(ValueError, match="'model' field takes no start"):
+    with pytest.raises(ValueError, match="'model' field takes a start only with since"):
         FittedField("x_", "x", "model", is_numbers, start=lambda _: 0)
+    # With since, the start gives the value for files from before it.
+    FittedField("x_", "x", "model", is_numbers, start=lambda _: 0, since="0.10.0")

@@ -1,5 +1,6 @@
 """GradientFlowImputer and make_hidden_entry_scorer."""
 
+import warnings
 from functools import partial
 
 import numpy as np
@@ -15,6 +16,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gfe_sklearn import GradientFlowEncoder, GradientFlowImputer, make_hidden_entry_scorer
+from gfe_sklearn import _imputer as imputer_module
 from gfe_sklearn._scoring import hidden_entry_error, hide_entries
 
 pytestmark = [
@@ -30,6 +32,10 @@ SMALL = dict(
     device="cpu",
     random_state=0,
 )
+
+
+# What the default encoder leaves to the imputer's random_state.
+UNSEEDED = {**SMALL, "random_state": None}
 
 
 def small_encoder(**params):
@@ -51,11 +57,12 @@ def with_holes(X, fraction=0.3, seed=0):
 
 @parametrize_with_checks(
     [
-        GradientFlowImputer(encoder=small_encoder(loss="mse")),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), add_indicator=True),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), code_prior=1.0),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), n_starts=3, random_state=0),
-        GradientFlowImputer(encoder=small_encoder(loss="mse"), n_estimators=2, random_state=0),
+        # The default loss='auto', as the default encoder's: any table, bce on [0, 1].
+        GradientFlowImputer(encoder=small_encoder()),
+        GradientFlowImputer(encoder=small_encoder(), add_indicator=True),
+        GradientFlowImputer(encoder=small_encoder(), code_prior=1.0),
+        GradientFlowImputer(encoder=small_encoder(), n_starts=3, random_state=0),
+        GradientFlowImputer(encoder=small_encoder(), n_estimators=2, random_state=0),
     ]
 )
 def test_sklearn_compatible_imputer(estimator, check):
@@ -93,7 +100,45 @@ def test_encoder_is_cloned_with_allow_nan_and_left_unchanged(X):
     assert imputer.encoder_ is not encoder
     assert imputer.encoder_.allow_nan and not encoder.allow_nan
     assert not hasattr(encoder, "decoder_")
-    assert GradientFlowImputer()._encoder_template().loss == "mse"
+    assert GradientFlowImputer()._encoder_template().loss == "auto"
+
+
+def test_default_encoder_hides_entries_and_sees_enough_samples():
+    small, large = (GradientFlowImputer()._encoder_template(n) for n in (100, 10_000))
+    assert small.fit_hide_fraction == large.fit_hide_fraction == 0.8
+    # Small data get more epochs, large data the encoder's 10; the sample budget ends both.
+    assert (small.max_iter, small.max_samples) == (150, 15_000)
+    assert (large.max_iter, large.max_samples) == (10, 100_000)
+    assert small.n_iter_no_change == small.max_iter
+
+
+def test_default_encoder_trains_its_whole_budget_without_warning(monkeypatch):
+    monkeypatch.setattr(imputer_module, "DEFAULT_MIN_SAMPLES", 400)
+    monkeypatch.setattr(
+        imputer_module, "GradientFlowEncoder", partial(GradientFlowEncoder, **UNSEEDED)
+    )
+    X = with_holes(low_rank(n_samples=40, n_features=6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        imputer = GradientFlowImputer(random_state=0).fit(X)
+    encoder = imputer.encoder_
+    # 36 rows train (4 are held out to pick the prior): 12 epochs reach 400 samples.
+    assert encoder.fit_hide_fraction == 0.8
+    assert encoder.n_iter_ == len(encoder.loss_curve_) == 12
+
+
+def test_members_of_the_default_imputer_size_their_own_training(monkeypatch):
+    monkeypatch.setattr(imputer_module, "DEFAULT_MIN_SAMPLES", 400)
+    monkeypatch.setattr(
+        imputer_module, "GradientFlowEncoder", partial(GradientFlowEncoder, **UNSEEDED)
+    )
+    X = with_holes(low_rank(n_samples=40, n_features=6))
+    imputer = GradientFlowImputer(n_estimators=2, random_state=0).fit(X)
+    first, second = (member.encoder_ for member in imputer.estimators_)
+    assert first.max_iter == second.max_iter == 12
+    assert first.random_state != second.random_state
+    alone = GradientFlowImputer(random_state=0).fit(X)
+    np.testing.assert_array_equal(alone.encoder_.transform(X[:5]), first.transform(X[:5]))
 
 
 def test_other_placeholders_than_nan(X):

@@ -144,10 +144,10 @@ def test_rows_without_an_observed_entry_are_refused_by_name(X, small, to_sparse)
 
 def test_bce_range_check_skips_missing_entries_but_not_bad_values(X, small):
     X = _holes(X)
-    GradientFlowEncoder(allow_nan=True, **small).fit(X)
+    GradientFlowEncoder(allow_nan=True, loss="bce", **small).fit(X)
     X[5, 0] = 1.5
     with pytest.raises(ValueError, match=r"needs X in \[0, 1\]"):
-        GradientFlowEncoder(allow_nan=True, **small).fit(X)
+        GradientFlowEncoder(allow_nan=True, loss="bce", **small).fit(X)
 
 
 def test_missing_entries_do_not_train_their_outputs(X, small):

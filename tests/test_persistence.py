@@ -217,14 +217,17 @@ def _plain_read(raw):
     return content, tensors
 
 
-def _read_equal(first, second, new_params=()):
-    """Same record and tensors, but for ``new_params`` that ``second`` has and ``first``
-    lacks (parameters added since ``first`` was written)."""
+def _read_equal(first, second, new_params=(), new_fitted=()):
+    """Same record and tensors, but for ``new_params`` and ``new_fitted`` (fitted record keys)
+    that ``second`` has and ``first`` lacks (added since ``first`` was written)."""
     (content, tensors), (other_content, other_tensors) = first, second
     other_content = {
         **other_content,
         "params": {k: v for k, v in other_content["params"].items() if k not in new_params},
     }
+    if other_content["fitted"] is not None:
+        fitted = other_content["fitted"]
+        other_content["fitted"] = {k: v for k, v in fitted.items() if k not in new_fitted}
     return (
         content == other_content
         and sorted(tensors) == sorted(other_tensors)
@@ -248,13 +251,19 @@ def test_a_file_written_before_the_safetensors_package_loads_bit_identically(X, 
     assert _read_equal(read_model_file(old), _plain_read(old.read_bytes()))
     loaded = GradientFlowEncoder.load(old)
     assert loaded.n_features_in_ == 6 and loaded.solver_ == "lbfgs"
+    # The file stores its loss (then the default, 'bce'), so the default's change to 'auto'
+    # changes nothing; loss_, recorded since, is the loss the model was trained with.
+    assert read_model_file(old)[0]["params"]["loss"] == "bce"
+    assert "loss_" not in read_model_file(old)[0]["fitted"]
+    assert loaded.loss == loaded.loss_ == "bce"
     loaded.save(tmp_path / "new.safetensors")
     assert (tmp_path / "new.safetensors").read_bytes() != old.read_bytes()  # another layout
     added = set(loaded.get_params()) - set(read_model_file(old)[0]["params"])
     assert added == {"code_prior", "distributed"}  # parameters added since, at their old values
     assert all(loaded.get_params()[name] == loaded.value_before_parameter(name) for name in added)
     new = read_model_file(tmp_path / "new.safetensors")
-    assert _read_equal(read_model_file(old), new, new_params=added)
+    assert new[0]["fitted"]["loss_"] == "bce"
+    assert _read_equal(read_model_file(old), new, new_params=added, new_fitted={"loss_"})
     again = GradientFlowEncoder.load(tmp_path / "new.safetensors")
     data = np.random.RandomState(1).uniform(size=(16, 6))
     np.testing.assert_array_equal(again.transform(data), loaded.transform(data))

@@ -37,6 +37,8 @@ def test_each_kind_takes_its_options_and_the_runs_threads(args):
     assert (gfe.solver, gfe.tau, gfe.fit_stop_tol) == ("rk4", 7.0, 1e-3)
     assert gfe.n_threads == ae.n_threads == 2 and gfe.random_state == ae.random_state == 3
     assert gfe.compute_dtype is None and gfe.hidden_layer_sizes == (16,)
+    # The papers' loss, pinned: the package's default ('auto') cannot refuse a resumption.
+    assert gfe.loss == ae.loss == "bce"
     with pytest.raises(ValueError, match="built from trained 'ae' models"):
         make_model("mixed", args, 3)
 
