@@ -36,8 +36,9 @@ reconstruction of a zero-filled image fills its holes; ``SimpleImputer(mean)``;
 min_value=0, max_value=1)``, since its default (all 783 other pixels per pixel, 10 rounds)
 is out of reach on MNIST-sized data: ``--iterative-default-rows`` times one default round.
 ``GradientFlowImputer(random_state=seed)`` with every other parameter at its default (the
-default encoder, whose ``loss='auto'`` chooses bce on images, 10 epochs,
-``code_prior='auto'``; before 0.10.0 an mse encoder), "GFE (defaults)", runs only when
+default encoder: ``loss='auto'``, bce on images, ``fit_hide_fraction=0.8``, at least 15,000
+samples seen, ``code_prior='auto'``; before 0.10.0 an mse encoder trained 10 epochs without
+hidden entries), "GFE (defaults)", runs only when
 ``--methods`` names it. ``--methods`` runs a subset (the inpainting grid needs GFE and KNN);
 ``--no-accuracy`` leaves out the classifier and the imputing of the training images.
 
