@@ -488,19 +488,29 @@ def print_tables(name, result):
         return
     methods = list(result["methods"])
     gfe = result["gfe"]
+    # The settings of the benchmark's own GFE, in the header only when it ran.
+    trained = {"GFE", "GFE (complete fit)", "AE zero-fill"} & set(methods)
     print(
         f"\n### {name} ({result['n_train']} training images with 30% MCAR missing, "
-        f"{result['n_test']} test images; GFE {gfe['n_components']} components, "
-        f"{gfe['epochs']} epochs"
-        + ("" if gfe["fit_max_steps"] is None else f", fit_max_steps={gfe['fit_max_steps']}")
+        f"{result['n_test']} test images"
+        + (f"; GFE {gfe['n_components']} components, {gfe['epochs']} epochs" if trained else "")
+        + (
+            ""
+            if not trained or gfe["fit_max_steps"] is None
+            else f", fit_max_steps={gfe['fit_max_steps']}"
+        )
         + (
             f", fit_hide_fraction={gfe['fit_hide_fraction']:g}"
-            if gfe.get("fit_hide_fraction")
+            if trained and gfe.get("fit_hide_fraction")
             else ""
         )
-        + (f", code_prior={gfe['code_prior']}" if gfe["code_prior"] else "")
-        + (f", n_starts={gfe['n_starts']}" if gfe.get("n_starts", 1) > 1 else "")
-        + (f", n_estimators={gfe['n_estimators']}" if gfe.get("n_estimators", 1) > 1 else "")
+        + (f", code_prior={gfe['code_prior']}" if trained and gfe["code_prior"] else "")
+        + (f", n_starts={gfe['n_starts']}" if trained and gfe.get("n_starts", 1) > 1 else "")
+        + (
+            f", n_estimators={gfe['n_estimators']}"
+            if trained and gfe.get("n_estimators", 1) > 1
+            else ""
+        )
         + ")\n"
     )
     metrics = (
