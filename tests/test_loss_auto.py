@@ -280,7 +280,7 @@ def test_the_default_imputer_fills_a_table_with_negative_values(X, small):
     assert np.isfinite(filled).all() and filled[~observed].min() < 0
 
 
-def test_the_default_imputers_encoder_is_the_default_encoder():
+def test_the_default_imputers_encoder_chooses_its_loss_and_hides_entries():
     template = GradientFlowImputer()._encoder_template()
     expected = GradientFlowEncoder(fit_hide_fraction=0.8).get_params()
     assert template.get_params() == expected
