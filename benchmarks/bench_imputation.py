@@ -482,6 +482,18 @@ def inpainting_grid(name, X_test, tests, filled, side, out):
     print(f"  wrote {path}", flush=True)
 
 
+def print_metric_table(result, methods, patterns, metric, lower_is_better):
+    """One markdown row per pattern, one column per method, the best of each row in bold."""
+    print("| pattern | " + " | ".join(methods) + " |")
+    print("|---|" + "---:|" * len(methods))
+    for pattern in patterns:
+        values = [result["methods"][m]["patterns"][pattern][metric] for m in methods]
+        best = min(values) if lower_is_better else max(values)
+        cells = [f"**{v:.4f}**" if v == best else f"{v:.4f}" for v in values]
+        print(f"| {pattern} | " + " | ".join(cells) + " |")
+    print()
+
+
 def print_tables(name, result):
     if "patterns" in result:
         print_table_tables(name, result)
@@ -524,14 +536,7 @@ def print_tables(name, result):
             if metric != "accuracy"
             else f"{label} (higher is better; complete images: {result['accuracy_complete']:.3f})"
         )
-        print("| pattern | " + " | ".join(methods) + " |")
-        print("|---|" + "---:|" * len(methods))
-        for pattern in PATTERNS:
-            values = [result["methods"][m]["patterns"][pattern][metric] for m in methods]
-            best = min(values) if metric != "accuracy" else max(values)
-            cells = [f"**{v:.4f}**" if v == best else f"{v:.4f}" for v in values]
-            print(f"| {pattern} | " + " | ".join(cells) + " |")
-        print()
+        print_metric_table(result, methods, PATTERNS, metric, lower_is_better=metric != "accuracy")
     print("time in seconds (fit on the training images / impute them / impute the 5 test sets)")
     print("| | " + " | ".join(methods) + " |")
     print("|---|" + "---:|" * len(methods))
@@ -577,14 +582,7 @@ def print_table_tables(name, result):
         )
     for metric, label in metrics:
         print(label)
-        print("| pattern | " + " | ".join(methods) + " |")
-        print("|---|" + "---:|" * len(methods))
-        for pattern in patterns:
-            values = [result["methods"][m]["patterns"][pattern][metric] for m in methods]
-            best = min(values) if metric == "rmse" else max(values)
-            cells = [f"**{v:.4f}**" if v == best else f"{v:.4f}" for v in values]
-            print(f"| {pattern} | " + " | ".join(cells) + " |")
-        print()
+        print_metric_table(result, methods, patterns, metric, lower_is_better=metric == "rmse")
     print("time in seconds per pattern (fit on its training rows / impute its test rows)")
     print("| | " + " | ".join(methods) + " |")
     print("|---|" + "---:|" * len(methods))
