@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gfe_sklearn import GradientFlowImputer
+from gfe_sklearn import GradientFlowEncoder, GradientFlowImputer
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -88,10 +88,20 @@ def test_transform_levers_benchmark_prints_every_lever_against_the_autoencoder(c
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split(" | ") for line in lines if line.startswith("| ") and "---" not in line]
     names = [row[0].lstrip("| ") for row in rows[1:]]
-    assert names[0] == "autoencoder transform" and len(names) == 11
+    assert names[0] == "autoencoder transform" and len(names) == 12
     zero_start = next(row for row in rows if "(0.8)" in row[0])
     assert zero_start[-1].strip(" |") == "+0.0000"
     assert all(float(row[4]) > 0 for row in rows[1:])  # a held-out loss for every lever
+
+
+def test_transform_levers_benchmark_reports_the_reconstruction_without_the_prior():
+    bench = load_benchmark("bench_transform_levers")
+    X = np.random.RandomState(0).uniform(size=(30, 6)).astype(np.float32)
+    gfe = GradientFlowEncoder(
+        n_components=3, hidden_layer_sizes=(8,), max_iter=2, code_prior=0.5, random_state=0
+    ).fit(X)
+    _, loss = bench._evals_and_loss(gfe.flow_diagnostics(X), X, gfe.code_prior)
+    assert loss == pytest.approx(-gfe.score(X), rel=1e-5)
 
 
 @pytest.mark.dask
