@@ -110,6 +110,7 @@ def main(argv=None):
         ("from the encoder, stop_tol=1e-3", "encoder", 1e-3, 1000),
         ("from the encoder, stop_tol=1e-2", "encoder", 1e-2, 1000),
         ("from the encoder, stop_tol=2e-2", "encoder", 2e-2, 1000),
+        ("from the encoder, 4 steps", "encoder", 1e-4, 4),
         ("from the encoder, 8 steps", "encoder", 1e-4, 8),
         ("from the encoder, 16 steps", "encoder", 1e-4, 16),
     ]

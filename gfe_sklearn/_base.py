@@ -599,6 +599,7 @@ class BaseFlowEstimator(
                 if parallel is not None:
                     parallel.share_weights(self._modules())
                 self._train(X, X_val, incremental, parallel)
+                self._end_fit(X, incremental, parallel)
             except KeyboardInterrupt as interrupt:
                 if self._updates_in_call:
                     self._note_kept_model(interrupt)
@@ -741,6 +742,9 @@ class BaseFlowEstimator(
         # lowering it after a divergence (as the error advises) has an effect.
         for group in self.optimizer_.param_groups:
             group["lr"] = self.learning_rate
+
+    def _end_fit(self, X, incremental, parallel):
+        """What a completed ``fit`` or ``partial_fit`` does after its last update."""
 
     def _architecture(self, hidden, loss):
         """What describes the modules; ``loss`` is the resolved one (``loss_``)."""
