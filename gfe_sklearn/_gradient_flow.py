@@ -156,17 +156,17 @@ class GradientFlowEncoder(BaseFlowEstimator):
         ``'encoder'``: at the guess of an encoder network (the mirror image of the MLP
         decoder) trained to predict the codes (semi-amortised inference): alongside the
         decoder on the training flows' codes, then, once ``fit`` has trained the decoder,
-        on the codes ``transform`` gives the training rows (at least 30 epochs; the cost of
-        one more ``transform`` of them; ``partial_fit`` skips this step). The flow then
-        refines the guess to a minimum of the sample's loss, or for ``max_steps`` steps:
-        with ``code_prior=0.01``, 8 L-BFGS steps end within 0.001 of the zero start's
-        cross-entropy on MNIST and Fashion-MNIST in a quarter of its evaluations
-        (docs/performance.md). Without a prior the guesses are far less precise, so it is
-        not the default. Training flows start at ``z = 0`` either way, and the encoder's
-        training changes neither the decoder nor ``loss_curve_``. Set when the model is
-        fitted: a model
-        fitted with ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one
-        fitted with ``'encoder'`` encodes from ``z = 0`` again.
+        on the codes ``transform`` gives the training rows at ``fit_stop_tol`` (at least 30
+        epochs; ``fit`` encodes its rows once more for it; ``partial_fit`` skips this
+        step). The flow then refines the guess to a minimum of the sample's loss, or for
+        ``max_steps`` steps: with ``code_prior=0.01``, 8 L-BFGS steps end within 0.001 of
+        the zero start's cross-entropy on MNIST and Fashion-MNIST in a quarter of its
+        evaluations (docs/performance.md). Without a prior the guesses are far less
+        precise, so it is not the default. Training flows start at ``z = 0`` either way,
+        and the encoder's training changes neither the decoder nor ``loss_curve_``. Set
+        when the model is fitted: a model fitted with ``'zeros'`` has no encoder, and
+        ``set_params(code_init='zeros')`` on one fitted with ``'encoder'`` encodes from
+        ``z = 0`` again.
     code_prior : float >= 0, default=0.0
         Weight of a standard Gaussian prior on the codes, in the flows of ``fit`` and of
         ``transform``, ``score`` and ``flow_diagnostics`` alike: each flow minimises the
@@ -347,8 +347,8 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         plus ``code_mean`` (the training codes' running spread and mean), is where each
         sample's flow starts in ``transform``. Trained with the decoder's optimizer on the
         squared distance to the standardised training codes, then (``fit`` only) with its
-        own Adam on that distance to the standardised codes of ``transform``, whose mean
-        and spread the buffers then hold.
+        own Adam on that distance to the standardised codes ``transform`` gives the
+        training rows at ``fit_stop_tol``, whose mean and spread the buffers then hold.
     optimizer_ : torch.optim.Optimizer
     loss_ : {'bce', 'mse'}
         The loss the model trains, encodes, scores and decodes with: ``loss``, with
@@ -641,7 +641,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         -------
         result : gfe_sklearn.flow.FlowResult
             Tensors on the CPU: ``z`` (the codes ``transform`` returns, bit for bit on a
-            CPU), ``loss`` at the codes, ``n_steps`` (accepted steps), ``n_evals`` (decoder
+            CPU), ``loss`` at the codes (what the flow minimised: with ``code_prior`` the
+            prior's term included, which ``score`` leaves out), ``n_steps`` (accepted steps),
+            ``n_evals`` (decoder
             evaluations), ``t`` (flow time reached; steps taken for ``'lbfgs'``),
             ``converged``, and with ``record_history`` the ``t_history`` and
             ``loss_history`` of shape ``(steps + 1, n_samples)``, NaN after a sample stopped.
@@ -1020,14 +1022,13 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             guess, target, chunk=self._row_chunk(), owner=encoder, probe=(probe_rows(target),)
         )
 
-    def _encode(self, target, with_loss, solver, code_penalty=None, z0=None):
+    def _encode(self, target, with_loss, solver, code_penalty=None, z0=None, stop_tol=None):
         if z0 is None:
             z0 = self._start_codes(target)
         else:
             z0 = z0.expand(target.shape[0], -1).clone()
-        result = self._flow(
-            target, solver, "approx", self.stop_tol, code_penalty=code_penalty, z0=z0
-        )
+        stop_tol = self.stop_tol if stop_tol is None else stop_tol
+        result = self._flow(target, solver, "approx", stop_tol, code_penalty=code_penalty, z0=z0)
         if not bool(torch.isfinite(result.loss).all()):
             # AMD accepts no step from a non-finite loss: such codes would silently stay z(0).
             raise ValueError(
