@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from gfe_sklearn import GradientFlowEncoder, GradientFlowImputer
 
@@ -121,15 +122,30 @@ def test_classifier_features_benchmark_prints_and_writes_its_table(tmp_path, mon
     bench = load_benchmark("bench_classifier_features")
     out = tmp_path / "features.json"
     argv = ["bench_classifier_features.py", "--max-iter", "1", "--folds", "2", "--code-prior", "1"]
-    argv += ["--models", "GFE code_prior=1", "PCA", "--json", str(out)]
+    argv += ["--encode-prior", "0.5"]
+    argv += ["--models", "GFE, prior 0.5 at encoding only", "GFE code_prior=1", "PCA"]
+    argv += ["--json", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
     bench.main()
     rows, printed = json.loads(out.read_text())["rows"], capsys.readouterr().out
-    assert list(rows) == ["GFE code_prior=1", "PCA"]
+    assert list(rows) == ["GFE, prior 0.5 at encoding only", "GFE code_prior=1", "PCA"]
     for label, row in rows.items():
         assert 0.5 < row["logistic"] <= 1 and 0.5 < row["kneighbors"] <= 1
         assert (row["bce"] is None) == (label == "PCA")
         assert f"| {label} | {row['logistic']:.4f} | {row['kneighbors']:.4f} |" in printed
+
+
+def test_a_prior_at_encoding_only_trains_without_it_and_encodes_with_it():
+    bench = load_benchmark("bench_classifier_features")
+    X = np.random.RandomState(0).uniform(size=(40, 6))
+    settings = dict(n_components=2, hidden_layer_sizes=(8,), max_iter=2, random_state=0)
+    model = bench.PriorAtEncoding(GradientFlowEncoder(**settings), 0.5)
+    codes = model.fit_transform(X)
+    plain = GradientFlowEncoder(**settings).fit(X)
+    for a, b in zip(model.encoder.decoder_.parameters(), plain.decoder_.parameters()):
+        assert torch.equal(a, b)
+    assert np.array_equal(codes, plain.set_params(code_prior=0.5).transform(X))
+    assert not np.allclose(codes, plain.set_params(code_prior=0.0).transform(X))
 
 
 @pytest.mark.distributed
