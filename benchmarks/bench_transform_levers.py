@@ -127,7 +127,7 @@ def main(argv=None):
         _, seconds = timed(lambda: gfe.transform(test))
         # The same codes again, for what transform does not report (untimed).
         rows.append(
-            (name, seconds, *_evals_and_loss(gfe.flow_diagnostics(test), test, gfe.code_prior))
+            (name, seconds, *_evals_and_loss(gfe.flow_diagnostics(test), test, prior_weight(gfe)))
         )
 
     zero_start = rows[2][3]
@@ -140,10 +140,17 @@ def main(argv=None):
         )
 
 
-def _evals_and_loss(result, test, code_prior=0.0):
+def prior_weight(gfe):
+    """The weight of ``gfe``'s prior on ``||z||^2 / 2``: ``code_prior`` over the prior's
+    variance, ``max(1, code_mean_square_)`` (1 for a model never trained with a prior)."""
+    spread = gfe.code_mean_square_
+    return gfe.code_prior / max(1.0, 1.0 if spread is None else spread)
+
+
+def _evals_and_loss(result, test, weight=0.0):
     """Mean evaluations and reconstruction loss per image: the flow's loss less the prior's
-    term (``code_prior * ||z||^2 / 2`` per observed entry; the test images have no NaN)."""
-    prior = code_prior * (result.z.double() ** 2).sum(dim=1) / 2 / test[0].size
+    term (``weight * ||z||^2 / 2`` per observed entry; the test images have no NaN)."""
+    prior = weight * (result.z.double() ** 2).sum(dim=1) / 2 / test[0].size
     loss = result.loss.double() - prior
     return result.n_evals.double().mean().item(), loss.mean().item()
 

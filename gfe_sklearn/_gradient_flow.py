@@ -104,6 +104,28 @@ SOLVER_FIELD = FittedField(
 )
 
 
+def _is_spread(value):
+    return value is None or (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and bool(np.isfinite(value))
+        and value >= 0
+    )
+
+
+# The running mean square of training's codes under code_prior, which sizes the prior; None
+# before a training flow with the prior has run (and in files from before 0.10.0).
+CODE_SPREAD_FIELD = FittedField(
+    "code_mean_square_",
+    "code_mean_square_",
+    "training",
+    _is_spread,
+    start=lambda _: None,
+    since="0.10.0",
+    write=lambda value, _: None if value is None else float(value),
+)
+
+
 class GradientFlowEncoder(BaseFlowEstimator):
     """Gradient flow encoding (GFE): a decoder whose codes are found by a gradient flow.
 
@@ -168,15 +190,19 @@ class GradientFlowEncoder(BaseFlowEstimator):
         ``set_params(code_init='zeros')`` on one fitted with ``'encoder'`` encodes from
         ``z = 0`` again.
     code_prior : float >= 0, default=0.0
-        Weight of a standard Gaussian prior on the codes, in the flows of ``fit`` and of
+        Weight of a Gaussian prior on the codes, in the flows of ``fit`` and of
         ``transform``, ``score`` and ``flow_diagnostics`` alike: each flow minimises the
-        sample's mean loss per entry plus ``code_prior * ||z||^2 / 2`` divided by its number
-        of (observed) entries, so its endpoint is a MAP code. The prior pins the directions
-        in which the loss is flat, where codes otherwise drift far from 0 and carry no
-        information: after enough training (about ten epochs of digits, 10,000 MNIST
-        images) ``0.01`` gives codes that serve a classifier far better, at the same
-        reconstruction and with shorter flows, but it slows what the decoder learns from its
-        first few thousand images (docs/results.md, "As classifier features"). ``score``,
+        sample's mean loss per entry plus ``code_prior * ||z||^2 / (2 v)`` divided by its
+        number of (observed) entries, so its endpoint is a MAP code under ``N(0, v I)``. The
+        variance ``v`` is ``max(1, code_mean_square_)``, the running mean square of the
+        training flows' codes: a young decoder reconstructs only from codes far from 0, and a
+        prior of the standard normal's width would hold them back and slow what it learns;
+        sized by the codes, the prior draws them in as the decoder learns, and is the
+        standard normal once they are within its scale (a new model's first batch flows
+        without it). The prior pins the directions in which the loss is flat, where codes
+        otherwise drift far from 0 and carry no information: ``0.1`` gives codes that serve
+        a classifier far better, with shorter flows, at a reconstruction within 2% of the
+        prior-free model's (docs/results.md, "As classifier features"). ``score``,
         ``score_samples`` and ``loss_curve_`` report the reconstruction loss alone. 0 (the
         default) is the papers' flow.
     solver : {'auto', 'lbfgs', 'amd', 'euler', 'rk4', 'dopri5'}, default='auto'
@@ -355,6 +381,10 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         ``'auto'`` resolved at the first fit. A ``loss`` set after fitting takes effect at
         the next ``fit`` that builds a new model (a bce decoder emits logits, which another
         loss would read as wrong data).
+    code_mean_square_ : float or None
+        The running mean square of the codes of training's flows (an exponential average
+        over batches), which sizes the prior of ``code_prior``; None for a model that never
+        trained with a prior, which encodes with the standard normal if one is set.
     device_ : str
     solver_ : str
         The solver training used: ``solver``, with ``'auto'`` resolved (once per ``fit`` or
@@ -455,7 +485,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     _transform_uses_loss = True
     _recorded_since = {"code_init": CODE_INITS}
-    _fitted_fields = (*FITTED_FIELDS, SOLVER_FIELD)
+    _fitted_fields = (*FITTED_FIELDS, SOLVER_FIELD, CODE_SPREAD_FIELD)
     # Models saved before these parameters existed stopped on their loss curves and trained
     # without a step cap on their training flows.
     _values_before_parameter = {
@@ -875,6 +905,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         code_penalty=None,
         z0=None,
         loss=None,
+        training=False,
     ):
         self._check_tau_fits(solver, target.dtype)
         options = self._solver_settings(solver)
@@ -897,17 +928,54 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             nesterov_eps=self.nesterov_eps,
             row_chunk=row_chunk,
             record_history=record_history,
-            code_penalty=self._with_code_prior(code_penalty, target),
+            code_penalty=self._with_code_prior(code_penalty, target, training),
             z0=z0,
         )
 
-    def _with_code_prior(self, penalty, target):
-        """``penalty`` plus the standard Gaussian prior of weight ``code_prior``."""
-        if self.code_prior == 0:
+    def _with_code_prior(self, penalty, target, training=False):
+        """``penalty`` plus the Gaussian prior of ``code_prior`` (``_prior_strength``)."""
+        strength = self._prior_strength(training)
+        if strength == 0:
             return penalty
         zeros = torch.zeros(self._n_latent, dtype=target.dtype, device=target.device)
-        prior = gaussian_code_penalty(zeros, zeros + 1, float(self.code_prior))
+        prior = gaussian_code_penalty(zeros, zeros + 1, strength)
         return prior if penalty is None else sum_of_penalties(prior, penalty)
+
+    def _prior_strength(self, training=False):
+        """``code_prior`` over the prior's variance, ``max(1, code_mean_square_)``.
+
+        A young decoder reconstructs only from codes far from 0; a prior of fixed width
+        would hold them back and slow what it learns. Sized by the codes themselves, the
+        prior only shapes them until they have come within the standard normal's scale,
+        from where it is the standard prior.
+        """
+        if self.code_prior == 0:
+            return 0.0
+        spread = self.__dict__.get("code_mean_square_")
+        if spread is None:
+            # A new model's first batch has no codes to size the prior by: it runs without
+            # one. A model that never trained with it (from_autoencoder) takes the standard.
+            return 0.0 if training else float(self.code_prior)
+        return float(self.code_prior) / max(1.0, spread)
+
+    def _track_code_spread(self, codes, batch=None):
+        """Update ``code_mean_square_`` with a training batch's codes (over the whole batch
+        when ``codes`` are a rank's share): an exponential average from the first batch's
+        value, which follows the codes as the decoder learns."""
+        with torch.no_grad():
+            if batch is None:
+                mean_square = float((codes.double() ** 2).mean())
+            else:
+                mean, spread = batch.mean_std(codes)
+                size = batch.size
+                per_column = spread.double() ** 2 * (size - 1) / size + mean.double() ** 2
+                mean_square = float(per_column.mean())
+        previous = self.__dict__.get("code_mean_square_")
+        self.code_mean_square_ = (
+            mean_square
+            if previous is None
+            else previous + CODE_STATS_MOMENTUM * (mean_square - previous)
+        )
 
     def _training_loss(self, target, batch=None):
         # The flow runs on the decoder in eval mode (rows independent); the update pass
@@ -922,8 +990,17 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             seen = self._hidden_from_flow(target, batch)
             loss = LOSSES[self.loss_].observed_only()
         result = self._flow(
-            seen, solver, self.adjoint, self.fit_stop_tol, row_chunk=None, max_steps=cap, loss=loss
+            seen,
+            solver,
+            self.adjoint,
+            self.fit_stop_tol,
+            row_chunk=None,
+            max_steps=cap,
+            loss=loss,
+            training=True,
         )
+        if self.code_prior != 0:
+            self._track_code_spread(result.z, batch)
         self.decoder_.train()
         loss = self._loss()(self.decoder_(result.z), target)
         if "encoder_" not in self.__dict__:

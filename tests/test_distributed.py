@@ -83,7 +83,11 @@ SCENARIOS = {
         AutoEncoderBaseline(**F64, batch_size=32, max_iter=4, max_samples=500, random_state=3),
         "fit, warm fit",
     ),
-    "partial_fit": (GradientFlowEncoder(**F64, batch_size=25, random_state=4), "partial_fit x2"),
+    # The prior is sized by the mean square of the whole batch's codes, gathered from the ranks.
+    "partial_fit, code_prior": (
+        GradientFlowEncoder(**F64, batch_size=25, code_prior=0.3, random_state=4),
+        "partial_fit x2",
+    ),
     # Every rank sees the same X, so loss='auto' chooses alike: mse for data outside [0, 1].
     "loss='auto' on centred data": (
         GradientFlowEncoder(**F64, batch_size=25, max_iter=2, random_state=9),
@@ -134,6 +138,7 @@ def record(estimator):
         "n_iter_": estimator.n_iter_,
         "n_samples_seen_": estimator.n_samples_seen_,
         "loss_": estimator.loss_,
+        "code_mean_square_": getattr(estimator, "code_mean_square_", None),
     }
 
 
@@ -236,6 +241,10 @@ def assert_same(a, b, rtol=0.0, atol=0.0):
         np.testing.assert_allclose(a["validation_scores_"], b["validation_scores_"], rtol=rtol)
     assert (a["n_iter_"], a["n_samples_seen_"]) == (b["n_iter_"], b["n_samples_seen_"])
     assert a["loss_"] == b["loss_"]
+    if a["code_mean_square_"] is not None:
+        np.testing.assert_allclose(a["code_mean_square_"], b["code_mean_square_"], rtol=rtol)
+    else:
+        assert b["code_mean_square_"] is None
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))

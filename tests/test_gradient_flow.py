@@ -309,7 +309,8 @@ def test_linear_mse_model_at_default_settings_encodes_to_the_map_code(
     ).fit(X)
     layer = est.decoder_[0]
     w, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
-    normal = w.T @ w + code_prior / 2 * np.eye(5)
+    strength = code_prior / max(1.0, est.code_mean_square_ or 1.0)
+    normal = w.T @ w + strength / 2 * np.eye(5)
     expected = np.linalg.solve(normal, w.T @ (X - b).T).T
     codes = est.transform(X)
     error = np.linalg.norm(codes - expected, axis=1) / np.linalg.norm(expected, axis=1)
@@ -375,7 +376,7 @@ def test_flow_diagnostics_are_those_of_transform(solver, small):
     # The diagnostics report the loss the flow minimised, score_samples the reconstruction:
     # they differ by the prior's term.
     z = result.z.double().numpy()
-    prior = est.code_prior * 0.5 * (z**2).sum(axis=1) / X.shape[1]
+    prior = est._prior_strength() * 0.5 * (z**2).sum(axis=1) / X.shape[1]
     np.testing.assert_allclose(-result.loss.numpy() + prior, est.score_samples(X), rtol=1e-5)
     assert result.z.device.type == "cpu" and not result.z.requires_grad
     steps = result.n_steps.numpy()
