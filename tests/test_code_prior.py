@@ -175,9 +175,7 @@ def test_the_prior_survives_save_and_load(digits, fitted, tmp_path):
     np.testing.assert_array_equal(loaded.transform(digits[1]), fitted.transform(digits[1]))
 
 
-def test_a_file_without_the_codes_spread_encodes_with_the_standard_prior(
-    digits, fitted, tmp_path
-):
+def test_a_file_without_the_codes_spread_encodes_with_the_standard_prior(digits, fitted, tmp_path):
     path = tmp_path / "model.safetensors"
     fitted.save(path)
     _rewrite(path, edit_content=lambda content: content["fitted"].pop("code_mean_square_"))
