@@ -181,11 +181,12 @@ class GradientFlowEncoder(BaseFlowEstimator):
         on the codes ``transform`` gives the training rows at ``fit_stop_tol`` (at least 30
         epochs; ``fit`` encodes its rows once more for it; ``partial_fit`` skips this
         step). The flow then refines the guess to a minimum of the sample's loss, or for
-        ``max_steps`` steps: with ``code_prior=0.01``, 8 L-BFGS steps end within 0.001 of
-        the zero start's cross-entropy on MNIST and Fashion-MNIST in a quarter of its
-        evaluations (docs/performance.md). Without a prior the guesses are far less
-        precise, so it is not the default. Training flows start at ``z = 0`` either way,
-        and the encoder's training changes neither the decoder nor ``loss_curve_``. Set
+        ``max_steps`` steps: with ``code_prior=0.1``, 8 L-BFGS steps end within 0.001 of
+        the zero start's cross-entropy on digits, MNIST and Fashion-MNIST in a quarter to
+        two fifths of its evaluations (docs/performance.md). Without a prior the guesses
+        are far less precise, so it is not the default. Training flows start at
+        ``z = 0`` either way, and the encoder's training changes neither the decoder nor
+        ``loss_curve_``. Set
         when the model is fitted: a model fitted with ``'zeros'`` has no encoder, and
         ``set_params(code_init='zeros')`` on one fitted with ``'encoder'`` encodes from
         ``z = 0`` again.
