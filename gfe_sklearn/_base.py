@@ -167,7 +167,8 @@ class _Plateau:
     tol : float
     n_iter_no_change : int
     keep_best_weights : bool
-        Keep a copy of the modules' weights at the best score, to restore at the end.
+        Keep a copy of the modules' weights at the best score, to restore at the end, with
+        the estimator's attributes that describe them (``_weight_statistics``).
     """
 
     def __init__(self, tol, n_iter_no_change, keep_best_weights):
@@ -177,8 +178,9 @@ class _Plateau:
         self.best_score = -np.inf
         self.epochs_without_gain = 0
         self.best_weights = None
+        self.best_statistics = {}
 
-    def update(self, score, modules):
+    def update(self, score, modules, statistics=None):
         """Record an epoch's score; returns True when training should stop."""
         if score > self.best_score + self.tol:
             self.epochs_without_gain = 0
@@ -188,12 +190,14 @@ class _Plateau:
             self.best_score = score
             if self.keep_best_weights:
                 self.best_weights = [copy.deepcopy(m.state_dict()) for m in modules]
+                self.best_statistics = copy.deepcopy(statistics or {})
         return self.epochs_without_gain > self.n_iter_no_change
 
-    def restore_best_weights(self, modules):
+    def restore_best_weights(self, modules, owner):
         if self.best_weights is not None:
             for module, state in zip(modules, self.best_weights):
                 module.load_state_dict(state)
+            owner.__dict__.update(self.best_statistics)
 
 
 class BaseFlowEstimator(
@@ -306,6 +310,12 @@ class BaseFlowEstimator(
 
     # The attributes that may hold fitted modules: the names _build_modules returns.
     _module_attributes = ("decoder_", "encoder_")
+    # Fitted attributes that training updates with the weights and that belong to them:
+    # early stopping's best epoch restores them together.
+    _weight_statistics = ()
+
+    def _statistics_of_weights(self):
+        return {name: getattr(self, name, None) for name in self._weight_statistics}
 
     def _fitted_modules(self):
         """The fitted modules by attribute name, as ``_build_modules`` built them."""
@@ -839,7 +849,7 @@ class BaseFlowEstimator(
             stopped = self._run_epochs(X, X_val, incremental, plateau, parallel)
         finally:  # also after an interrupt, which keeps the model (see fit)
             if plateau is not None:
-                plateau.restore_best_weights(self._modules())
+                plateau.restore_best_weights(self._modules(), self)
         if stopped is None and not incremental:
             self._warn_not_converged(watched_validation=X_val is not None)
 
@@ -869,7 +879,7 @@ class BaseFlowEstimator(
                 continue
             # Early stopping watches the validation score, otherwise the training loss.
             score = -epoch_loss if validation is None else validation
-            if plateau.update(score, self._modules()):
+            if plateau.update(score, self._modules(), self._statistics_of_weights()):
                 return "converged"
             if budget is not None and seen >= budget:
                 return "budget"

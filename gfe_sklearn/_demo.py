@@ -127,7 +127,7 @@ def run(
     *,
     budgets=None,
     solver="lbfgs",
-    code_prior=0.0,
+    code_prior=0.1,
     device="auto",
     out="gfe-sklearn-demo",
     n_test=None,
@@ -146,9 +146,9 @@ def run(
         the dataset's ``SETTINGS`` budgets.
     solver : str, default='lbfgs'
         ``GradientFlowEncoder``'s solver, in training and encoding (GFE and Mixed).
-    code_prior : float, default=0.0
-        GFE's prior on its codes (``GradientFlowEncoder(code_prior=...)``); Mixed encodes
-        without one, as the papers' Mixed model.
+    code_prior : float, default=0.1
+        GFE's prior on its codes (``GradientFlowEncoder(code_prior=...)``, whose default it
+        is); Mixed encodes without one, as the papers' Mixed model.
     device : str, default='auto'
     out : str or path-like, default='gfe-sklearn-demo'
         Folder of the figure.
@@ -432,10 +432,10 @@ def build_parser():
     parser.add_argument(
         "--code-prior",
         type=_non_negative_float,
-        default=0.0,
+        default=0.1,
         metavar="WEIGHT",
-        help="weight of GFE's Gaussian prior on its codes; 0.01 gives codes that serve a "
-        "classifier better after longer training (default: 0, the papers' flow)",
+        help="weight of GFE's Gaussian prior on its codes, GradientFlowEncoder's "
+        "code_prior (default: 0.1, its default; 0 is the papers' flow)",
     )
     parser.add_argument(
         "--device",

@@ -24,7 +24,12 @@ def digits():
 
 def _fit(train, **params):
     settings = dict(
-        n_components=8, hidden_layer_sizes=(32,), max_iter=5, random_state=0, code_init="encoder"
+        n_components=8,
+        hidden_layer_sizes=(32,),
+        max_iter=5,
+        random_state=0,
+        code_init="encoder",
+        code_prior=0.0,  # the tests that want the prior set it
     )
     return GradientFlowEncoder(**{**settings, **params}, device="cpu").fit(train)
 

@@ -31,6 +31,7 @@ SMALL = dict(
     solver="lbfgs",
     device="cpu",
     random_state=0,
+    code_prior=0.0,  # the imputer's own prior, alone, as in its default encoder
 )
 
 

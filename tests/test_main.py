@@ -88,6 +88,14 @@ def test_code_prior_reaches_gfe_and_not_mixed(monkeypatch):
     assert set(scored) == {(True, 0.25), (False, 0.0)}
 
 
+def test_the_main_job_trains_gfe_with_the_estimators_default_prior():
+    import inspect
+
+    default = _demo.GradientFlowEncoder().code_prior
+    assert inspect.signature(_demo.run).parameters["code_prior"].default == default
+    assert _demo.build_parser().parse_args([]).code_prior == default
+
+
 def test_help_explains_every_option(capsys):
     with pytest.raises(SystemExit) as info:
         _demo.main(["--help"])

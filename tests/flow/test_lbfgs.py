@@ -118,8 +118,9 @@ def test_settings_without_meaning_for_it_are_refused(setting):
 
 
 def test_estimator_with_lbfgs_encodes_like_the_flow(X, small):
-    est = GradientFlowEncoder(**{**small, "solver": "lbfgs", "max_iter": 3}).fit(X)
-    codes = est.transform(X)
+    # The papers' flow, without a prior on the codes.
+    est = GradientFlowEncoder(**{**small, "solver": "lbfgs", "max_iter": 3, "code_prior": 0.0})
+    codes = est.fit(X).transform(X)
     target = torch.as_tensor(X, dtype=next(est.decoder_.parameters()).dtype)
     flow = _flow_endpoint(est.decoder_, target, est.n_components)
     np.testing.assert_allclose(codes, flow.z.numpy(), rtol=0, atol=1e-3 * np.abs(codes).max())
