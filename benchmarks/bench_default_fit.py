@@ -8,13 +8,14 @@ Usage::
 Scales the 1,797 digits to [0, 1] (MinMaxScaler fitted on a 75% training split, clipped;
 float64, as a user's pipeline gives them), fits each model with its default parameters on
 the training split and transforms the held-out 25%. Prints fit seconds (wall and CPU),
-transform seconds, epochs, the held-out BCE (minus ``score``) and each fit time as a ratio to
-the autoencoder's, all in one run. ``--with-0.9`` adds GradientFlowEncoder with version
-0.9's default of no prior on the codes (``code_prior=0``); ``--with-0.4`` adds both estimators with version 0.4's
-arithmetic (the data's dtype, float64 here: ``compute_dtype=None``); ``--with-0.2`` adds
-GradientFlowEncoder with the defaults of version 0.2 (AMD, batches of 32, lr 5e-4, 20
-epochs, training flows to 1e-3, float64), which takes several minutes. PCA (20
-components) has no BCE; its held-out mean squared reconstruction error is printed.
+transform seconds, epochs, the held-out BCE (minus ``score``) and each fit time as a ratio
+to the autoencoder's, all in one run. ``--with-0.9`` adds GradientFlowEncoder with version
+0.9's default of no prior on the codes (``code_prior=0``); ``--with-0.4`` adds both
+estimators with version 0.4's arithmetic (the data's dtype, float64 here:
+``compute_dtype=None``); ``--with-0.2`` adds GradientFlowEncoder with the defaults of
+version 0.2 (AMD, batches of 32, lr 5e-4, 20 epochs, training flows to 1e-3, float64), which
+takes several minutes. PCA (20 components) has no BCE; its held-out mean squared
+reconstruction error is printed.
 """
 
 import argparse

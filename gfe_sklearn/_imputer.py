@@ -72,14 +72,14 @@ class GradientFlowImputer(_BaseImputer):
     ----------
     encoder : GradientFlowEncoder, default=None
         The encoder's settings. ``fit`` trains a clone with ``allow_nan=True``; the instance
-        passed is not changed. None uses
-        ``GradientFlowEncoder(fit_hide_fraction=0.8, code_prior=0)`` (the imputer's own
-        ``code_prior`` shapes its codes), trained for at least 15,000 samples (10 epochs, more on fewer than 1,500 rows; the
-        number of samples ends training, not a plateau of its loss): its ``loss='auto'``
-        trains with ``'bce'`` (the papers' choice) where every observed entry lies in
-        ``[0, 1]``, as in images and min-max scaled tables, and with ``'mse'`` on any other
-        finite data; its decoder learns to predict entries hidden from the codes
-        (docs/imputation.md). A given encoder trains as it is set.
+        passed is not changed. None uses ``GradientFlowEncoder(fit_hide_fraction=0.8,
+        code_prior=0)`` (the imputer's own ``code_prior`` shapes its codes), trained for at
+        least 15,000 samples (10 epochs, more on fewer than 1,500 rows; the number of samples
+        ends training, not a plateau of its loss): its ``loss='auto'`` trains with ``'bce'``
+        (the papers' choice) where every observed entry lies in ``[0, 1]``, as in images and
+        min-max scaled tables, and with ``'mse'`` on any other finite data; its decoder learns
+        to predict entries hidden from the codes (docs/imputation.md). A given encoder trains as
+        it is set.
     missing_values : int, float or np.nan, default=np.nan
         The placeholder for the missing values. All occurrences of ``missing_values`` are
         imputed. X is read as numbers, so ``None`` in an object array is NaN: use
