@@ -126,9 +126,8 @@ def main(argv=None):
         )
         _, seconds = timed(lambda: gfe.transform(test))
         # The same codes again, for what transform does not report (untimed).
-        rows.append(
-            (name, seconds, *_evals_and_loss(gfe.flow_diagnostics(test), test, prior_weight(gfe)))
-        )
+        result = gfe.flow_diagnostics(test)
+        rows.append((name, seconds, *_evals_and_loss(result, test, gfe._prior_strength())))
 
     zero_start = rows[2][3]
     print("| encoding | images/s | time / AE's | evaluations / image | BCE | vs 0.8 |")
@@ -140,16 +139,11 @@ def main(argv=None):
         )
 
 
-def prior_weight(gfe):
-    """The weight of ``gfe``'s prior on ``||z||^2 / 2``: ``code_prior`` over the prior's
-    variance, ``max(1, code_mean_square_)`` (1 for a model never trained with a prior)."""
-    spread = gfe.code_mean_square_
-    return gfe.code_prior / max(1.0, 1.0 if spread is None else spread)
-
-
 def _evals_and_loss(result, test, weight=0.0):
     """Mean evaluations and reconstruction loss per image: the flow's loss less the prior's
-    term (``weight * ||z||^2 / 2`` per observed entry; the test images have no NaN)."""
+    term (``weight * ||z||^2 / 2`` per observed entry, ``weight`` the model's
+    ``_prior_strength()``: ``code_prior`` over the prior's variance; the test images have
+    no NaN)."""
     prior = weight * (result.z.double() ** 2).sum(dim=1) / 2 / test[0].size
     loss = result.loss.double() - prior
     return result.n_evals.double().mean().item(), loss.mean().item()

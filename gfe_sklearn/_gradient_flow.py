@@ -965,13 +965,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         when ``codes`` are a rank's share): an exponential average from the first batch's
         value, which follows the codes as the decoder learns."""
         with torch.no_grad():
-            if batch is None:
-                mean_square = float((codes.double() ** 2).mean())
-            else:
-                mean, spread = batch.mean_std(codes)
-                size = batch.size
-                per_column = spread.double() ** 2 * (size - 1) / size + mean.double() ** 2
-                mean_square = float(per_column.mean())
+            squares = codes.double() ** 2
+            columns = squares.mean(dim=0) if batch is None else batch.mean_std(squares)[0]
+            mean_square = float(columns.mean())
         previous = self.__dict__.get("code_mean_square_")
         self.code_mean_square_ = (
             mean_square

@@ -101,7 +101,7 @@ def test_transform_levers_benchmark_reports_the_reconstruction_without_the_prior
     gfe = GradientFlowEncoder(
         n_components=3, hidden_layer_sizes=(8,), max_iter=2, code_prior=0.5, random_state=0
     ).fit(X)
-    _, loss = bench._evals_and_loss(gfe.flow_diagnostics(X), X, bench.prior_weight(gfe))
+    _, loss = bench._evals_and_loss(gfe.flow_diagnostics(X), X, gfe._prior_strength())
     assert loss == pytest.approx(-gfe.score(X), rel=1e-5)
 
 
