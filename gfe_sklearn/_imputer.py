@@ -72,8 +72,8 @@ class GradientFlowImputer(_BaseImputer):
     ----------
     encoder : GradientFlowEncoder, default=None
         The encoder's settings. ``fit`` trains a clone with ``allow_nan=True``; the instance
-        passed is not changed. None uses ``GradientFlowEncoder(fit_hide_fraction=0.8,
-        code_prior=0)`` (the imputer's own ``code_prior`` shapes its codes), trained for at
+        passed is not changed. None uses ``GradientFlowEncoder(fit_hide_fraction=0.8)``
+        (with the encoder's default prior on the codes, sized by them), trained for at
         least 15,000 samples (10 epochs, more on fewer than 1,500 rows; the number of samples
         ends training, not a plateau of its loss): its ``loss='auto'`` trains with ``'bce'``
         (the papers' choice) where every observed entry lies in ``[0, 1]``, as in images and
@@ -253,8 +253,9 @@ class GradientFlowImputer(_BaseImputer):
         """The encoder to clone: the user's, or the default one, trained on ``n_rows`` rows."""
         if self.encoder is not None:
             return self.encoder
-        # The imputer's own prior (code_prior, above) is the one measured for imputation.
-        encoder = GradientFlowEncoder(fit_hide_fraction=DEFAULT_HIDE_FRACTION, code_prior=0.0)
+        # With the encoder's own prior too: trained on MAP codes, the decoder imputes 3-23%
+        # better than on the codes of the papers' flow (docs/imputation.md).
+        encoder = GradientFlowEncoder(fit_hide_fraction=DEFAULT_HIDE_FRACTION)
         if n_rows:
             epochs = max(DEFAULT_MIN_EPOCHS, -(-DEFAULT_MIN_SAMPLES // n_rows))
             encoder.set_params(

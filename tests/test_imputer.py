@@ -31,7 +31,7 @@ SMALL = dict(
     solver="lbfgs",
     device="cpu",
     random_state=0,
-    code_prior=0.0,  # the imputer's own prior, alone, as in its default encoder
+    code_prior=0.0,  # the imputer's own prior alone: the tests of its MAP codes need it
 )
 
 
@@ -111,13 +111,14 @@ def test_default_encoder_hides_entries_and_sees_enough_samples():
     assert (small.max_iter, small.max_samples) == (150, 15_000)
     assert (large.max_iter, large.max_samples) == (10, 100_000)
     assert small.n_iter_no_change == small.max_iter
+    # The encoder's own prior, sized by the codes, in training and encoding (since 0.10).
+    assert small.code_prior == GradientFlowEncoder().code_prior > 0
 
 
 def test_default_encoder_trains_its_whole_budget_without_warning(monkeypatch):
     monkeypatch.setattr(imputer_module, "DEFAULT_MIN_SAMPLES", 400)
-    monkeypatch.setattr(
-        imputer_module, "GradientFlowEncoder", partial(GradientFlowEncoder, **UNSEEDED)
-    )
+    small = {name: value for name, value in UNSEEDED.items() if name != "code_prior"}
+    monkeypatch.setattr(imputer_module, "GradientFlowEncoder", partial(GradientFlowEncoder, **small))
     X = with_holes(low_rank(n_samples=40, n_features=6))
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
@@ -126,6 +127,8 @@ def test_default_encoder_trains_its_whole_budget_without_warning(monkeypatch):
     # 36 rows train (4 are held out to pick the prior): 12 epochs reach 400 samples.
     assert encoder.fit_hide_fraction == 0.8
     assert encoder.n_iter_ == len(encoder.loss_curve_) == 12
+    # Its training flows saw the prior sized by their codes.
+    assert encoder.code_prior > 0 and encoder.code_mean_square_ > 0
 
 
 def test_members_of_the_default_imputer_size_their_own_training(monkeypatch):
