@@ -282,6 +282,6 @@ def test_the_default_imputer_fills_a_table_with_negative_values(X, small):
 
 def test_the_default_imputers_encoder_chooses_its_loss_and_hides_entries():
     template = GradientFlowImputer()._encoder_template()
-    expected = GradientFlowEncoder(fit_hide_fraction=0.8, code_prior=0.0).get_params()
+    expected = GradientFlowEncoder(fit_hide_fraction=0.8).get_params()
     assert template.get_params() == expected
     assert template.loss == "auto"
