@@ -118,7 +118,9 @@ def test_default_encoder_hides_entries_and_sees_enough_samples():
 def test_default_encoder_trains_its_whole_budget_without_warning(monkeypatch):
     monkeypatch.setattr(imputer_module, "DEFAULT_MIN_SAMPLES", 400)
     small = {name: value for name, value in UNSEEDED.items() if name != "code_prior"}
-    monkeypatch.setattr(imputer_module, "GradientFlowEncoder", partial(GradientFlowEncoder, **small))
+    monkeypatch.setattr(
+        imputer_module, "GradientFlowEncoder", partial(GradientFlowEncoder, **small)
+    )
     X = with_holes(low_rank(n_samples=40, n_features=6))
     with warnings.catch_warnings():
         warnings.simplefilter("error", ConvergenceWarning)
