@@ -980,7 +980,10 @@ class BaseFlowEstimator(
         )
 
     def _check_usable(self):
-        """Refuse to encode with a model whose weights are not finite (it would give zeros)."""
+        """Refuse to encode with a parameter that ``set_params`` put out of range after
+        ``fit`` (the flow reads them at every encoding, and would fail deep inside), or with
+        a model whose weights are not finite (it would give zeros)."""
+        self._validate_params()
         if not self._parameters_finite():
             raise ValueError(
                 f"This {type(self).__name__}'s weights are not all finite (NaN or inf), so it "

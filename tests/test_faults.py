@@ -142,6 +142,15 @@ def test_a_model_with_non_finite_weights_refuses_to_answer(cls, method, X, small
         getattr(est, method)(data)
 
 
+@pytest.mark.parametrize("method", ["transform", "score", "flow_diagnostics"])
+def test_a_parameter_set_out_of_range_after_fit_is_named_before_encoding(method, X, small):
+    # The flow reads max_steps at every encoding; None used to fail inside the solver.
+    est = GradientFlowEncoder(**small).fit(X).set_params(max_steps=None)
+    with pytest.raises(ValueError, match=r"'max_steps' parameter .* must be an int"):
+        getattr(est, method)(X)
+    assert est.set_params(max_steps=1000).transform(X).shape == (len(X), small["n_components"])
+
+
 @pytest.mark.parametrize(
     "param, value",
     [("n_components", 3), ("hidden_layer_sizes", (4,)), ("activation", "tanh"), ("loss", "mse")],
