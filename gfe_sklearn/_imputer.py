@@ -253,8 +253,9 @@ class GradientFlowImputer(_BaseImputer):
         """The encoder to clone: the user's, or the default one, trained on ``n_rows`` rows."""
         if self.encoder is not None:
             return self.encoder
-        # With the encoder's own prior too: trained on MAP codes, the decoder imputes 3-23%
-        # better than on the codes of the papers' flow (docs/imputation.md).
+        # With the encoder's own prior too: trained on MAP codes rather than on codes fitted
+        # to the few entries a training flow sees, the decoder imputes small data better
+        # (docs/imputation.md).
         encoder = GradientFlowEncoder(fit_hide_fraction=DEFAULT_HIDE_FRACTION)
         if n_rows:
             epochs = max(DEFAULT_MIN_EPOCHS, -(-DEFAULT_MIN_SAMPLES // n_rows))

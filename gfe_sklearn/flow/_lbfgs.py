@@ -95,8 +95,8 @@ class LBFGS(Solver):
     def _remember(self, run, accepted, s, y):
         """Push the accepted rows' step pair (if its curvature is positive) into the history,
         with its products with the pairs kept: the pair matrices ``SY = S Y^T`` and
-        ``YY = Y Y^T`` gain one row and column per step instead of being rebuilt (``history``
-        times the work, a third of a small decoder's ``transform``)."""
+        ``YY = Y Y^T`` gain one row and column per step instead of being rebuilt, which takes
+        ``history`` times the work."""
         sy = (s * y).sum(dim=1)
         keep = (accepted & (sy > 1e-10 * s.norm(dim=1) * y.norm(dim=1)))[:, None, None]
         S = torch.cat([run["S"][:, 1:], s[:, None]], dim=1)
