@@ -29,6 +29,9 @@ from ._device import resolve_device
 from ._gradient_flow import GradientFlowEncoder
 from .flow import SOLVERS
 
+# The main job trains GFE with the estimator's own prior on the codes, whatever it becomes.
+DEFAULT_CODE_PRIOR = GradientFlowEncoder().code_prior
+
 MODELS = ("GFE", "AE", "Mixed")
 
 # The AE also trains on this many times the largest budget, to show how many images it
@@ -127,7 +130,7 @@ def run(
     *,
     budgets=None,
     solver="lbfgs",
-    code_prior=0.1,
+    code_prior=DEFAULT_CODE_PRIOR,
     device="auto",
     out="gfe-sklearn-demo",
     n_test=None,
@@ -432,10 +435,10 @@ def build_parser():
     parser.add_argument(
         "--code-prior",
         type=_non_negative_float,
-        default=0.1,
+        default=DEFAULT_CODE_PRIOR,
         metavar="WEIGHT",
         help="weight of GFE's Gaussian prior on its codes, GradientFlowEncoder's "
-        "code_prior (default: 0.1, its default; 0 is the papers' flow)",
+        f"code_prior (default: {DEFAULT_CODE_PRIOR:g}, its default; 0 is the papers' flow)",
     )
     parser.add_argument(
         "--device",
