@@ -54,8 +54,9 @@ class LBFGS(Solver):
         like = run["state"]
         run["S"] = like.new_zeros(n, self.history, k)
         run["Y"] = like.new_zeros(n, self.history, k)
-        run["SY"] = like.new_zeros(n, self.history, self.history)
+        run["sy"] = like.new_zeros(n, self.history)
         run["YY"] = like.new_zeros(n, self.history, self.history)
+        run["R_inv"] = _identities(n, self.history, like)
         run["step"] = torch.ones_like(run["t"])
         run["m"] = torch.zeros_like(run["n_steps"])
         self._new_directions(run, torch.ones_like(run["t"], dtype=torch.bool))
@@ -94,34 +95,33 @@ class LBFGS(Solver):
 
     def _remember(self, run, accepted, s, y):
         """Push the accepted rows' step pair (if its curvature is positive) into the history,
-        with its products with the pairs kept: the pair matrices ``SY = S Y^T`` and
-        ``YY = Y Y^T`` gain one row and column per step instead of being rebuilt, which takes
-        ``history`` times the work."""
+        with what the directions need of it, updated one pair per step instead of rebuilt
+        (which takes ``history`` times the work): the curvatures ``s . y`` of the pairs,
+        ``Y Y^T``, and the inverse of the triangle ``R = triu(S Y^T)``."""
         sy = (s * y).sum(dim=1)
-        keep = (accepted & (sy > 1e-10 * s.norm(dim=1) * y.norm(dim=1)))[:, None, None]
+        keep = accepted & (sy > 1e-10 * s.norm(dim=1) * y.norm(dim=1))
         S = torch.cat([run["S"][:, 1:], s[:, None]], dim=1)
         Y = torch.cat([run["Y"][:, 1:], y[:, None]], dim=1)
-        # Entry by entry the sums a rebuilt S Y^T would take: the same bits.
-        SY = _with_new_pair(run["SY"], (s[:, None] * Y).sum(-1), (S * y[:, None]).sum(-1))
+        S_y = (S * y[:, None]).sum(-1)  # R's new last column, its diagonal entry last
+        curvatures = torch.cat([run["sy"][:, 1:], S_y[:, -1:]], dim=1)
         y_Y = (Y * y[:, None]).sum(-1)
         YY = _with_new_pair(run["YY"], y_Y, y_Y)
-        for name, new in (("S", S), ("Y", Y), ("SY", SY), ("YY", YY)):
-            run[name] = torch.where(keep, new, run[name])
+        R_inv = _inverse_with_new_pair(run["R_inv"], S_y[:, :-1], S_y[:, -1])
+        for name, new in (("S", S), ("Y", Y), ("sy", curvatures), ("YY", YY), ("R_inv", R_inv)):
+            run[name] = torch.where(keep.reshape(-1, *[1] * (new.dim() - 1)), new, run[name])
 
     def _new_directions(self, run, rows):
         """Quasi-Newton directions for ``rows``; the others keep theirs.
 
         The inverse-Hessian product in the compact form of Byrd, Nocedal and Schnabel (1994):
-        a few batched products and two triangular solves on the ``history``-sized pair
-        matrices instead of the two-loop recursion's four operations per pair, which cost
-        more than the decoder's own evaluation at small batches.
+        a few batched products with the ``history``-sized pair matrices and the inverse of
+        their triangle ``R``, instead of the two-loop recursion's four operations per pair,
+        which cost more than the decoder's own evaluation at small batches.
         """
-        grad, S, Y, SY = run["grad"], run["S"], run["Y"], run["SY"]
-        sy = torch.diagonal(SY, dim1=1, dim2=2)
-        # Empty slots (no pair yet, or a pair without positive curvature) hold zeros, and a
-        # unit diagonal there makes them drop out of the solves below.
-        filled = sy > 0
-        paired = filled[:, -1]
+        grad, S, Y, sy = run["grad"], run["S"], run["Y"], run["sy"]
+        # Empty slots (no pair yet, or none since the history was cleared) hold zeros, and
+        # the unit diagonal of R's inverse there makes them drop out of the products below.
+        paired = sy[:, -1] > 0
         newest_yy = (Y[:, -1] * Y[:, -1]).sum(dim=1)
         # Without a pair yet, the first step has length first_step in code space.
         gamma = torch.where(
@@ -130,10 +130,10 @@ class LBFGS(Solver):
             self.first_step / grad.norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny),
         )
         Sg, Yg = (S * grad[:, None]).sum(-1), (Y * grad[:, None]).sum(-1)
-        R = torch.triu(SY) + torch.diag_embed((~filled).to(SY.dtype))
-        p = _solve_upper(R, Sg)
+        R_inv = run["R_inv"]
+        p = (R_inv * Sg[:, None]).sum(-1)
         c = sy * p + gamma[:, None] * ((run["YY"] * p[:, None]).sum(-1) - Yg)
-        top = _solve_upper_transposed(R, c)
+        top = (R_inv * c[:, :, None]).sum(1)
         r = gamma[:, None] * grad + _combine(top, S) - gamma[:, None] * _combine(p, Y)
         direction = -r
         slope = (grad * direction).sum(dim=1)
@@ -142,9 +142,14 @@ class LBFGS(Solver):
         uphill = ~(slope < 0)
         direction = torch.where(uphill[:, None], -gamma[:, None] * grad, direction)
         slope = torch.where(uphill, -gamma * (grad * grad).sum(dim=1), slope)
-        clear = (rows & uphill)[:, None, None]
-        for name in ("S", "Y", "SY", "YY"):
-            run[name] = torch.where(clear, torch.zeros_like(run[name]), run[name])
+        clear = rows & uphill
+        if bool(clear.any()):
+            for name in ("S", "Y", "sy", "YY"):
+                run[name] = torch.where(
+                    clear.reshape(-1, *[1] * (run[name].dim() - 1)), 0.0, run[name]
+                )
+            empty = _identities(*R_inv.shape[:2], R_inv)
+            run["R_inv"] = torch.where(clear[:, None, None], empty, R_inv)
         paired = paired & ~(rows & uphill)
         if "direction" not in run.data:
             run["direction"], run["slope"], run["paired"] = direction, slope, paired
@@ -154,7 +159,7 @@ class LBFGS(Solver):
         run["paired"] = torch.where(rows, paired, run["paired"])
 
 
-# The per-sample products and solves below are elementwise products and sums over each
+# The per-sample products below are elementwise products and sums over each
 # sample's own entries, not batched BLAS/LAPACK calls: batched kernels process samples in
 # groups and rounded a sample's 10 x 5 products differently by its position in the batch
 # (MKL, AVX-512), which changed its codes with the batch.
@@ -175,17 +180,21 @@ def _combine(weights, vectors):
     return (weights[:, None] * vectors.transpose(1, 2)).sum(-1)
 
 
-def _solve_upper(R, b):
-    """``x`` with ``R x = b`` per sample, ``R`` upper triangular ``(n, m, m)``."""
-    x = torch.zeros_like(b)
-    for i in reversed(range(b.shape[1])):
-        x[:, i] = (b[:, i] - (R[:, i, i + 1 :] * x[:, i + 1 :]).sum(-1)) / R[:, i, i]
-    return x
+def _identities(n, m, like):
+    """``n`` identity matrices ``(n, m, m)``: the inverse triangle of an empty history."""
+    return torch.eye(m, dtype=like.dtype, device=like.device).expand(n, m, m).clone()
 
 
-def _solve_upper_transposed(R, b):
-    """``x`` with ``R^T x = b`` per sample, ``R`` upper triangular ``(n, m, m)``."""
-    x = torch.zeros_like(b)
-    for i in range(b.shape[1]):
-        x[:, i] = (b[:, i] - (R[:, :i, i] * x[:, :i]).sum(-1)) / R[:, i, i]
-    return x
+def _inverse_with_new_pair(R_inv, column, curvature):
+    """The inverse of the triangle ``R = triu(S Y^T)`` after its oldest pair left and a new
+    one came, from the inverse before: dropping the first row and column of an upper
+    triangular matrix drops them from its inverse, and a new last column ``column`` above
+    the diagonal entry ``curvature`` (``s . y``) adds ``-R^{-1} column / curvature`` above
+    ``1 / curvature``: ``O(history^2)`` per sample and step instead of two triangular
+    solves at every direction."""
+    kept = R_inv[:, 1:, 1:]
+    inverse = torch.zeros_like(R_inv)
+    inverse[:, :-1, :-1] = kept
+    inverse[:, :-1, -1] = -(kept * column[:, None]).sum(-1) / curvature[:, None]
+    inverse[:, -1, -1] = 1.0 / curvature
+    return inverse

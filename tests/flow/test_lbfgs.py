@@ -149,3 +149,29 @@ def test_a_code_where_the_gradient_vanishes_is_retired_at_once(dtype):
     res = encode(decoder, target, 3, solver="lbfgs")
     assert res.n_evals.max() <= 2
     assert res.converged.all() and torch.equal(res.z, torch.zeros_like(res.z))
+
+
+def test_inverse_triangle_kept_per_pair_inverts_the_history_triangle():
+    # More pairs than the history holds: the oldest leave as new ones come, and some rows
+    # skip a pair (no positive curvature, or a rejected step), so the histories differ.
+    from gfe_sklearn.flow._lbfgs import LBFGS
+
+    generator = torch.Generator().manual_seed(0)
+    n, k, history = 5, 6, 4
+    run = {
+        "S": torch.zeros(n, history, k, dtype=torch.float64),
+        "Y": torch.zeros(n, history, k, dtype=torch.float64),
+        "sy": torch.zeros(n, history, dtype=torch.float64),
+        "YY": torch.zeros(n, history, history, dtype=torch.float64),
+        "R_inv": torch.eye(history, dtype=torch.float64).repeat(n, 1, 1),
+    }
+    for step in range(7):
+        s = torch.randn(n, k, dtype=torch.float64, generator=generator)
+        y = s + 0.3 * torch.randn(n, k, dtype=torch.float64, generator=generator)
+        accepted = torch.arange(n) != step % n
+        LBFGS(history=history)._remember(run, accepted, s, y)
+    R = torch.triu(run["S"] @ run["Y"].transpose(1, 2))
+    R = R + torch.diag_embed((run["sy"] == 0).to(R.dtype))
+    identity = torch.eye(history, dtype=torch.float64).expand(n, -1, -1)
+    torch.testing.assert_close(run["R_inv"] @ R, identity, atol=1e-12, rtol=0)
+    assert (run["sy"] > 0).all()
