@@ -175,3 +175,20 @@ def test_inverse_triangle_kept_per_pair_inverts_the_history_triangle():
     identity = torch.eye(history, dtype=torch.float64).expand(n, -1, -1)
     torch.testing.assert_close(run["R_inv"] @ R, identity, atol=1e-12, rtol=0)
     assert (run["sy"] > 0).all()
+
+
+def test_a_first_step_far_too_long_is_cut_to_the_distance_in_a_few_trials():
+    # A start 1e-4 from the minimum: halving the first step (length 1) would take 13 rejected
+    # trials to get there; the line's quadratic takes a step a tenth as long at worst.
+    decoder = linear_decoder(3, 20, eigenvalues=[1.0, 0.5, 0.2], seed=3)
+    target = torch.randn(8, 20, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    exact = torch.as_tensor(least_squares_codes(decoder, target))
+    noise = torch.randn(
+        exact.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5)
+    )
+    res = encode(
+        decoder, target, 3, solver="lbfgs", loss="mse", z0=exact + 1e-4 * noise, stop_tol=1e-8
+    )
+    rejected = res.n_evals - res.n_steps - 1
+    assert rejected.max() <= 5, rejected
+    assert ((res.z - exact).norm(dim=1) / exact.norm(dim=1)).max() < 1e-7
