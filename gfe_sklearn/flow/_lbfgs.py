@@ -6,7 +6,6 @@ import torch
 
 from ._solver import Solver, settles_within_rounding
 
-
 # The shortest retry, as a fraction of the rejected step: a quadratic fitted far from the
 # minimum can land too near the code (the usual safeguard, Nocedal and Wright, 2006).
 SHRINK_FLOOR = 0.1

@@ -30,7 +30,7 @@ from torch import nn
 # launches. On a CPU, 128 rows evaluate the papers' decoder 1.23x faster per row than 64;
 # a narrower decoder pays a call's fixed costs (dispatch, the gradient's graph) on less
 # work, so it takes more rows per call: as many as fill CPU_CHUNK_ENTRIES entries of its
-# widest layer, a power of two between the bounds (docs/performance.md).
+# widest layer, a power of two between the bounds (docs/engine.md).
 CPU_ROW_CHUNKS = (128, 1024)
 CPU_CHUNK_ENTRIES = 128 * 1024
 DEFAULT_ROW_CHUNK = 1024
@@ -117,7 +117,7 @@ def resolve_row_chunk(row_chunk, device, width=None):
         if torch.device(device).type != "cpu":
             return DEFAULT_ROW_CHUNK
         low, high = CPU_ROW_CHUNKS
-        rows = CPU_CHUNK_ENTRIES // max(width or CPU_CHUNK_ENTRIES // low, 1)
+        rows = max(CPU_CHUNK_ENTRIES // max(width or CPU_CHUNK_ENTRIES // low, 1), 1)
         return min(high, max(low, 1 << (rows.bit_length() - 1)))
     if row_chunk is not None and (
         isinstance(row_chunk, bool) or not isinstance(row_chunk, int) or row_chunk < 1

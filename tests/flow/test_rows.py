@@ -163,7 +163,7 @@ def test_a_failed_check_halves_the_chunk_until_rows_round_alike():
 @pytest.mark.parametrize(
     "width, device, expected",
     [(784, "cpu", 128), (600, "cpu", 128), (300, "cpu", 256), (64, "cpu", 1024)]
-    + [(None, "cpu", 128), (64, "meta", 1024), (784, "meta", 1024)],
+    + [(10**6, "cpu", 128), (None, "cpu", 128), (64, "meta", 1024), (784, "meta", 1024)],
 )
 def test_a_narrow_mlp_is_called_with_more_rows_on_a_cpu(width, device, expected):
     assert resolve_row_chunk("auto", device, width) == expected
