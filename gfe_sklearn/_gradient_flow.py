@@ -287,9 +287,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         its first step in code space), ``armijo=1e-4`` (the sufficient-decrease fraction)
         and ``shrink=0.5`` (the longest retry after a rejected step, as a fraction of it).
         Dormand-Prince: ``safety=0.9``, ``min_factor=0.2`` and ``max_factor=10.0`` of its
-        step-size controller. Unknown keys
-        are refused, naming the ones it takes. Set it whole: ``GridSearchCV`` searches over
-        dicts, e.g. ``{"solver_options": [None, {"history": 20}]}``.
+        step-size controller. Unknown keys are refused, naming the ones it takes. Set it
+        whole: ``GridSearchCV`` searches over dicts, e.g. ``{"solver_options": [None,
+        {"history": 20}]}``.
     optimizer : {'rmsprop', 'adam'}, default='rmsprop'
         Optimizer of the decoder; RMSprop uses the papers' ``alpha=0.9, eps=1e-6``.
     learning_rate : float, default=2e-3
