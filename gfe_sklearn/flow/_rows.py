@@ -292,11 +292,4 @@ def _rounds_alike(fn, probe, chunk, owner, key):
 
 def invariant_rowwise(fn, *tensors, chunk, owner, probe, key=()):
     """``rowwise`` in the checked layout: each row's result is the row's alone."""
-    chunk = fitted_chunk(chunk, tensors[0].shape[0])
     return rowwise(fn, *tensors, chunk=checked_row_chunk(fn, probe, chunk, owner, key))
-
-
-def fitted_chunk(chunk, n):
-    """``chunk`` cut to the one call that ``n`` rows take where they fit in fewer rows: the
-    same calls, and a check of the call sizes that occur rather than of all up to ``chunk``."""
-    return chunk if chunk is None or n < 1 else padded_rows(min(n, chunk), chunk)
