@@ -211,7 +211,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
     def _encode(self, target, with_loss):
         # In the row counts that round every row alike, as the flow's engine: a sample's code
         # and loss are the same bit for bit whatever batch it is in.
-        chunk = self._row_chunk(self.encoder_, self.decoder_)
+        chunk = self._row_chunk()
         encoder, decoder = padded_mlp(self.encoder_), padded_mlp(self.decoder_)
         codes = invariant_rowwise(
             lambda t: self._run_encoder(encoder, t),

@@ -38,13 +38,7 @@ from ._fitted_state import FITTED_FIELDS, started
 from ._persistence import PersistenceMixin
 from ._progress import progress_bar
 from .flow import LOSSES
-from .flow._rows import (
-    invariant_rowwise,
-    mlp_width,
-    padded_mlp,
-    probe_codes,
-    resolve_row_chunk,
-)
+from .flow._rows import invariant_rowwise, padded_mlp, probe_codes, resolve_row_chunk
 from .nn import ACTIVATIONS
 
 if TYPE_CHECKING:
@@ -296,10 +290,9 @@ class BaseFlowEstimator(
 
     _fitted_fields = FITTED_FIELDS
 
-    def _row_chunk(self, *modules):
-        """Rows per call of ``modules`` (the decoder's by default) at inference, as the flow's
-        engine evaluates them."""
-        return resolve_row_chunk("auto", self.device_, mlp_width(*(modules or [self.decoder_])))
+    def _row_chunk(self):
+        """Rows per module call at inference, as the flow's engine evaluates them."""
+        return resolve_row_chunk("auto", self.device_)
 
     # -- what a subclass provides -------------------------------------------------------
 

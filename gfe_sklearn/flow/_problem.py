@@ -5,7 +5,6 @@ import torch
 from ._rows import (
     callable_key,
     checked_row_chunk,
-    mlp_width,
     padded_mlp,
     probe_codes,
     probe_rows,
@@ -60,7 +59,7 @@ class EncodingProblem:
         self.tau = tau
         self.differentiable = differentiable
         self.code_penalty = code_penalty
-        chunk = resolve_row_chunk(row_chunk, target.device, mlp_width(decoder))
+        chunk = resolve_row_chunk(row_chunk, target.device)
         self._evaluate = decoder if chunk is None else padded_mlp(decoder)
         probe = (probe_codes(flow.n_components, target), probe_rows(target))
         key = (callable_key(getattr(loss, "per_sample", loss)), callable_key(code_penalty))

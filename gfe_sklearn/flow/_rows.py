@@ -14,9 +14,8 @@ function of the row alone, on any math library:
    kernels that pair rows up, and gives every row of the output the same elementwise loop.
 3. A check (``checked_row_chunk``): the first time a function is evaluated in a given
    configuration, probe rows are placed at every position of every call size and compared
-   with the row alone; where any bit differs, the CPU tries chunks half as long, down to
-   rows one at a time (alike by construction, and slower), and other devices warn that
-   codes match only to rounding.
+   with the row alone; where any bit differs, the CPU evaluates rows one at a time (alike by
+   construction, and slower), and other devices warn that codes match only to rounding.
 """
 
 import warnings
@@ -27,12 +26,8 @@ import torch
 from torch import nn
 
 # A GPU is latency-bound at these sizes, so there one larger chunk costs less than many
-# launches. On a CPU, 128 rows evaluate the papers' decoder 1.23x faster per row than 64;
-# a narrower decoder pays a call's fixed costs (dispatch, the gradient's graph) on less
-# work, so it takes more rows per call: as many as fill CPU_CHUNK_ENTRIES entries of its
-# widest layer, a power of two between the bounds (docs/engine.md).
-CPU_ROW_CHUNKS = (128, 1024)
-CPU_CHUNK_ENTRIES = 128 * 1024
+# launches; 128 rows evaluate the papers' decoder 1.23x faster per row than 64 on a CPU.
+ROW_CHUNK = {"cpu": 128}
 DEFAULT_ROW_CHUNK = 1024
 MIN_ROW_CHUNK = 16
 WIDTH_MULTIPLE = 16
@@ -110,33 +105,15 @@ def per_sample(fn, *values):
     return fn(*values)[:n]
 
 
-def resolve_row_chunk(row_chunk, device, width=None):
-    """Rows per decoder call: ``'auto'`` picks by device type and, on a CPU, by the
-    ``width`` (entries per row) of the decoder's widest layer; None means one call."""
+def resolve_row_chunk(row_chunk, device):
+    """Rows per decoder call: ``'auto'`` picks by device type, None means one call."""
     if row_chunk == "auto":
-        if torch.device(device).type != "cpu":
-            return DEFAULT_ROW_CHUNK
-        low, high = CPU_ROW_CHUNKS
-        rows = max(CPU_CHUNK_ENTRIES // max(width or CPU_CHUNK_ENTRIES // low, 1), 1)
-        return min(high, max(low, 1 << (rows.bit_length() - 1)))
+        return ROW_CHUNK.get(torch.device(device).type, DEFAULT_ROW_CHUNK)
     if row_chunk is not None and (
         isinstance(row_chunk, bool) or not isinstance(row_chunk, int) or row_chunk < 1
     ):
         raise ValueError(f"row_chunk must be 'auto', None or a positive int; got {row_chunk!r}.")
     return row_chunk
-
-
-def mlp_width(*modules):
-    """The most features a layer of ``modules`` takes or gives where every one is a plain
-    MLP (``padded_mlp`` pads it), else None: another module's cost per row is unknown."""
-    if not modules or not all(_is_plain_mlp(module) for module in modules):
-        return None
-    return max(
-        max(layer.in_features, layer.out_features)
-        for module in modules
-        for layer in module.modules()
-        if isinstance(layer, nn.Linear)
-    )
 
 
 def _round_up(width):
@@ -180,17 +157,15 @@ class PaddedMLP:
 def padded_mlp(module):
     """``PaddedMLP(module)`` where ``module`` is a plain MLP (or one linear layer), else
     ``module`` itself. Exact types only: a subclass may compute something else."""
-    return PaddedMLP(module) if _is_plain_mlp(module) else module
-
-
-def _is_plain_mlp(module):
     if type(module) is nn.Linear:
-        return True
+        return PaddedMLP(module)
     if type(module) is not nn.Sequential or len(module) == 0:
-        return False
+        return module
     if not all(type(layer) in (nn.Linear, *ELEMENTWISE) for layer in module):
-        return False
-    return type(module[0]) is nn.Linear and type(module[-1]) is nn.Linear
+        return module
+    if type(module[0]) is not nn.Linear or type(module[-1]) is not nn.Linear:
+        return module
+    return PaddedMLP(module)
 
 
 def probe_codes(n_components, like):
@@ -243,8 +218,7 @@ def callable_key(fn):
 
 
 def checked_row_chunk(fn, probe, chunk, owner, key=()):
-    """``chunk`` where ``fn`` rounds rows alike in chunks of it; else, on the CPU, the
-    longest of ``chunk / 2``, ``chunk / 4``, ... where it does, down to 1.
+    """``chunk`` where ``fn`` rounds rows alike in chunks of it, else 1 on the CPU.
 
     The verdict is kept per ``owner`` (the module whose kernels are in question) and
     configuration: ``key``, the probe's row shapes, dtype and device, torch's thread count
@@ -253,17 +227,6 @@ def checked_row_chunk(fn, probe, chunk, owner, key=()):
     """
     if chunk is None or chunk == 1:
         return chunk
-    if probe[0].device.type == "cpu":
-        while chunk > 1 and not _rounds_alike(fn, probe, chunk, owner, key):
-            chunk //= 2
-        return chunk
-    _rounds_alike(fn, probe, chunk, owner, key)
-    return chunk
-
-
-def _rounds_alike(fn, probe, chunk, owner, key):
-    """The verdict of ``rows_round_alike``, kept per owner and configuration; a failed one
-    warns elsewhere than on the CPU."""
     device = probe[0].device
     config = (
         key,
@@ -285,9 +248,11 @@ def _rounds_alike(fn, probe, chunk, owner, key):
                 "position in the batch, so codes match across batches only to rounding; "
                 "encode on device='cpu' for bit-identical codes.",
                 RowLayoutWarning,
-                stacklevel=4,
+                stacklevel=3,
             )
-    return verdicts[config]
+    if verdicts[config] or device.type != "cpu":
+        return chunk
+    return 1
 
 
 def invariant_rowwise(fn, *tensors, chunk, owner, probe, key=()):

@@ -14,12 +14,10 @@ from gfe_sklearn.flow._rows import (
     call_sizes,
     checked_row_chunk,
     invariant_rowwise,
-    mlp_width,
     padded_mlp,
     padded_rows,
     per_sample,
     probe_codes,
-    resolve_row_chunk,
     rows_round_alike,
 )
 
@@ -141,39 +139,6 @@ def test_the_check_finds_a_decoder_that_rounds_rows_by_position():
     assert checked_row_chunk(decoder, probe, 128, owner=decoder) == 1
     assert rows_round_alike(decoder.decoder, probe, 128)
     assert checked_row_chunk(decoder.decoder, probe, 128, owner=decoder.decoder) == 128
-
-
-class PositionDependentInLongCalls(PositionDependent):
-    """Rounds by position only in calls of more than 64 rows, as a kernel picked by size."""
-
-    def forward(self, z):
-        return super().forward(z) if z.shape[0] > 64 else self.decoder(z)
-
-
-def test_a_failed_check_halves_the_chunk_until_rows_round_alike():
-    decoder = PositionDependentInLongCalls(mlp_decoder(3, 12, hidden=20))
-    probe = (probe_codes(3, torch.empty(0, dtype=torch.float64)),)
-    assert checked_row_chunk(decoder, probe, 512, owner=decoder) == 64
-    target = binary_targets(300, 12, seed=3)
-    whole = encode(decoder, target, 3, solver="lbfgs", row_chunk=512)
-    rows = torch.tensor([250, 1, 66, 130])
-    assert torch.equal(encode(decoder, target[rows], 3, solver="lbfgs").z, whole.z[rows])
-
-
-@pytest.mark.parametrize(
-    "width, device, expected",
-    [(784, "cpu", 128), (600, "cpu", 128), (300, "cpu", 256), (64, "cpu", 1024)]
-    + [(10**6, "cpu", 128), (None, "cpu", 128), (64, "meta", 1024), (784, "meta", 1024)],
-)
-def test_a_narrow_mlp_is_called_with_more_rows_on_a_cpu(width, device, expected):
-    assert resolve_row_chunk("auto", device, width) == expected
-
-
-def test_only_plain_mlps_have_a_known_width():
-    assert mlp_width(papers_sized_decoder()) == 784
-    assert mlp_width(mlp_decoder(3, 12, hidden=20), torch.nn.Linear(12, 40)) == 40
-    assert mlp_width(PositionDependent(mlp_decoder(3, 12, hidden=20))) is None
-    assert mlp_width(papers_sized_decoder(), torch.nn.Conv1d(1, 1, 3)) is None
 
 
 @pytest.mark.parametrize("solver", ["amd", "lbfgs", "dopri5"])
