@@ -4,6 +4,8 @@ Mirrors experiments.train(): chunks of 250 images drawn with replacement, batch 
 fit_stop_tol 1e-6, test BCE on the fixed 1,000-image subset at 480..5760 images. Counts the
 decoder evaluations of the training flows (deterministic, unlike seconds on a shared machine).
 
+Run from the repository root (it imports the experiments package):
+
     GFE_SKLEARN_DATA=../shared/data OMP_NUM_THREADS=1 \
         python docs/results/s-min/ab_smin.py mnist 0 mnist-0.json        # s_min = 0
     ... ab_smin.py mnist none mnist-none.json                               # papers' floor
@@ -13,7 +15,9 @@ import json, sys, time
 import numpy as np, torch
 torch.set_num_threads(1)
 import gfe_sklearn._gradient_flow as G
-from gfe_sklearn.experiments._training import load_dataset, subset, make_model, draw_stream
+sys.path.insert(0, ".")
+from experiments._models import make_model
+from experiments._training import load_dataset, subset, draw_stream
 from argparse import Namespace
 
 dataset, s_min, out = sys.argv[1], (None if sys.argv[2] == "none" else float(sys.argv[2])), sys.argv[3]
@@ -26,7 +30,7 @@ def counting(*a, **k):
     return r
 G.encode = counting
 args = Namespace(n_components=20, hidden=[150, 300, 600], optimizer="rmsprop", learning_rate=5e-4,
-                 batch_size=5, device="cpu", tau=None, fit_stop_tol=1e-6)
+                 batch_size=5, device="cpu", tau=None, fit_stop_tol=1e-6, threads=1)
 data = load_dataset(dataset)
 X_test, _ = subset(data.X_test, data.y_test, 1000)
 model = make_model("gfe", args, 0, s_min=s_min)
