@@ -15,8 +15,9 @@ the first ``--n-train`` training images and scored on the first ``--n-test`` tes
 Prints one table: accuracy of each classifier, held-out BCE (minus ``score``; the mean over
 folds on digits), and fit and transform seconds (wall, summed over folds), all measured in
 this run. ``GradientFlowEncoder`` runs at its defaults, once per ``--code-prior`` value
-given (``code_prior`` is its only setting changed), and with ``--encode-prior`` trained
-without a prior and encoding with one; the autoencoder at its defaults; UMAP
+given (``code_prior`` is its only setting changed), once per ``--code-init`` value given
+(e.g. ``zeros``, the start of 0.9, with the other defaults), and with ``--encode-prior``
+trained without a prior and encoding with one; the autoencoder at its defaults; UMAP
 only where ``umap-learn`` is installed. ``--max-iter`` shortens both networks' training (the
 tests' smoke run).
 """
@@ -67,10 +68,14 @@ class PriorAtEncoding:
         return self.encoder.score(X)  # the reconstruction alone, at the MAP codes
 
 
-def models(n_components, code_priors, seed, max_iter=None, encode_priors=()):
+def models(n_components, code_priors, seed, max_iter=None, encode_priors=(), code_inits=()):
     """The feature makers, by row label: fresh instances for each split."""
     epochs = {} if max_iter is None else {"max_iter": max_iter}
     makers = {}
+    for start in code_inits:
+        makers[f"GFE code_init={start}"] = lambda start=start: GradientFlowEncoder(
+            n_components=n_components, random_state=seed, code_init=start, **epochs
+        )
     for weight in encode_priors:
         makers[f"GFE, prior {weight:g} at encoding only"] = lambda weight=weight: PriorAtEncoding(
             GradientFlowEncoder(n_components=n_components, random_state=seed, **epochs), weight
@@ -157,6 +162,13 @@ def main():
         default=[],
         help="also fit GradientFlowEncoder without a prior and encode with this weight",
     )
+    parser.add_argument(
+        "--code-init",
+        nargs="*",
+        default=[],
+        choices=["auto", "encoder", "zeros"],
+        help="also fit GradientFlowEncoder with this code_init (e.g. 'zeros', 0.9's default)",
+    )
     parser.add_argument("--models", nargs="*", default=None, help="row labels to keep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--folds", type=int, default=5, help="digits' cross-validation folds")
@@ -173,7 +185,12 @@ def main():
         f"components, {len(folds)} split(s) of {len(folds[0][0])} training rows"
     )
     makers = models(
-        n_components, args.code_prior or [None], args.seed, args.max_iter, args.encode_prior
+        n_components,
+        args.code_prior or [None],
+        args.seed,
+        args.max_iter,
+        args.encode_prior,
+        args.code_init,
     )
     if args.models:
         makers = {label: make for label, make in makers.items() if label in args.models}

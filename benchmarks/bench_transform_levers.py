@@ -19,7 +19,9 @@ encodes the first ``--n-test`` test images every way below, all in one run, timi
 - L-BFGS from the guess of the encoder that ``fit`` distilled (``code_init='encoder'``) at
   the same tolerances, or for a fixed number of steps (``max_steps``; once with a first
   step of length 0.3, ``solver_options={'first_step': 0.3}``), or at a loose tolerance
-  with a cap on the steps.
+  with a cap on the steps;
+- ``code_init='auto'``, the default since 0.10: the distilled guess refined for at most 10
+  steps.
 
 For each it prints images per second, the time as a multiple of the autoencoder's, decoder
 evaluations per image (a forward pass and input gradient; from ``flow_diagnostics``), the
@@ -128,6 +130,8 @@ def main(argv=None):
         # Easy samples stop at the looser tolerance, the rest at the cap.
         ("from the encoder, stop_tol=3e-2, at most 8 steps", "encoder", 3e-2, 8, None),
         ("from the encoder, 16 steps", "encoder", 1e-4, 16, None),
+        # 0.10's default: the distilled guess, at most AUTO_REFINE_STEPS (10) steps.
+        ("code_init='auto' (0.10's default)", "auto", 1e-4, 1000, None),
     ]
     for name, code_init, stop_tol, max_steps, solver_options in levers:
         gfe.set_params(

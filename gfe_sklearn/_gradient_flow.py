@@ -54,8 +54,11 @@ MODEL_PARAMETERS = (
     "verbose",
 )
 
-# Where each sample's flow starts in transform: a distilled encoder's guess, or the origin.
-CODE_INITS = ("zeros", "encoder")
+# Where each sample's flow starts in transform: a distilled encoder's guess, or the origin;
+# 'auto' refines the guess for at most AUTO_REFINE_STEPS steps where that keeps the zero
+# start's precision (docs/performance.md), and starts at the origin elsewhere.
+CODE_INITS = ("auto", "encoder", "zeros")
+AUTO_REFINE_STEPS = 10
 
 # How fast the standardisation of the codes the encoder learns follows the training codes
 # (an exponential average over batches, as batch normalisation's running statistics).
@@ -126,6 +129,18 @@ CODE_SPREAD_FIELD = FittedField(
 )
 
 
+# Whether the last training call distilled the encoder on its final decoder's codes; files
+# from before 0.10.0 lack it, and their models encode from z = 0 under code_init='auto'.
+DISTILLED_FIELD = FittedField(
+    "encoder_distilled_",
+    "encoder_distilled",
+    "fit",
+    lambda v: isinstance(v, bool),
+    start=lambda _: False,
+    since="0.10.0",
+)
+
+
 class GradientFlowEncoder(BaseFlowEstimator):
     """Gradient flow encoding (GFE): a decoder whose codes are found by a gradient flow.
 
@@ -172,7 +187,7 @@ class GradientFlowEncoder(BaseFlowEstimator):
         the flow's endpoint (``'lbfgs'``; a short ``tau`` already keeps codes near their
         start, and gained nothing from it). 0 (the default) shows the flow every observed
         entry, as the papers do. Works with and without ``allow_nan``.
-    code_init : {'zeros', 'encoder'}, default='zeros'
+    code_init : {'auto', 'encoder', 'zeros'}, default='auto'
         Where the flow of each sample starts in ``transform``, ``score`` and
         ``flow_diagnostics``. ``'zeros'``: at ``z = 0``, the papers' definition.
         ``'encoder'``: at the guess of an encoder network (the mirror image of the MLP
@@ -181,15 +196,20 @@ class GradientFlowEncoder(BaseFlowEstimator):
         on the codes ``transform`` gives the training rows at ``fit_stop_tol`` (at least 30
         epochs; ``fit`` encodes its rows once more for it; ``partial_fit`` skips this
         step). The flow then refines the guess to a minimum of the sample's loss, or for
-        ``max_steps`` steps: with ``code_prior=0.1``, 8 L-BFGS steps end within 0.001 of
-        the zero start's cross-entropy on digits, MNIST and Fashion-MNIST in a quarter to
-        two fifths of its evaluations (docs/performance.md). Without a prior the guesses
-        are far less precise, so it is not the default. Training flows start at
-        ``z = 0`` either way, and the encoder's training changes neither the decoder nor
-        ``loss_curve_``. Set
-        when the model is fitted: a model fitted with ``'zeros'`` has no encoder, and
-        ``set_params(code_init='zeros')`` on one fitted with ``'encoder'`` encodes from
-        ``z = 0`` again.
+        ``max_steps`` steps. ``'auto'``: the encoder's guess refined for at most 10 L-BFGS
+        steps where that was measured to keep the zero start's precision: with a prior on
+        the codes (``code_prior > 0``), ``'lbfgs'`` as the solver, and an encoder that
+        ``fit`` distilled (``encoder_distilled_``); from ``z = 0`` otherwise, e.g. after
+        ``partial_fit``, whose rows are one chunk of a stream, or with ``code_prior=0``,
+        where the guesses are far less precise (``fit`` then skips the distillation). On
+        MNIST, Fashion-MNIST and digits the 10 steps end within 0.001 of the zero start's
+        cross-entropy at a third of its evaluations or fewer, and their codes serve a
+        classifier better (docs/performance.md, docs/results.md). Training flows
+        start at ``z = 0`` either way, and the encoder's training changes neither the
+        decoder nor ``loss_curve_``. Set when the model is fitted: a model fitted with
+        ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one fitted
+        with another setting encodes from ``z = 0`` again. 'auto' is the default since
+        0.10 (``'zeros'`` before).
     code_prior : float >= 0, default=0.1
         Weight of a Gaussian prior on the codes, in the flows of ``fit`` and of
         ``transform``, ``score`` and ``flow_diagnostics`` alike: each flow minimises the
@@ -371,12 +391,18 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     decoder_ : torch.nn.Module
         The trained decoder, in eval mode, on ``device_``.
     encoder_ : torch.nn.Sequential
-        With ``code_init='encoder'``: the MLP whose output, times its buffer ``code_scale``
-        plus ``code_mean`` (the training codes' running spread and mean), is where each
-        sample's flow starts in ``transform``. Trained with the decoder's optimizer on the
-        squared distance to the standardised training codes, then (``fit`` only) with its
-        own Adam on that distance to the standardised codes ``transform`` gives the
-        training rows at ``fit_stop_tol``, whose mean and spread the buffers then hold.
+        With ``code_init='encoder'`` or ``'auto'``: the MLP whose output, times its buffer
+        ``code_scale`` plus ``code_mean`` (the training codes' running spread and mean), is
+        where each sample's flow starts in ``transform``. Trained with the decoder's
+        optimizer on the squared distance to the standardised training codes, then (``fit``
+        only) with its own Adam on that distance to the standardised codes ``transform``
+        gives the training rows at ``fit_stop_tol``, whose mean and spread the buffers then
+        hold.
+    encoder_distilled_ : bool
+        Whether the last ``fit`` or ``partial_fit`` call ended by distilling ``encoder_`` on
+        the final decoder's codes (``fit`` does, ``partial_fit`` does not, and with
+        ``code_init='auto'`` ``fit`` does only where the guess will be used):
+        ``code_init='auto'`` starts from the guess only then.
     optimizer_ : torch.optim.Optimizer
     loss_ : {'bce', 'mse'}
         The loss the model trains, encodes, scores and decodes with: ``loss``, with
@@ -487,16 +513,17 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     _transform_uses_loss = True
     _recorded_since = {"code_init": CODE_INITS}
-    _fitted_fields = (*FITTED_FIELDS, SOLVER_FIELD, CODE_SPREAD_FIELD)
+    _fitted_fields = (*FITTED_FIELDS, SOLVER_FIELD, CODE_SPREAD_FIELD, DISTILLED_FIELD)
     _weight_statistics = ("code_mean_square_",)
-    # Models saved before these parameters existed stopped on their loss curves and trained
-    # without a step cap on their training flows.
+    # Models saved before these parameters existed stopped on their loss curves, trained
+    # without a step cap on their training flows, and encoded from z = 0.
     _values_before_parameter = {
         **BaseFlowEstimator._values_before_parameter,
         "stop_rule": "loss",
         "fit_max_steps": None,
         "fit_hide_fraction": 0.0,
         "code_prior": 0.0,
+        "code_init": "zeros",
     }
 
     def __init__(
@@ -547,7 +574,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         verbose: int = 0,
         allow_nan: bool = False,
         fit_hide_fraction: float = 0.0,
-        code_init: str = "zeros",
+        code_init: str = "auto",
         code_prior: float = 0.1,
         distributed: bool | str = "auto",
     ) -> None:
@@ -700,13 +727,15 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         X = self._clipped_to_target_range(X)
         with torch.no_grad(), torch_threads(self.n_threads):
             target = self._tensor(X)
+            z0, cap = self._start(target)
             result = self._flow(
                 target,
                 self._resolve_solver(),
                 "approx",
                 self.stop_tol,
                 record_history=record_history,
-                z0=self._start_codes(target),
+                max_steps=cap,
+                z0=z0,
             )
         tensors = {field.name: getattr(result, field.name) for field in dataclasses.fields(result)}
         return dataclasses.replace(
@@ -838,7 +867,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             return build_mlp(maker, architecture, n_features, generator, dtype, device)
 
         modules = {"decoder_": build(self.decoder, make_decoder)}
-        if architecture.get("code_init", "zeros") == "encoder":
+        if architecture.get("code_init", "zeros") != "zeros":
             # Drawn after the decoder, whose initial weights stay those of a model without one.
             encoder = build(None, make_encoder)
             k, like = architecture["n_components"], {"dtype": dtype, "device": device}
@@ -862,8 +891,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         # rest, so its encoder learns only from the training flows.
         if "encoder_" not in self.__dict__ or incremental:
             return
+        if self.code_init == "auto" and not self._guess_serves():
+            return
         start = time.perf_counter()
         distil_encoder(self, X, parallel)
+        self.encoder_distilled_ = True
         if self.verbose and (parallel is None or parallel.rank == 0):
             print(
                 f"{type(self).__name__}: encoder distilled on the codes of {X.shape[0]} "
@@ -1074,10 +1106,26 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         options["z0"] = as_tensor(np.zeros(self._n_latent) if start is None else start)
         return self._transform(X, **options)
 
-    def _start_codes(self, target):
-        """Where each row's flow starts at inference: the encoder's guess or None (zeros)."""
+    def _guess_serves(self):
+        """Whether ``code_init='auto'`` starts from a distilled encoder's guess under these
+        settings: with a prior (the endpoints the guess predicts) and L-BFGS (the capped
+        steps), where the capped steps were measured to keep the zero start's precision."""
+        solver = SOLVERS[self._resolve_solver()]
+        return self.code_prior > 0 and solver.goes_to_endpoint
+
+    def _start(self, target):
+        """Where each row's flow starts at inference, the encoder's guess or None (zeros),
+        and the cap on its steps (None: ``max_steps``)."""
         if self.code_init == "zeros":
-            return None
+            return None, None
+        if self.code_init == "auto":
+            if not (self.__dict__.get("encoder_distilled_") and self._guess_serves()):
+                return None, None
+            return self._guess(target), min(self.max_steps, AUTO_REFINE_STEPS)
+        return self._guess(target), None
+
+    def _guess(self, target):
+        """The encoder's guess of each row's code."""
         encoder = self.__dict__.get("encoder_")
         if encoder is None:
             raise ValueError(
@@ -1099,12 +1147,15 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         )
 
     def _encode(self, target, with_loss, solver, code_penalty=None, z0=None, stop_tol=None):
+        cap = None
         if z0 is None:
-            z0 = self._start_codes(target)
+            z0, cap = self._start(target)
         else:
             z0 = z0.expand(target.shape[0], -1).clone()
         stop_tol = self.stop_tol if stop_tol is None else stop_tol
-        result = self._flow(target, solver, "approx", stop_tol, code_penalty=code_penalty, z0=z0)
+        result = self._flow(
+            target, solver, "approx", stop_tol, max_steps=cap, code_penalty=code_penalty, z0=z0
+        )
         if not bool(torch.isfinite(result.loss).all()):
             # AMD accepts no step from a non-finite loss: such codes would silently stay z(0).
             raise ValueError(

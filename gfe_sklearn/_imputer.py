@@ -332,6 +332,10 @@ class GradientFlowImputer(_BaseImputer):
             n_held_out = min(int(np.ceil(AUTO_PRIOR_HELD_OUT * len(train))), AUTO_PRIOR_MAX_ROWS)
             train, held_out = train[order[n_held_out:]], train[order[:n_held_out]]
         encoder = clone(self._encoder_template(len(train))).set_params(allow_nan=True)
+        if encoder.code_init == "auto":
+            # The imputer starts its flows itself (at 0 and start_codes_): fit would distil
+            # an encoder whose guesses go unused.
+            encoder.set_params(code_init="zeros")
         if seed is not None:
             encoder.set_params(random_state=seed)
         encoder.fit(train)

@@ -80,6 +80,8 @@ def test_each_solver_receives_exactly_its_own_options(solver, X, small, monkeypa
             "fit_max_steps": 7,
             "stop_window": 3,
             "max_iter": 1,
+            # Training and transform flows only: no distillation, no capped refinement.
+            "code_init": "zeros",
         }
     )
     est.fit(X[:16])
@@ -348,7 +350,11 @@ def test_lbfgs_training_flows_stop_at_fit_max_steps_and_transform_does_not(X, sm
         _gradient_flow, "encode", lambda *a, **kw: results.append(real(*a, **kw)) or results[-1]
     )
     est = GradientFlowEncoder(
-        **{**small, "max_iter": 2}, solver="lbfgs", fit_max_steps=2, stop_tol=1e-8
+        **{**small, "max_iter": 2},
+        solver="lbfgs",
+        fit_max_steps=2,
+        stop_tol=1e-8,
+        code_init="zeros",
     )
     est.fit(X)
     n_fit = len(results)

@@ -164,7 +164,8 @@ def test_solver_is_resolved_once_per_fit(settings, solver, X, small, monkeypatch
         GradientFlowEncoder, "_resolve_solver", lambda self: calls.append(1) or real(self)
     )
     seen = _seen_options(monkeypatch)
-    est = GradientFlowEncoder(**small, **settings).fit(X)  # 2 epochs of 4 batches
+    # 2 epochs of 4 batches; from z = 0, so that no distillation encodes the rows once more.
+    est = GradientFlowEncoder(**small, **settings, code_init="zeros").fit(X)
     assert est.solver_ == solver and est.solver == "auto"
     assert len(seen) == 8 and {kw["solver"] for kw in seen} == {solver}
     assert len(calls) == 2  # the parameter check and the fitted attribute
