@@ -2,15 +2,17 @@
 
 Usage::
 
-    python benchmarks/bench_default_fit.py [--with-0.9] [--with-0.4] [--with-0.2] [--repeats 1]
-        [--device auto]
+    python benchmarks/bench_default_fit.py [--with-zeros] [--with-0.9] [--with-0.4] \
+        [--with-0.2] [--repeats 1] [--device auto]
 
 Scales the 1,797 digits to [0, 1] (MinMaxScaler fitted on a 75% training split, clipped;
 float64, as a user's pipeline gives them), fits each model with its default parameters on
 the training split and transforms the held-out 25%. Prints fit seconds (wall and CPU),
 transform seconds, epochs, the held-out BCE (minus ``score``) and each fit time as a ratio
-to the autoencoder's, all in one run. ``--with-0.9`` adds GradientFlowEncoder with version
-0.9's default of no prior on the codes (``code_prior=0``); ``--with-0.4`` adds both
+to the autoencoder's, all in one run. ``--with-zeros`` adds GradientFlowEncoder encoding
+from ``z = 0`` (``code_init='zeros'``, the default before 0.10: ``fit`` then distils no
+encoder); ``--with-0.9`` adds it with version 0.9's defaults, also without a prior on the
+codes (``code_prior=0``); ``--with-0.4`` adds both
 estimators with version 0.4's arithmetic (the data's dtype, float64 here:
 ``compute_dtype=None``); ``--with-0.2`` adds GradientFlowEncoder with the defaults of
 version 0.2 (AMD, batches of 32, lr 5e-4, 20 epochs, training flows to 1e-3, float64), which
@@ -43,6 +45,7 @@ DEFAULTS_0_2 = {
     "fit_stop_tol": 1e-3,
     "compute_dtype": None,
     "code_prior": 0.0,
+    "code_init": "zeros",
 }
 
 
@@ -70,6 +73,12 @@ def main():
         dest="old",
         action="store_true",
         help="also fit GradientFlowEncoder with version 0.2's defaults",
+    )
+    parser.add_argument(
+        "--with-zeros",
+        dest="zeros",
+        action="store_true",
+        help="also fit GradientFlowEncoder encoding from z = 0, as versions before 0.10 did",
     )
     parser.add_argument(
         "--with-0.9",
@@ -101,16 +110,20 @@ def main():
         "AutoEncoderBaseline()": lambda: AutoEncoderBaseline(device=args.device, random_state=0),
         "GradientFlowEncoder()": lambda: GradientFlowEncoder(device=args.device, random_state=0),
     }
+    if args.zeros:
+        models["GradientFlowEncoder(code_init='zeros')"] = lambda: GradientFlowEncoder(
+            code_init="zeros", device=args.device, random_state=0
+        )
     if args.without_prior:
         models["GradientFlowEncoder(<0.9: code_prior=0>)"] = lambda: GradientFlowEncoder(
-            code_prior=0.0, device=args.device, random_state=0
+            code_prior=0.0, code_init="zeros", device=args.device, random_state=0
         )
     if args.before:
         models["AutoEncoderBaseline(<0.4: float64>)"] = lambda: AutoEncoderBaseline(
             compute_dtype=None, random_state=0
         )
         models["GradientFlowEncoder(<0.4: float64>)"] = lambda: GradientFlowEncoder(
-            compute_dtype=None, code_prior=0.0, random_state=0
+            compute_dtype=None, code_prior=0.0, code_init="zeros", random_state=0
         )
     if args.old:
         models["GradientFlowEncoder(<0.2 defaults>)"] = lambda: GradientFlowEncoder(

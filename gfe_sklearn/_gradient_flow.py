@@ -144,11 +144,13 @@ DISTILLED_FIELD = FittedField(
 class GradientFlowEncoder(BaseFlowEstimator):
     """Gradient flow encoding (GFE): a decoder whose codes are found by a gradient flow.
 
-    There is no encoder network. A sample ``y`` is encoded by integrating
-    ``dz/dt = -grad_z l(y, D(z))`` from ``z = 0`` up to time ``tau`` (or Nesterov's
-    second-order flow), separately for every sample; training updates the decoder ``D`` on
-    the loss at those codes (Flouris et al., 2024). ``transform`` runs the same flow on the
-    trained decoder, so encoding a sample alone or in a batch gives the same code.
+    No encoder network is trained with the decoder. A sample ``y`` is encoded by
+    integrating ``dz/dt = -grad_z l(y, D(z))`` from ``z = 0`` up to time ``tau`` (or
+    Nesterov's second-order flow), separately for every sample; training updates the
+    decoder ``D`` on the loss at those codes (Flouris et al., 2024). ``transform`` finds the
+    codes of new data on the trained decoder the same way, by default from the guess of an
+    encoder network distilled after training, refined for a few steps (``code_init``); a
+    sample's code is the same whether it is encoded alone or in a batch.
 
     Parameters
     ----------
@@ -208,7 +210,7 @@ class GradientFlowEncoder(BaseFlowEstimator):
         start at ``z = 0`` either way, and the encoder's training changes neither the
         decoder nor ``loss_curve_``. Set when the model is fitted: a model fitted with
         ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one fitted
-        with another setting encodes from ``z = 0`` again. 'auto' is the default since
+        with another setting encodes from ``z = 0`` again. ``'auto'`` is the default since
         0.10 (``'zeros'`` before).
     code_prior : float >= 0, default=0.1
         Weight of a Gaussian prior on the codes, in the flows of ``fit`` and of

@@ -64,3 +64,13 @@ def test_narrow_codes_encode_rows_alone_as_in_the_batch(digits, n_components):
     # Outputs 5 to 11 wide took kernels that round odd rows differently (MKL, AVX-512).
     est = _fitted(GradientFlowEncoder, digits, n_components=n_components)
     _assert_rows_alone_as_in_the_batch(est, digits[1])
+
+
+@pytest.mark.parametrize("compute_dtype", ["float32", "float64"])
+def test_the_default_start_at_the_encoders_guess_encodes_rows_alone_as_in_the_batch(
+    digits, compute_dtype
+):
+    # code_init='auto': the distilled encoder's guess, refined for at most 10 L-BFGS steps.
+    est = _fitted(GradientFlowEncoder, digits, compute_dtype=compute_dtype)
+    assert est.code_init == "auto" and est.encoder_distilled_
+    _assert_rows_alone_as_in_the_batch(est, digits[1])
