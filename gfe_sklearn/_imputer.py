@@ -79,7 +79,8 @@ class GradientFlowImputer(_BaseImputer):
         (the papers' choice) where every observed entry lies in ``[0, 1]``, as in images and
         min-max scaled tables, and with ``'mse'`` on any other finite data; its decoder learns
         to predict entries hidden from the codes (docs/imputation.md). A given encoder trains as
-        it is set.
+        it is set, except that its ``code_init='auto'`` becomes ``'zeros'``: the imputer
+        starts the flows itself (``n_starts``), so a distilled encoder would go unused.
     missing_values : int, float or np.nan, default=np.nan
         The placeholder for the missing values. All occurrences of ``missing_values`` are
         imputed. X is read as numbers, so ``None`` in an object array is NaN: use

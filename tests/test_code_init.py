@@ -315,3 +315,18 @@ def test_a_user_decoder_of_images_gets_an_encoder_of_flat_rows(X, small, tmp_pat
     est.save(tmp_path / "model.safetensors")
     loaded = GradientFlowEncoder.load(tmp_path / "model.safetensors", decoder=_ImageDecoder())
     np.testing.assert_array_equal(loaded.transform(X), codes)
+
+
+def test_the_imputer_starts_its_own_flows_and_distils_no_encoder(digits, monkeypatch):
+    from gfe_sklearn import GradientFlowImputer
+
+    calls = []
+    monkeypatch.setattr(
+        "gfe_sklearn._gradient_flow.distil_encoder", lambda est, X, parallel: calls.append(1)
+    )
+    train = digits[0][:100].copy()
+    train[np.random.RandomState(0).uniform(size=train.shape) < 0.3] = np.nan
+    encoder = GradientFlowEncoder(n_components=4, hidden_layer_sizes=(16,), max_iter=1)
+    imputer = GradientFlowImputer(encoder=encoder, code_prior=0.0, random_state=0).fit(train)
+    assert encoder.code_init == "auto"  # the user's instance is left as it was
+    assert imputer.encoder_.code_init == "zeros" and calls == []
