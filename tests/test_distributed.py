@@ -207,6 +207,12 @@ def rank_main(out):
         pickle.dump(results, file)
     dist.barrier()  # a rank that leaves the group while another still works aborts it
     dist.destroy_process_group()
+    # torch's gloo can still abort a rank as the interpreter finalizes (SIGABRT,
+    # "terminate called without an active exception", pytorch/pytorch#179291): seen in
+    # 5 of about 60 runs here. Everything is written: leave without finalizing.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.fixture(scope="module")
