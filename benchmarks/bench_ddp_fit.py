@@ -4,13 +4,14 @@ Usage::
 
     python benchmarks/bench_ddp_fit.py [--n-train 10000] [--n-test 2000] [--batch-size 256]
         [--max-iter 1] [--nproc 2] [--repeats 1] [--dataset {auto,mnist,digits}]
+        [--code-init {auto,encoder,zeros}]
 
-Fits ``GradientFlowEncoder(batch_size=--batch-size, max_iter=--max-iter, random_state=0)``,
-its other parameters the defaults (one torch thread per process), on the first ``--n-train``
-MNIST training images, once in this process and once data-parallel on ``--nproc`` gloo
-ranks on the CPU (``python -m torch.distributed.run --standalone``; every rank runs this
-file with ``--rank-out``), ``--repeats`` times each, alternating, every process warmed up by a
-fit on one batch first. Prints, for each pair,
+Fits ``GradientFlowEncoder(batch_size=--batch-size, max_iter=--max-iter, random_state=0,
+code_init=--code-init)``, its other parameters the defaults (one torch thread per process),
+on the first ``--n-train`` MNIST training images, once in this process and once
+data-parallel on ``--nproc`` gloo ranks on the CPU (``python -m torch.distributed.run
+--standalone``; every rank runs this file with ``--rank-out``), ``--repeats`` times each,
+alternating, every process warmed up by a fit on one batch first. Prints, for each pair,
 the seconds and CPU seconds of ``fit`` alone (the ranks': from a barrier before ``fit`` to
 the slowest rank's end; their CPU seconds added up), the seconds of the whole ``torchrun``
 run (the ranks' start, imports and data loading included), the ratio, the held-out
@@ -53,7 +54,11 @@ def data(dataset, n_train, n_test):
 
 def estimator(args):
     return GradientFlowEncoder(
-        batch_size=args.batch_size, max_iter=args.max_iter, device="cpu", random_state=0
+        batch_size=args.batch_size,
+        max_iter=args.max_iter,
+        code_init=args.code_init,
+        device="cpu",
+        random_state=0,
     )
 
 
@@ -105,7 +110,7 @@ def run_ranks(args, out):
     command += ["--nproc-per-node", str(args.nproc), __file__, "--rank-out", str(out)]
     command += ["--n-train", str(args.n_train), "--n-test", str(args.n_test)]
     command += ["--batch-size", str(args.batch_size), "--max-iter", str(args.max_iter)]
-    command += ["--dataset", args.dataset]
+    command += ["--dataset", args.dataset, "--code-init", args.code_init]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(sys.path)}
     start = time.perf_counter()
     subprocess.run(command, check=True, env=env, stdout=subprocess.DEVNULL)
@@ -132,6 +137,12 @@ def main(argv=None):
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--dataset", choices=["auto", "digits", "mnist"], default="auto")
+    parser.add_argument(
+        "--code-init",
+        choices=["auto", "encoder", "zeros"],
+        default="auto",
+        help="GradientFlowEncoder's code_init ('zeros': no encoder distilled, as before 0.10)",
+    )
     parser.add_argument("--rank-out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.rank_out:

@@ -25,16 +25,21 @@ def distil_encoder(estimator, X, parallel=None):
     stopped at the training flows' tolerance ``fit_stop_tol``.
 
     Sets the encoder's ``code_mean`` and ``code_scale`` to those codes' mean and spread.
-    Each rank of a data-parallel fit (``parallel``) distils on all of ``X`` alike, then all
-    take rank 0's weights.
+    The ranks of a data-parallel fit (``parallel``) encode a share of the rows each (a
+    row's code does not depend on the batch, so they gather the codes one process finds),
+    then each trains on all of them alike, and all take rank 0's weights.
     """
     encoder = estimator.encoder_
     # Codes at 1e-2 rather than transform's 1e-4 teach the encoder as well (eight steps from
     # its guess end at the same loss on MNIST) at two thirds of the encoding's cost.
     options = {**estimator._inference_options(), "stop_tol": estimator.fit_stop_tol}
-    codes = estimator._map_batches(
-        X, lambda target: estimator._encode(target, with_loss=False, **options)[0]
-    )
+
+    def encode(rows):
+        return estimator._map_batches(
+            rows, lambda target: estimator._encode(target, with_loss=False, **options)[0]
+        )
+
+    codes = encode(X) if parallel is None else parallel.map_rows(X, encode)
     codes = torch.as_tensor(codes, device=estimator.device_)
     with torch.no_grad():
         mean, spread = codes.mean(dim=0), codes.std(dim=0) if len(codes) > 1 else None

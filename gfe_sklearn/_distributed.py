@@ -288,6 +288,14 @@ class DataParallel:
             "the fitted model": model,
         }
 
+    def map_rows(self, X, fn):
+        """``fn`` (rows to an array with a row per row) on every rank's contiguous share of the
+        rows of ``X``, the results gathered in row order on every rank."""
+        if X.shape[0] < self.world_size:  # a share would be empty
+            return fn(X)
+        share = self.share(X.shape[0])
+        return np.concatenate(self._gather_objects(fn(X[share.rows])))
+
     def share_weights(self, modules):
         """Rank 0's weights and buffers on every rank (a user's module may differ by rank)."""
         for module in modules:

@@ -168,6 +168,10 @@ def rank_main(out):
     np.random.seed(rank)  # random_state=None must still give the ranks one model
     X = digits()
     results = {}
+    # Each rank's share of the rows, gathered in row order (the distillation's encoding).
+    parallel = _distributed.DataParallel()
+    sums = [parallel.map_rows(rows, lambda part: part.sum(axis=1)) for rows in (X, X[:1])]
+    results["map_rows"] = [bool(np.array_equal(s, x.sum(axis=1))) for s, x in zip(sums, (X, X[:1]))]
     for name, (estimator, calls) in SCENARIOS.items():
         results[name] = record(train(clone(estimator), calls, X))
 
@@ -289,6 +293,12 @@ def test_distributed_false_trains_each_rank_alone_on_its_data(ranks):
         results[0]["distributed=False"]["loss_curve_"]
         != results[1]["distributed=False"]["loss_curve_"]
     )
+
+
+def test_ranks_gather_what_each_computed_on_its_share_of_the_rows(ranks):
+    _, results = ranks
+    for result in results:
+        assert result["map_rows"] == [True, True]  # 289 rows, and 1 row (not split)
 
 
 def test_ranks_with_different_data_are_refused_by_name(ranks):
