@@ -729,10 +729,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         X = self._clipped_to_target_range(X)
         with torch.no_grad(), torch_threads(self.n_threads):
             target = self._tensor(X)
-            z0, cap = self._start(target)
+            solver = self._resolve_solver()
+            z0, cap = self._start(target, solver)
             result = self._flow(
                 target,
-                self._resolve_solver(),
+                solver,
                 "approx",
                 self.stop_tol,
                 record_history=record_history,
@@ -1108,20 +1109,21 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         options["z0"] = as_tensor(np.zeros(self._n_latent) if start is None else start)
         return self._transform(X, **options)
 
-    def _guess_serves(self):
+    def _guess_serves(self, solver=None):
         """Whether ``code_init='auto'`` starts from a distilled encoder's guess under these
-        settings: with a prior (the endpoints the guess predicts) and L-BFGS (the capped
-        steps), where the capped steps were measured to keep the zero start's precision."""
-        solver = SOLVERS[self._resolve_solver()]
-        return self.code_prior > 0 and solver.goes_to_endpoint
+        settings (``solver``: the call's resolved solver, None to resolve it): with a prior
+        (the endpoints the guess predicts) and L-BFGS (the capped steps), where the capped
+        steps were measured to keep the zero start's precision."""
+        solver = self._resolve_solver() if solver is None else solver
+        return self.code_prior > 0 and SOLVERS[solver].goes_to_endpoint
 
-    def _start(self, target):
-        """Where each row's flow starts at inference, the encoder's guess or None (zeros),
-        and the cap on its steps (None: ``max_steps``)."""
+    def _start(self, target, solver):
+        """Where each row's flow starts at inference with ``solver``, the encoder's guess or
+        None (zeros), and the cap on its steps (None: ``max_steps``)."""
         if self.code_init == "zeros":
             return None, None
         if self.code_init == "auto":
-            if not (self.__dict__.get("encoder_distilled_") and self._guess_serves()):
+            if not (self.__dict__.get("encoder_distilled_") and self._guess_serves(solver)):
                 return None, None
             return self._guess(target), min(self.max_steps, AUTO_REFINE_STEPS)
         return self._guess(target), None
@@ -1151,7 +1153,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
     def _encode(self, target, with_loss, solver, code_penalty=None, z0=None, stop_tol=None):
         cap = None
         if z0 is None:
-            z0, cap = self._start(target)
+            z0, cap = self._start(target, solver)
         else:
             z0 = z0.expand(target.shape[0], -1).clone()
         stop_tol = self.stop_tol if stop_tol is None else stop_tol
