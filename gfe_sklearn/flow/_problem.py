@@ -4,7 +4,7 @@ import torch
 
 from ._rows import (
     callable_key,
-    checked_row_chunk,
+    checked_row_layout,
     padded_mlp,
     probe_codes,
     probe_rows,
@@ -63,7 +63,7 @@ class EncodingProblem:
         self._evaluate = decoder if chunk is None else padded_mlp(decoder)
         probe = (probe_codes(flow.n_components, target), probe_rows(target))
         key = (callable_key(getattr(loss, "per_sample", loss)), callable_key(code_penalty))
-        self.row_chunk = checked_row_chunk(self._rows_loss_and_grad, probe, chunk, decoder, key)
+        self.row_layout = checked_row_layout(self._rows_loss_and_grad, probe, chunk, decoder, key)
 
     def _loss(self, z, target):
         loss = self.loss(self._evaluate(z), target)
@@ -93,7 +93,8 @@ class EncodingProblem:
         return loss.detach(), grad
 
     def _chunked_loss(self, z, target):
-        return rowwise(self._loss, z, target, chunk=self.row_chunk)
+        chunk, one_size = self.row_layout
+        return rowwise(self._loss, z, target, chunk=chunk, one_size=one_size)
 
     def derivative(self, t, state, grad, rows):
         """The flow's derivative at ``state``, given the loss gradient there."""

@@ -12,15 +12,19 @@ function of the row alone, on any math library:
 2. Widths (``padded_mlp``): a plain MLP is evaluated with every width padded with zero
    weights to a multiple of ``WIDTH_MULTIPLE``, which keeps its products off the narrow
    kernels that pair rows up, and gives every row of the output the same elementwise loop.
-3. A check (``checked_row_chunk``): the first time a function is evaluated in a given
+3. A check (``checked_row_layout``): the first time a function is evaluated in a given
    configuration, probe rows are placed at every position of every call size and compared
-   with the row alone; where any bit differs, the CPU evaluates rows one at a time (alike by
-   construction, and slower), and other devices warn that codes match only to rounding.
+   with the row alone. Where any bit differs, the CPU tries one call size for every call
+   (the last chunk padded to a whole one: some kernels round a row alike at every position
+   of one call size but differently from one size to another), then rows one at a time
+   (alike by construction, and slowest); other devices warn that codes match only to
+   rounding.
 """
 
 import warnings
 import weakref
 from functools import partial
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -32,6 +36,11 @@ DEFAULT_ROW_CHUNK = 1024
 MIN_ROW_CHUNK = 16
 WIDTH_MULTIPLE = 16
 PROBE_ROWS = 16
+# Where the powers of two do not round rows alike, every call is padded to one size: the
+# chunk, then this many rows. MKL's AVX2 kernels (on an AVX-512 CPU held to them, one and two
+# torch threads) rounded every row of the papers' decoder and of narrow MLPs alike in calls
+# of 96 rows, but not of 128, 112 or 32 for all of them (docs/engine.md).
+ONE_SIZE_FALLBACK = 96
 
 # Parameter-free maps applied entry by entry: padding a layer's width with units whose
 # outgoing weights are zero leaves the next layer's sums exactly as they were.
@@ -60,23 +69,35 @@ class RowLayoutWarning(RuntimeWarning):
     """Rows evaluated together round differently by position on this device."""
 
 
-def padded_rows(n, chunk):
+class RowLayout(NamedTuple):
+    """How ``rowwise`` lays rows out in calls: chunks of ``chunk`` rows, the last one padded
+    to the next power of two from ``MIN_ROW_CHUNK``, or with ``one_size`` to a whole chunk
+    (every call then has ``chunk`` rows). ``chunk=None`` is one call of all rows."""
+
+    chunk: int | None
+    one_size: bool = False
+
+
+def padded_rows(n, chunk, one_size=False):
     """Rows the decoder is called with for the last, partial chunk of ``n`` rows."""
+    if one_size:
+        return chunk
     return min(chunk, max(MIN_ROW_CHUNK, 1 << (n - 1).bit_length()))
 
 
-def call_sizes(chunk):
+def call_sizes(chunk, one_size=False):
     """Every row count ``rowwise`` calls ``fn`` with for chunks of ``chunk`` rows."""
-    return sorted({padded_rows(n, chunk) for n in range(1, chunk + 1)})
+    return sorted({padded_rows(n, chunk, one_size) for n in range(1, chunk + 1)})
 
 
-def rowwise(fn, *tensors, chunk):
+def rowwise(fn, *tensors, chunk, one_size=False):
     """``fn(*tensors)`` evaluated in calls of ``chunk`` rows, the last one padded.
 
-    Full chunks of ``chunk`` rows and the remainder padded with zero rows (``padded_rows``);
-    ``chunk=None`` is one call. ``fn`` treats rows independently and returns one row per
-    input row. With ``chunk=1`` every row is copied into a tensor of its own, so that no
-    row's memory alignment depends on its index.
+    Full chunks of ``chunk`` rows and the remainder padded with zero rows (``padded_rows``:
+    to a power of two, or with ``one_size`` to a whole chunk); ``chunk=None`` is one call.
+    ``fn`` treats rows independently and returns one row per input row. With ``chunk=1``
+    every row is copied into a tensor of its own, so that no row's memory alignment depends
+    on its index.
     """
     if chunk is None:
         return fn(*tensors)
@@ -85,7 +106,7 @@ def rowwise(fn, *tensors, chunk):
     for start in range(0, n, chunk):
         parts = [t[start : start + chunk] for t in tensors]
         rows = parts[0].shape[0]
-        pad = padded_rows(rows, chunk) - rows
+        pad = padded_rows(rows, chunk, one_size) - rows
         if pad:
             parts = [torch.cat([p, p.new_zeros(pad, *p.shape[1:])]) for p in parts]
         elif chunk == 1:
@@ -190,10 +211,11 @@ def _same(a, b):
     return bool(((a == b) | (torch.isnan(a) & torch.isnan(b))).all())
 
 
-def rows_round_alike(fn, probe, chunk):
+def rows_round_alike(fn, probe, chunk, one_size=False):
     """Whether every probe row gets the same bits from ``fn`` at every position of every
-    call size of chunks of ``chunk`` rows as it gets alone at position 0."""
-    sizes = call_sizes(chunk)
+    call size of chunks of ``chunk`` rows (``one_size``: see ``RowLayout``) as it gets alone
+    at position 0 of the smallest."""
+    sizes = call_sizes(chunk, one_size)
     n = probe[0].shape[0]
     alone = []
     for j in range(n):
@@ -209,6 +231,12 @@ def rows_round_alike(fn, probe, chunk):
     return True
 
 
+def candidate_layouts(chunk):
+    """The layouts the check tries for chunks of ``chunk`` rows, fastest first."""
+    sizes = [chunk] + [ONE_SIZE_FALLBACK] * (chunk > ONE_SIZE_FALLBACK)
+    return [RowLayout(chunk)] + [RowLayout(size, one_size=True) for size in sizes]
+
+
 _VERDICTS = weakref.WeakKeyDictionary()
 
 
@@ -217,16 +245,17 @@ def callable_key(fn):
     return fn.func if isinstance(fn, partial) else fn
 
 
-def checked_row_chunk(fn, probe, chunk, owner, key=()):
-    """``chunk`` where ``fn`` rounds rows alike in chunks of it, else 1 on the CPU.
+def checked_row_layout(fn, probe, chunk, owner, key=()):
+    """The first of ``candidate_layouts(chunk)`` in which ``fn`` rounds rows alike; where
+    none does, rows one at a time on the CPU.
 
     The verdict is kept per ``owner`` (the module whose kernels are in question) and
     configuration: ``key``, the probe's row shapes, dtype and device, torch's thread count
-    and the chunk. Elsewhere than on the CPU a failed check warns and keeps ``chunk``:
-    there rows one at a time would cost a kernel launch each.
+    and the chunk. Elsewhere than on the CPU, where no candidate passes, it warns and keeps
+    the first: there rows one at a time would cost a kernel launch each.
     """
     if chunk is None or chunk == 1:
-        return chunk
+        return RowLayout(chunk)
     device = probe[0].device
     config = (
         key,
@@ -241,8 +270,13 @@ def checked_row_chunk(fn, probe, chunk, owner, key=()):
         verdicts = {}
     if config not in verdicts:
         with torch.no_grad():
-            verdicts[config] = rows_round_alike(fn, probe, chunk)
-        if not verdicts[config] and device.type != "cpu":
+            layouts = candidate_layouts(chunk)
+            alike = next((lay for lay in layouts if rows_round_alike(fn, probe, *lay)), None)
+        if alike is not None:
+            verdicts[config] = alike
+        elif device.type == "cpu":
+            verdicts[config] = RowLayout(1)
+        else:
             warnings.warn(
                 f"On {device} this decoder rounds a row differently depending on its "
                 "position in the batch, so codes match across batches only to rounding; "
@@ -250,11 +284,11 @@ def checked_row_chunk(fn, probe, chunk, owner, key=()):
                 RowLayoutWarning,
                 stacklevel=3,
             )
-    if verdicts[config] or device.type != "cpu":
-        return chunk
-    return 1
+            verdicts[config] = RowLayout(chunk)
+    return verdicts[config]
 
 
 def invariant_rowwise(fn, *tensors, chunk, owner, probe, key=()):
     """``rowwise`` in the checked layout: each row's result is the row's alone."""
-    return rowwise(fn, *tensors, chunk=checked_row_chunk(fn, probe, chunk, owner, key))
+    layout = checked_row_layout(fn, probe, chunk, owner, key)
+    return rowwise(fn, *tensors, chunk=layout.chunk, one_size=layout.one_size)

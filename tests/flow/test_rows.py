@@ -9,16 +9,19 @@ from gfe_sklearn.flow import encode
 from gfe_sklearn.flow._rows import (
     ELEMENTWISE_BLOCK,
     MIN_ROW_CHUNK,
+    ONE_SIZE_FALLBACK,
     PaddedMLP,
+    RowLayout,
     RowLayoutWarning,
     call_sizes,
-    checked_row_chunk,
+    checked_row_layout,
     invariant_rowwise,
     padded_mlp,
     padded_rows,
     per_sample,
     probe_codes,
     rows_round_alike,
+    rowwise,
 )
 
 from .problems import binary_targets, mlp_decoder
@@ -48,6 +51,21 @@ class PositionDependent(torch.nn.Module):
         return out * (1 + 1e-6 * position)
 
 
+class Kernels(torch.nn.Module):
+    """A decoder that rounds a row by the size of its call (``by_size``, a part in 1e6 per
+    row of the call) and, in calls of the sizes in ``by_position``, by its position, as some
+    math libraries' kernels do (MKL's AVX2 kernels, docs/engine.md)."""
+
+    def __init__(self, decoder, by_size=False, by_position=()):
+        super().__init__()
+        self.decoder, self.by_size, self.by_position = decoder, by_size, by_position
+
+    def forward(self, z):
+        n = z.shape[0]
+        position = torch.arange(n, dtype=z.dtype)[:, None] % 2 * (n in self.by_position)
+        return self.decoder(z) * (1 + 1e-6 * (self.by_size * n + position))
+
+
 @pytest.mark.parametrize("n, expected", [(1, 16), (16, 16), (17, 32), (33, 64), (64, 64)])
 def test_partial_chunks_are_padded_to_a_power_of_two(n, expected):
     assert padded_rows(n, 64) == expected
@@ -59,6 +77,15 @@ def test_call_sizes_are_the_powers_of_two_up_to_the_chunk():
     assert call_sizes(128) == [16, 32, 64, 128]
     assert call_sizes(100) == [16, 32, 64, 100]
     assert call_sizes(8) == [8]
+
+
+def test_one_size_pads_every_call_to_the_chunk():
+    assert call_sizes(128, one_size=True) == [128]
+    assert padded_rows(3, 96, one_size=True) == 96
+    calls = []
+    z = torch.randn(200, 3, dtype=torch.float64)
+    out = rowwise(lambda x: calls.append(len(x)) or x * 2, z, chunk=96, one_size=True)
+    assert calls == [96, 96, 96] and torch.equal(out, z * 2)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
@@ -112,11 +139,11 @@ def test_other_modules_are_evaluated_as_they_are(module):
         lambda: mlp_decoder(3, 9, hidden=5, dtype=torch.float64),
     ],
 )
-def test_padded_mlps_round_rows_alike_on_this_platform(make):
+def test_padded_mlps_are_evaluated_in_whole_chunks_on_this_platform(make):
     """The fast path: padded to multiples of 16, these decoders (narrow and odd widths
     included, which some math libraries' kernels round by row position) give each row the
-    same bits in every position of every call size. Where this fails the codes are still
-    bit-identical (rows are then encoded one at a time), only slower."""
+    same bits in every position of every call size of one of the checked layouts, so the
+    engine never falls back to rows one at a time (alike too, and many times slower)."""
     decoder = make()
     dtype = decoder[0].weight.dtype
     padded = padded_mlp(decoder)
@@ -129,16 +156,49 @@ def test_padded_mlps_round_rows_alike_on_this_platform(make):
         return out.detach(), grad
 
     probe = (probe_codes(decoder[0].in_features, torch.empty(0, dtype=dtype)),)
-    assert rows_round_alike(outputs_and_input_gradients, probe, 128)
+    layout = checked_row_layout(outputs_and_input_gradients, probe, 128, owner=decoder)
+    assert layout.chunk >= ONE_SIZE_FALLBACK
+    assert rows_round_alike(outputs_and_input_gradients, probe, *layout)
 
 
 def test_the_check_finds_a_decoder_that_rounds_rows_by_position():
     decoder = PositionDependent(mlp_decoder(3, 12, hidden=20))
     probe = (probe_codes(3, torch.empty(0, dtype=torch.float64)),)
     assert not rows_round_alike(decoder, probe, 128)
-    assert checked_row_chunk(decoder, probe, 128, owner=decoder) == 1
-    assert rows_round_alike(decoder.decoder, probe, 128)
-    assert checked_row_chunk(decoder.decoder, probe, 128, owner=decoder.decoder) == 128
+    assert not rows_round_alike(decoder, probe, 128, one_size=True)
+    assert checked_row_layout(decoder, probe, 128, owner=decoder) == RowLayout(1)
+    plain = checked_row_layout(decoder.decoder, probe, 128, owner=decoder.decoder)
+    assert plain.chunk > 1 and rows_round_alike(decoder.decoder, probe, *plain)
+
+
+@pytest.mark.parametrize(
+    "kernels, expected",
+    [
+        ({}, RowLayout(128)),
+        ({"by_size": True}, RowLayout(128, one_size=True)),
+        ({"by_size": True, "by_position": (128,)}, RowLayout(ONE_SIZE_FALLBACK, one_size=True)),
+        ({"by_size": True, "by_position": (128, ONE_SIZE_FALLBACK)}, RowLayout(1)),
+    ],
+)
+def test_the_check_takes_the_first_layout_that_rounds_rows_alike(kernels, expected):
+    # Doubling rounds every row alike on any kernel: only the modelled rounding differs.
+    decoder = Kernels(lambda z: z * 2, **kernels)
+    probe = (probe_codes(3, torch.empty(0, dtype=torch.float64)),)
+    assert checked_row_layout(decoder, probe, 128, owner=decoder) == expected
+
+
+def test_codes_stay_bit_identical_with_a_decoder_that_rounds_rows_by_call_size():
+    decoder = Kernels(mlp_decoder(3, 12, hidden=20), by_size=True)
+    sizes = []
+    decoder.register_forward_pre_hook(lambda module, args: sizes.append(args[0].shape[0]))
+    target = binary_targets(40, 12, seed=3)
+    whole = encode(decoder, target, 3, solver="lbfgs")
+    rows = torch.tensor([33, 1, 6, 17, 24])
+    part = encode(decoder, target[rows], 3, solver="lbfgs")
+    assert torch.equal(part.z, whole.z[rows])
+    assert sizes[-1] >= ONE_SIZE_FALLBACK  # whole chunks after the check, not rows one at a time
+    unchecked = encode(decoder, target[rows], 3, solver="lbfgs", row_chunk=None)
+    assert not torch.equal(unchecked.z, whole.z[rows])
 
 
 @pytest.mark.parametrize("solver", ["amd", "lbfgs", "dopri5"])
@@ -163,14 +223,15 @@ def test_the_verdict_is_computed_once_per_configuration():
         return decoder(z)
 
     probe = (probe_codes(3, torch.empty(0, dtype=torch.float64)),)
-    for _ in range(3):
-        invariant_rowwise(fn, probe[0], chunk=128, owner=decoder, probe=probe, key=("fn",))
-    checks = len(calls) - 3
-    assert checks > 0
-    invariant_rowwise(fn, probe[0], chunk=128, owner=decoder, probe=probe, key=("fn",))
-    assert len(calls) - 4 == checks
-    invariant_rowwise(fn, probe[0], chunk=64, owner=decoder, probe=probe, key=("fn",))
-    assert len(calls) - 5 > checks  # another chunk is another configuration
+
+    def added_calls(chunk):
+        before = len(calls)
+        invariant_rowwise(fn, probe[0], chunk=chunk, owner=decoder, probe=probe, key=("fn",))
+        return len(calls) - before
+
+    first, second, third = added_calls(128), added_calls(128), added_calls(128)
+    assert first > second == third  # the check ran once, then only the rows' own calls
+    assert added_calls(64) > second  # another chunk is another configuration
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
