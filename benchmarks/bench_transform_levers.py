@@ -20,8 +20,11 @@ encodes the first ``--n-test`` test images every way below, all in one run, timi
   the same tolerances, or for a fixed number of steps (``max_steps``; once with a first
   step of length 0.3, ``solver_options={'first_step': 0.3}``), or at a loose tolerance
   with a cap on the steps;
-- ``code_init='auto'``, the default since 0.10: the distilled guess refined for at most 10
-  steps.
+- ``code_init='auto'``, the default since 0.10: the distilled guess refined for at most 8
+  steps in the coordinates of the training codes' mean Hessian (``code_metric_``), and as
+  first released without those coordinates, for at most 10 steps.
+
+The rows from the encoder search in those coordinates too, except the two marked "plain".
 
 For each it prints images per second, the time as a multiple of the autoencoder's, decoder
 evaluations per image (a forward pass and input gradient; from ``flow_diagnostics``), the
@@ -130,12 +133,17 @@ def main(argv=None):
         # Easy samples stop at the looser tolerance, the rest at the cap.
         ("from the encoder, stop_tol=3e-2, at most 8 steps", "encoder", 3e-2, 8, None),
         ("from the encoder, 16 steps", "encoder", 1e-4, 16, None),
-        # 0.10's default: the distilled guess, at most AUTO_REFINE_STEPS (10) steps.
+        # Without the metric: 0.10's default as first built, and its 8 steps.
+        ("plain, 8 steps", "plain", 1e-4, 8, None),
+        ("plain, 10 steps (the first 'auto')", "plain", 1e-4, 10, None),
+        # 0.10's default: the distilled guess, at most AUTO_REFINE_STEPS (8) steps.
         ("code_init='auto' (0.10's default)", "auto", 1e-4, 1000, None),
     ]
+    metric = gfe.code_metric_
     for name, code_init, stop_tol, max_steps, solver_options in levers:
+        gfe.code_metric_ = None if code_init == "plain" else metric
         gfe.set_params(
-            code_init=code_init,
+            code_init="encoder" if code_init == "plain" else code_init,
             stop_tol=stop_tol,
             max_steps=max_steps,
             solver_options=solver_options,
@@ -144,6 +152,7 @@ def main(argv=None):
         # The same codes again, for what transform does not report (untimed).
         result = gfe.flow_diagnostics(test)
         rows.append((name, seconds, *_evals_and_loss(result, test, gfe._prior_strength())))
+    gfe.code_metric_ = metric
 
     zero_start = rows[2][3]
     print("| encoding | images/s | time / AE's | evaluations / image | BCE | vs 0.8 |")

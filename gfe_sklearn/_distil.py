@@ -18,6 +18,8 @@ import torch
 EPOCHS = 30
 MIN_UPDATES = 300
 LEARNING_RATE = 1e-3
+# The training rows whose Hessians are averaged into the refinement's metric.
+METRIC_ROWS = 256
 
 
 def distil_encoder(estimator, X, parallel=None):
@@ -69,3 +71,37 @@ def distil_encoder(estimator, X, parallel=None):
         encoder.eval()
     if parallel is not None:
         parallel.share_weights([encoder])
+    rows = slice(0, METRIC_ROWS)
+    target = estimator._tensor(X[rows])
+    estimator.code_metric_ = code_metric(estimator, target, codes[rows].to(target.dtype))
+
+
+def code_metric(estimator, target, codes):
+    """``P`` with ``P P^T`` the inverse of the mean Hessian of the rows' flow loss (the
+    reconstruction and the prior) at their ``codes``: the coordinates ``z = z0 + P u`` in
+    which that loss is about equally curved in every direction, for L-BFGS's refinement of
+    the guess (``flow._lbfgs``). A ``(k, k)`` float64 array, or None where the Hessian has
+    no positive curvature to scale by.
+    """
+    loss, decoder = estimator._loss(), estimator.decoder_
+    penalty = estimator._with_code_prior(None, target)
+    with torch.enable_grad():
+        z = codes.detach().requires_grad_(True)
+        value = loss(decoder(z), target)
+        if penalty is not None:
+            value = value + penalty(z, target)
+        (grad,) = torch.autograd.grad(value.sum(), z, create_graph=True)
+        # A row's loss depends on its own code alone: the gradient of column i's sum is
+        # each row's Hessian times e_i.
+        columns = [
+            torch.autograd.grad(grad[:, i].sum(), z, retain_graph=True)[0]
+            for i in range(z.shape[1])
+        ]
+    hessian = torch.stack(columns, dim=2).mean(dim=0).detach().to("cpu", torch.float64)
+    values, vectors = torch.linalg.eigh((hessian + hessian.T) / 2)
+    largest = float(values.max())
+    if not np.isfinite(largest) or largest <= 0:
+        return None
+    # Directions of no curvature on average keep a scale a million times the stiffest's.
+    values = values.clamp_min(largest * 1e-6)
+    return ((vectors * values.rsqrt()) @ vectors.T).numpy()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from collections.abc import Sequence
 from functools import partial
@@ -21,6 +22,8 @@ from ._base import BaseFlowEstimator, build_mlp
 from ._device import resolve_device, torch_threads
 from ._distil import distil_encoder
 from ._fitted_state import FITTED_FIELDS, FittedField, started, taken_over
+from ._model_file import ModelFileError
+from ._record_checks import is_numbers
 from .flow import (
     ADJOINTS,
     ALPHAS,
@@ -55,10 +58,11 @@ MODEL_PARAMETERS = (
 )
 
 # Where each sample's flow starts in transform: a distilled encoder's guess, or the origin;
-# 'auto' refines the guess for at most AUTO_REFINE_STEPS steps where that keeps the zero
-# start's precision (docs/performance.md), and starts at the origin elsewhere.
+# 'auto' refines the guess for at most AUTO_REFINE_STEPS L-BFGS steps in the coordinates of
+# the training codes' mean Hessian (code_metric_), where that keeps the zero start's
+# precision (docs/performance.md), and starts at the origin elsewhere.
 CODE_INITS = ("auto", "encoder", "zeros")
-AUTO_REFINE_STEPS = 10
+AUTO_REFINE_STEPS = 8
 
 # How fast the standardisation of the codes the encoder learns follows the training codes
 # (an exponential average over batches, as batch normalisation's running statistics).
@@ -141,6 +145,44 @@ DISTILLED_FIELD = FittedField(
 )
 
 
+def _is_metric(value):
+    if value is None:
+        return True
+    if not (isinstance(value, list) and value and all(is_numbers(row) for row in value)):
+        return False
+    if any(len(row) != len(value) for row in value):
+        return False
+    try:
+        return all(math.isfinite(float(v)) for row in value for v in row)
+    except OverflowError:  # an int beyond float's range
+        return False
+
+
+def _read_metric(saved, estimator, tensors, source):
+    if saved is None:
+        return None
+    if len(saved) != estimator._n_latent:
+        raise ModelFileError(
+            f"{source}: fitted attribute code_metric is {len(saved)} x {len(saved)}, but the "
+            f"model's codes have {estimator._n_latent} components."
+        )
+    return np.asarray(saved, dtype=np.float64)
+
+
+# The search coordinates of code_init='auto''s refinement (fitted with the distillation);
+# None where the guess is not used, and in files from before 0.10.0.
+METRIC_FIELD = FittedField(
+    "code_metric_",
+    "code_metric",
+    "fit",
+    _is_metric,
+    start=lambda _: None,
+    since="0.10.0",
+    write=lambda value, _: None if value is None else np.asarray(value, float).tolist(),
+    read=_read_metric,
+)
+
+
 class GradientFlowEncoder(BaseFlowEstimator):
     """Gradient flow encoding (GFE): a decoder whose codes are found by a gradient flow.
 
@@ -198,14 +240,15 @@ class GradientFlowEncoder(BaseFlowEstimator):
         on the codes ``transform`` gives the training rows at ``fit_stop_tol`` (at least 30
         epochs; ``fit`` encodes its rows once more for it; ``partial_fit`` skips this
         step). The flow then refines the guess to a minimum of the sample's loss, or for
-        ``max_steps`` steps. ``'auto'``: the encoder's guess refined for at most 10 L-BFGS
-        steps where that was measured to keep the zero start's precision: with a prior on
+        ``max_steps`` steps (L-BFGS in the coordinates of ``code_metric_``). ``'auto'``:
+        the encoder's guess refined for at most 8 L-BFGS steps in those coordinates, where
+        that was measured to keep the zero start's precision: with a prior on
         the codes (``code_prior > 0``), ``'lbfgs'`` as the solver, and an encoder that
         ``fit`` distilled (``encoder_distilled_``); from ``z = 0`` otherwise, e.g. after
         ``partial_fit``, whose rows are one chunk of a stream, or with ``code_prior=0``,
         where the guesses are far less precise (``fit`` then skips the distillation). On
-        MNIST, Fashion-MNIST and digits the 10 steps end within 0.001 of the zero start's
-        cross-entropy at a third of its evaluations or fewer, and their codes serve a
+        MNIST, Fashion-MNIST and digits the 8 steps end within 0.001 of the zero start's
+        cross-entropy at a quarter of its evaluations or fewer, and their codes serve a
         classifier better (docs/performance.md, docs/results.md). Training flows
         start at ``z = 0`` either way, and the encoder's training changes neither the
         decoder nor ``loss_curve_``. Set when the model is fitted: a model fitted with
@@ -515,7 +558,13 @@ default=0.75, 1.0, 1000.0, 1.1, 30
 
     _transform_uses_loss = True
     _recorded_since = {"code_init": CODE_INITS}
-    _fitted_fields = (*FITTED_FIELDS, SOLVER_FIELD, CODE_SPREAD_FIELD, DISTILLED_FIELD)
+    _fitted_fields = (
+        *FITTED_FIELDS,
+        SOLVER_FIELD,
+        CODE_SPREAD_FIELD,
+        DISTILLED_FIELD,
+        METRIC_FIELD,
+    )
     _weight_statistics = ("code_mean_square_",)
     # Models saved before these parameters existed stopped on their loss curves, trained
     # without a step cap on their training flows, and encoded from z = 0.
@@ -730,15 +779,13 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         with torch.no_grad(), torch_threads(self.n_threads):
             target = self._tensor(X)
             solver = self._resolve_solver()
-            z0, cap = self._start(target, solver)
             result = self._flow(
                 target,
                 solver,
                 "approx",
                 self.stop_tol,
                 record_history=record_history,
-                max_steps=cap,
-                z0=z0,
+                **self._start(target, solver),
             )
         tensors = {field.name: getattr(result, field.name) for field in dataclasses.fields(result)}
         return dataclasses.replace(
@@ -944,6 +991,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         z0=None,
         loss=None,
         training=False,
+        metric=None,
     ):
         self._check_tau_fits(solver, target.dtype)
         options = self._solver_settings(solver)
@@ -968,6 +1016,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             record_history=record_history,
             code_penalty=self._with_code_prior(code_penalty, target, training),
             z0=z0,
+            metric=metric,
         )
 
     def _with_code_prior(self, penalty, target, training=False):
@@ -1118,15 +1167,20 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         return self.code_prior > 0 and SOLVERS[solver].goes_to_endpoint
 
     def _start(self, target, solver):
-        """Where each row's flow starts at inference with ``solver``, the encoder's guess or
-        None (zeros), and the cap on its steps (None: ``max_steps``)."""
+        """How each row's flow starts at inference with ``solver``: ``_flow``'s ``z0`` (the
+        encoder's guess, or None: zeros), ``max_steps`` (None: the solver's) and ``metric``
+        (the search's coordinates, None: the codes')."""
         if self.code_init == "zeros":
-            return None, None
-        if self.code_init == "auto":
-            if not (self.__dict__.get("encoder_distilled_") and self._guess_serves(solver)):
-                return None, None
-            return self._guess(target), min(self.max_steps, AUTO_REFINE_STEPS)
-        return self._guess(target), None
+            return {}
+        metric = self.__dict__.get("code_metric_")
+        if not SOLVERS[solver].takes_metric:
+            metric = None
+        if self.code_init == "encoder":
+            return {"z0": self._guess(target), "metric": metric}
+        if metric is None or not self._guess_serves(solver):
+            return {}
+        cap = min(self.max_steps, AUTO_REFINE_STEPS)
+        return {"z0": self._guess(target), "max_steps": cap, "metric": metric}
 
     def _guess(self, target):
         """The encoder's guess of each row's code."""
@@ -1151,15 +1205,12 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         )
 
     def _encode(self, target, with_loss, solver, code_penalty=None, z0=None, stop_tol=None):
-        cap = None
         if z0 is None:
-            z0, cap = self._start(target, solver)
+            start = self._start(target, solver)
         else:
-            z0 = z0.expand(target.shape[0], -1).clone()
+            start = {"z0": z0.expand(target.shape[0], -1).clone()}
         stop_tol = self.stop_tol if stop_tol is None else stop_tol
-        result = self._flow(
-            target, solver, "approx", stop_tol, max_steps=cap, code_penalty=code_penalty, z0=z0
-        )
+        result = self._flow(target, solver, "approx", stop_tol, code_penalty=code_penalty, **start)
         if not bool(torch.isfinite(result.loss).all()):
             # AMD accepts no step from a non-finite loss: such codes would silently stay z(0).
             raise ValueError(

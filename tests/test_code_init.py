@@ -1,7 +1,7 @@
 """``code_init``: the flows of ``transform`` start at 0 or at the guess of an encoder
 distilled during ``fit``, refined to the stop rule (``'encoder'``) or, by default
-(``'auto'``), for at most 10 steps where that was measured to keep the zero start's
-precision."""
+(``'auto'``), for at most 8 L-BFGS steps in the coordinates of the training codes' mean
+Hessian, where that was measured to keep the zero start's precision."""
 
 import pickle
 
@@ -11,6 +11,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from gfe_sklearn import AutoEncoderBaseline, GradientFlowEncoder
+from gfe_sklearn._distil import code_metric
 from gfe_sklearn._model_file import ModelFileError
 
 from .test_persistence import _rewrite
@@ -227,17 +228,17 @@ def test_incomplete_rows_start_from_the_guess_of_their_observed_entries(digits):
     np.testing.assert_array_equal(est.transform(test[:7]), codes[:7])
 
 
-def test_the_default_refines_the_distilled_guess_for_at_most_ten_steps(digits):
+def test_the_default_refines_the_distilled_guess_for_at_most_eight_steps(digits):
     train, test = digits
     est = _fit(train, code_init="auto", code_prior=0.1)
     assert GradientFlowEncoder().get_params()["code_init"] == "auto"
     assert est.encoder_distilled_ is True
     result = est.flow_diagnostics(test)
-    assert int(result.n_steps.max()) <= 10
+    assert int(result.n_steps.max()) <= 8
     np.testing.assert_array_equal(est.transform(test), result.z.numpy())
     # The same codes as the encoder's start capped by hand, and the same loss as the zero
     # start to within 2e-3 (on this CPU 0.3264 against 0.3263).
-    capped = est.set_params(code_init="encoder", max_steps=10).transform(test)
+    capped = est.set_params(code_init="encoder", max_steps=8).transform(test)
     np.testing.assert_array_equal(capped, result.z.numpy())
     zero = est.set_params(code_init="zeros", max_steps=1000).flow_diagnostics(test)
     assert result.loss.mean() <= zero.loss.mean() * (1 + 2e-3)
@@ -297,10 +298,25 @@ def test_the_distilled_flag_survives_save_and_load_and_older_files_start_at_zero
     est.save(path)
     loaded = GradientFlowEncoder.load(path)
     assert loaded.encoder_distilled_ is True
+    np.testing.assert_array_equal(loaded.code_metric_, est.code_metric_)
     np.testing.assert_array_equal(loaded.transform(test), codes)
-    _rewrite(path, edit_content=lambda c: c["fitted"].pop("encoder_distilled"))
+
+    def as_before_0_10(content):
+        content["fitted"].pop("encoder_distilled")
+        content["fitted"].pop("code_metric")
+
+    def smaller_metric(content):
+        metric = content["fitted"]["code_metric"]
+        content["fitted"]["code_metric"] = [row[:-1] for row in metric[:-1]]
+
+    saved = path.read_bytes()
+    _rewrite(path, edit_content=smaller_metric)
+    with pytest.raises(ModelFileError, match="code_metric is 7 x 7, but the model's codes have 8"):
+        GradientFlowEncoder.load(path)
+    path.write_bytes(saved)
+    _rewrite(path, edit_content=as_before_0_10)
     older = GradientFlowEncoder.load(path)
-    assert older.encoder_distilled_ is False
+    assert older.encoder_distilled_ is False and older.code_metric_ is None
     zeros = est.set_params(code_init="zeros").transform(test)
     np.testing.assert_array_equal(older.transform(test), zeros)
 
@@ -330,3 +346,27 @@ def test_the_imputer_starts_its_own_flows_and_distils_no_encoder(digits, monkeyp
     imputer = GradientFlowImputer(encoder=encoder, code_prior=0.0, random_state=0).fit(train)
     assert encoder.code_init == "auto"  # the user's instance is left as it was
     assert imputer.encoder_.code_init == "zeros" and calls == []
+
+
+def test_the_metric_is_the_inverse_square_root_of_the_mean_hessian(digits):
+    train, _ = digits
+    est = _fit(train[:100], loss="mse", code_prior=0.1, compute_dtype="float64", max_iter=1)
+    # A linear decoder and mse: every row's Hessian is 2 W^T W / d plus the prior's.
+    k, d = est.n_components, train.shape[1]
+    est.decoder_ = torch.nn.Linear(k, d, dtype=torch.float64)
+    target = torch.as_tensor(train[:50])
+    codes = torch.randn(50, k, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    metric = code_metric(est, target, codes)
+    weight = est.decoder_.weight.detach()
+    hessian = 2 * weight.T @ weight / d + est._prior_strength() / d * torch.eye(k).double()
+    np.testing.assert_allclose(metric @ metric.T, torch.linalg.inv(hessian).numpy(), rtol=1e-8)
+    np.testing.assert_allclose(metric, metric.T)
+
+
+def test_the_default_fit_keeps_a_metric_only_where_its_guess_serves(digits):
+    train, _ = digits
+    est = _fit(train[:200], code_init="auto", code_prior=0.1, max_iter=1)
+    assert est.code_metric_.shape == (8, 8) and np.isfinite(est.code_metric_).all()
+    assert _fit(train[:200], code_init="auto", max_iter=1).code_metric_ is None  # no prior
+    est.partial_fit(train[:64])
+    assert est.code_metric_ is None

@@ -25,7 +25,7 @@ def digits():
 
 def _fit(train, **params):
     # From z = 0 the flows run to the MAP codes; the default's refinement of an encoder's
-    # guess stops after 10 steps (tests/test_code_init.py).
+    # guess stops after 8 steps (tests/test_code_init.py).
     settings = dict(
         n_components=8, hidden_layer_sizes=(32,), max_iter=3, random_state=0, code_init="zeros"
     )

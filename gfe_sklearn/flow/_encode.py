@@ -121,6 +121,7 @@ def encode(
     record_history=False,
     row_chunk="auto",
     code_penalty=None,
+    metric=None,
 ):
     """Encode a batch by integrating the gradient flow of its reconstruction loss.
 
@@ -178,6 +179,11 @@ def encode(
     code_penalty : callable ``(z, target) -> (batch,)`` or None
         A per-sample term added to the loss the flow minimises, such as a prior on the codes
         (``gaussian_code_penalty`` in ``flow/_losses.py``); ``FlowResult.loss`` includes it.
+    metric : array ``(n_components, n_components)`` or None
+        ``solver='lbfgs'`` only: search in the coordinates ``u`` of ``z = z0 + metric @ u``
+        (the same minima, reached in fewer steps where ``metric @ metric.T`` approximates
+        the inverse of the loss's Hessian), its first step a fraction of the Newton step of
+        that Hessian instead of ``first_step``.
 
     Returns
     -------
@@ -195,6 +201,11 @@ def encode(
             "the code's speed decays between steps: use stop_window >= 2 (default 5)."
         )
     _check_combination(solver_cls, alpha, flow=flow, adjoint=adjoint, stop_rule=stop_rule, tau=tau)
+    if metric is not None and not solver_cls.takes_metric:
+        raise ValueError(
+            f"metric is read by solver='lbfgs' only (a search's coordinates); got "
+            f"solver={solver!r}. Pass metric=None."
+        )
     options = dict(options or {})
     accepted = _options(solver_cls)
     unknown = set(options) - set(accepted)
@@ -234,6 +245,7 @@ def encode(
         differentiable=mode.graph_through_steps,
         row_chunk=row_chunk,
         code_penalty=code_penalty,
+        metric=metric,
     )
     state0 = flow_obj.initial_state(z0)
     rows = torch.arange(batch, device=device)

@@ -37,6 +37,8 @@ class EncodingProblem:
     code_penalty : callable ``(z, target) -> (n,)`` or None
         A per-sample term added to the loss (e.g. ``gaussian_code_penalty``), so the flow
         minimises loss plus penalty.
+    metric : array ``(k, k)`` or None
+        The coordinates of L-BFGS's search (``encode``).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class EncodingProblem:
         differentiable=False,
         row_chunk="auto",
         code_penalty=None,
+        metric=None,
     ):
         self.decoder = decoder
         self.target = target
@@ -59,6 +62,7 @@ class EncodingProblem:
         self.tau = tau
         self.differentiable = differentiable
         self.code_penalty = code_penalty
+        self.metric = metric
         chunk = resolve_row_chunk(row_chunk, target.device)
         self._evaluate = decoder if chunk is None else padded_mlp(decoder)
         probe = (probe_codes(flow.n_components, target), probe_rows(target))

@@ -53,6 +53,9 @@ class Solver:
         Its steps follow the time scaling ``alpha(t)`` of the flow. False for a solver that
         picks each step size by line search (AMD), which takes over alpha's role: it
         refuses any ``alpha`` but ``'constant'``.
+    takes_metric : bool
+        It searches in the coordinates of ``encode``'s ``metric`` (L-BFGS); the others
+        refuse one.
     """
 
     name = None
@@ -60,6 +63,7 @@ class Solver:
     default_tau = None
     goes_to_endpoint = False
     scales_by_alpha = True
+    takes_metric = False
 
     def integrate(self, run):
         """Advance every active row of ``run`` (an ``ActiveSet``) until all are retired.

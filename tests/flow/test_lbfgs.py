@@ -192,3 +192,49 @@ def test_a_first_step_far_too_long_is_cut_to_the_distance_in_a_few_trials():
     rejected = res.n_evals - res.n_steps - 1
     assert rejected.max() <= 5, rejected
     assert ((res.z - exact).norm(dim=1) / exact.norm(dim=1)).max() < 1e-7
+
+
+def _inverse_square_root(decoder, n_features):
+    """``P`` with ``P P^T`` the inverse of the mse Hessian ``2 W^T W / n_features``."""
+    weight = decoder.weight.detach()
+    values, vectors = torch.linalg.eigh(2 * weight.T @ weight / n_features)
+    return (vectors * values.rsqrt()) @ vectors.T
+
+
+def test_a_metric_of_the_inverse_hessian_reaches_least_squares_in_two_steps():
+    # Condition 100: without a metric L-BFGS needs a step per direction and more.
+    decoder = linear_decoder(4, 30, eigenvalues=[1.0, 0.3, 0.1, 0.01], seed=3)
+    target = torch.randn(6, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    expected = torch.as_tensor(least_squares_codes(decoder, target))
+    metric = _inverse_square_root(decoder, 30)
+    plain = encode(decoder, target, 4, solver="lbfgs", loss="mse", stop_tol=1e-6)
+    fast = encode(decoder, target, 4, solver="lbfgs", loss="mse", stop_tol=1e-6, metric=metric)
+    # Half the Newton step, then the exact one from the pair it learned.
+    assert int(fast.n_steps.max()) <= 3 and fast.n_evals.sum() < plain.n_evals.sum() / 2
+    torch.testing.assert_close(fast.z, expected, rtol=0, atol=1e-6)
+    # The step cap and the stop rule count in code space as without it.
+    capped = encode(
+        decoder, target, 4, solver="lbfgs", loss="mse", metric=metric, options={"max_steps": 1}
+    )
+    assert int(capped.n_steps.max()) == 1
+
+
+@pytest.mark.portability
+def test_with_a_metric_rows_alone_give_bitwise_the_codes_of_the_batch():
+    decoder = mlp_decoder(5, 20, hidden=16, seed=2, dtype=torch.float32)
+    target = binary_targets(150, 20, seed=7, dtype=torch.float32)
+    generator = torch.Generator().manual_seed(0)
+    metric = torch.randn(5, 5, generator=generator, dtype=torch.float64) * 0.3 + torch.eye(
+        5, dtype=torch.float64
+    )
+    whole = encode(decoder, target, 5, solver="lbfgs", metric=metric)
+    rows = torch.tensor([149, 3, 77, 128, 0])
+    part = encode(decoder, target[rows], 5, solver="lbfgs", metric=metric)
+    assert torch.equal(part.z, whole.z[rows])
+
+
+@pytest.mark.parametrize("solver", ["amd", "rk4"])
+def test_a_metric_is_refused_by_the_flow_solvers(solver):
+    decoder = mlp_decoder(3, 12, hidden=8)
+    with pytest.raises(ValueError, match="metric is read by solver='lbfgs' only"):
+        encode(decoder, binary_targets(2, 12), 3, solver=solver, metric=torch.eye(3))
