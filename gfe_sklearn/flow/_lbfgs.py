@@ -11,7 +11,7 @@ from ._solver import Solver, settles_within_rounding
 SHRINK_FLOOR = 0.1
 # With a metric, the first step is this fraction of the metric's Newton step: the whole step
 # overshot often enough to cost 0.4 more evaluations per image on MNIST and Fashion-MNIST
-# (8 steps from the distilled guess, docs/performance.md).
+# (8 steps from the distilled guess, scripts outside the repository; docs/performance.md).
 METRIC_FIRST_STEP = 0.5
 
 
@@ -41,10 +41,10 @@ class LBFGS(Solver):
 
     ``t`` counts accepted steps: there is no flow time, and no horizon (``tau='auto'``).
 
-    ``encode``'s ``metric``, a ``(k, k)`` matrix ``P``, runs the search in the coordinates ``u`` of
-    ``z = z0 + P u``: where ``P P^T`` is the inverse of the loss's typical Hessian (the mean
-    over training codes, ``GradientFlowEncoder(code_init='auto')``), the loss is about
-    equally curved in every direction there, and the first step, ``METRIC_FIRST_STEP``
+    ``encode``'s ``metric``, a ``(k, k)`` matrix ``P``, runs the search in the coordinates
+    ``u`` of ``z = z0 + P u``: where ``P P^T`` is the inverse of the loss's typical Hessian
+    (the mean over training codes, ``GradientFlowEncoder(code_init='auto')``), the loss is
+    about equally curved in every direction there, and the first step, ``METRIC_FIRST_STEP``
     times the Newton step of that Hessian, replaces ``first_step``. Steps and the stop rule
     are measured in code space as without it.
     """
@@ -56,13 +56,7 @@ class LBFGS(Solver):
     takes_metric = True
 
     def __init__(
-        self,
-        history=10,
-        first_step=1.0,
-        armijo=1e-4,
-        shrink=0.5,
-        max_backtracks=30,
-        max_steps=1000,
+        self, history=10, first_step=1.0, armijo=1e-4, shrink=0.5, max_backtracks=30, max_steps=1000
     ):
         self.history = history
         self.first_step = first_step
