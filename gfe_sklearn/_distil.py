@@ -81,23 +81,17 @@ def code_metric(estimator, target, codes):
     reconstruction and the prior) at their ``codes``: the coordinates ``z = z0 + P u`` in
     which that loss is about equally curved in every direction, for L-BFGS's refinement of
     the guess (``flow._lbfgs``). A ``(k, k)`` float64 array, or None where the Hessian has
-    no positive curvature to scale by.
+    no positive curvature to scale by or the decoder no second derivative (a user's module
+    with a custom backward, say).
     """
     loss, decoder = estimator._loss(), estimator.decoder_
     penalty = estimator._with_code_prior(None, target)
-    with torch.enable_grad():
-        z = codes.detach().requires_grad_(True)
-        value = loss(decoder(z), target)
-        if penalty is not None:
-            value = value + penalty(z, target)
-        (grad,) = torch.autograd.grad(value.sum(), z, create_graph=True)
-        # A row's loss depends on its own code alone: the gradient of column i's sum is
-        # each row's Hessian times e_i.
-        columns = [
-            torch.autograd.grad(grad[:, i].sum(), z, retain_graph=True)[0]
-            for i in range(z.shape[1])
-        ]
-    hessian = torch.stack(columns, dim=2).mean(dim=0).detach().to("cpu", torch.float64)
+    hessian = _mean_hessian(lambda z: loss(decoder(z), target), codes)
+    if hessian is None:
+        return None
+    if penalty is not None:
+        hessian = hessian + _mean_hessian(lambda z: penalty(z, target), codes)
+    hessian = hessian.detach().to("cpu", torch.float64)
     values, vectors = torch.linalg.eigh((hessian + hessian.T) / 2)
     largest = float(values.max())
     if not np.isfinite(largest) or largest <= 0:
@@ -105,3 +99,27 @@ def code_metric(estimator, target, codes):
     # Directions of no curvature on average keep a scale a million times the stiffest's.
     values = values.clamp_min(largest * 1e-6)
     return ((vectors * values.rsqrt()) @ vectors.T).numpy()
+
+
+def _mean_hessian(per_row, codes):
+    """The mean over rows of the Hessian of ``per_row(z)`` (one value per row, each row's
+    from its own code) at ``codes``; None where some operation has no second derivative."""
+    with torch.enable_grad():
+        z = codes.detach().requires_grad_(True)
+        (grad,) = torch.autograd.grad(per_row(z).sum(), z, create_graph=True)
+        if not grad.requires_grad:  # e.g. a custom backward marked once_differentiable
+            return None
+        columns = []
+        # A row's value depends on its own code alone: the gradient of column i's sum is
+        # each row's Hessian times e_i.
+        for i in range(z.shape[1]):
+            try:
+                (column,) = torch.autograd.grad(
+                    grad[:, i].sum(), z, retain_graph=True, allow_unused=True
+                )
+            except RuntimeError:  # no double backward through some operation
+                return None
+            if column is None:
+                return None
+            columns.append(column)
+    return torch.stack(columns, dim=2).mean(dim=0)

@@ -63,6 +63,8 @@ MODEL_PARAMETERS = (
 # precision (docs/performance.md), and starts at the origin elsewhere.
 CODE_INITS = ("auto", "encoder", "zeros")
 AUTO_REFINE_STEPS = 8
+# Without the metric (a decoder with no second derivative) the cap first measured: 10 steps.
+AUTO_REFINE_STEPS_PLAIN = 10
 
 # How fast the standardisation of the codes the encoder learns follows the training codes
 # (an exponential average over batches, as batch normalisation's running statistics).
@@ -448,6 +450,13 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         the final decoder's codes (``fit`` does, ``partial_fit`` does not, and with
         ``code_init='auto'`` ``fit`` does only where the guess will be used):
         ``code_init='auto'`` starts from the guess only then.
+    code_metric_ : ndarray of shape (n_components, n_components) or None
+        Set with the distillation: ``P`` with ``P P^T`` the inverse of the mean Hessian of
+        the flow's loss at the codes of the first 256 training rows. L-BFGS refines the
+        encoder's guess in the coordinates ``u`` of ``z = guess + P u``, where the loss is
+        about equally curved in every direction. None where no guess is used, and where the
+        decoder has no second derivative (``'auto'`` then refines in code coordinates, for
+        at most 10 steps).
     optimizer_ : torch.optim.Optimizer
     loss_ : {'bce', 'mse'}
         The loss the model trains, encodes, scores and decodes with: ``loss``, with
@@ -1177,10 +1186,10 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             metric = None
         if self.code_init == "encoder":
             return {"z0": self._guess(target), "metric": metric}
-        if metric is None or not self._guess_serves(solver):
+        if not (self.__dict__.get("encoder_distilled_") and self._guess_serves(solver)):
             return {}
-        cap = min(self.max_steps, AUTO_REFINE_STEPS)
-        return {"z0": self._guess(target), "max_steps": cap, "metric": metric}
+        cap = AUTO_REFINE_STEPS_PLAIN if metric is None else AUTO_REFINE_STEPS
+        return {"z0": self._guess(target), "max_steps": min(self.max_steps, cap), "metric": metric}
 
     def _guess(self, target):
         """The encoder's guess of each row's code."""

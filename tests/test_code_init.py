@@ -370,3 +370,37 @@ def test_the_default_fit_keeps_a_metric_only_where_its_guess_serves(digits):
     assert _fit(train[:200], code_init="auto", max_iter=1).code_metric_ is None  # no prior
     est.partial_fit(train[:64])
     assert est.code_metric_ is None
+
+
+class _FirstOrderTanh(torch.autograd.Function):
+    """tanh with a backward that cannot itself be differentiated."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.tanh(x)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (1 - torch.tanh(x) ** 2)
+
+
+class _FirstOrderDecoder(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.hidden, self.out = torch.nn.Linear(8, 32), torch.nn.Linear(32, 64)
+
+    def forward(self, z):
+        return self.out(_FirstOrderTanh.apply(self.hidden(z)))
+
+
+def test_a_decoder_without_second_derivatives_refines_in_code_coordinates(digits):
+    train, test = digits
+    est = _fit(train[:300], decoder=_FirstOrderDecoder(), code_init="auto", code_prior=0.1)
+    assert est.encoder_distilled_ is True and est.code_metric_ is None
+    result = est.flow_diagnostics(test)
+    assert 8 < int(result.n_steps.max()) <= 10  # the cap first measured
+    plain = est.set_params(code_init="encoder", max_steps=10).transform(test)
+    np.testing.assert_array_equal(plain, result.z.numpy())
