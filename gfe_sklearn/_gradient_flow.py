@@ -351,7 +351,9 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         The solvers' few remaining options, which are not parameters of their own; each
         solver reads the keys it takes, as it reads the parameters above. L-BFGS:
         ``history=10`` (step pairs it keeps, at most 1000), ``first_step=1.0`` (length of
-        its first step in code space), ``armijo=1e-4`` (the sufficient-decrease fraction)
+        its first step in code space; from the distilled guess, in the coordinates of
+        ``code_metric_``, half that many Newton steps of the mean Hessian), ``armijo=1e-4``
+        (the sufficient-decrease fraction)
         and ``shrink=0.5`` (the longest retry after a rejected step, as a fraction of it).
         Dormand-Prince: ``safety=0.9``, ``min_factor=0.2`` and ``max_factor=10.0`` of its
         step-size controller. Unknown keys are refused, naming the ones it takes. Set it

@@ -182,8 +182,8 @@ def encode(
     metric : array ``(n_components, n_components)`` or None
         ``solver='lbfgs'`` only: search in the coordinates ``u`` of ``z = z0 + metric @ u``
         (the same minima, reached in fewer steps where ``metric @ metric.T`` approximates
-        the inverse of the loss's Hessian), its first step a fraction of the Newton step of
-        that Hessian instead of ``first_step``.
+        the inverse of the loss's Hessian), its first step ``first_step / 2`` Newton steps
+        of that Hessian instead of a length.
 
     Returns
     -------

@@ -9,9 +9,10 @@ from ._solver import Solver, settles_within_rounding
 # The shortest retry, as a fraction of the rejected step: a quadratic fitted far from the
 # minimum can land too near the code (the usual safeguard, Nocedal and Wright, 2006).
 SHRINK_FLOOR = 0.1
-# With a metric, the first step is this fraction of the metric's Newton step: the whole step
-# overshot often enough to cost 0.4 more evaluations per image on MNIST and Fashion-MNIST
-# (8 steps from the distilled guess, scripts outside the repository; docs/performance.md).
+# With a metric, the first step is this fraction of the metric's Newton step (times
+# first_step): the whole step overshot often enough to cost 0.4 more evaluations per image
+# on MNIST and Fashion-MNIST (8 steps from the distilled guess, scripts outside the
+# repository; docs/performance.md).
 METRIC_FIRST_STEP = 0.5
 
 
@@ -44,9 +45,9 @@ class LBFGS(Solver):
     ``encode``'s ``metric``, a ``(k, k)`` matrix ``P``, runs the search in the coordinates
     ``u`` of ``z = z0 + P u``: where ``P P^T`` is the inverse of the loss's typical Hessian
     (the mean over training codes, ``GradientFlowEncoder(code_init='auto')``), the loss is
-    about equally curved in every direction there, and the first step, ``METRIC_FIRST_STEP``
-    times the Newton step of that Hessian, replaces ``first_step``. Steps and the stop rule
-    are measured in code space as without it.
+    about equally curved in every direction there, and the first step is
+    ``METRIC_FIRST_STEP * first_step`` times the Newton step of that Hessian instead of a
+    length. Steps and the stop rule are measured in code space as without it.
     """
 
     name = "lbfgs"
@@ -161,11 +162,11 @@ class LBFGS(Solver):
         paired = sy[:, -1] > 0
         newest_yy = (Y[:, -1] * Y[:, -1]).sum(dim=1)
         # Without a pair yet, the first step has length first_step in code space, or with a
-        # metric is a fraction of its Newton step.
+        # metric is a fraction of its Newton step, scaled by first_step.
         if coordinates.metric is None:
             first = self.first_step / grad.norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
         else:
-            first = torch.full_like(grad[:, 0], METRIC_FIRST_STEP)
+            first = torch.full_like(grad[:, 0], METRIC_FIRST_STEP * self.first_step)
         gamma = torch.where(paired, sy[:, -1] / torch.where(paired, newest_yy, 1.0), first)
         Sg, Yg = (S * grad[:, None]).sum(-1), (Y * grad[:, None]).sum(-1)
         R_inv = run["R_inv"]

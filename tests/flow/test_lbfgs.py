@@ -238,3 +238,15 @@ def test_a_metric_is_refused_by_the_flow_solvers(solver):
     decoder = mlp_decoder(3, 12, hidden=8)
     with pytest.raises(ValueError, match="metric is read by solver='lbfgs' only"):
         encode(decoder, binary_targets(2, 12), 3, solver=solver, metric=torch.eye(3))
+
+
+@pytest.mark.parametrize("first_step", [1.0, 0.6])
+def test_with_a_metric_the_first_step_is_first_step_halves_of_its_newton_step(first_step):
+    decoder = linear_decoder(4, 30, eigenvalues=[1.0, 0.3, 0.1, 0.01], seed=3)
+    target = torch.randn(6, 30, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    expected = torch.as_tensor(least_squares_codes(decoder, target))
+    options = {"max_steps": 1, "first_step": first_step}
+    metric = _inverse_square_root(decoder, 30)
+    one = encode(decoder, target, 4, solver="lbfgs", loss="mse", metric=metric, options=options)
+    # From z = 0 on a quadratic whose Hessian the metric inverts exactly.
+    torch.testing.assert_close(one.z, first_step / 2 * expected, rtol=0, atol=1e-10)
