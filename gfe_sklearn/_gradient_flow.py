@@ -58,13 +58,11 @@ MODEL_PARAMETERS = (
 )
 
 # Where each sample's flow starts in transform: a distilled encoder's guess, or the origin;
-# 'auto' refines the guess for at most AUTO_REFINE_STEPS L-BFGS steps in the coordinates of
-# the training codes' mean Hessian (code_metric_), where that keeps the zero start's
+# 'auto' refines the guess with L-BFGS in the coordinates of the training codes' mean
+# Hessian (code_metric_), each sample until a step lowers its loss by less than what fit
+# measured on held-out rows (refine_min_decrease_), where that keeps the zero start's
 # precision (docs/performance.md), and starts at the origin elsewhere.
 CODE_INITS = ("auto", "encoder", "zeros")
-AUTO_REFINE_STEPS = 8
-# Without the metric (a decoder with no second derivative) the cap first measured: 10 steps.
-AUTO_REFINE_STEPS_PLAIN = 10
 
 # How fast the standardisation of the codes the encoder learns follows the training codes
 # (an exponential average over batches, as batch normalisation's running statistics).
@@ -95,6 +93,8 @@ SOLVER_OPTIONS = {
     "first_step": Interval(Real, 0, None, closed="neither"),
     "armijo": Interval(Real, 0, 1, closed="neither"),
     "shrink": Interval(Real, 0, 1, closed="neither"),
+    # The loss decrease per step below which L-BFGS stops a sample (0: never).
+    "min_decrease": Interval(Real, 0, None, closed="left"),
     # Dormand-Prince's step-size controller: safety factor, smallest and largest change.
     "safety": Interval(Real, 0, 1, closed="right"),
     "min_factor": Interval(Real, 0, 1, closed="right"),
@@ -185,6 +185,18 @@ METRIC_FIELD = FittedField(
 )
 
 
+# The smallest step decrease on which code_init='auto''s refinement goes on (fit measures
+# it; 0: to the stop rule; None where no guess is used).
+REFINE_FIELD = FittedField(
+    "refine_min_decrease_",
+    "refine_min_decrease",
+    "fit",
+    lambda v: v is None or (isinstance(v, float) and math.isfinite(v) and v >= 0),
+    start=lambda _: None,
+    since="0.10.0",
+)
+
+
 class GradientFlowEncoder(BaseFlowEstimator):
     """Gradient flow encoding (GFE): a decoder whose codes are found by a gradient flow.
 
@@ -242,21 +254,22 @@ class GradientFlowEncoder(BaseFlowEstimator):
         on the codes ``transform`` gives the training rows at ``fit_stop_tol`` (at least 30
         epochs; ``fit`` encodes its rows once more for it; ``partial_fit`` skips this
         step). The flow then refines the guess to a minimum of the sample's loss, or for
-        ``max_steps`` steps (L-BFGS in the coordinates of ``code_metric_``). ``'auto'``:
-        the encoder's guess refined for at most 8 L-BFGS steps in those coordinates, where
-        that was measured to keep the zero start's precision: with a prior on
-        the codes (``code_prior > 0``), ``'lbfgs'`` as the solver, and an encoder that
-        ``fit`` distilled (``encoder_distilled_``); from ``z = 0`` otherwise, e.g. after
-        ``partial_fit``, whose rows are one chunk of a stream, or with ``code_prior=0``,
-        where the guesses are far less precise (``fit`` then skips the distillation). On
-        MNIST, Fashion-MNIST and digits the 8 steps end within 0.001 of the zero start's
-        cross-entropy at a quarter of its evaluations or fewer, and their codes serve a
-        classifier better (docs/performance.md, docs/results.md). Training flows
-        start at ``z = 0`` either way, and the encoder's training changes neither the
-        decoder nor ``loss_curve_``. Set when the model is fitted: a model fitted with
-        ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one fitted
-        with another setting encodes from ``z = 0`` again. ``'auto'`` is the default since
-        0.10 (``'zeros'`` before).
+        ``max_steps`` steps (L-BFGS in the coordinates of ``code_metric_``). ``'auto'``: the
+        encoder's guess refined by L-BFGS in those coordinates, each sample until a step
+        after its first lowers its loss by less than ``refine_min_decrease_``, which ``fit``
+        measures on training rows held out of the distillation; where that was measured to
+        keep the zero start's precision: with a prior on the codes (``code_prior > 0``),
+        ``'lbfgs'`` as the solver, and an encoder that ``fit`` distilled
+        (``encoder_distilled_``); from ``z = 0`` otherwise, e.g. after ``partial_fit``,
+        whose rows are one chunk of a stream, or with ``code_prior=0``, where the guesses
+        are far less precise (``fit`` then skips the distillation). On MNIST, Fashion-MNIST
+        and digits the refinement ends within 0.001 of the zero start's cross-entropy at a
+        sixth of its evaluations or fewer, and its codes serve a classifier better
+        (docs/performance.md, docs/results.md). Training flows start at ``z = 0`` either
+        way, and the encoder's training changes neither the decoder nor ``loss_curve_``. Set
+        when the model is fitted: a model fitted with ``'zeros'`` has no encoder, and
+        ``set_params(code_init='zeros')`` on one fitted with another setting encodes from
+        ``z = 0`` again. ``'auto'`` is the default since 0.10 (``'zeros'`` before).
     code_prior : float >= 0, default=0.1
         Weight of a Gaussian prior on the codes, in the flows of ``fit`` and of
         ``transform``, ``score`` and ``flow_diagnostics`` alike: each flow minimises the
@@ -353,8 +366,10 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         ``history=10`` (step pairs it keeps, at most 1000), ``first_step=1.0`` (length of
         its first step in code space; from the distilled guess, in the coordinates of
         ``code_metric_``, half that many Newton steps of the mean Hessian), ``armijo=1e-4``
-        (the sufficient-decrease fraction)
-        and ``shrink=0.5`` (the longest retry after a rejected step, as a fraction of it).
+        (the sufficient-decrease fraction), ``shrink=0.5`` (the longest retry after a
+        rejected step, as a fraction of it) and ``min_decrease=0.0`` (a sample stops once a
+        step after its first lowers its loss by less; under ``code_init='auto'`` it
+        replaces ``refine_min_decrease_``).
         Dormand-Prince: ``safety=0.9``, ``min_factor=0.2`` and ``max_factor=10.0`` of its
         step-size controller. Unknown keys are refused, naming the ones it takes. Set it
         whole: ``GridSearchCV`` searches over dicts, e.g. ``{"solver_options": [None,
@@ -457,8 +472,15 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         the flow's loss at the codes of the first 256 training rows. L-BFGS refines the
         encoder's guess in the coordinates ``u`` of ``z = guess + P u``, where the loss is
         about equally curved in every direction. None where no guess is used, and where the
-        decoder has no second derivative (``'auto'`` then refines in code coordinates, for
-        at most 10 steps).
+        decoder has no second derivative (``'auto'`` then refines in code coordinates).
+    refine_min_decrease_ : float or None
+        Set with the distillation: under ``code_init='auto'`` L-BFGS stops refining a
+        sample's guess once a step after its first lowers its loss by less than this.
+        ``fit`` holds one in eight training rows (at most 512, drawn at random) out of the
+        distillation and takes the largest value at which their mean flow loss ends within
+        5e-4 of their flows' from ``z = 0`` (values falling by ``2 ** (1/4)`` from 0.002);
+        0, refine to the stop rule, where none does or fewer than 256 rows were fitted. None
+        where no guess is used.
     optimizer_ : torch.optim.Optimizer
     loss_ : {'bce', 'mse'}
         The loss the model trains, encodes, scores and decodes with: ``loss``, with
@@ -575,6 +597,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         CODE_SPREAD_FIELD,
         DISTILLED_FIELD,
         METRIC_FIELD,
+        REFINE_FIELD,
     )
     _weight_statistics = ("code_mean_square_",)
     # Models saved before these parameters existed stopped on their loss curves, trained
@@ -1003,11 +1026,15 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         loss=None,
         training=False,
         metric=None,
+        min_decrease=None,
     ):
         self._check_tau_fits(solver, target.dtype)
         options = self._solver_settings(solver)
         if max_steps is not None:
             options["max_steps"] = max_steps
+        if min_decrease is not None:
+            # A user's solver_options value wins over the one fit measured.
+            options.setdefault("min_decrease", min_decrease)
         return encode(
             self.decoder_,
             target,
@@ -1190,8 +1217,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             return {"z0": self._guess(target), "metric": metric}
         if not (self.__dict__.get("encoder_distilled_") and self._guess_serves(solver)):
             return {}
-        cap = AUTO_REFINE_STEPS_PLAIN if metric is None else AUTO_REFINE_STEPS
-        return {"z0": self._guess(target), "max_steps": min(self.max_steps, cap), "metric": metric}
+        return {
+            "z0": self._guess(target),
+            "metric": metric,
+            "min_decrease": self.__dict__.get("refine_min_decrease_") or 0.0,
+        }
 
     def _guess(self, target):
         """The encoder's guess of each row's code."""

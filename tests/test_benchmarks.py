@@ -89,7 +89,7 @@ def test_transform_levers_benchmark_prints_every_lever_against_the_autoencoder(c
     lines = capsys.readouterr().out.splitlines()
     rows = [line.split(" | ") for line in lines if line.startswith("| ") and "---" not in line]
     names = [row[0].lstrip("| ") for row in rows[1:]]
-    assert names[0] == "autoencoder transform" and len(names) == 18
+    assert names[0] == "autoencoder transform" and len(names) == 19
     zero_start = next(row for row in rows if "(0.8)" in row[0])
     assert zero_start[-1].strip(" |") == "+0.0000"
     assert all(float(row[4]) > 0 for row in rows[1:])  # a held-out loss for every lever

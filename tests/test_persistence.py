@@ -264,7 +264,13 @@ def test_a_file_written_before_the_safetensors_package_loads_bit_identically(X, 
     new = read_model_file(tmp_path / "new.safetensors")
     assert new[0]["fitted"]["loss_"] == "bce"
     assert new[0]["fitted"]["code_mean_square_"] is None  # never trained with a prior
-    recorded_since = {"loss_", "code_mean_square_", "encoder_distilled", "code_metric"}
+    recorded_since = {
+        "loss_",
+        "code_mean_square_",
+        "encoder_distilled",
+        "code_metric",
+        "refine_min_decrease",
+    }
     assert _read_equal(read_model_file(old), new, new_params=added, new_fitted=recorded_since)
     again = GradientFlowEncoder.load(tmp_path / "new.safetensors")
     data = np.random.RandomState(1).uniform(size=(16, 6))

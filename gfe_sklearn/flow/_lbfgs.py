@@ -38,7 +38,10 @@ class LBFGS(Solver):
     its code by at most ``stop_tol / 2 * max(|z|, 1)``: near a minimum that step estimates
     the distance left, as the ``'code'`` stop rule's estimate does for the flow. It also
     stops when ``max_backtracks`` reductions cannot lower its loss (a stationary point to
-    working precision) or after ``max_steps`` accepted steps.
+    working precision), once an accepted step after its first lowers its loss by less than
+    ``min_decrease`` (in the loss's units; 0, the default, never: the first step's length is
+    set, not learned, and its decrease says little of the distance left), or after
+    ``max_steps`` accepted steps.
 
     ``t`` counts accepted steps: there is no flow time, and no horizon (``tau='auto'``).
 
@@ -57,7 +60,14 @@ class LBFGS(Solver):
     takes_metric = True
 
     def __init__(
-        self, history=10, first_step=1.0, armijo=1e-4, shrink=0.5, max_backtracks=30, max_steps=1000
+        self,
+        history=10,
+        first_step=1.0,
+        armijo=1e-4,
+        shrink=0.5,
+        max_backtracks=30,
+        max_steps=1000,
+        min_decrease=0.0,
     ):
         self.history = history
         self.first_step = first_step
@@ -65,6 +75,7 @@ class LBFGS(Solver):
         self.shrink = shrink
         self.max_backtracks = max_backtracks
         self.max_steps = max_steps
+        self.min_decrease = min_decrease
 
     def integrate(self, run):
         problem = run.problem
@@ -90,10 +101,12 @@ class LBFGS(Solver):
             armijo = (trial_loss <= loss + self.armijo * step * run["slope"]) & (trial_loss < loss)
             trial_slope = (trial_grad * direction).sum(dim=1)
             accepted = armijo | settles_within_rounding(loss, trial_loss, run["slope"], trial_slope)
+            gained_little = loss - trial_loss < self.min_decrease
             coordinates = self._coordinates
             s, y = coordinates.step(trial - state), coordinates.gradient(trial_grad - grad)
             self._remember(run, accepted, s, y)
             run.accept(accepted, run["t"] + 1, trial, trial_loss, grad=trial_grad)
+            settled = accepted & gained_little & (run["n_steps"] >= 2)
 
             run["m"] = torch.where(accepted, torch.zeros_like(run["m"]), run["m"] + 1)
             run["step"] = torch.where(
@@ -113,7 +126,7 @@ class LBFGS(Solver):
             unimprovable = ~accepted & (length <= tolerance)
             stalled = run["m"] > self.max_backtracks
             capped = run["n_steps"] >= self.max_steps
-            finished = converged | unimprovable | stalled
+            finished = converged | unimprovable | stalled | settled
             run.retire(finished | capped, finished)
 
     def _shorter(self, run, step, trial_loss, loss):
