@@ -30,14 +30,17 @@ CALIBRATION_ROWS = 512
 CALIBRATION_SHARE = 8
 MIN_CALIBRATION_ROWS = 32
 # The refinement stops a sample once a step lowers its loss by less than the largest
-# decrease after which the held-out rows' mean flow loss is within REFINE_TOL of their
-# flows' from z = 0 (per entry, in the loss's units). Half of the 0.001 that transform
-# promises: the decoder was trained on the held-out rows, and test images ended up to 1.5x
+# decrease after which the held-out rows' mean flow loss is within RULE_SHARE * REFINE_TOL
+# of their flows' from z = 0 (per entry, in the loss's units), or at the fewest steps that
+# keep it within REFINE_TOL: a batch waits for its slowest sample, which on small decoders
+# costs more than the evaluations saved. REFINE_TOL is half of the 0.001 that transform
+# promises: the decoder was trained on the held-out rows, and test images ended up to 1.6x
 # as far above their zero start on MNIST, Fashion-MNIST and digits (docs/performance.md).
 # Candidates fall by 2**(1/4) from 4 * REFINE_TOL; the held-out flows run at most
 # CALIBRATION_STEPS steps (a sample the rule has not stopped by then counts with its loss
 # there, above where it will stop).
 REFINE_TOL = 5e-4
+RULE_SHARE = 0.75
 CALIBRATION_STEPS = 40
 CANDIDATES = REFINE_TOL * 2.0 ** (2 - np.arange(89) / 4)
 
@@ -99,18 +102,21 @@ def distil_encoder(estimator, X, parallel=None):
     rows = slice(0, METRIC_ROWS)
     target = estimator._tensor(X[rows])
     estimator.code_metric_ = code_metric(estimator, target, codes[rows].to(target.dtype))
-    estimator.refine_min_decrease_ = refine_min_decrease(estimator, X[held]) if held.any() else 0.0
+    rule = refinement_rule(estimator, X[held]) if held.any() else (0.0, None)
+    estimator.refine_min_decrease_, estimator.refine_max_steps_ = rule
 
 
-def refine_min_decrease(estimator, X):
-    """The largest ``min_decrease`` of the L-BFGS refinement from the encoder's guess (in
-    the coordinates of ``code_metric_``) at which the mean flow loss of the rows ``X``, which
-    the encoder did not learn from, ends within ``REFINE_TOL`` of their flows' from
-    ``z = 0``; 0 (refine to the stop rule) where none of ``CANDIDATES`` does.
+def refinement_rule(estimator, X):
+    """``(min_decrease, max_steps)`` of the L-BFGS refinement from the encoder's guess (in
+    the coordinates of ``code_metric_``), measured on the rows ``X``, which the encoder did
+    not learn from: the largest ``min_decrease`` of ``CANDIDATES`` at which their mean flow
+    loss ends within ``RULE_SHARE * REFINE_TOL`` of their flows' from ``z = 0``, then the
+    fewest ``max_steps`` (None: no cap) that keep it within ``REFINE_TOL``. ``(0.0, None)``,
+    refine to the stop rule, where no candidate does.
 
     The rule stops each sample on its own loss curve, so it is read off one run's histories:
     a sample stops at its first step after the first that lowers its loss by less than the
-    candidate.
+    candidate, or at the cap.
     """
     solver = estimator._resolve_solver()
     with torch.no_grad():
@@ -128,7 +134,7 @@ def refine_min_decrease(estimator, X):
             metric=metric if SOLVERS[solver].takes_metric else None,
         )
     # A sample that stopped keeps its last loss (NaN after it in the history), and so takes
-    # no more steps under any candidate.
+    # no more steps under any rule.
     history = refined.loss_history
     for step in range(1, len(history)):
         history[step] = torch.where(history[step].isnan(), history[step - 1], history[step])
@@ -136,16 +142,20 @@ def refine_min_decrease(estimator, X):
     decrease = history[:-1] - history[1:]
     decrease[0] = torch.inf
     excess = history.double() - zero.double()
-    last = torch.full((1, decrease.shape[1]), True, device=decrease.device)
+    horizon = len(decrease)
+    never = torch.full((1, decrease.shape[1]), True, device=decrease.device)
     columns = torch.arange(decrease.shape[1], device=decrease.device)
+
+    def mean_excess(tau, cap):
+        first_small = torch.cat([decrease < tau, never]).to(torch.int8).argmax(dim=0)
+        return float(excess[(first_small + 1).clamp_max(cap), columns].mean())
+
     for candidate in CANDIDATES:
         tau = float(torch.tensor(candidate, dtype=decrease.dtype))
-        stops = (torch.cat([decrease < tau, last]).to(torch.int8).argmax(dim=0) + 1).clamp_max(
-            len(decrease)
-        )
-        if float(excess[stops, columns].mean()) <= REFINE_TOL:
-            return tau
-    return 0.0
+        if mean_excess(tau, horizon) <= RULE_SHARE * REFINE_TOL:
+            cap = next(k for k in range(1, horizon + 1) if mean_excess(tau, k) <= REFINE_TOL)
+            return tau, None if cap == horizon else cap
+    return 0.0, None
 
 
 def code_metric(estimator, target, codes):

@@ -185,13 +185,22 @@ METRIC_FIELD = FittedField(
 )
 
 
-# The smallest step decrease on which code_init='auto''s refinement goes on (fit measures
-# it; 0: to the stop rule; None where no guess is used).
+# When code_init='auto''s refinement stops a sample (fit measures both): the smallest step
+# decrease on which it goes on (0: none) and its cap on the steps (None: none); None where
+# no guess is used.
 REFINE_FIELD = FittedField(
     "refine_min_decrease_",
     "refine_min_decrease",
     "fit",
     lambda v: v is None or (isinstance(v, float) and math.isfinite(v) and v >= 0),
+    start=lambda _: None,
+    since="0.10.0",
+)
+REFINE_CAP_FIELD = FittedField(
+    "refine_max_steps_",
+    "refine_max_steps",
+    "fit",
+    lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     start=lambda _: None,
     since="0.10.0",
 )
@@ -256,20 +265,21 @@ class GradientFlowEncoder(BaseFlowEstimator):
         step). The flow then refines the guess to a minimum of the sample's loss, or for
         ``max_steps`` steps (L-BFGS in the coordinates of ``code_metric_``). ``'auto'``: the
         encoder's guess refined by L-BFGS in those coordinates, each sample until a step
-        after its first lowers its loss by less than ``refine_min_decrease_``, which ``fit``
-        measures on training rows held out of the distillation; where that was measured to
-        keep the zero start's precision: with a prior on the codes (``code_prior > 0``),
-        ``'lbfgs'`` as the solver, and an encoder that ``fit`` distilled
-        (``encoder_distilled_``); from ``z = 0`` otherwise, e.g. after ``partial_fit``,
-        whose rows are one chunk of a stream, or with ``code_prior=0``, where the guesses
-        are far less precise (``fit`` then skips the distillation). On MNIST, Fashion-MNIST
-        and digits the refinement ends within 0.001 of the zero start's cross-entropy at a
-        sixth of its evaluations or fewer, and its codes serve a classifier better
-        (docs/performance.md, docs/results.md). Training flows start at ``z = 0`` either
-        way, and the encoder's training changes neither the decoder nor ``loss_curve_``. Set
-        when the model is fitted: a model fitted with ``'zeros'`` has no encoder, and
-        ``set_params(code_init='zeros')`` on one fitted with another setting encodes from
-        ``z = 0`` again. ``'auto'`` is the default since 0.10 (``'zeros'`` before).
+        after its first lowers its loss by less than ``refine_min_decrease_`` or for at most
+        ``refine_max_steps_`` steps, which ``fit`` measures on training rows held out of the
+        distillation; where that was measured to keep the zero start's precision: with a
+        prior on the codes (``code_prior > 0``), ``'lbfgs'`` as the solver, and an encoder
+        that ``fit`` distilled (``encoder_distilled_``); from ``z = 0`` otherwise, e.g.
+        after ``partial_fit``, whose rows are one chunk of a stream, or with
+        ``code_prior=0``, where the guesses are far less precise (``fit`` then skips the
+        distillation). On MNIST, Fashion-MNIST and digits the refinement ends within 0.001
+        of the zero start's cross-entropy at a fifth of its evaluations or fewer, and its
+        codes serve a classifier better (docs/performance.md, docs/results.md). Training
+        flows start at ``z = 0`` either way, and the encoder's training changes neither the
+        decoder nor ``loss_curve_``. Set when the model is fitted: a model fitted with
+        ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one fitted with
+        another setting encodes from ``z = 0`` again. ``'auto'`` is the default since 0.10
+        (``'zeros'`` before).
     code_prior : float >= 0, default=0.1
         Weight of a Gaussian prior on the codes, in the flows of ``fit`` and of
         ``transform``, ``score`` and ``flow_diagnostics`` alike: each flow minimises the
@@ -473,14 +483,17 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         encoder's guess in the coordinates ``u`` of ``z = guess + P u``, where the loss is
         about equally curved in every direction. None where no guess is used, and where the
         decoder has no second derivative (``'auto'`` then refines in code coordinates).
-    refine_min_decrease_ : float or None
+    refine_min_decrease_, refine_max_steps_ : float or None, int or None
         Set with the distillation: under ``code_init='auto'`` L-BFGS stops refining a
-        sample's guess once a step after its first lowers its loss by less than this.
-        ``fit`` holds one in eight training rows (at most 512, drawn at random) out of the
-        distillation and takes the largest value at which their mean flow loss ends within
-        5e-4 of their flows' from ``z = 0`` (values falling by ``2 ** (1/4)`` from 0.002);
-        0, refine to the stop rule, where none does or fewer than 256 rows were fitted. None
-        where no guess is used.
+        sample's guess once a step after its first lowers its loss by less than
+        ``refine_min_decrease_``, or after ``refine_max_steps_`` steps (None: no cap; a
+        lower ``max_steps`` wins). ``fit`` holds one in eight training rows (at most 512,
+        drawn at random) out of the distillation and takes the largest decrease at which
+        their mean flow loss ends within 3.75e-4 of their flows' from ``z = 0`` (values
+        falling by ``2 ** (1/4)`` from 0.002), then the fewest steps that keep it within
+        5e-4: a batch waits for its slowest sample. 0 and None, refine to the stop rule,
+        where no decrease does or fewer than 256 rows were fitted. None where no guess is
+        used.
     optimizer_ : torch.optim.Optimizer
     loss_ : {'bce', 'mse'}
         The loss the model trains, encodes, scores and decodes with: ``loss``, with
@@ -598,6 +611,7 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         DISTILLED_FIELD,
         METRIC_FIELD,
         REFINE_FIELD,
+        REFINE_CAP_FIELD,
     )
     _weight_statistics = ("code_mean_square_",)
     # Models saved before these parameters existed stopped on their loss curves, trained
@@ -1217,10 +1231,12 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             return {"z0": self._guess(target), "metric": metric}
         if not (self.__dict__.get("encoder_distilled_") and self._guess_serves(solver)):
             return {}
+        cap = self.__dict__.get("refine_max_steps_")
         return {
             "z0": self._guess(target),
             "metric": metric,
             "min_decrease": self.__dict__.get("refine_min_decrease_") or 0.0,
+            "max_steps": self.max_steps if cap is None else min(self.max_steps, cap),
         }
 
     def _guess(self, target):
