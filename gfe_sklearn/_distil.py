@@ -12,7 +12,7 @@ import math
 import numpy as np
 import torch
 
-from .flow import SOLVERS
+from .flow import SOLVERS, solver_options
 
 # Distillation: at least this many passes over the training rows and this many updates (small
 # data sets get more passes), with Adam at this learning rate; measured on MNIST,
@@ -102,7 +102,9 @@ def distil_encoder(estimator, X, parallel=None):
     rows = slice(0, METRIC_ROWS)
     target = estimator._tensor(X[rows])
     estimator.code_metric_ = code_metric(estimator, target, codes[rows].to(target.dtype))
-    rule = refinement_rule(estimator, X[held]) if held.any() else (0.0, None)
+    # The rule is L-BFGS's; the flow solvers refine the guess to their horizon.
+    measured = held.any() and "min_decrease" in solver_options(estimator._resolve_solver())
+    rule = refinement_rule(estimator, X[held]) if measured else (0.0, None)
     estimator.refine_min_decrease_, estimator.refine_max_steps_ = rule
 
 

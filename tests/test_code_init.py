@@ -343,6 +343,15 @@ def test_the_encoder_learns_from_every_row_but_the_held_out_ones(digits, monkeyp
     assert {row.tobytes() for row in distilled} == rest
 
 
+@pytest.mark.parametrize("solver", ["amd", "rk4", "dopri5"])
+def test_a_flow_solver_distils_its_encoder_without_a_stopping_rule(digits, solver):
+    train, test = digits
+    est = _fit(train[:400], solver=solver, max_iter=1, code_prior=0.1)
+    assert est.encoder_distilled_ is True
+    assert est.refine_min_decrease_ == 0.0 and est.refine_max_steps_ is None
+    assert np.isfinite(est.transform(test[:5])).all()
+
+
 def test_the_refinement_runs_to_the_stop_rule_where_no_rule_was_measured(digits, monkeypatch):
     train, test = digits
     small = _fit(train[: 8 * distil.MIN_CALIBRATION_ROWS - 8], code_init="auto", code_prior=0.1)
