@@ -23,7 +23,7 @@ LEARNING_RATE = 1e-3
 # The training rows whose Hessians are averaged into the refinement's metric.
 METRIC_ROWS = 256
 # Rows held out of the distillation, on which fit measures when the refinement of the guess
-# may stop (``refine_min_decrease``): one in CALIBRATION_SHARE, at most CALIBRATION_ROWS,
+# may stop (``refinement_rule``): one in CALIBRATION_SHARE, at most CALIBRATION_ROWS,
 # none below MIN_CALIBRATION_ROWS (too few to measure a mean by: the refinement then runs to
 # the stop rule).
 CALIBRATION_ROWS = 512
@@ -34,7 +34,7 @@ MIN_CALIBRATION_ROWS = 32
 # of their flows' from z = 0 (per entry, in the loss's units), or at the fewest steps that
 # keep it within REFINE_TOL: a batch waits for its slowest sample, which on small decoders
 # costs more than the evaluations saved. REFINE_TOL is half of the 0.001 that transform
-# promises: the decoder was trained on the held-out rows, and test images ended up to 1.6x
+# promises: the decoder was trained on the held-out rows, and test images ended up to 1.5x
 # as far above their zero start on MNIST, Fashion-MNIST and digits (docs/performance.md).
 # Candidates fall by 2**(1/4) from 4 * REFINE_TOL; the held-out flows run at most
 # CALIBRATION_STEPS steps (a sample the rule has not stopped by then counts with its loss

@@ -59,9 +59,9 @@ MODEL_PARAMETERS = (
 
 # Where each sample's flow starts in transform: a distilled encoder's guess, or the origin;
 # 'auto' refines the guess with L-BFGS in the coordinates of the training codes' mean
-# Hessian (code_metric_), each sample until a step lowers its loss by less than what fit
-# measured on held-out rows (refine_min_decrease_), where that keeps the zero start's
-# precision (docs/performance.md), and starts at the origin elsewhere.
+# Hessian (code_metric_), each sample until a step gains less than fit measured on held-out
+# rows (refine_min_decrease_) or at fit's cap (refine_max_steps_), where that keeps the
+# zero start's precision (docs/performance.md), and starts at the origin elsewhere.
 CODE_INITS = ("auto", "encoder", "zeros")
 
 # How fast the standardisation of the codes the encoder learns follows the training codes
