@@ -82,11 +82,14 @@ class LBFGS(Solver):
         n, k = run["state"].shape
         like = run["state"]
         self._coordinates = _Coordinates(problem.metric, like)
-        run["S"] = like.new_zeros(n, self.history, k)
-        run["Y"] = like.new_zeros(n, self.history, k)
-        run["sy"] = like.new_zeros(n, self.history)
-        run["YY"] = like.new_zeros(n, self.history, self.history)
-        run["R_inv"] = _identities(n, self.history, like)
+        # A run of at most max_steps steps never holds more pairs (a capped refinement):
+        # smaller pair matrices, the same directions.
+        m = min(self.history, self.max_steps)
+        run["S"] = like.new_zeros(n, m, k)
+        run["Y"] = like.new_zeros(n, m, k)
+        run["sy"] = like.new_zeros(n, m)
+        run["YY"] = like.new_zeros(n, m, m)
+        run["R_inv"] = _identities(n, m, like)
         run["step"] = torch.ones_like(run["t"])
         run["m"] = torch.zeros_like(run["n_steps"])
         self._new_directions(run, torch.ones_like(run["t"], dtype=torch.bool))

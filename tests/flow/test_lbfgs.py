@@ -97,6 +97,18 @@ def test_step_cap_stops_unconverged():
     assert torch.isfinite(res.z).all()
 
 
+def test_a_capped_run_takes_the_first_steps_of_the_uncapped_one():
+    # Fewer steps than pairs kept: the pair matrices shrink to the cap, the steps do not.
+    decoder = mlp_decoder(3, 12, seed=1)
+    target = binary_targets(6, 12, seed=2)
+    full = encode(decoder, target, 3, solver="lbfgs", stop_tol=1e-12, record_history=True)
+    for cap in (1, 3, 6):
+        capped = encode(
+            decoder, target, 3, solver="lbfgs", stop_tol=1e-12, options={"max_steps": cap}
+        )
+        assert torch.equal(capped.loss, full.loss_history[cap])
+
+
 @pytest.mark.parametrize(
     "setting",
     [
