@@ -23,9 +23,9 @@ encodes the first ``--n-test`` test images every way below, all in one run, timi
 - ``code_init='auto'``, the default since 0.10: the distilled guess refined in the
   coordinates of the training codes' mean Hessian (``code_metric_``), each image until a
   step after its first lowers its loss by less than ``fit`` measured on rows held out of
-  the distillation (``refine_min_decrease_``), or at the cap measured there
-  (``refine_max_steps_``); as first built, without those coordinates, for at most 10
-  steps.
+  the distillation (``refine_min_decrease_``), or at the cap on decoder evaluations
+  measured there (``refine_max_evals_``); as first built, without those coordinates, for
+  at most 10 steps.
 
 The rows from the encoder search in those coordinates too, except the two marked "plain".
 

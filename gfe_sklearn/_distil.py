@@ -31,14 +31,14 @@ CALIBRATION_SHARE = 8
 MIN_CALIBRATION_ROWS = 32
 # The refinement stops a sample once a step lowers its loss by less than the largest
 # decrease after which the held-out rows' mean flow loss is within RULE_SHARE * REFINE_TOL
-# of their flows' from z = 0 (per entry, in the loss's units), or at the fewest steps that
-# keep it within REFINE_TOL: a batch waits for its slowest sample, which on small decoders
-# costs more than the evaluations saved. REFINE_TOL is half of the 0.001 that transform
-# promises: the decoder was trained on the held-out rows, and test images ended up to 1.5x
-# as far above their zero start on MNIST, Fashion-MNIST and digits (docs/performance.md).
-# Candidates fall by 2**(1/4) from 4 * REFINE_TOL; the held-out flows run at most
-# CALIBRATION_STEPS steps (a sample the rule has not stopped by then counts with its loss
-# there, above where it will stop).
+# of their flows' from z = 0 (per entry, in the loss's units), or at the fewest decoder
+# evaluations that keep it within REFINE_TOL: a batch waits for its slowest sample, which on
+# small decoders costs more than the evaluations saved. REFINE_TOL is half of the 0.001 that
+# transform promises: the decoder was trained on the held-out rows, and test images ended up
+# to 1.5x as far above their zero start on MNIST, Fashion-MNIST and digits
+# (docs/performance.md). Candidates fall by 2**(1/4) from 4 * REFINE_TOL; the held-out flows
+# run at most CALIBRATION_STEPS steps (a sample the rule has not stopped by then counts with
+# its loss there, above where it will stop).
 REFINE_TOL = 5e-4
 RULE_SHARE = 0.75
 CALIBRATION_STEPS = 40
@@ -105,36 +105,35 @@ def distil_encoder(estimator, X, parallel=None):
     # The rule is L-BFGS's; the flow solvers refine the guess to their horizon.
     measured = held.any() and "min_decrease" in solver_options(estimator._resolve_solver())
     rule = refinement_rule(estimator, X[held]) if measured else (0.0, None)
-    estimator.refine_min_decrease_, estimator.refine_max_steps_ = rule
+    estimator.refine_min_decrease_, estimator.refine_max_evals_ = rule
 
 
 def refinement_rule(estimator, X):
-    """``(min_decrease, max_steps)`` of the L-BFGS refinement from the encoder's guess (in
+    """``(min_decrease, max_evals)`` of the L-BFGS refinement from the encoder's guess (in
     the coordinates of ``code_metric_``), measured on the rows ``X``, which the encoder did
     not learn from: the largest ``min_decrease`` of ``CANDIDATES`` at which their mean flow
     loss ends within ``RULE_SHARE * REFINE_TOL`` of their flows' from ``z = 0``, then the
-    fewest ``max_steps`` (None: no cap) that keep it within ``REFINE_TOL``. ``(0.0, None)``,
-    refine to the stop rule, where no candidate does.
+    fewest decoder evaluations per sample (None: no cap) that keep it within
+    ``REFINE_TOL``. ``(0.0, None)``, refine to the stop rule, where no candidate does.
 
     The rule stops each sample on its own loss curve, so it is read off one run's histories:
     a sample stops at its first step after the first that lowers its loss by less than the
-    candidate, or at the cap.
+    candidate. The cap, which also cuts a sample's rejected trials, is searched by running
+    the refinement (more evaluations never end a sample higher).
     """
     solver = estimator._resolve_solver()
+    metric = estimator.code_metric_ if SOLVERS[solver].takes_metric else None
     with torch.no_grad():
         target = estimator._tensor(X)
-        zero = estimator._flow(target, solver, "approx", estimator.stop_tol).loss
-        metric = estimator.code_metric_
-        refined = estimator._flow(
-            target,
-            solver,
-            "approx",
-            estimator.stop_tol,
-            record_history=True,
-            max_steps=CALIBRATION_STEPS,
-            z0=estimator._guess(target),
-            metric=metric if SOLVERS[solver].takes_metric else None,
-        )
+        zero = estimator._flow(target, solver, "approx", estimator.stop_tol).loss.double()
+        guess = estimator._guess(target)
+
+        def refine(**limits):
+            return estimator._flow(
+                target, solver, "approx", estimator.stop_tol, z0=guess, metric=metric, **limits
+            )
+
+        refined = refine(record_history=True, max_steps=CALIBRATION_STEPS)
     # A sample that stopped keeps its last loss (NaN after it in the history), and so takes
     # no more steps under any rule.
     history = refined.loss_history
@@ -143,21 +142,30 @@ def refinement_rule(estimator, X):
     # In the model's arithmetic, as the solver compares them; the first step stops no sample.
     decrease = history[:-1] - history[1:]
     decrease[0] = torch.inf
-    excess = history.double() - zero.double()
-    horizon = len(decrease)
+    excess = history.double() - zero
     never = torch.full((1, decrease.shape[1]), True, device=decrease.device)
     columns = torch.arange(decrease.shape[1], device=decrease.device)
-
-    def mean_excess(tau, cap):
-        first_small = torch.cat([decrease < tau, never]).to(torch.int8).argmax(dim=0)
-        return float(excess[(first_small + 1).clamp_max(cap), columns].mean())
-
     for candidate in CANDIDATES:
         tau = float(torch.tensor(candidate, dtype=decrease.dtype))
-        if mean_excess(tau, horizon) <= RULE_SHARE * REFINE_TOL:
-            cap = next(k for k in range(1, horizon + 1) if mean_excess(tau, k) <= REFINE_TOL)
-            return tau, None if cap == horizon else cap
-    return 0.0, None
+        first_small = torch.cat([decrease < tau, never]).to(torch.int8).argmax(dim=0)
+        if float(excess[(first_small + 1).clamp_max(len(decrease)), columns].mean()) <= (
+            RULE_SHARE * REFINE_TOL
+        ):
+            break
+    else:
+        return 0.0, None
+    with torch.no_grad():
+        uncapped = refine(min_decrease=tau)
+        low, high = 1, int(uncapped.n_evals.max())  # the cap binds below high only
+        while low < high:
+            cap = (low + high) // 2
+            if float((refine(min_decrease=tau, max_evals=cap).loss.double() - zero).mean()) <= (
+                REFINE_TOL
+            ):
+                high = cap
+            else:
+                low = cap + 1
+    return tau, None if high == int(uncapped.n_evals.max()) else high
 
 
 def code_metric(estimator, target, codes):

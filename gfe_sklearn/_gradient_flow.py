@@ -60,7 +60,7 @@ MODEL_PARAMETERS = (
 # Where each sample's flow starts in transform: a distilled encoder's guess, or the origin;
 # 'auto' refines the guess with L-BFGS in the coordinates of the training codes' mean
 # Hessian (code_metric_), each sample until a step gains less than fit measured on held-out
-# rows (refine_min_decrease_) or at fit's cap (refine_max_steps_), where that keeps the
+# rows (refine_min_decrease_) or at fit's cap (refine_max_evals_), where that keeps the
 # zero start's precision (docs/performance.md), and starts at the origin elsewhere.
 CODE_INITS = ("auto", "encoder", "zeros")
 
@@ -95,6 +95,8 @@ SOLVER_OPTIONS = {
     "shrink": Interval(Real, 0, 1, closed="neither"),
     # The loss decrease per step below which L-BFGS stops a sample (0: never).
     "min_decrease": Interval(Real, 0, None, closed="left"),
+    # The decoder evaluations after which L-BFGS stops a sample (its start's included).
+    "max_evals": Interval(Integral, 1, None, closed="left"),
     # Dormand-Prince's step-size controller: safety factor, smallest and largest change.
     "safety": Interval(Real, 0, 1, closed="right"),
     "min_factor": Interval(Real, 0, 1, closed="right"),
@@ -186,8 +188,8 @@ METRIC_FIELD = FittedField(
 
 
 # When code_init='auto''s refinement stops a sample (fit measures both): the smallest step
-# decrease on which it goes on (0: none) and its cap on the steps (None: none); None where
-# no guess is used.
+# decrease on which it goes on (0: none) and its cap on the decoder evaluations (None:
+# none); None where no guess is used.
 REFINE_FIELD = FittedField(
     "refine_min_decrease_",
     "refine_min_decrease",
@@ -197,8 +199,8 @@ REFINE_FIELD = FittedField(
     since="0.10.0",
 )
 REFINE_CAP_FIELD = FittedField(
-    "refine_max_steps_",
-    "refine_max_steps",
+    "refine_max_evals_",
+    "refine_max_evals",
     "fit",
     lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1),
     start=lambda _: None,
@@ -265,16 +267,16 @@ class GradientFlowEncoder(BaseFlowEstimator):
         step). The flow then refines the guess to a minimum of the sample's loss, or for
         ``max_steps`` steps (L-BFGS in the coordinates of ``code_metric_``). ``'auto'``: the
         encoder's guess refined by L-BFGS in those coordinates, each sample until a step
-        after its first lowers its loss by less than ``refine_min_decrease_`` or for at most
-        ``refine_max_steps_`` steps, which ``fit`` measures on training rows held out of the
-        distillation; where that was measured to keep the zero start's precision: with a
-        prior on the codes (``code_prior > 0``), ``'lbfgs'`` as the solver, and an encoder
-        that ``fit`` distilled (``encoder_distilled_``); from ``z = 0`` otherwise, e.g.
-        after ``partial_fit``, whose rows are one chunk of a stream, or with
-        ``code_prior=0``, where the guesses are far less precise (``fit`` then skips the
-        distillation). On MNIST, Fashion-MNIST and digits the refinement ends within 0.001
-        of the zero start's cross-entropy at a fifth of its evaluations or fewer, and its
-        codes serve a classifier better (docs/performance.md, docs/results.md). Training
+        after its first lowers its loss by less than ``refine_min_decrease_`` or after
+        ``refine_max_evals_`` decoder evaluations, which ``fit`` measures on training rows
+        held out of the distillation; where that was measured to keep the zero start's
+        precision: with a prior on the codes (``code_prior > 0``), ``'lbfgs'`` as the
+        solver, and an encoder that ``fit`` distilled (``encoder_distilled_``); from ``z =
+        0`` otherwise, e.g. after ``partial_fit``, whose rows are one chunk of a stream, or
+        with ``code_prior=0``, where the guesses are far less precise (``fit`` then skips
+        the distillation). On MNIST, Fashion-MNIST and digits the refinement ends within
+        0.001 of the zero start's cross-entropy at a fifth of its evaluations or fewer, and
+        its codes serve a classifier better (docs/performance.md, docs/results.md). Training
         flows start at ``z = 0`` either way, and the encoder's training changes neither the
         decoder nor ``loss_curve_``. Set when the model is fitted: a model fitted with
         ``'zeros'`` has no encoder, and ``set_params(code_init='zeros')`` on one fitted with
@@ -377,9 +379,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         its first step in code space; from the distilled guess, in the coordinates of
         ``code_metric_``, half that many Newton steps of the mean Hessian), ``armijo=1e-4``
         (the sufficient-decrease fraction), ``shrink=0.5`` (the longest retry after a
-        rejected step, as a fraction of it) and ``min_decrease=0.0`` (a sample stops once a
-        step after its first lowers its loss by less; under ``code_init='auto'`` it
-        replaces ``refine_min_decrease_``).
+        rejected step, as a fraction of it), ``min_decrease=0.0`` (a sample stops once a
+        step after its first lowers its loss by less) and ``max_evals=None`` (a sample
+        stops after that many decoder evaluations, its start's included); under
+        ``code_init='auto'`` these replace ``refine_min_decrease_`` and
+        ``refine_max_evals_``.
         Dormand-Prince: ``safety=0.9``, ``min_factor=0.2`` and ``max_factor=10.0`` of its
         step-size controller. Unknown keys are refused, naming the ones it takes. Set it
         whole: ``GridSearchCV`` searches over dicts, e.g. ``{"solver_options": [None,
@@ -483,17 +487,17 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         encoder's guess in the coordinates ``u`` of ``z = guess + P u``, where the loss is
         about equally curved in every direction. None where no guess is used, and where the
         decoder has no second derivative (``'auto'`` then refines in code coordinates).
-    refine_min_decrease_, refine_max_steps_ : float or None, int or None
+    refine_min_decrease_, refine_max_evals_ : float or None, int or None
         Set with the distillation: under ``code_init='auto'`` L-BFGS stops refining a
         sample's guess once a step after its first lowers its loss by less than
-        ``refine_min_decrease_``, or after ``refine_max_steps_`` steps (None: no cap; a
-        lower ``max_steps`` wins). ``fit`` holds one in eight training rows (at most 512,
-        drawn at random) out of the distillation and takes the largest decrease at which
-        their mean flow loss ends within 3.75e-4 of their flows' from ``z = 0`` (values
-        falling by ``2 ** (1/4)`` from 0.002), then the fewest steps that keep it within
-        5e-4: a batch waits for its slowest sample. 0 and None, refine to the stop rule,
-        where no decrease does or fewer than 256 rows were fitted. None where no guess is
-        used.
+        ``refine_min_decrease_``, or after ``refine_max_evals_`` decoder evaluations (its
+        start's included; None: no cap). ``fit`` holds one in eight training rows (at most
+        512, drawn at random) out of the distillation and takes the largest decrease at
+        which their mean flow loss ends within 3.75e-4 of their flows' from ``z = 0``
+        (values falling by ``2 ** (1/4)`` from 0.002), then the fewest evaluations that
+        keep it within 5e-4: a batch waits for its slowest sample. 0 and None, refine to
+        the stop rule, where no decrease does or fewer than 256 rows were fitted. None
+        where no guess is used.
     optimizer_ : torch.optim.Optimizer
     loss_ : {'bce', 'mse'}
         The loss the model trains, encodes, scores and decodes with: ``loss``, with
@@ -1041,14 +1045,16 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         training=False,
         metric=None,
         min_decrease=None,
+        max_evals=None,
     ):
         self._check_tau_fits(solver, target.dtype)
         options = self._solver_settings(solver)
         if max_steps is not None:
             options["max_steps"] = max_steps
-        if min_decrease is not None:
-            # A user's solver_options value wins over the one fit measured.
-            options.setdefault("min_decrease", min_decrease)
+        # A user's solver_options values win over the ones fit measured.
+        for name, value in (("min_decrease", min_decrease), ("max_evals", max_evals)):
+            if value is not None:
+                options.setdefault(name, value)
         return encode(
             self.decoder_,
             target,
@@ -1231,12 +1237,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
             return {"z0": self._guess(target), "metric": metric}
         if not (self.__dict__.get("encoder_distilled_") and self._guess_serves(solver)):
             return {}
-        cap = self.__dict__.get("refine_max_steps_")
         return {
             "z0": self._guess(target),
             "metric": metric,
             "min_decrease": self.__dict__.get("refine_min_decrease_") or 0.0,
-            "max_steps": self.max_steps if cap is None else min(self.max_steps, cap),
+            "max_evals": self.__dict__.get("refine_max_evals_"),
         }
 
     def _guess(self, target):

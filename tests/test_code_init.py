@@ -235,15 +235,15 @@ def test_the_default_refines_the_guess_until_a_step_gains_less_than_fit_measured
     est = _fit(train, code_init="auto", code_prior=0.1)
     assert GradientFlowEncoder().get_params()["code_init"] == "auto"
     assert est.encoder_distilled_ is True
-    tau, cap = est.refine_min_decrease_, est.refine_max_steps_
-    assert tau > 0 and cap >= 2  # on this CPU 0.0017 and 3
+    tau, cap = est.refine_min_decrease_, est.refine_max_evals_
+    assert tau > 0 and cap >= 2  # on this CPU TAUCAP
     result = est.flow_diagnostics(test)
     np.testing.assert_array_equal(est.transform(test), result.z.numpy())
-    assert int(result.n_steps.max()) <= cap
+    assert int(result.n_evals.max()) <= cap
     # The same codes as the encoder's start with that rule set by hand, and the zero start's
     # loss to within 0.001 (on this CPU 0.3304 against 0.3299).
     by_hand = est.set_params(
-        code_init="encoder", max_steps=cap, solver_options={"min_decrease": tau}
+        code_init="encoder", solver_options={"min_decrease": tau, "max_evals": cap}
     )
     np.testing.assert_array_equal(by_hand.transform(test), result.z.numpy())
     zero = est.set_params(code_init="zeros", max_steps=1000, solver_options=None).flow_diagnostics(
@@ -304,12 +304,13 @@ def test_fit_measures_the_rule_that_keeps_held_out_rows_at_the_zero_starts_loss(
     rows = [np.flatnonzero((train == row).all(axis=1))[0] for row in held]
     assert len(set(rows)) == 75 and max(rows) - min(rows) > 300
 
-    def excess(tau, cap=1000):
-        est.set_params(code_init="encoder", max_steps=cap, solver_options={"min_decrease": tau})
+    def excess(tau, cap=None):
+        options = {"min_decrease": tau} if cap is None else {"min_decrease": tau, "max_evals": cap}
+        est.set_params(code_init="encoder", solver_options=options)
         return float(est.flow_diagnostics(held).loss.double().mean()) - zero
 
     zero = float(est.set_params(code_init="zeros").flow_diagnostics(held).loss.double().mean())
-    tau, cap = est.refine_min_decrease_, est.refine_max_steps_
+    tau, cap = est.refine_min_decrease_, est.refine_max_evals_
     tol = distil.REFINE_TOL
     # The largest candidate within three quarters of the tolerance without a cap...
     assert tau in {float(np.float32(c)) for c in distil.CANDIDATES}
@@ -317,7 +318,7 @@ def test_fit_measures_the_rule_that_keeps_held_out_rows_at_the_zero_starts_loss(
     larger = distil.CANDIDATES[distil.CANDIDATES > tau * 1.01]
     if len(larger):
         assert excess(float(np.float32(larger[-1]))) > distil.RULE_SHARE * tol
-    # ...then the fewest steps within the tolerance.
+    # ...then the fewest evaluations per sample within the tolerance.
     assert excess(tau, cap) <= tol < excess(tau, cap - 1)
 
 
@@ -348,7 +349,7 @@ def test_a_flow_solver_distils_its_encoder_without_a_stopping_rule(digits, solve
     train, test = digits
     est = _fit(train[:400], solver=solver, max_iter=1, code_prior=0.1)
     assert est.encoder_distilled_ is True
-    assert est.refine_min_decrease_ == 0.0 and est.refine_max_steps_ is None
+    assert est.refine_min_decrease_ == 0.0 and est.refine_max_evals_ is None
     assert np.isfinite(est.transform(test[:5])).all()
 
 
@@ -356,10 +357,10 @@ def test_the_refinement_runs_to_the_stop_rule_where_no_rule_was_measured(digits,
     train, test = digits
     small = _fit(train[: 8 * distil.MIN_CALIBRATION_ROWS - 8], code_init="auto", code_prior=0.1)
     assert small.encoder_distilled_ is True
-    assert small.refine_min_decrease_ == 0.0 and small.refine_max_steps_ is None
+    assert small.refine_min_decrease_ == 0.0 and small.refine_max_evals_ is None
     monkeypatch.setattr(distil, "REFINE_TOL", -1.0)  # no candidate reaches it
     est = _fit(train, code_init="auto", code_prior=0.1)
-    assert est.refine_min_decrease_ == 0.0 and est.refine_max_steps_ is None
+    assert est.refine_min_decrease_ == 0.0 and est.refine_max_evals_ is None
     result = est.flow_diagnostics(test)
     np.testing.assert_array_equal(
         result.z.numpy(), est.set_params(code_init="encoder").transform(test)
@@ -417,20 +418,20 @@ def test_the_distilled_flag_survives_save_and_load_and_older_files_start_at_zero
     assert loaded.encoder_distilled_ is True
     np.testing.assert_array_equal(loaded.code_metric_, est.code_metric_)
     assert loaded.refine_min_decrease_ == est.refine_min_decrease_ > 0
-    assert loaded.refine_max_steps_ == est.refine_max_steps_
+    assert loaded.refine_max_evals_ == est.refine_max_evals_
     np.testing.assert_array_equal(loaded.transform(test), codes)
 
     def as_before_0_10(content):
         content["fitted"].pop("encoder_distilled")
         content["fitted"].pop("code_metric")
         content["fitted"].pop("refine_min_decrease")
-        content["fitted"].pop("refine_max_steps")
+        content["fitted"].pop("refine_max_evals")
 
     def negative_rule(content):
         content["fitted"]["refine_min_decrease"] = -1.0
 
-    def no_steps(content):
-        content["fitted"]["refine_max_steps"] = 0
+    def no_evals(content):
+        content["fitted"]["refine_max_evals"] = 0
 
     def smaller_metric(content):
         metric = content["fitted"]["code_metric"]
@@ -441,7 +442,7 @@ def test_the_distilled_flag_survives_save_and_load_and_older_files_start_at_zero
     with pytest.raises(ModelFileError, match="code_metric is 7 x 7, but the model's codes have 8"):
         GradientFlowEncoder.load(path)
     path.write_bytes(saved)
-    for edit, field in [(negative_rule, "refine_min_decrease"), (no_steps, "refine_max_steps")]:
+    for edit, field in [(negative_rule, "refine_min_decrease"), (no_evals, "refine_max_evals")]:
         _rewrite(path, edit_content=edit)
         with pytest.raises(ModelFileError, match=field):
             GradientFlowEncoder.load(path)
@@ -449,7 +450,7 @@ def test_the_distilled_flag_survives_save_and_load_and_older_files_start_at_zero
     _rewrite(path, edit_content=as_before_0_10)
     older = GradientFlowEncoder.load(path)
     assert older.encoder_distilled_ is False and older.code_metric_ is None
-    assert older.refine_min_decrease_ is None and older.refine_max_steps_ is None
+    assert older.refine_min_decrease_ is None and older.refine_max_evals_ is None
     zeros = est.set_params(code_init="zeros").transform(test)
     np.testing.assert_array_equal(older.transform(test), zeros)
 
@@ -535,7 +536,7 @@ def test_a_decoder_without_second_derivatives_refines_in_code_coordinates(digits
     assert est.encoder_distilled_ is True and est.code_metric_ is None
     result = est.flow_diagnostics(test)
     options = {"min_decrease": est.refine_min_decrease_}
-    cap = est.refine_max_steps_ or 1000
-    plain = est.set_params(code_init="encoder", max_steps=cap, solver_options=options)
-    plain = plain.transform(test)
+    if est.refine_max_evals_ is not None:
+        options["max_evals"] = est.refine_max_evals_
+    plain = est.set_params(code_init="encoder", solver_options=options).transform(test)
     np.testing.assert_array_equal(plain, result.z.numpy())

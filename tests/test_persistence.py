@@ -270,7 +270,7 @@ def test_a_file_written_before_the_safetensors_package_loads_bit_identically(X, 
         "encoder_distilled",
         "code_metric",
         "refine_min_decrease",
-        "refine_max_steps",
+        "refine_max_evals",
     }
     assert _read_equal(read_model_file(old), new, new_params=added, new_fitted=recorded_since)
     again = GradientFlowEncoder.load(tmp_path / "new.safetensors")

@@ -27,7 +27,7 @@ NOT_FLAT = {
     "euler": set(),
     "rk4": set(),
     "dopri5": {"safety", "min_factor", "max_factor"},
-    "lbfgs": {"history", "first_step", "armijo", "shrink", "min_decrease"},
+    "lbfgs": {"history", "first_step", "armijo", "shrink", "min_decrease", "max_evals"},
 }
 
 

@@ -40,8 +40,9 @@ class LBFGS(Solver):
     stops when ``max_backtracks`` reductions cannot lower its loss (a stationary point to
     working precision), once an accepted step after its first lowers its loss by less than
     ``min_decrease`` (in the loss's units; 0, the default, never: the first step's length is
-    set, not learned, and its decrease says little of the distance left), or after
-    ``max_steps`` accepted steps.
+    set, not learned, and its decrease says little of the distance left), after
+    ``max_steps`` accepted steps, or once it has had ``max_evals`` decoder evaluations (its
+    start's included; None, the default, no limit).
 
     ``t`` counts accepted steps: there is no flow time, and no horizon (``tau='auto'``).
 
@@ -68,6 +69,7 @@ class LBFGS(Solver):
         max_backtracks=30,
         max_steps=1000,
         min_decrease=0.0,
+        max_evals=None,
     ):
         self.history = history
         self.first_step = first_step
@@ -76,6 +78,7 @@ class LBFGS(Solver):
         self.max_backtracks = max_backtracks
         self.max_steps = max_steps
         self.min_decrease = min_decrease
+        self.max_evals = math.inf if max_evals is None else max_evals
 
     def integrate(self, run):
         problem = run.problem
@@ -128,7 +131,7 @@ class LBFGS(Solver):
             # rounding (in float32 they cost max_backtracks evaluations per sample).
             unimprovable = ~accepted & (length <= tolerance)
             stalled = run["m"] > self.max_backtracks
-            capped = run["n_steps"] >= self.max_steps
+            capped = (run["n_steps"] >= self.max_steps) | (run["n_evals"] >= self.max_evals)
             finished = converged | unimprovable | stalled | settled
             run.retire(finished | capped, finished)
 
