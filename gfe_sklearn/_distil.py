@@ -30,18 +30,15 @@ CALIBRATION_ROWS = 512
 CALIBRATION_SHARE = 8
 MIN_CALIBRATION_ROWS = 32
 # The refinement stops a sample once a step lowers its loss by less than the largest
-# decrease after which the held-out rows' mean flow loss is within RULE_SHARE * REFINE_TOL
-# of their flows' from z = 0 (per entry, in the loss's units), or at the fewest decoder
-# evaluations that keep it within REFINE_TOL: a batch waits for its slowest sample, which on
-# small decoders costs more than the evaluations saved. REFINE_TOL is half of the 0.001 that
-# transform promises: the decoder was trained on the held-out rows, and test images ended up
-# to 1.5x as far above their zero start on MNIST, Fashion-MNIST and digits
-# (docs/performance.md). Candidates fall by 2**(1/4) from 4 * REFINE_TOL; the held-out flows
-# run at most CALIBRATION_STEPS steps (a sample the rule has not stopped by then counts with
-# its loss there, above where it will stop).
+# decrease after which the held-out rows' mean reconstruction loss is within RULE_SHARE *
+# REFINE_TOL of their flows' from z = 0 (per entry, in the loss's units), or at the fewest
+# decoder evaluations that keep it within REFINE_TOL: a batch waits for its slowest sample,
+# which on small decoders costs more than the evaluations saved. REFINE_TOL is half of the
+# 0.001 that transform promises: the decoder was trained on the held-out rows, and test
+# images ended up to 1.5x as far above their zero start on MNIST, Fashion-MNIST and digits
+# (docs/performance.md). Candidates fall by 2**(1/4) from 4 * REFINE_TOL.
 REFINE_TOL = 5e-4
 RULE_SHARE = 0.75
-CALIBRATION_STEPS = 40
 CANDIDATES = REFINE_TOL * 2.0 ** (2 - np.arange(89) / 4)
 
 
@@ -111,61 +108,54 @@ def distil_encoder(estimator, X, parallel=None):
 def refinement_rule(estimator, X):
     """``(min_decrease, max_evals)`` of the L-BFGS refinement from the encoder's guess (in
     the coordinates of ``code_metric_``), measured on the rows ``X``, which the encoder did
-    not learn from: the largest ``min_decrease`` of ``CANDIDATES`` at which their mean flow
-    loss ends within ``RULE_SHARE * REFINE_TOL`` of their flows' from ``z = 0``, then the
-    fewest decoder evaluations per sample (None: no cap) that keep it within
-    ``REFINE_TOL``. ``(0.0, None)``, refine to the stop rule, where no candidate does.
+    not learn from: the largest ``min_decrease`` of ``CANDIDATES`` at which their mean
+    reconstruction loss ends within ``RULE_SHARE * REFINE_TOL`` of their flows' from
+    ``z = 0``, then the fewest decoder evaluations per sample (None: no cap) that keep it
+    within ``REFINE_TOL``. ``(0.0, None)``, refine to the stop rule, where no candidate does.
 
-    The rule stops each sample on its own loss curve, so it is read off one run's histories:
-    a sample stops at its first step after the first that lowers its loss by less than the
-    candidate. The cap, which also cuts a sample's rejected trials, is searched by running
-    the refinement (more evaluations never end a sample higher).
+    Both are searched by bisection, running the refinement on ``X``: a larger
+    ``min_decrease`` or fewer evaluations stop every sample no later.
     """
     solver = estimator._resolve_solver()
     metric = estimator.code_metric_ if SOLVERS[solver].takes_metric else None
+    target = estimator._tensor(X)
+    penalty = estimator._with_code_prior(None, target)
+
+    def reconstruction(result):
+        # What the promise is about: the flow's loss less the prior's term.
+        loss = result.loss.double()
+        return loss if penalty is None else loss - penalty(result.z, target).double()
+
     with torch.no_grad():
-        target = estimator._tensor(X)
-        zero = estimator._flow(target, solver, "approx", estimator.stop_tol).loss.double()
+        zero = reconstruction(estimator._flow(target, solver, "approx", estimator.stop_tol))
         guess = estimator._guess(target)
 
-        def refine(**limits):
-            return estimator._flow(
+        def excess(**limits):
+            result = estimator._flow(
                 target, solver, "approx", estimator.stop_tol, z0=guess, metric=metric, **limits
             )
+            return float((reconstruction(result) - zero).mean()), int(result.n_evals.max())
 
-        refined = refine(record_history=True, max_steps=CALIBRATION_STEPS)
-    # A sample that stopped keeps its last loss (NaN after it in the history), and so takes
-    # no more steps under any rule.
-    history = refined.loss_history
-    for step in range(1, len(history)):
-        history[step] = torch.where(history[step].isnan(), history[step - 1], history[step])
-    # In the model's arithmetic, as the solver compares them; the first step stops no sample.
-    decrease = history[:-1] - history[1:]
-    decrease[0] = torch.inf
-    excess = history.double() - zero
-    never = torch.full((1, decrease.shape[1]), True, device=decrease.device)
-    columns = torch.arange(decrease.shape[1], device=decrease.device)
-    for candidate in CANDIDATES:
-        tau = float(torch.tensor(candidate, dtype=decrease.dtype))
-        first_small = torch.cat([decrease < tau, never]).to(torch.int8).argmax(dim=0)
-        if float(excess[(first_small + 1).clamp_max(len(decrease)), columns].mean()) <= (
-            RULE_SHARE * REFINE_TOL
-        ):
-            break
-    else:
-        return 0.0, None
-    with torch.no_grad():
-        uncapped = refine(min_decrease=tau)
-        low, high = 1, int(uncapped.n_evals.max())  # the cap binds below high only
+        taus = [float(torch.tensor(c, dtype=target.dtype)) for c in CANDIDATES]
+        if excess(min_decrease=taus[-1])[0] > RULE_SHARE * REFINE_TOL:
+            return 0.0, None
+        low, high = 0, len(taus) - 1
         while low < high:
-            cap = (low + high) // 2
-            if float((refine(min_decrease=tau, max_evals=cap).loss.double() - zero).mean()) <= (
-                REFINE_TOL
-            ):
-                high = cap
+            middle = (low + high) // 2
+            if excess(min_decrease=taus[middle])[0] <= RULE_SHARE * REFINE_TOL:
+                high = middle
             else:
-                low = cap + 1
-    return tau, None if high == int(uncapped.n_evals.max()) else high
+                low = middle + 1
+        tau = taus[high]
+        most = excess(min_decrease=tau)[1]
+        low, high = 1, most
+        while low < high:
+            middle = (low + high) // 2
+            if excess(min_decrease=tau, max_evals=middle)[0] <= REFINE_TOL:
+                high = middle
+            else:
+                low = middle + 1
+    return tau, None if high == most else high
 
 
 def code_metric(estimator, target, codes):
