@@ -85,9 +85,9 @@ class LBFGS(Solver):
         n, k = run["state"].shape
         like = run["state"]
         self._coordinates = _Coordinates(problem.metric, like)
-        # A run of at most max_steps steps never holds more pairs (a capped refinement):
-        # smaller pair matrices, the same directions.
-        m = min(self.history, self.max_steps)
+        # A run of at most max_steps steps, or max_evals evaluations with its start's, never
+        # holds more pairs (a capped refinement): smaller pair matrices, the same directions.
+        m = max(1, min(self.history, self.max_steps, self.max_evals - 1))
         run["S"] = like.new_zeros(n, m, k)
         run["Y"] = like.new_zeros(n, m, k)
         run["sy"] = like.new_zeros(n, m)

@@ -107,6 +107,14 @@ def test_a_capped_run_takes_the_first_steps_of_the_uncapped_one():
             decoder, target, 3, solver="lbfgs", stop_tol=1e-12, options={"max_steps": cap}
         )
         assert torch.equal(capped.loss, full.loss_history[cap])
+    # A cap on evaluations (the start's included) too, wherever it cuts a line search.
+    for cap in (2, 4, 7):
+        capped = encode(
+            decoder, target, 3, solver="lbfgs", stop_tol=1e-12, options={"max_evals": cap}
+        )
+        assert int(capped.n_evals.max()) == cap
+        steps = capped.n_steps.long()
+        assert torch.equal(capped.loss, full.loss_history[steps, torch.arange(len(steps))])
 
 
 @pytest.mark.parametrize(
