@@ -137,17 +137,18 @@ def refinement_rule(estimator, X):
             return float((reconstruction(result) - zero).mean()), int(result.n_evals.max())
 
         taus = [float(torch.tensor(c, dtype=target.dtype)) for c in CANDIDATES]
-        if excess(min_decrease=taus[-1])[0] > RULE_SHARE * REFINE_TOL:
+        above, most = excess(min_decrease=taus[-1])
+        if above > RULE_SHARE * REFINE_TOL:
             return 0.0, None
         low, high = 0, len(taus) - 1
         while low < high:
             middle = (low + high) // 2
-            if excess(min_decrease=taus[middle])[0] <= RULE_SHARE * REFINE_TOL:
-                high = middle
+            above, evals = excess(min_decrease=taus[middle])
+            if above <= RULE_SHARE * REFINE_TOL:
+                high, most = middle, evals
             else:
                 low = middle + 1
         tau = taus[high]
-        most = excess(min_decrease=tau)[1]
         low, high = 1, most
         while low < high:
             middle = (low + high) // 2
