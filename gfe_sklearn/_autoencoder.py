@@ -211,12 +211,11 @@ class AutoEncoderBaseline(BaseFlowEstimator):
     def _encode(self, target, with_loss):
         # In the row counts that round every row alike, as the flow's engine: a sample's code
         # and loss are the same bit for bit whatever batch it is in.
-        chunk = self._row_chunk()
         encoder, decoder = padded_mlp(self.encoder_), padded_mlp(self.decoder_)
         codes = invariant_rowwise(
             lambda t: self._run_encoder(encoder, t),
             target,
-            chunk=chunk,
+            chunk=self._row_chunk(self.encoder_),
             owner=self.encoder_,
             probe=(probe_rows(target),),
         )
@@ -227,7 +226,7 @@ class AutoEncoderBaseline(BaseFlowEstimator):
                 lambda z, t: loss_fn(decoder(z), t),
                 codes,
                 target,
-                chunk=chunk,
+                chunk=self._row_chunk(self.decoder_),
                 owner=self.decoder_,
                 probe=(probe_codes(codes.shape[1], codes), probe_rows(target)),
                 key=(loss_fn.name,),

@@ -290,9 +290,9 @@ class BaseFlowEstimator(
 
     _fitted_fields = FITTED_FIELDS
 
-    def _row_chunk(self):
-        """Rows per module call at inference, as the flow's engine evaluates them."""
-        return resolve_row_chunk("auto", self.device_)
+    def _row_chunk(self, module):
+        """Rows per call of ``module`` at inference, as the flow's engine evaluates them."""
+        return resolve_row_chunk("auto", self.device_, module)
 
     # -- what a subclass provides -------------------------------------------------------
 
@@ -972,12 +972,14 @@ class BaseFlowEstimator(
         )
 
     def _parameters_finite(self):
-        return all(
-            bool(torch.isfinite(p).all())
+        # One check of all parameters at once: it runs at every transform and score.
+        parameters = [
+            p.detach().reshape(-1)
             for m in self._modules()
             if isinstance(m, torch.nn.Module)
             for p in m.parameters()
-        )
+        ]
+        return not parameters or bool(torch.isfinite(torch.cat(parameters)).all())
 
     def _check_usable(self):
         """Refuse to encode with a parameter that ``set_params`` put out of range after
@@ -1098,7 +1100,7 @@ class BaseFlowEstimator(
                 decoded = invariant_rowwise(
                     decode,
                     codes,
-                    chunk=self._row_chunk(),
+                    chunk=self._row_chunk(self.decoder_),
                     owner=self.decoder_,
                     probe=(probe_codes(self._n_latent, codes),),
                     key=(to_data,),

@@ -1263,7 +1263,11 @@ default=0.75, 1.0, 1000.0, 1.1, 30
         # In the row counts that round every row alike, as the flow's engine: a sample's
         # start, and so its code, is the same bit for bit whatever batch it is in.
         return invariant_rowwise(
-            guess, target, chunk=self._row_chunk(), owner=encoder, probe=(probe_rows(target),)
+            guess,
+            target,
+            chunk=self._row_chunk(encoder),
+            owner=encoder,
+            probe=(probe_rows(target),),
         )
 
     def _encode(self, target, with_loss, solver, code_penalty=None, z0=None, stop_tol=None):

@@ -95,7 +95,10 @@ class LBFGS(Solver):
         run["R_inv"] = _identities(n, m, like)
         run["step"] = torch.ones_like(run["t"])
         run["m"] = torch.zeros_like(run["n_steps"])
-        self._new_directions(run, torch.ones_like(run["t"], dtype=torch.bool))
+        self._first_directions(run)
+        # Every active row is evaluated at every call, so all reach max_evals together, and
+        # after the last call there is no next step to plan.
+        calls_left = self.max_evals - int(run["n_evals"].min())
         while len(run):
             state, loss, grad = run["state"], run["loss"], run["grad"]
             step, direction = run["step"], run["direction"]
@@ -108,6 +111,12 @@ class LBFGS(Solver):
             trial_slope = (trial_grad * direction).sum(dim=1)
             accepted = armijo | settles_within_rounding(loss, trial_loss, run["slope"], trial_slope)
             gained_little = loss - trial_loss < self.min_decrease
+            calls_left -= 1
+            if calls_left <= 0:
+                run.accept(accepted, run["t"] + 1, trial, trial_loss, grad=trial_grad)
+                settled = accepted & gained_little & (run["n_steps"] >= 2)
+                run.retire(torch.ones_like(settled), settled)
+                return
             coordinates = self._coordinates
             s, y = coordinates.step(trial - state), coordinates.gradient(trial_grad - grad)
             self._remember(run, accepted, s, y)
@@ -124,12 +133,13 @@ class LBFGS(Solver):
             # 13% short on an ill-conditioned quadratic (tests), hence half the tolerance.
             tolerance = 0.5 * run.stop_tol * run["state"].norm(dim=1).clamp_min(1.0)
             length = run["step"] * run["direction"].norm(dim=1)
-            converged = accepted & run["paired"] & (length <= tolerance)
+            short = length <= tolerance
+            converged = accepted & run["paired"] & short
             # A descent direction lowers the loss for small enough steps; once the trials have
             # shrunk below the tolerance without lowering it, the code is at its minimum to
             # within the tolerance or to working precision, and further trials would only meet
             # rounding (in float32 they cost max_backtracks evaluations per sample).
-            unimprovable = ~accepted & (length <= tolerance)
+            unimprovable = ~accepted & short
             stalled = run["m"] > self.max_backtracks
             capped = (run["n_steps"] >= self.max_steps) | (run["n_evals"] >= self.max_evals)
             finished = converged | unimprovable | stalled | settled
@@ -166,6 +176,25 @@ class LBFGS(Solver):
         for name, new in (("S", S), ("Y", Y), ("sy", curvatures), ("YY", YY), ("R_inv", R_inv)):
             run[name] = torch.where(keep.reshape(-1, *[1] * (new.dim() - 1)), new, run[name])
 
+    def _first_scale(self, grad):
+        """Without a pair yet, the first step has length ``first_step`` in code space, or with
+        a metric is a fraction of its Newton step, scaled by ``first_step``."""
+        if self._coordinates.metric is None:
+            return self.first_step / grad.norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
+        return METRIC_FIRST_STEP * self.first_step
+
+    def _first_directions(self, run):
+        """The directions of the empty histories at the start: what ``_new_directions``
+        gives there (its pair terms are zeros), without the products with them."""
+        grad = self._coordinates.gradient(run["grad"])
+        gamma = self._first_scale(grad)
+        if isinstance(gamma, torch.Tensor):
+            gamma = gamma[:, None]
+        direction = -(gamma * grad)
+        run["slope"] = (grad * direction).sum(dim=1)
+        run["direction"] = self._coordinates.direction(direction)
+        run["paired"] = torch.zeros_like(run["slope"], dtype=torch.bool)
+
     def _new_directions(self, run, rows):
         """Quasi-Newton directions for ``rows``; the others keep theirs.
 
@@ -180,12 +209,7 @@ class LBFGS(Solver):
         # the unit diagonal of R's inverse there makes them drop out of the products below.
         paired = sy[:, -1] > 0
         newest_yy = (Y[:, -1] * Y[:, -1]).sum(dim=1)
-        # Without a pair yet, the first step has length first_step in code space, or with a
-        # metric is a fraction of its Newton step, scaled by first_step.
-        if coordinates.metric is None:
-            first = self.first_step / grad.norm(dim=1).clamp_min(torch.finfo(grad.dtype).tiny)
-        else:
-            first = torch.full_like(grad[:, 0], METRIC_FIRST_STEP * self.first_step)
+        first = self._first_scale(grad)
         gamma = torch.where(paired, sy[:, -1] / torch.where(paired, newest_yy, 1.0), first)
         Sg, Yg = (S * grad[:, None]).sum(-1), (Y * grad[:, None]).sum(-1)
         R_inv = run["R_inv"]
@@ -196,23 +220,20 @@ class LBFGS(Solver):
         direction = -r
         slope = (grad * direction).sum(dim=1)
         # A direction that does not descend (rounding in an ill-conditioned history) falls
-        # back to the gradient, with the history cleared.
+        # back to the gradient, with the history cleared. Rare: checked before it costs.
         uphill = ~(slope < 0)
-        direction = torch.where(uphill[:, None], -gamma[:, None] * grad, direction)
-        slope = torch.where(uphill, -gamma * (grad * grad).sum(dim=1), slope)
-        direction = coordinates.direction(direction)  # the slope is the same in code space
-        clear = rows & uphill
-        if bool(clear.any()):
+        if bool(uphill.any()):
+            direction = torch.where(uphill[:, None], -gamma[:, None] * grad, direction)
+            slope = torch.where(uphill, -gamma * (grad * grad).sum(dim=1), slope)
+            clear = rows & uphill
             for name in ("S", "Y", "sy", "YY"):
                 run[name] = torch.where(
                     clear.reshape(-1, *[1] * (run[name].dim() - 1)), 0.0, run[name]
                 )
             empty = _identities(*R_inv.shape[:2], R_inv)
             run["R_inv"] = torch.where(clear[:, None, None], empty, R_inv)
-        paired = paired & ~(rows & uphill)
-        if "direction" not in run.data:
-            run["direction"], run["slope"], run["paired"] = direction, slope, paired
-            return
+            paired = paired & ~clear
+        direction = coordinates.direction(direction)  # the slope is the same in code space
         run["direction"] = torch.where(rows[:, None], direction, run["direction"])
         run["slope"] = torch.where(rows, slope, run["slope"])
         run["paired"] = torch.where(rows, paired, run["paired"])

@@ -63,7 +63,7 @@ class EncodingProblem:
         self.differentiable = differentiable
         self.code_penalty = code_penalty
         self.metric = metric
-        chunk = resolve_row_chunk(row_chunk, target.device)
+        chunk = resolve_row_chunk(row_chunk, target.device, decoder)
         self._evaluate = decoder if chunk is None else padded_mlp(decoder)
         probe = (probe_codes(flow.n_components, target), probe_rows(target))
         key = (callable_key(getattr(loss, "per_sample", loss)), callable_key(code_penalty))

@@ -33,6 +33,13 @@ from torch import nn
 # launches; 128 rows evaluate the papers' decoder 1.23x faster per row than 64 on a CPU.
 ROW_CHUNK = {"cpu": 128}
 DEFAULT_ROW_CHUNK = 1024
+# A plain MLP no wider than NARROW_WIDTH (padded) costs a CPU its calls more than its
+# arithmetic: in calls of up to NARROW_ROW_CHUNK rows one loss and input gradient of 397
+# digits rows through 10-32-64-64 took 0.58 ms instead of 0.78 (1,024 rows through
+# 10-256-256-64: 3.61 ms instead of 4.68), where a 784-pixel or 600-unit decoder is fastest
+# at 128 (docs/engine.md).
+NARROW_WIDTH = 256
+NARROW_ROW_CHUNK = 1024
 MIN_ROW_CHUNK = 16
 WIDTH_MULTIPLE = 16
 PROBE_ROWS = 16
@@ -126,10 +133,14 @@ def per_sample(fn, *values):
     return fn(*values)[:n]
 
 
-def resolve_row_chunk(row_chunk, device):
-    """Rows per decoder call: ``'auto'`` picks by device type, None means one call."""
+def resolve_row_chunk(row_chunk, device, module=None):
+    """Rows per call of ``module``: ``'auto'`` picks by device type, and on a CPU by the
+    module's width (``NARROW_ROW_CHUNK`` for a narrow plain MLP); None means one call."""
     if row_chunk == "auto":
-        return ROW_CHUNK.get(torch.device(device).type, DEFAULT_ROW_CHUNK)
+        kind = torch.device(device).type
+        if kind == "cpu" and widest_layer(module) <= NARROW_WIDTH:
+            return NARROW_ROW_CHUNK
+        return ROW_CHUNK.get(kind, DEFAULT_ROW_CHUNK)
     if row_chunk is not None and (
         isinstance(row_chunk, bool) or not isinstance(row_chunk, int) or row_chunk < 1
     ):
@@ -173,6 +184,16 @@ class PaddedMLP:
         for layer in self.layers:
             x = layer(x)
         return x[:, : self.n_out]
+
+
+def widest_layer(module):
+    """The largest padded width of a plain MLP (``padded_mlp``); infinite for any other
+    module, whose cost per row is unknown."""
+    if module is None or not isinstance(padded_mlp(module), PaddedMLP):
+        return float("inf")
+    layers = [module] if type(module) is nn.Linear else list(module)
+    linears = [layer for layer in layers if type(layer) is nn.Linear]
+    return max(_round_up(max(layer.in_features, layer.out_features)) for layer in linears)
 
 
 def padded_mlp(module):
@@ -221,20 +242,23 @@ def rows_round_alike(fn, probe, chunk, one_size=False):
     for j in range(n):
         row = [torch.cat([t[j : j + 1], t.new_zeros(sizes[0] - 1, *t.shape[1:])]) for t in probe]
         alone.append([out[0] for out in _outputs(fn, row)])
+    alone = [torch.stack(outs) for outs in zip(*alone)]  # each output's rows, as computed alone
     for size in sizes:
         for shift in (0, 1):  # each position meets two different rows
             index = (torch.arange(size, device=probe[0].device) + shift) % n
             outputs = _outputs(fn, [t[index] for t in probe])
-            for i, j in enumerate(index.tolist()):
-                if not all(_same(out[i], ref) for out, ref in zip(outputs, alone[j])):
-                    return False
+            if not all(_same(out, ref[index]) for out, ref in zip(outputs, alone)):
+                return False
     return True
 
 
-def candidate_layouts(chunk):
-    """The layouts the check tries for chunks of ``chunk`` rows, fastest first."""
-    sizes = [chunk] + [ONE_SIZE_FALLBACK] * (chunk > ONE_SIZE_FALLBACK)
-    return [RowLayout(chunk)] + [RowLayout(size, one_size=True) for size in sizes]
+def candidate_layouts(chunk, device_type="cpu"):
+    """The layouts the check tries for chunks of ``chunk`` rows on ``device_type``, fastest
+    first: whole chunks, then (for a narrow MLP's larger chunk) the device's usual chunk,
+    then one call size for every call, from the smaller of them."""
+    plain = sorted({chunk, min(chunk, ROW_CHUNK.get(device_type, chunk))}, reverse=True)
+    sizes = [plain[-1]] + [ONE_SIZE_FALLBACK] * (plain[-1] > ONE_SIZE_FALLBACK)
+    return [RowLayout(size) for size in plain] + [RowLayout(size, one_size=True) for size in sizes]
 
 
 _VERDICTS = weakref.WeakKeyDictionary()
@@ -270,7 +294,7 @@ def checked_row_layout(fn, probe, chunk, owner, key=()):
         verdicts = {}
     if config not in verdicts:
         with torch.no_grad():
-            layouts = candidate_layouts(chunk)
+            layouts = candidate_layouts(chunk, device.type)
             alike = next((lay for lay in layouts if rows_round_alike(fn, probe, *lay)), None)
         if alike is not None:
             verdicts[config] = alike

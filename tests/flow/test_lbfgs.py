@@ -6,6 +6,7 @@ import torch
 
 from gfe_sklearn import GradientFlowEncoder
 from gfe_sklearn.flow import encode
+from gfe_sklearn.flow._lbfgs import LBFGS
 
 from .problems import binary_targets, least_squares_codes, linear_decoder, mlp_decoder
 
@@ -115,6 +116,30 @@ def test_a_capped_run_takes_the_first_steps_of_the_uncapped_one():
         assert int(capped.n_evals.max()) == cap
         steps = capped.n_steps.long()
         assert torch.equal(capped.loss, full.loss_history[steps, torch.arange(len(steps))])
+
+
+def test_the_evaluation_cap_ends_every_row_at_its_last_call_without_a_next_step(monkeypatch):
+    decoder = mlp_decoder(3, 12, seed=1)
+    target = binary_targets(6, 12, seed=2)
+    planned = []
+    plan = LBFGS._new_directions
+    monkeypatch.setattr(
+        LBFGS, "_new_directions", lambda self, run, rows: planned.append(1) or plan(self, run, rows)
+    )
+    res = encode(decoder, target, 3, solver="lbfgs", stop_tol=1e-12, options={"max_evals": 4})
+    assert len(planned) == 2  # after the second and third evaluations, not the fourth
+    assert torch.all(res.n_evals == 4) and not res.converged.any()
+    # A row that the decrease rule stops at the last call is reported as stopped by it.
+    res = encode(
+        decoder,
+        target,
+        3,
+        solver="lbfgs",
+        stop_tol=1e-12,
+        options={"max_evals": 3, "min_decrease": 1.0},
+    )
+    assert res.converged.any()
+    assert torch.equal(res.converged, res.n_steps == 2)
 
 
 @pytest.mark.parametrize(

@@ -5,23 +5,29 @@ import warnings
 import pytest
 import torch
 
-from gfe_sklearn.flow import encode
+from gfe_sklearn.flow import _problem, encode
 from gfe_sklearn.flow._rows import (
     ELEMENTWISE_BLOCK,
     MIN_ROW_CHUNK,
+    NARROW_ROW_CHUNK,
+    NARROW_WIDTH,
     ONE_SIZE_FALLBACK,
+    ROW_CHUNK,
     PaddedMLP,
     RowLayout,
     RowLayoutWarning,
     call_sizes,
+    candidate_layouts,
     checked_row_layout,
     invariant_rowwise,
     padded_mlp,
     padded_rows,
     per_sample,
     probe_codes,
+    resolve_row_chunk,
     rows_round_alike,
     rowwise,
+    widest_layer,
 )
 
 from .problems import binary_targets, mlp_decoder
@@ -276,3 +282,50 @@ def test_on_cuda_codes_match_across_batches_or_the_layout_warns(dtype):
         torch.testing.assert_close(part.z, whole.z[rows])
     else:
         assert torch.equal(part.z, whole.z[rows])
+
+
+def test_a_narrow_plain_mlp_is_evaluated_in_larger_calls_on_a_cpu():
+    narrow = mlp_decoder(10, 64, hidden=32)
+    assert widest_layer(narrow) == 64
+    assert widest_layer(torch.nn.Linear(3, NARROW_WIDTH + 1)) > NARROW_WIDTH
+    assert resolve_row_chunk("auto", "cpu", narrow) == NARROW_ROW_CHUNK > ROW_CHUNK["cpu"]
+    # Wide decoders are fastest in the usual chunks; other modules' costs are unknown.
+    assert resolve_row_chunk("auto", "cpu", papers_sized_decoder()) == ROW_CHUNK["cpu"]
+    assert resolve_row_chunk("auto", "cpu", PositionDependent(narrow)) == ROW_CHUNK["cpu"]
+    assert resolve_row_chunk("auto", "cpu") == ROW_CHUNK["cpu"]
+    assert resolve_row_chunk("auto", "cuda", narrow) == resolve_row_chunk("auto", "cuda")
+    assert resolve_row_chunk(64, "cpu", narrow) == 64
+
+
+def test_a_larger_chunk_falls_back_to_the_usual_chunk_before_one_call_size():
+    usual = ROW_CHUNK["cpu"]
+    assert candidate_layouts(NARROW_ROW_CHUNK, "cpu") == [
+        RowLayout(NARROW_ROW_CHUNK),
+        RowLayout(usual),
+        RowLayout(usual, one_size=True),
+        RowLayout(ONE_SIZE_FALLBACK, one_size=True),
+    ]
+    assert candidate_layouts(usual, "cpu") == [
+        RowLayout(usual),
+        RowLayout(usual, one_size=True),
+        RowLayout(ONE_SIZE_FALLBACK, one_size=True),
+    ]
+    decoder = Kernels(lambda z: z * 2, by_position=(NARROW_ROW_CHUNK,))
+    probe = (probe_codes(3, torch.empty(0, dtype=torch.float64)),)
+    assert checked_row_layout(decoder, probe, NARROW_ROW_CHUNK, owner=decoder) == RowLayout(usual)
+
+
+def test_a_narrow_decoders_larger_calls_leave_its_codes_bit_identical(monkeypatch):
+    decoder = mlp_decoder(3, 12, hidden=20)
+    chunks = []
+
+    def recorded(fn, *tensors, chunk, one_size=False):
+        chunks.append(chunk)
+        return rowwise(fn, *tensors, chunk=chunk, one_size=one_size)
+
+    monkeypatch.setattr(_problem, "rowwise", recorded)
+    target = binary_targets(300, 12, seed=3)
+    larger = encode(decoder, target, 3, solver="lbfgs")
+    assert set(chunks) == {NARROW_ROW_CHUNK}
+    usual = encode(decoder, target, 3, solver="lbfgs", row_chunk=ROW_CHUNK["cpu"])
+    assert torch.equal(larger.z, usual.z)
