@@ -23,6 +23,7 @@ from sklearn.utils.validation import (
 
 from ._base import readable_by_numpy
 from ._gradient_flow import GradientFlowEncoder
+from ._scoring import BCE_EPS as BCE_CLIP
 from ._scoring import hidden_entry_error, hide_entries
 
 if TYPE_CHECKING:
@@ -41,6 +42,20 @@ AUTO_PRIOR_HELD_OUT = 0.1
 AUTO_PRIOR_MAX_ROWS = 500
 AUTO_PRIOR_HIDDEN = 0.3
 AUTO_PRIOR_MIN_ROWS = 20
+# estimate='mean' averages each row over the training codes that fit it best, weighted by
+# their likelihood to a power set per row so that about n_neighbors of them count:
+# 'auto' tries NEIGHBOUR_GRID, and without held-out rows uses NEIGHBOURS_WITHOUT_CHOICE.
+# Weights go to the CANDIDATES_PER_NEIGHBOUR * n_neighbors best codes of a row (the rest
+# weigh nothing at that effective number), and (rows x codes) blocks hold POSTERIOR_BLOCK
+# entries at most.
+NEIGHBOUR_GRID = (5, 10, 20)
+NEIGHBOURS_WITHOUT_CHOICE = 10
+CANDIDATES_PER_NEIGHBOUR = 32
+POSTERIOR_BLOCK = 1 << 22
+# estimate='auto' scores every choice on the held-out rows with a few and with most of
+# their observed entries hidden, and keeps the lowest sum: a choice that serves only rows
+# missing little (a sample's own code, on MNIST) loses where blocks are missing.
+AUTO_ESTIMATE_HIDDEN = (AUTO_PRIOR_HIDDEN, 0.7)
 # The encoder trained when none is given (docs/imputation.md, "The default imputer"): a
 # decoder trained to predict entries its codes did not see imputes better, and small data
 # need more epochs than the encoder's default 10 to train it: at least DEFAULT_MIN_SAMPLES
@@ -57,6 +72,10 @@ MEMBER_ATTRIBUTES = (
     "code_prior_",
     "code_prior_scores_",
     "start_codes_",
+    "estimate_",
+    "n_neighbors_",
+    "estimate_scores_",
+    "train_codes_",
 )
 
 
@@ -107,13 +126,32 @@ class GradientFlowImputer(_BaseImputer):
         codes overfit what they see (images: 0.3 on digits) and hurts where a small code
         explains the data exactly (picked 0 there); docs/imputation.md. With fewer than 20
         training rows ``'auto'`` uses 0.
+    estimate : {'auto', 'mode', 'mean', 'blend'}, default='auto'
+        How ``transform`` reads the missing entries off the decoder. ``'mode'``: at each
+        sample's own code, the flow's endpoint from its observed entries (a MAP code under
+        ``code_prior``; with ``n_starts``, averaged over starts), the imputer before 0.10.
+        ``'mean'``: an average over the codes of the training samples (``train_codes_``) of
+        the decoder's outputs there, each weighted by its likelihood, ``exp(-beta * loss)``
+        with the loss summed over the sample's observed entries, and ``beta`` set per sample
+        so that about ``n_neighbors`` codes count (the weights' effective number). Where the
+        observed entries fit several completions (a hidden block) the mean hedges between
+        them, as an average of neighbours does, with neighbours the decoder completed in
+        full; no flow runs in ``transform``. ``'blend'``: the average of the two.
+        ``'auto'``: ``fit`` keeps the one that imputes rows held out of training best, with
+        30% and with 70% of their observed entries hidden (the lowest sum of RMSEs;
+        ``estimate_``, ``estimate_scores_``), as ``code_prior='auto'`` does, with which it
+        shares the held-out rows; with fewer than 20 training rows, ``'mode'``.
+    n_neighbors : int or 'auto', default='auto'
+        The effective number of training codes that ``'mean'`` and ``'blend'`` average
+        over. ``'auto'`` picks it from ``(5, 10, 20)`` on the held-out rows
+        (``n_neighbors_``; 10 with fewer than 20 training rows).
     n_starts : int, default=1
-        Flows per incomplete sample in ``transform``: one from the encoder's usual start
-        (zeros) and ``n_starts - 1`` from codes drawn by ``fit`` from the distribution of
-        the training codes (``start_codes_``). The missing entries get the mean of the
-        decoder's outputs at the codes reached: where the observed entries fit several
-        completions (a hidden block), the mean hedges between them, as an average of
-        neighbours does, instead of committing to one. Costs ``n_starts`` encodings.
+        Flows per incomplete sample in ``transform`` with ``estimate_`` ``'mode'`` or
+        ``'blend'``: one from the encoder's usual start (zeros) and ``n_starts - 1`` from
+        codes drawn by ``fit`` from the distribution of the training codes
+        (``start_codes_``). The mode is the mean of the decoder's outputs at the codes
+        reached: where the observed entries fit several completions (a hidden block), it
+        hedges between them instead of committing to one. Costs ``n_starts`` encodings.
     n_estimators : int, default=1
         Imputers fitted on the same data from different random initialisations, whose
         imputations are averaged (a deep ensemble; ``estimators_``). Each decoder learns
@@ -157,6 +195,18 @@ class GradientFlowImputer(_BaseImputer):
     start_codes_ : ndarray of shape (n_starts, n_components)
         Where ``transform``'s flows start: zeros, then draws from
         ``N(code_mean_, diag(code_scale_**2))``.
+    estimate_ : {'mode', 'mean', 'blend'}
+        What ``transform`` imputes with: ``estimate``, or the one ``'auto'`` picked.
+    n_neighbors_ : int or None
+        The effective number of codes of ``'mean'`` and ``'blend'``; None with ``'mode'``.
+    estimate_scores_ : dict or None
+        Where ``fit`` chose on held-out rows: the sum of RMSEs on their hidden entries
+        (30% and 70% hidden) of ``('mode', None)``, ``('mean', n_neighbors)`` and
+        ``('blend', n_neighbors)`` for each choice its settings leave open; None otherwise.
+    train_codes_ : ndarray of shape (n_train_rows, n_components) or None
+        With ``'mean'`` and ``'blend'``: the codes of the training samples (encoded from
+        their observed entries under the prior of ``code_prior_``) that ``transform``
+        averages over; None with ``'mode'``.
     estimators_ : list of GradientFlowImputer
         With ``n_estimators > 1``: the members, fitted imputers with ``n_estimators=1``
         (without ``add_indicator``, on the placeholder NaN); not set otherwise.
@@ -199,6 +249,8 @@ class GradientFlowImputer(_BaseImputer):
         "missing_values": [MissingValues(numeric_only=True)],
         "encoder": [GradientFlowEncoder, None],
         "code_prior": [Interval(Real, 0, None, closed="left"), StrOptions({"auto"})],
+        "estimate": [StrOptions({"auto", "mode", "mean", "blend"})],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "n_starts": [Interval(Integral, 1, None, closed="left")],
         "n_estimators": [Interval(Integral, 1, None, closed="left")],
         "n_jobs": [Integral, None],
@@ -213,6 +265,8 @@ class GradientFlowImputer(_BaseImputer):
         add_indicator: bool = False,
         keep_empty_features: bool = False,
         code_prior: float | str = "auto",
+        estimate: str = "auto",
+        n_neighbors: int | str = "auto",
         n_starts: int = 1,
         n_estimators: int = 1,
         n_jobs: int | None = None,
@@ -225,6 +279,8 @@ class GradientFlowImputer(_BaseImputer):
         )
         self.encoder = encoder
         self.code_prior = code_prior
+        self.estimate = estimate
+        self.n_neighbors = n_neighbors
         self.n_starts = n_starts
         self.n_estimators = n_estimators
         self.n_jobs = n_jobs
@@ -234,6 +290,8 @@ class GradientFlowImputer(_BaseImputer):
     # imputer pickled before them behave as it did.
     _values_before_parameter = {
         "code_prior": 0.0,
+        "estimate": "mode",
+        "n_neighbors": "auto",
         "n_starts": 1,
         "n_estimators": 1,
         "n_jobs": None,
@@ -248,6 +306,10 @@ class GradientFlowImputer(_BaseImputer):
             state.setdefault("start_codes_", np.zeros((1, state["encoder_"].n_components)))
             state.setdefault("code_prior_", state["code_prior"])
             state.setdefault("code_prior_scores_", None)
+            state.setdefault("estimate_", "mode")
+            state.setdefault("n_neighbors_", None)
+            state.setdefault("estimate_scores_", None)
+            state.setdefault("train_codes_", None)
         super().__setstate__(state)
 
     def _encoder_template(self, n_rows=None):
@@ -328,7 +390,7 @@ class GradientFlowImputer(_BaseImputer):
         X_valid = X[:, valid]
         seen = ~np.isnan(X_valid).all(axis=1)
         train, held_out = X_valid[seen], None
-        if self.code_prior == "auto" and len(train) >= AUTO_PRIOR_MIN_ROWS:
+        if self._chooses_on_held_out_rows() and len(train) >= AUTO_PRIOR_MIN_ROWS:
             order = rng.permutation(len(train))
             n_held_out = min(int(np.ceil(AUTO_PRIOR_HELD_OUT * len(train))), AUTO_PRIOR_MAX_ROWS)
             train, held_out = train[order[n_held_out:]], train[order[:n_held_out]]
@@ -344,9 +406,80 @@ class GradientFlowImputer(_BaseImputer):
         self.code_prior_ = 0.0 if self.code_prior == "auto" else float(self.code_prior)
         self.code_prior_scores_ = None
         self._fit_prior_and_starts(train, rng)
-        if held_out is not None:
-            self.code_prior_scores_ = self._prior_scores(held_out, rng)
+        hidden = None if held_out is None else hide_entries(held_out, AUTO_PRIOR_HIDDEN, rng)
+        if hidden is not None and self.code_prior == "auto":
+            self.code_prior_scores_ = self._prior_scores(held_out, hidden)
             self.code_prior_ = min(self.code_prior_scores_, key=self.code_prior_scores_.get)
+        self._fit_estimate(train, held_out, hidden, rng)
+
+    def _chooses_on_held_out_rows(self):
+        """Whether ``fit`` holds rows out to choose a setting on."""
+        open_neighbours = self.estimate != "mode" and self.n_neighbors == "auto"
+        return self.code_prior == "auto" or self.estimate == "auto" or open_neighbours
+
+    def _fit_estimate(self, train, held_out, hidden, rng):
+        """``estimate_``, ``n_neighbors_``, ``estimate_scores_`` and ``train_codes_``: chosen
+        on the ``held_out`` rows where the settings leave them open, over the codes of
+        ``train`` alone (a held-out row among them would find itself)."""
+        self.estimate_scores_ = None
+        estimate, n_neighbors = self.estimate, self.n_neighbors
+        if held_out is None:
+            estimate = "mode" if estimate == "auto" else estimate
+            n_neighbors = NEIGHBOURS_WITHOUT_CHOICE if n_neighbors == "auto" else n_neighbors
+        choices = self._estimate_choices(estimate, n_neighbors)
+        codes = None
+        if len(choices) > 1:
+            codes = self._train_codes(train)
+            hiddens = [hidden] + [
+                hide_entries(held_out, share, rng) for share in AUTO_ESTIMATE_HIDDEN[1:]
+            ]
+            self.estimate_scores_ = self._estimate_scores(held_out, hiddens, codes, choices)
+            estimate, n_neighbors = min(self.estimate_scores_, key=self.estimate_scores_.get)
+        else:
+            ((estimate, n_neighbors),) = choices
+        self.estimate_ = estimate
+        self.n_neighbors_ = None if estimate == "mode" else int(n_neighbors)
+        self.train_codes_ = None
+        if estimate != "mode":
+            # Each row's code is its own whatever batch it is in: the training rows' codes
+            # found for the choice serve as they are.
+            codes = self._train_codes(train) if codes is None else codes
+            if held_out is not None:
+                codes = np.vstack([codes, self._train_codes(held_out)])
+            self.train_codes_ = codes
+
+    @staticmethod
+    def _estimate_choices(estimate, n_neighbors):
+        """The ``(estimate, n_neighbors)`` pairs left open by the settings."""
+        grid = NEIGHBOUR_GRID if n_neighbors == "auto" else (n_neighbors,)
+        kinds = ("mode", "mean", "blend") if estimate == "auto" else (estimate,)
+        choices = [("mode", None)] if "mode" in kinds else []
+        return choices + [(kind, k) for kind in kinds if kind != "mode" for k in grid]
+
+    def _train_codes(self, rows):
+        """The codes of ``rows`` (observed entries, under the prior of ``code_prior_``)."""
+        return self.encoder_._transform_from(rows, None, self._prior(self.code_prior_))
+
+    def _estimate_scores(self, rows, hiddens, codes, choices):
+        """The sum over the masks ``hiddens`` of the RMSE on the hidden entries of ``rows``
+        for each choice."""
+        scores = dict.fromkeys(choices, 0.0)
+        for hidden in hiddens:
+            asked = hidden.any(axis=1)
+            truth, hidden = rows[asked], hidden[asked]
+            if not hidden.any():
+                continue
+            seen = np.where(hidden, np.nan, truth)
+            mode = None
+            if any(kind != "mean" for kind, _ in choices):
+                mode = self._mode(seen)
+            for kind, n_neighbors in choices:
+                guess = mode
+                if kind != "mode":
+                    mean = self._posterior_mean(seen, codes, n_neighbors)
+                    guess = mean if kind == "mean" else (mean + mode) / 2
+                scores[kind, n_neighbors] += hidden_entry_error(truth, guess, hidden, "rmse")
+        return scores
 
     def _fit_members(self, X):
         """``estimators_``: ``n_estimators`` imputers fitted on ``X`` (missing entries NaN),
@@ -411,19 +544,54 @@ class GradientFlowImputer(_BaseImputer):
             X_valid = X
         return super()._concatenate_indicator(X_valid, indicator)
 
-    def _mean_reconstruction(self, rows, code_prior=None):
-        """The decoder's output at each row's codes from every start, averaged over starts
-        (and members), under the prior of weight ``code_prior`` (None: ``code_prior_``)."""
+    def _mean_reconstruction(self, rows):
+        """Each row's imputation by ``estimate_``, averaged over the members."""
         members = getattr(self, "estimators_", None)
-        if members and code_prior is None:
+        if members:
             jobs = (delayed(m._mean_reconstruction)(rows) for m in members)
             return sum(Parallel(n_jobs=self.n_jobs)(jobs)) / len(members)
+        if self.estimate_ == "mode":
+            return self._mode(rows)
+        mean = self._posterior_mean(rows, self.train_codes_, self.n_neighbors_)
+        return mean if self.estimate_ == "mean" else (mean + self._mode(rows)) / 2
+
+    def _prior(self, weight):
+        """``_transform_from``'s prior of weight ``weight`` (None without one)."""
+        return (self.code_mean_, self.code_scale_, weight) if weight > 0 else None
+
+    def _posterior_mean(self, rows, codes, n_neighbors):
+        """The decoder's outputs at ``codes``, averaged for each row with the weights
+        ``exp(-beta * loss)`` (the loss summed over the row's observed entries), ``beta``
+        such that about ``n_neighbors`` codes count."""
+        decoded = self.encoder_.inverse_transform(codes).astype(np.float64)
+        bce = self.encoder_.loss_ == "bce"
+        if bce:
+            clipped = np.clip(decoded, BCE_CLIP, 1 - BCE_CLIP)
+            log_p, log_q = np.log(clipped).T, np.log1p(-clipped).T
+        squares = (decoded**2).T
+        block = max(1, POSTERIOR_BLOCK // len(codes))
+        out = np.empty((len(rows), decoded.shape[1]))
+        for start in range(0, len(rows), block):
+            part = rows[start : start + block].astype(np.float64)
+            observed = (~np.isnan(part)).astype(np.float64)
+            x = np.where(observed > 0, part, 0.0)
+            # The loss against every code at once, as products: bce's terms are linear in
+            # the entry, squared errors quadratic.
+            if bce:
+                loss = -(x @ log_p + (observed - x) @ log_q)
+            else:
+                loss = (x**2).sum(axis=1)[:, None] - 2 * x @ decoded.T + observed @ squares
+            weights = neighbour_weights(loss, n_neighbors)
+            out[start : start + block] = weights @ decoded
+        return out
+
+    def _mode(self, rows, code_prior=None):
+        """The decoder's output at each row's codes from every start, averaged over starts,
+        under the prior of weight ``code_prior`` (None: ``code_prior_``)."""
         encoder = self.encoder_
         weight = self.code_prior_ if code_prior is None else code_prior
         starts = self.start_codes_
-        prior = None
-        if weight > 0:
-            prior = (self.code_mean_, self.code_scale_, weight)
+        prior = self._prior(weight)
         total = None
         for i, start in enumerate(starts):
             codes = encoder._transform_from(rows, start if i else None, prior)
@@ -446,10 +614,10 @@ class GradientFlowImputer(_BaseImputer):
         starts = self.code_mean_ + self.code_scale_ * draws
         self.start_codes_ = np.vstack([self.start_codes_, starts.astype(train.dtype)])
 
-    def _prior_scores(self, rows, rng):
-        """RMSE on a share of the held-out rows' observed entries, hidden from their flows,
-        for every weight of ``AUTO_PRIOR_GRID``; each row keeps one entry in view."""
-        hidden = hide_entries(rows, AUTO_PRIOR_HIDDEN, rng)
+    def _prior_scores(self, rows, hidden):
+        """RMSE on the ``hidden`` share of the held-out rows' observed entries, hidden from
+        their flows, for every weight of ``AUTO_PRIOR_GRID``; each row keeps one entry in
+        view."""
         asked = hidden.any(axis=1)
         rows, hidden = rows[asked], hidden[asked]
         if not hidden.any():
@@ -459,7 +627,7 @@ class GradientFlowImputer(_BaseImputer):
         for weight in AUTO_PRIOR_GRID:
             # From every start: the prior matters more to flows from random starts (digits:
             # 0.1 picked from the usual start alone, 1 from eight, which imputed 3-12% better).
-            guess = self._mean_reconstruction(seen, weight)
+            guess = self._mode(seen, weight)
             scores[weight] = hidden_entry_error(rows, guess, hidden, "rmse")
         return scores
 
@@ -486,6 +654,29 @@ class GradientFlowImputer(_BaseImputer):
         tags.transformer_tags.preserves_dtype = ["float64", "float32"]
         tags.input_tags.positive_only = get_tags(self._encoder_template()).input_tags.positive_only
         return tags
+
+
+def neighbour_weights(loss, n_neighbors):
+    """Per row of ``loss`` (rows x codes), the weights ``exp(-beta * loss)``, normalised, with
+    ``beta`` found by bisection (on its logarithm) so that their effective number
+    ``1 / sum(w**2)`` is ``n_neighbors`` (all codes, evenly, where there are no more).
+    Only each row's ``CANDIDATES_PER_NEIGHBOUR * n_neighbors`` lowest losses get weight."""
+    n_rows, n_codes = loss.shape
+    kept = min(n_codes, CANDIDATES_PER_NEIGHBOUR * n_neighbors)
+    best = np.argpartition(loss, kept - 1, axis=1)[:, :kept]
+    excess = np.take_along_axis(loss, best, axis=1)
+    excess = excess - excess.min(axis=1, keepdims=True)
+    low, high = np.full(n_rows, -40.0), np.full(n_rows, 40.0)  # log2(beta)
+    for _ in range(60):
+        middle = (low + high) / 2
+        w = np.exp(-np.exp2(middle)[:, None] * excess)
+        count = w.sum(axis=1) ** 2 / (w**2).sum(axis=1)
+        wide = count > n_neighbors
+        low, high = np.where(wide, middle, low), np.where(wide, high, middle)
+    w = np.exp(-np.exp2(low)[:, None] * excess)
+    weights = np.zeros_like(loss)
+    np.put_along_axis(weights, best, w / w.sum(axis=1, keepdims=True), axis=1)
+    return weights
 
 
 def _fit_member(member, X):

@@ -17,6 +17,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from gfe_sklearn import GradientFlowEncoder, GradientFlowImputer, make_hidden_entry_scorer
 from gfe_sklearn import _imputer as imputer_module
+from gfe_sklearn._imputer import neighbour_weights
 from gfe_sklearn._scoring import hidden_entry_error, hide_entries
 
 pytestmark = [
@@ -86,7 +87,9 @@ def test_observed_entries_are_returned_unchanged(X, dtype):
 def test_missing_entries_come_from_the_encoders_reconstruction(X):
     # Without the prior on the codes (code_prior=0), the codes are the encoder's own.
     X = with_holes(X)
-    imputer = GradientFlowImputer(encoder=small_encoder(loss="bce"), code_prior=0).fit(X)
+    imputer = GradientFlowImputer(
+        estimate="mode", encoder=small_encoder(loss="bce"), code_prior=0
+    ).fit(X)
     encoder = imputer.encoder_
     expected = encoder.inverse_transform(encoder.transform(X))
     missing = np.isnan(X)
@@ -416,7 +419,9 @@ def test_auto_prior_picks_a_prior_where_codes_overfit():
     encoder = GradientFlowEncoder(loss="mse", max_iter=3, device="cpu", random_state=0)
     errors = {}
     for code_prior in (0.0, "auto"):
-        imputer = GradientFlowImputer(encoder=encoder, code_prior=code_prior, random_state=0)
+        imputer = GradientFlowImputer(
+            estimate="mode", encoder=encoder, code_prior=code_prior, random_state=0
+        )
         filled = imputer.fit(train).transform(np.where(hidden, np.nan, X[500:]))
         errors[code_prior] = np.sqrt(np.mean((filled[hidden] - X[500:][hidden]) ** 2))
     assert imputer.code_prior_ > 0
@@ -450,7 +455,9 @@ def test_random_state_seeds_an_unseeded_encoder_and_leaves_a_seeded_one():
 
 def test_code_prior_is_estimated_from_the_training_codes(X):
     holes = with_holes(X)
-    imputer = GradientFlowImputer(encoder=small_encoder(), code_prior=1.0).fit(holes)
+    imputer = GradientFlowImputer(estimate="mode", encoder=small_encoder(), code_prior=1.0).fit(
+        holes
+    )
     codes = imputer.encoder_.transform(holes)  # 60 rows: all of them
     np.testing.assert_allclose(imputer.code_mean_, codes.mean(axis=0), rtol=1e-6)
     np.testing.assert_allclose(imputer.code_scale_, codes.std(axis=0), rtol=1e-6)
@@ -462,7 +469,7 @@ def test_code_prior_gives_the_map_code_of_a_linear_decoder():
     X = low_rank(n_features=12)
     holes = with_holes(X, 0.6, seed=1)
     encoder = small_encoder(hidden_layer_sizes=(), loss="mse", stop_tol=1e-10)
-    imputer = GradientFlowImputer(encoder=encoder, code_prior=2.0).fit(holes)
+    imputer = GradientFlowImputer(estimate="mode", encoder=encoder, code_prior=2.0).fit(holes)
     layer = imputer.encoder_.decoder_[0]
     W, b = layer.weight.detach().double().numpy(), layer.bias.detach().double().numpy()
     precision = np.diag(2.0 / imputer.code_scale_.astype(float) ** 2)
@@ -503,6 +510,121 @@ def test_code_prior_must_not_be_negative(X):
         GradientFlowImputer(encoder=small_encoder(), code_prior=-1.0).fit(with_holes(X))
 
 
+# -- the estimate: a sample's own code, or the mean over the training codes ----------------
+
+
+def test_neighbour_weights_count_as_many_codes_as_asked_and_favour_the_best_fits():
+    loss = np.random.RandomState(0).exponential(5.0, size=(4, 300))
+    for n_neighbors in (1, 5, 20):
+        weights = neighbour_weights(loss, n_neighbors)
+        np.testing.assert_allclose(weights.sum(axis=1), 1.0)
+        np.testing.assert_allclose(1 / (weights**2).sum(axis=1), n_neighbors, rtol=1e-3)
+        for w, row in zip(weights, loss):
+            # Lower losses weigh more: the weights fall as the losses rise.
+            order = np.argsort(row)
+            assert np.all(np.diff(w[order]) <= 1e-15)
+    # Fewer codes than neighbours asked: all of them, evenly.
+    np.testing.assert_allclose(neighbour_weights(loss[:, :3], 10), 1 / 3)
+
+
+def _brute_force_mean(imputer, rows):
+    """``estimate='mean'`` by its definition, entry by entry."""
+    decoded = imputer.encoder_.inverse_transform(imputer.train_codes_).astype(float)
+    out = []
+    for row in rows:
+        seen = ~np.isnan(row)
+        if imputer.encoder_.loss_ == "bce":
+            p = np.clip(decoded[:, seen], 1e-7, 1 - 1e-7)
+            loss = -(row[seen] * np.log(p) + (1 - row[seen]) * np.log1p(-p)).sum(axis=1)
+        else:
+            loss = ((decoded[:, seen] - row[seen]) ** 2).sum(axis=1)
+        out.append(neighbour_weights(loss[None], imputer.n_neighbors_)[0] @ decoded)
+    return np.array(out)
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse"])
+def test_the_mean_averages_the_training_codes_decoded_by_their_likelihood(X, loss):
+    holes = with_holes(X, 0.4)
+    imputer = GradientFlowImputer(
+        encoder=small_encoder(loss=loss), estimate="mean", n_neighbors=4, code_prior=0
+    ).fit(holes)
+    assert imputer.estimate_ == "mean" and imputer.n_neighbors_ == 4
+    # Every training row's code, found as transform finds a code.
+    np.testing.assert_array_equal(imputer.train_codes_, imputer.encoder_.transform(holes))
+    filled = imputer.transform(holes[:8])
+    missing = np.isnan(holes[:8])
+    expected = _brute_force_mean(imputer, holes[:8])
+    np.testing.assert_allclose(filled[missing], expected[missing], rtol=1e-5, atol=1e-7)
+    np.testing.assert_array_equal(filled[~missing], holes[:8][~missing])
+
+
+def test_blend_is_the_average_of_the_mode_and_the_mean(X):
+    holes = with_holes(X, 0.4)
+    settings = dict(encoder=small_encoder(), n_neighbors=3, code_prior=0)
+    blend = GradientFlowImputer(estimate="blend", **settings).fit(holes)
+    mode = blend._mode(holes)
+    mean = blend._posterior_mean(holes, blend.train_codes_, 3)
+    missing = np.isnan(holes)
+    np.testing.assert_allclose(blend.transform(holes)[missing], ((mode + mean) / 2)[missing])
+
+
+def test_auto_estimate_keeps_the_choice_that_imputes_held_out_rows_best():
+    holes = with_holes(low_rank(n_samples=240), 0.3, seed=2)
+    imputer = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit(holes)
+    assert imputer.estimate == "auto" and imputer.n_neighbors == "auto"
+    scores = imputer.estimate_scores_
+    assert set(scores) == {("mode", None)} | {
+        (kind, k) for kind in ("mean", "blend") for k in (5, 10, 20)
+    }
+    assert (imputer.estimate_, imputer.n_neighbors_) == min(scores, key=scores.get)
+    # The held-out rows (one in ten) are among the codes transform averages over.
+    if imputer.estimate_ != "mode":
+        assert len(imputer.train_codes_) == len(holes)
+    again = GradientFlowImputer(encoder=small_encoder(), random_state=0).fit(holes)
+    assert again.estimate_scores_ == scores
+
+
+def test_a_given_number_of_neighbours_leaves_only_the_estimate_open():
+    holes = with_holes(low_rank(n_samples=120), 0.3, seed=2)
+    imputer = GradientFlowImputer(
+        encoder=small_encoder(), code_prior=0.0, n_neighbors=7, random_state=0
+    ).fit(holes)
+    assert set(imputer.estimate_scores_) == {("mode", None), ("mean", 7), ("blend", 7)}
+    assert imputer.code_prior_scores_ is None
+
+
+def test_the_mean_hedges_where_the_observed_entries_fit_two_completions():
+    # Two kinds of rows share their first entries and differ in the last: with the last
+    # hidden, the mean imputes near the middle, which errs less than the sample's own code.
+    rng = np.random.RandomState(0)
+    first = rng.uniform(0.2, 0.8, size=(400, 1)) * np.ones((1, 6))
+    kind = rng.uniform(size=(400, 1)) < 0.5
+    X = np.hstack([first, np.where(kind, 0.1, 0.9) * np.ones((1, 2))])
+    encoder = small_encoder(hidden_layer_sizes=(16,), max_iter=30, learning_rate=1e-2)
+    imputer = GradientFlowImputer(
+        encoder=encoder, estimate="mean", n_neighbors=20, code_prior=0
+    ).fit(with_holes(X, 0.1, seed=1))
+    test = X[:100].copy()
+    test[:, 6:] = np.nan
+    mean, mode = imputer.transform(test)[:, 6:], imputer._mode(test)[:, 6:]
+    assert abs(mean.mean() - 0.5) < 0.1 and np.abs(mean - 0.5).mean() < 0.2
+    errors = [np.sqrt(np.mean((guess - X[:100, 6:]) ** 2)) for guess in (mean, mode)]
+    assert errors[0] < 0.9 * errors[1]
+
+
+def test_few_rows_are_imputed_by_their_own_codes():
+    few = GradientFlowImputer(encoder=small_encoder()).fit(with_holes(low_rank(n_samples=60))[:19])
+    assert few.estimate_ == "mode" and few.n_neighbors_ is None
+    assert few.train_codes_ is None and few.estimate_scores_ is None
+
+
+def test_estimate_and_neighbours_are_checked(X):
+    with pytest.raises(ValueError, match="estimate"):
+        GradientFlowImputer(encoder=small_encoder(), estimate="median").fit(with_holes(X))
+    with pytest.raises(ValueError, match="n_neighbors"):
+        GradientFlowImputer(encoder=small_encoder(), n_neighbors=0).fit(with_holes(X))
+
+
 # -- several starts ---------------------------------------------------------------------------
 
 
@@ -516,7 +638,7 @@ def test_one_start_is_the_encoders_own_start(X):
 def test_n_starts_fills_holes_with_the_mean_reconstruction_over_the_starts(X, code_prior):
     holes = with_holes(X, 0.5)
     imputer = GradientFlowImputer(
-        encoder=small_encoder(), n_starts=3, code_prior=code_prior, random_state=0
+        estimate="mode", encoder=small_encoder(), n_starts=3, code_prior=code_prior, random_state=0
     ).fit(holes)
     encoder, starts = imputer.encoder_, imputer.start_codes_
     assert starts.shape == (3, 2) and not starts[0].any() and starts[1:].all()
