@@ -38,9 +38,11 @@ is out of reach on MNIST-sized data: ``--iterative-default-rows`` times one defa
 ``GradientFlowImputer(random_state=seed)`` with every other parameter at its default (the
 default encoder: ``loss='auto'``, bce on images, ``fit_hide_fraction=0.8``, at least 15,000
 samples seen, ``code_prior='auto'``; before 0.10.0 an mse encoder trained 10 epochs without
-hidden entries), "GFE (defaults)", runs only when
-``--methods`` names it. ``--methods`` runs a subset (the inpainting grid needs GFE and KNN);
-``--no-accuracy`` leaves out the classifier and the imputing of the training images.
+hidden entries; since 0.10 ``estimate='auto'``, which may average the decoded codes of the
+training rows instead of reading each row's own code), "GFE (defaults)", and the same with
+``estimate='mode'``, "GFE (mode)", run only when ``--methods`` names them. ``--methods``
+runs a subset (the inpainting grid needs GFE and KNN); ``--no-accuracy`` leaves out the
+classifier and the imputing of the training images.
 
 The strongest published imputers, ``benchmarks/imputation_anchors.py``, also run only when
 ``--methods`` names them (MissForest costs hours on MNIST): "MissForest-style",
@@ -110,7 +112,7 @@ METHODS = ("GFE", "GFE (complete fit)", "AE zero-fill", "mean", "KNN", "iterativ
 # imputers (benchmarks/imputation_anchors.py): run on request only, which keeps the default
 # run (and the commands the docs quote) as they were.
 ANCHORS = ("MissForest-style", "SoftImpute", "MIWAE")
-EXTRA_METHODS = ("GFE (defaults)", *ANCHORS)
+EXTRA_METHODS = ("GFE (defaults)", "GFE (mode)", *ANCHORS)
 # An autoencoder epoch costs a small fraction of a GFE epoch; it gets more of them.
 AE_EPOCHS_PER_GFE_EPOCH = 10
 # About 15,000-20,000 training images seen per fit; digits' 64 pixels, 80% of them missing,
@@ -265,6 +267,9 @@ def make_imputers(
         "GFE": GradientFlowImputer(**gfe),
         "GFE (complete fit)": GradientFlowImputer(**gfe),
         "GFE (defaults)": GradientFlowImputer(keep_empty_features=True, random_state=seed),
+        "GFE (mode)": GradientFlowImputer(
+            estimate="mode", keep_empty_features=True, random_state=seed
+        ),
         "AE zero-fill": ZeroFilledAutoencoder(
             n_components=n_components,
             **decoder,
@@ -305,11 +310,14 @@ def make_imputers(
 
 
 def fitted_summary(method, imputer):
-    """What an anchor chose in its fit (SoftImpute's shrinkage, MIWAE's epochs), or None."""
+    """What an imputer chose in its fit (SoftImpute's shrinkage, MIWAE's epochs, the GFE
+    imputer's estimate), or None."""
     if method == "SoftImpute":
         return {"shrinkage": imputer.shrinkage_, "rank": imputer.rank_}
     if method == "MIWAE":
         return {"epochs": imputer.n_epochs_, "final_loss": imputer.loss_curve_[-1]}
+    if hasattr(imputer, "estimate_"):
+        return {"estimate": imputer.estimate_, "n_neighbors": imputer.n_neighbors_}
     return None
 
 
@@ -438,7 +446,10 @@ def run_dataset(name, args, rng):
                 + ("-" if train_seconds is None else f"{train_seconds:.1f} s")
                 + f", tests {test_seconds:.1f} s"
                 + ("" if entry["code_prior"] is None else f", code_prior_ {entry['code_prior']:g}")
-                + "".join(f", {key} {value:.4g}" for key, value in (summary or {}).items()),
+                + "".join(
+                    f", {key} {value:.4g}" if isinstance(value, float) else f", {key} {value}"
+                    for key, value in (summary or {}).items()
+                ),
                 flush=True,
             )
     if not args.no_accuracy:
