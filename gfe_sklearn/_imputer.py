@@ -7,6 +7,7 @@ from numbers import Integral, Real
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 from sklearn.base import _fit_context, clone
 from sklearn.impute._base import _BaseImputer
 from sklearn.utils import check_random_state, get_tags
@@ -22,9 +23,11 @@ from sklearn.utils.validation import (
 )
 
 from ._base import readable_by_numpy
+from ._device import torch_threads
 from ._gradient_flow import GradientFlowEncoder
 from ._scoring import BCE_EPS as BCE_CLIP
 from ._scoring import hidden_entry_error, hide_entries
+from .flow._rows import invariant_rowwise, probe_rows, resolve_row_chunk
 
 if TYPE_CHECKING:
     from typing_extensions import Self
@@ -562,28 +565,40 @@ class GradientFlowImputer(_BaseImputer):
     def _posterior_mean(self, rows, codes, n_neighbors):
         """The decoder's outputs at ``codes``, averaged for each row with the weights
         ``exp(-beta * loss)`` (the loss summed over the row's observed entries), ``beta``
-        such that about ``n_neighbors`` codes count."""
-        decoded = self.encoder_.inverse_transform(codes).astype(np.float64)
-        bce = self.encoder_.loss_ == "bce"
+        such that about ``n_neighbors`` codes count. On the CPU in float64, in the engine's
+        row layout: a row's imputation is the same bit for bit in any batch and process."""
+        encoder = self.encoder_
+        decoded = torch.as_tensor(encoder.inverse_transform(codes), dtype=torch.float64)
+        bce = encoder.loss_ == "bce"
         if bce:
-            clipped = np.clip(decoded, BCE_CLIP, 1 - BCE_CLIP)
-            log_p, log_q = np.log(clipped).T, np.log1p(-clipped).T
-        squares = (decoded**2).T
-        block = max(1, POSTERIOR_BLOCK // len(codes))
-        out = np.empty((len(rows), decoded.shape[1]))
-        for start in range(0, len(rows), block):
-            part = rows[start : start + block].astype(np.float64)
-            observed = (~np.isnan(part)).astype(np.float64)
-            x = np.where(observed > 0, part, 0.0)
+            clipped = decoded.clamp(BCE_CLIP, 1 - BCE_CLIP)
+            log_p, log_q = clipped.log().T.contiguous(), (-clipped).log1p().T.contiguous()
+        decoded_t, squares = decoded.T.contiguous(), (decoded**2).T.contiguous()
+
+        def mean(part):
+            observed = (~part.isnan()).to(part.dtype)
+            x = torch.where(observed > 0, part, 0.0)
             # The loss against every code at once, as products: bce's terms are linear in
             # the entry, squared errors quadratic.
             if bce:
                 loss = -(x @ log_p + (observed - x) @ log_q)
             else:
-                loss = (x**2).sum(axis=1)[:, None] - 2 * x @ decoded.T + observed @ squares
-            weights = neighbour_weights(loss, n_neighbors)
-            out[start : start + block] = weights @ decoded
-        return out
+                loss = (x * x).sum(dim=1, keepdim=True) - 2 * x @ decoded_t + observed @ squares
+            return neighbour_weights(loss, n_neighbors) @ decoded
+
+        target = torch.as_tensor(np.asarray(rows), dtype=torch.float64)
+        # The layout is checked once per imputer for each shape of the products.
+        key = ("posterior_mean", tuple(decoded.shape), bce)
+        with torch.no_grad(), torch_threads(encoder.n_threads):
+            out = invariant_rowwise(
+                mean,
+                target,
+                chunk=resolve_row_chunk("auto", "cpu"),
+                owner=self,
+                probe=(probe_rows(target),),
+                key=key,
+            )
+        return out.numpy()
 
     def _mode(self, rows, code_prior=None):
         """The decoder's output at each row's codes from every start, averaged over starts,
@@ -657,26 +672,23 @@ class GradientFlowImputer(_BaseImputer):
 
 
 def neighbour_weights(loss, n_neighbors):
-    """Per row of ``loss`` (rows x codes), the weights ``exp(-beta * loss)``, normalised, with
-    ``beta`` found by bisection (on its logarithm) so that their effective number
-    ``1 / sum(w**2)`` is ``n_neighbors`` (all codes, evenly, where there are no more).
+    """Per row of ``loss`` (a tensor, rows x codes), the weights ``exp(-beta * loss)``,
+    normalised, with ``beta`` found by bisection on its logarithm so that their effective
+    number ``1 / sum(w**2)`` is ``n_neighbors`` (all codes, evenly, where there are no more).
     Only each row's ``CANDIDATES_PER_NEIGHBOUR * n_neighbors`` lowest losses get weight."""
     n_rows, n_codes = loss.shape
     kept = min(n_codes, CANDIDATES_PER_NEIGHBOUR * n_neighbors)
-    best = np.argpartition(loss, kept - 1, axis=1)[:, :kept]
-    excess = np.take_along_axis(loss, best, axis=1)
-    excess = excess - excess.min(axis=1, keepdims=True)
-    low, high = np.full(n_rows, -40.0), np.full(n_rows, 40.0)  # log2(beta)
+    excess, best = loss.topk(kept, dim=1, largest=False)
+    excess = excess - excess[:, :1]
+    low = torch.full((n_rows, 1), -40.0, dtype=loss.dtype)  # log2(beta)
+    high = torch.full_like(low, 40.0)
     for _ in range(60):
         middle = (low + high) / 2
-        w = np.exp(-np.exp2(middle)[:, None] * excess)
-        count = w.sum(axis=1) ** 2 / (w**2).sum(axis=1)
-        wide = count > n_neighbors
-        low, high = np.where(wide, middle, low), np.where(wide, high, middle)
-    w = np.exp(-np.exp2(low)[:, None] * excess)
-    weights = np.zeros_like(loss)
-    np.put_along_axis(weights, best, w / w.sum(axis=1, keepdims=True), axis=1)
-    return weights
+        w = torch.exp(-torch.exp2(middle) * excess)
+        wide = w.sum(dim=1, keepdim=True) ** 2 > n_neighbors * (w * w).sum(dim=1, keepdim=True)
+        low, high = torch.where(wide, middle, low), torch.where(wide, high, middle)
+    w = torch.exp(-torch.exp2(low) * excess)
+    return torch.zeros_like(loss).scatter_(1, best, w / w.sum(dim=1, keepdim=True))
 
 
 def _fit_member(member, X):

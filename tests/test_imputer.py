@@ -5,6 +5,7 @@ from functools import partial
 
 import numpy as np
 import pytest
+import torch
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.datasets import load_digits
 from sklearn.exceptions import ConvergenceWarning
@@ -514,17 +515,17 @@ def test_code_prior_must_not_be_negative(X):
 
 
 def test_neighbour_weights_count_as_many_codes_as_asked_and_favour_the_best_fits():
-    loss = np.random.RandomState(0).exponential(5.0, size=(4, 300))
+    loss = torch.as_tensor(np.random.RandomState(0).exponential(5.0, size=(4, 300)))
     for n_neighbors in (1, 5, 20):
-        weights = neighbour_weights(loss, n_neighbors)
+        weights = neighbour_weights(loss, n_neighbors).numpy()
         np.testing.assert_allclose(weights.sum(axis=1), 1.0)
         np.testing.assert_allclose(1 / (weights**2).sum(axis=1), n_neighbors, rtol=1e-3)
-        for w, row in zip(weights, loss):
+        for w, row in zip(weights, loss.numpy()):
             # Lower losses weigh more: the weights fall as the losses rise.
             order = np.argsort(row)
             assert np.all(np.diff(w[order]) <= 1e-15)
     # Fewer codes than neighbours asked: all of them, evenly.
-    np.testing.assert_allclose(neighbour_weights(loss[:, :3], 10), 1 / 3)
+    np.testing.assert_allclose(neighbour_weights(loss[:, :3], 10).numpy(), 1 / 3)
 
 
 def _brute_force_mean(imputer, rows):
@@ -538,7 +539,8 @@ def _brute_force_mean(imputer, rows):
             loss = -(row[seen] * np.log(p) + (1 - row[seen]) * np.log1p(-p)).sum(axis=1)
         else:
             loss = ((decoded[:, seen] - row[seen]) ** 2).sum(axis=1)
-        out.append(neighbour_weights(loss[None], imputer.n_neighbors_)[0] @ decoded)
+        weights = neighbour_weights(torch.as_tensor(loss[None]), imputer.n_neighbors_)
+        out.append(weights[0].numpy() @ decoded)
     return np.array(out)
 
 
@@ -556,6 +558,15 @@ def test_the_mean_averages_the_training_codes_decoded_by_their_likelihood(X, los
     expected = _brute_force_mean(imputer, holes[:8])
     np.testing.assert_allclose(filled[missing], expected[missing], rtol=1e-5, atol=1e-7)
     np.testing.assert_array_equal(filled[~missing], holes[:8][~missing])
+
+
+def test_the_mean_of_a_row_is_the_same_bit_for_bit_in_any_batch(X):
+    holes = with_holes(X, 0.4)
+    imputer = GradientFlowImputer(encoder=small_encoder(), estimate="mean", code_prior=0)
+    imputer.fit(holes)
+    whole = imputer.transform(holes)
+    np.testing.assert_array_equal(imputer.transform(holes[3:8]), whole[3:8])
+    np.testing.assert_array_equal(imputer.transform(holes[::-1]), whole[::-1])
 
 
 def test_blend_is_the_average_of_the_mode_and_the_mean(X):
