@@ -49,12 +49,10 @@ AUTO_PRIOR_MIN_ROWS = 20
 # their likelihood to a power set per row so that about n_neighbors of them count:
 # 'auto' tries NEIGHBOUR_GRID, and without held-out rows uses NEIGHBOURS_WITHOUT_CHOICE.
 # Weights go to the CANDIDATES_PER_NEIGHBOUR * n_neighbors best codes of a row (the rest
-# weigh nothing at that effective number), and (rows x codes) blocks hold POSTERIOR_BLOCK
-# entries at most.
+# weigh nothing at that effective number).
 NEIGHBOUR_GRID = (5, 10, 20)
 NEIGHBOURS_WITHOUT_CHOICE = 10
 CANDIDATES_PER_NEIGHBOUR = 32
-POSTERIOR_BLOCK = 1 << 22
 # estimate='auto' scores every choice on the held-out rows with a few and with most of
 # their observed entries hidden, and keeps the lowest sum: a choice that serves only rows
 # missing little (a sample's own code, on MNIST) loses where blocks are missing.
