@@ -319,13 +319,15 @@ def test_a_narrow_decoders_larger_calls_leave_its_codes_bit_identical(monkeypatc
     decoder = mlp_decoder(3, 12, hidden=20)
     chunks = []
 
-    def recorded(fn, *tensors, chunk, one_size=False):
+    def recorded(fn, probe, chunk, owner, key=()):
         chunks.append(chunk)
-        return rowwise(fn, *tensors, chunk=chunk, one_size=one_size)
+        return checked_row_layout(fn, probe, chunk, owner, key)
 
-    monkeypatch.setattr(_problem, "rowwise", recorded)
+    monkeypatch.setattr(_problem, "checked_row_layout", recorded)
     target = binary_targets(300, 12, seed=3)
     larger = encode(decoder, target, 3, solver="lbfgs")
-    assert set(chunks) == {NARROW_ROW_CHUNK}
+    # Asked for the larger chunk; where its calls round rows by position or size (MKL's
+    # AVX2 kernels), the check falls back, as it does for the usual chunk.
+    assert chunks == [NARROW_ROW_CHUNK]
     usual = encode(decoder, target, 3, solver="lbfgs", row_chunk=ROW_CHUNK["cpu"])
     assert torch.equal(larger.z, usual.z)
